@@ -1,0 +1,47 @@
+// HTTP routes of the balance service.
+import type { FastifyInstance } from 'fastify';
+import { invalidRequest } from '../../platform/errors.ts';
+import { METADATA_BYTES_MAX } from '../limits.ts';
+import type { LedgerService } from '../service.ts';
+import type { TransactionRequest } from '../types.ts';
+import { ledgerSchemas } from './schemas.ts';
+
+export const REPLAY_HEADER = 'Idempotent-Replayed';
+
+export function registerLedgerRoutes(app: FastifyInstance, ledger: LedgerService): void {
+  const schemas = ledgerSchemas(ledger.balanceTypes);
+
+  app.post<{ Body: TransactionRequest }>('/v1/transactions', { schema: schemas.postTransaction }, async (request, reply) => {
+    const body = request.body;
+    if (body.metadata !== undefined && Buffer.byteLength(JSON.stringify(body.metadata)) > METADATA_BYTES_MAX) {
+      throw invalidRequest('metadata', `metadata must be at most ${METADATA_BYTES_MAX} bytes as JSON`, { limit_bytes: METADATA_BYTES_MAX });
+    }
+    const result = await ledger.submit(body);
+    if (result.replayed) void reply.header(REPLAY_HEADER, 'true');
+    return reply.code(result.replayed ? 200 : 201).send(result.transaction);
+  });
+
+  app.get<{ Params: { transaction_id: string } }>('/v1/transactions/:transaction_id', { schema: schemas.getTransaction }, async (request) => ({
+    data: await ledger.getTransactions(request.params.transaction_id),
+  }));
+
+  app.get<{ Params: { user_id: string } }>('/v1/users/:user_id/balances', { schema: schemas.listBalances }, async (request) => ({
+    data: await ledger.listBalances(request.params.user_id),
+  }));
+
+  app.get<{ Params: { user_id: string; balance_type: string } }>('/v1/users/:user_id/balances/:balance_type', { schema: schemas.getBalance }, (request) =>
+    ledger.getBalance(request.params.user_id, request.params.balance_type),
+  );
+
+  app.get<{ Params: { user_id: string }; Querystring: { balance_type?: string; limit: number; cursor?: string } }>(
+    '/v1/users/:user_id/transactions',
+    { schema: schemas.listTransactions },
+    (request) =>
+      ledger.listTransactions({
+        userId: request.params.user_id,
+        balanceType: request.query.balance_type,
+        limit: request.query.limit,
+        cursor: request.query.cursor,
+      }),
+  );
+}

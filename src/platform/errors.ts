@@ -1,0 +1,93 @@
+// The one error catalogue. Every error Koban returns is one of these codes,
+// with its HTTP status and whether retrying the same request can help.
+// docs/errors.md documents the same table; a unit test keeps the two in step.
+
+export const ERROR_CATALOGUE = {
+  invalid_request: {
+    status: 400,
+    retryable: false,
+    description: 'The request is malformed, has a field of the wrong type or out of range, an unknown field, or is too large. `details.field` names the field.',
+  },
+  not_found: { status: 404, retryable: false, description: 'No such resource (transaction, route).' },
+  idempotency_conflict: {
+    status: 409,
+    retryable: false,
+    description: 'The transaction id was already used for this balance type with different content. `details.fields` lists every field that differs.',
+  },
+  unsupported_media_type: { status: 415, retryable: false, description: 'The request body is not `application/json`.' },
+  insufficient_balance: {
+    status: 422,
+    retryable: false,
+    description: 'A consume exceeds the available balance. Nothing was stored: the same request may succeed later, once the balance allows.',
+  },
+  balance_limit_exceeded: {
+    status: 422,
+    retryable: false,
+    description: 'An add would take the balance above the largest balance Koban keeps (2^53 − 1 minor units).',
+  },
+  internal: { status: 500, retryable: false, description: 'An unexpected error; it is logged with the request id.' },
+  unavailable: {
+    status: 503,
+    retryable: true,
+    description: 'The service or its database is unavailable or overloaded, or shutting down. Retry after `Retry-After` seconds with the same transaction id.',
+  },
+  timeout: {
+    status: 504,
+    retryable: true,
+    description: 'The operation did not finish in time; it may or may not have taken effect. Retry with the same transaction id: idempotency makes that safe.',
+  },
+} as const satisfies Record<string, { status: number; retryable: boolean; description: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+/** Seconds a client should wait before retrying a retryable error. */
+export const RETRY_AFTER_SECONDS = 1;
+
+export type ErrorDetails = Record<string, unknown>;
+
+export class KobanError extends Error {
+  override name = 'KobanError';
+  readonly code: ErrorCode;
+  readonly details: ErrorDetails | undefined;
+
+  constructor(code: ErrorCode, message: string, details?: ErrorDetails, options?: ErrorOptions) {
+    super(message, options);
+    this.code = code;
+    this.details = details;
+  }
+
+  get status(): number {
+    return ERROR_CATALOGUE[this.code].status;
+  }
+
+  get retryable(): boolean {
+    return ERROR_CATALOGUE[this.code].retryable;
+  }
+
+  toBody(): ErrorBody {
+    return {
+      error: {
+        code: this.code,
+        message: this.message,
+        retryable: this.retryable,
+        ...(this.details === undefined ? {} : { details: this.details }),
+      },
+    };
+  }
+}
+
+export type ErrorBody = {
+  error: { code: ErrorCode; message: string; retryable: boolean; details?: ErrorDetails };
+};
+
+export function isKobanError(error: unknown): error is KobanError {
+  return error instanceof KobanError;
+}
+
+export function isErrorCode(error: unknown, code: ErrorCode): error is KobanError {
+  return isKobanError(error) && error.code === code;
+}
+
+export function invalidRequest(field: string, message: string, details?: ErrorDetails): KobanError {
+  return new KobanError('invalid_request', message, { field, ...details });
+}

@@ -1,0 +1,125 @@
+// The HTTP shell every Koban service shares: Fastify with strict JSON-schema
+// validation, one error shape from the catalogue, OpenAPI and a docs page,
+// health check, and request draining on close.
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import { Ajv } from 'ajv';
+import addFormats from 'ajv-formats';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { ERROR_CATALOGUE, type ErrorBody, KobanError, RETRY_AFTER_SECONDS, isKobanError } from '../errors.ts';
+
+export const ERROR_SCHEMA_ID = 'Error';
+/** How long a request may take in all before Fastify answers 503 itself. */
+export const REQUEST_TIMEOUT_MS = 30_000;
+
+const errorSchema = {
+  $id: ERROR_SCHEMA_ID,
+  type: 'object',
+  required: ['error'],
+  properties: {
+    error: {
+      type: 'object',
+      required: ['code', 'message', 'retryable'],
+      properties: {
+        code: { type: 'string', enum: Object.keys(ERROR_CATALOGUE) },
+        message: { type: 'string' },
+        retryable: { type: 'boolean' },
+        details: { type: 'object', additionalProperties: true },
+      },
+    },
+  },
+} as const;
+
+function newAjv(options: { coerceTypes: boolean }): Ajv {
+  // Request bodies are never coerced: "5" is not an amount. Path and query
+  // parameters arrive as strings and are coerced to the declared type.
+  const ajv = new Ajv({ coerceTypes: options.coerceTypes, useDefaults: true, removeAdditional: false, allErrors: false, strict: true });
+  addFormats.default(ajv);
+  return ajv;
+}
+
+export async function createHttpServer(options: { logger: Logger; bodyLimitBytes: number; title: string; version: string; description: string }): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: options.logger as FastifyBaseLogger,
+    bodyLimit: options.bodyLimitBytes,
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    return503OnClosing: true,
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+  });
+
+  const bodyAjv = newAjv({ coerceTypes: false });
+  const parameterAjv = newAjv({ coerceTypes: true });
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : parameterAjv).compile(schema));
+  app.addSchema(errorSchema);
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: options.title, version: options.version, description: options.description },
+    },
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, index) => String(json.$id ?? `def-${index}`) },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  app.get(
+    '/healthz',
+    { schema: { summary: 'Liveness and readiness', response: { 200: { type: 'object', properties: { status: { type: 'string' } } } } } },
+    async () => ({ status: 'ok' }),
+  );
+
+  app.setNotFoundHandler((request, reply) => {
+    const error = new KobanError('not_found', `No route ${request.method} ${request.url.split('?')[0]}`);
+    void reply.code(error.status).send(error.toBody());
+  });
+
+  app.setErrorHandler((rawError, request, reply) => {
+    const error = toCatalogueError(rawError);
+    if (error.code === 'internal') request.log.error({ err: rawError }, 'unhandled error');
+    if (error.retryable) void reply.header('Retry-After', String(RETRY_AFTER_SECONDS));
+    void reply.code(error.status).send(error.toBody() satisfies ErrorBody);
+  });
+
+  return app;
+}
+
+/** Maps Fastify's and Ajv's errors onto the catalogue, naming the offending field. */
+function toCatalogueError(error: unknown): KobanError {
+  if (isKobanError(error)) return error;
+  const fastifyError = error as Partial<FastifyError>;
+  if (fastifyError.validation && fastifyError.validation.length > 0) {
+    const [first] = fastifyError.validation;
+    const params = (first?.params ?? {}) as Record<string, unknown>;
+    const path = (first?.instancePath ?? '').replace(/^\//, '').replaceAll('/', '.');
+    const field =
+      typeof params.missingProperty === 'string'
+        ? joinPath(path, params.missingProperty)
+        : typeof params.additionalProperty === 'string'
+          ? joinPath(path, params.additionalProperty)
+          : path || (fastifyError.validationContext ?? 'body');
+    const problem =
+      typeof params.additionalProperty === 'string' ? 'is not a known field' : typeof params.missingProperty === 'string' ? 'is required' : (first?.message ?? 'is invalid');
+    return new KobanError('invalid_request', `${field} ${problem}`, { field, in: fastifyError.validationContext ?? 'body' });
+  }
+  switch (fastifyError.code) {
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new KobanError('invalid_request', `The body is not valid JSON: ${fastifyError.message ?? ''}`, { field: 'body' });
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new KobanError('invalid_request', 'The body is larger than this API accepts', { field: 'body', reason: 'too_large' });
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new KobanError('unsupported_media_type', 'Send the body as application/json');
+  }
+  // Prototype poisoning and other 4xx raised by Fastify itself.
+  if (typeof fastifyError.statusCode === 'number' && fastifyError.statusCode >= 400 && fastifyError.statusCode < 500) {
+    return new KobanError('invalid_request', fastifyError.message ?? 'Invalid request', { field: 'body' });
+  }
+  if (fastifyError.statusCode === 503) return new KobanError('unavailable', 'The server is shutting down or overloaded; retry shortly');
+  return new KobanError('internal', 'Internal error', undefined, { cause: error });
+}
+
+function joinPath(path: string, property: string): string {
+  return path ? `${path}.${property}` : property;
+}
