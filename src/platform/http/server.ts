@@ -5,13 +5,15 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { ERROR_CATALOGUE, type ErrorBody, KobanError, RETRY_AFTER_SECONDS, isKobanError } from '../errors.ts';
 
 export const ERROR_SCHEMA_ID = 'Error';
 /** How long a request may take in all before Fastify answers 503 itself. */
 export const REQUEST_TIMEOUT_MS = 30_000;
+/** Longer than any id Koban accepts, so that the schema, not the router, rejects long ids. */
+const ROUTE_PARAM_LENGTH_MAX = 1024;
 
 const errorSchema = {
   $id: ERROR_SCHEMA_ID,
@@ -47,7 +49,16 @@ export async function createHttpServer(options: { logger: Logger; bodyLimitBytes
     return503OnClosing: true,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
+    // Ids are bounded by their schemas; the router's own 100-character limit would answer 414 outside the catalogue.
+    routerOptions: { maxParamLength: ROUTE_PARAM_LENGTH_MAX },
+    // Errors raised before routing (bad URL encoding, bad headers) still get the catalogue shape.
+    frameworkErrors: (error, _request, reply) => {
+      const catalogued = toCatalogueError(error);
+      void (reply as unknown as FastifyReply).code(catalogued.status).send(catalogued.toBody());
+    },
   });
+  // JSON only: without this Fastify would parse text/plain bodies into strings.
+  app.removeContentTypeParser('text/plain');
 
   const bodyAjv = newAjv({ coerceTypes: false });
   const parameterAjv = newAjv({ coerceTypes: true });
@@ -109,6 +120,8 @@ function toCatalogueError(error: unknown): KobanError {
       return new KobanError('invalid_request', `The body is not valid JSON: ${fastifyError.message ?? ''}`, { field: 'body' });
     case 'FST_ERR_CTP_BODY_TOO_LARGE':
       return new KobanError('invalid_request', 'The body is larger than this API accepts', { field: 'body', reason: 'too_large' });
+    case 'FST_ERR_BAD_URL':
+      return new KobanError('invalid_request', 'The URL is not validly percent-encoded', { field: 'url' });
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return new KobanError('unsupported_media_type', 'Send the body as application/json');
   }
