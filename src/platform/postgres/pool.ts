@@ -17,6 +17,8 @@ export type PoolClient = pg.PoolClient;
 
 export const POOL_CONNECT_TIMEOUT_MS = 5_000;
 export const POOL_IDLE_TIMEOUT_MS = 30_000;
+/** Bounds a stuck statement (e.g. waiting on a lock someone never releases) so the writer moves on. */
+export const STATEMENT_TIMEOUT_MS = 30_000;
 
 export function createPool(options: { url: string; size: number; applicationName: string; logger: Logger }): Pool {
   const pool = new pg.Pool({
@@ -25,6 +27,7 @@ export function createPool(options: { url: string; size: number; applicationName
     connectionTimeoutMillis: POOL_CONNECT_TIMEOUT_MS,
     idleTimeoutMillis: POOL_IDLE_TIMEOUT_MS,
     application_name: options.applicationName,
+    statement_timeout: STATEMENT_TIMEOUT_MS,
   });
   // An idle client losing its server is reported here; the pool replaces it.
   pool.on('error', (error) => options.logger.warn({ err: error }, 'idle PostgreSQL connection failed'));
@@ -58,7 +61,7 @@ export const UNIQUE_VIOLATION = '23505';
 const DEADLOCK_DETECTED = '40P01';
 const SERIALIZATION_FAILURE = '40001';
 const QUERY_CANCELED = '57014';
-const UNAVAILABLE_CODES = new Set(['57P01', '57P02', '57P03', '53300', '53400', '08000', '08003', '08006', '08001', '08004']);
+const UNAVAILABLE_CODES = new Set(['57P01', '57P02', '57P03', '53300', '53400']);
 const NETWORK_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH']);
 
 export function pgErrorCode(error: unknown): string | undefined {
@@ -77,7 +80,9 @@ export function classifyPgError(error: unknown): 'conflict' | 'unavailable' | 't
   const code = pgErrorCode(error);
   if (code === DEADLOCK_DETECTED || code === SERIALIZATION_FAILURE || code === UNIQUE_VIOLATION) return 'conflict';
   if (code === QUERY_CANCELED) return 'timeout';
-  if (code !== undefined && (UNAVAILABLE_CODES.has(code) || NETWORK_ERROR_CODES.has(code))) return 'unavailable';
+  if (code !== undefined && (UNAVAILABLE_CODES.has(code) || NETWORK_ERROR_CODES.has(code) || code.startsWith('08'))) return 'unavailable';
+  // FATAL ends the session (refused connection, database closed, shutdown): the server, not the request, is the problem.
+  if (typeof error === 'object' && error !== null && 'severity' in error && (error.severity === 'FATAL' || error.severity === 'PANIC')) return 'unavailable';
   const message = error instanceof Error ? error.message : '';
   if (/Connection terminated|connection timeout|Client has encountered a connection error|timeout exceeded when trying to connect/i.test(message)) {
     return 'unavailable';
