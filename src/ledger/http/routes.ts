@@ -33,6 +33,8 @@ export function registerLedgerRoutes(app: FastifyInstance, ledger: LedgerService
     ledger.getBalance(request.params.user_id, request.params.balance_type),
   );
 
+  app.get('/v1/audit', { schema: schemas.audit }, () => ledger.audit());
+
   app.get<{ Params: { user_id: string }; Querystring: { balance_type?: string; limit: number; cursor?: string } }>(
     '/v1/users/:user_id/transactions',
     { schema: schemas.listTransactions },

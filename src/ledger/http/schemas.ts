@@ -81,6 +81,40 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
       params: { type: 'object', required: ['user_id', 'balance_type'], properties: { user_id: idSchema('User id'), balance_type: balanceType } },
       response: { 200: balance, ...errors },
     },
+    audit: {
+      summary: 'Recompute every balance from the stored transactions and check each balance type sums to zero',
+      tags: ['audit'],
+      response: {
+        200: {
+          type: 'object',
+          required: ['ok', 'balance_types', 'misrouted_transactions'],
+          properties: {
+            ok: { type: 'boolean' },
+            balance_types: {
+              type: 'array',
+              items: {
+                type: 'object',
+                required: ['balance_type', 'sum', 'accounts_checked', 'mismatches'],
+                properties: {
+                  balance_type: { type: 'string' },
+                  sum: { type: 'integer', description: 'Over every account of this type; 0 when the books balance' },
+                  accounts_checked: { type: 'integer' },
+                  mismatches: {
+                    type: 'array',
+                    items: {
+                      type: 'object',
+                      properties: { account_id: { type: 'integer' }, owner: { type: 'string' }, stored: { type: 'integer' }, derived: { type: 'integer' } },
+                    },
+                  },
+                },
+              },
+            },
+            misrouted_transactions: { type: 'integer' },
+          },
+        },
+        ...errors,
+      },
+    },
     listTransactions: {
       summary: "A user's transactions, newest first",
       description: 'Cursor pagination: pass `next_cursor` back as `cursor`; pages neither skip nor repeat rows while writes continue.',

@@ -13,6 +13,10 @@ const EMBEDDED_HOST = '127.0.0.1';
 const EMBEDDED_USER = 'postgres';
 const EMBEDDED_PASSWORD = 'koban';
 
+export function embeddedServerUrl(port: number): string {
+  return `postgres://${EMBEDDED_USER}:${EMBEDDED_PASSWORD}@${EMBEDDED_HOST}:${port}/postgres`;
+}
+
 export type EmbeddedServer = {
   /** Connection string of the cluster's maintenance database (`postgres`). */
   readonly serverUrl: string;
@@ -60,7 +64,7 @@ export async function startEmbeddedPostgres(options: {
   options.logger.info({ port: options.port, clusterDir }, 'embedded PostgreSQL started');
   let stopped = false;
   return {
-    serverUrl: `postgres://${EMBEDDED_USER}:${EMBEDDED_PASSWORD}@${EMBEDDED_HOST}:${options.port}/postgres`,
+    serverUrl: embeddedServerUrl(options.port),
     async stop() {
       if (stopped) return;
       stopped = true;

@@ -1,0 +1,59 @@
+// Goal: the audit really detects books that do not balance, and the ledger refuses to delete or rewrite history.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
+import { startTestKoban, type TestKoban } from '../../test/support/koban.ts';
+
+let koban: TestKoban;
+let sql: pg.Client;
+before(async () => {
+  koban = await startTestKoban({ label: 'audit' });
+  sql = new pg.Client({ connectionString: koban.database.url });
+  await sql.connect();
+});
+after(async () => {
+  await sql.end();
+  await koban.stop();
+  await koban.database.drop();
+});
+
+const post = (payload: Record<string, unknown>) => koban.app.inject({ method: 'POST', url: '/v1/transactions', payload });
+
+describe('audit', () => {
+  test('GET /v1/audit reports balanced books after real traffic', async () => {
+    await post({ transaction_id: 'a-1', type: 'add', user_id: 'ivy', balance_type: 'points', amount: 70 });
+    await post({ transaction_id: 'a-2', type: 'consume', user_id: 'ivy', balance_type: 'points', amount: 20 });
+    await post({ transaction_id: 'a-3', type: 'add', user_id: 'jon', balance_type: 'cash', amount: 5 });
+    const response = await koban.app.inject({ method: 'GET', url: '/v1/audit' });
+    assert.equal(response.statusCode, 200);
+    const report = response.json();
+    assert.equal(report.ok, true);
+    const points = report.balance_types.find((entry: { balance_type: string }) => entry.balance_type === 'points');
+    assert.deepEqual(points, { balance_type: 'points', sum: 0, accounts_checked: 3, mismatches: [] }, 'ivy plus the issuance and redemption accounts');
+  });
+
+  test('a stored balance that disagrees with its transactions is reported', async () => {
+    await sql.query(`UPDATE accounts SET balance = balance + 1 WHERE owner_kind = 'user' AND owner_id = 'ivy' AND balance_type = 'points'`);
+    try {
+      const report = await koban.ledger.audit();
+      assert.equal(report.ok, false);
+      const points = report.balance_types.find((entry) => entry.balance_type === 'points')!;
+      assert.equal(points.sum, 1);
+      assert.deepEqual(points.mismatches.map(({ owner, stored, derived }) => ({ owner, stored, derived })), [{ owner: 'user:ivy', stored: 51, derived: 50 }]);
+    } finally {
+      await sql.query(`UPDATE accounts SET balance = balance - 1 WHERE owner_kind = 'user' AND owner_id = 'ivy' AND balance_type = 'points'`);
+    }
+    assert.equal((await koban.ledger.audit()).ok, true);
+  });
+});
+
+describe('append-only history', () => {
+  for (const statement of ['DELETE FROM transactions', 'UPDATE transactions SET amount = amount + 1', 'TRUNCATE transactions CASCADE', 'DELETE FROM accounts']) {
+    test(`${statement} is refused`, async () => {
+      await assert.rejects(sql.query(statement), /append-only/);
+    });
+  }
+  test('a user balance can never go negative, even by a direct write', async () => {
+    await assert.rejects(sql.query(`UPDATE accounts SET balance = -1 WHERE owner_kind = 'user' AND owner_id = 'jon'`), /user_balance_in_range/);
+  });
+});
