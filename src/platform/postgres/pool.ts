@@ -30,7 +30,12 @@ export function createPool(options: { url: string; size: number; applicationName
     statement_timeout: STATEMENT_TIMEOUT_MS,
   });
   // An idle client losing its server is reported here; the pool replaces it.
-  pool.on('error', (error) => options.logger.warn({ err: error }, 'idle PostgreSQL connection failed'));
+  // While the pool ends, pg-pool has already let go of its clients but their
+  // sockets may still be open when the server stops: expected, not a warning.
+  pool.on('error', (error) => {
+    if (pool.ending) options.logger.debug({ err: error }, 'PostgreSQL connection closed during shutdown');
+    else options.logger.warn({ err: error }, 'idle PostgreSQL connection failed');
+  });
   return pool;
 }
 
