@@ -1,0 +1,45 @@
+// Every limit of the event bus, named, with its unit.
+
+/** Event ids: 1–128 characters of [A-Za-z0-9._:/@+=-] (safe as a NATS header and a database key). */
+export const EVENT_ID_PATTERN = '^[A-Za-z0-9._:/@+=-]{1,128}$';
+/** Topic and subscription names: lower-case, safe as NATS stream, subject token and durable names. */
+export const NAME_PATTERN = '^[a-z][a-z0-9_-]{0,62}$';
+/** A whole event serialized as JSON, in bytes of UTF-8; also the publish endpoint's body limit. */
+export const EVENT_BYTES_MAX = 64 * 1024;
+/** Extension (filterable) attributes on one event. */
+export const EXTENSION_ATTRIBUTES_MAX = 16;
+/** Length of one extension attribute value, in characters. */
+export const ATTRIBUTE_LENGTH_MAX = 256;
+
+/** Keys in one filter policy, and values across all its conditions (SNS's own limits). */
+export const FILTER_KEYS_MAX = 5;
+export const FILTER_VALUES_MAX = 150;
+
+// Subscription defaults; each subscription may declare its own.
+export const MAX_DELIVERIES_DEFAULT = 5;
+export const MAX_DELIVERIES_LIMIT = 100;
+/** How long a handler may hold a message before it is redelivered elsewhere. */
+export const ACK_WAIT_MS_DEFAULT = 30_000;
+export const ACK_WAIT_MS_MIN = 50;
+export const ACK_WAIT_MS_MAX = 12 * 60 * 60 * 1000;
+export const RETRY_BACKOFF_INITIAL_MS_DEFAULT = 1_000;
+export const RETRY_BACKOFF_MAX_MS_DEFAULT = 5 * 60 * 1000;
+
+// Consumer defaults; each consumer may choose its own.
+/** Messages one consumer holds unacknowledged at once. */
+export const IN_FLIGHT_MAX_DEFAULT = 64;
+export const IN_FLIGHT_MAX_LIMIT = 10_000;
+/** Messages claimed (postgres) or pulled (nats) in one round trip. */
+export const BATCH_SIZE_MAX_DEFAULT = 64;
+/** With nothing announced, a consumer still looks for due retries and expired leases this often. */
+export const IDLE_POLL_MS_DEFAULT = 1_000;
+/** A consumer whose broker fails waits this long, doubling up to the max, before trying again. */
+export const BROKER_RETRY_INITIAL_MS = 50;
+export const BROKER_RETRY_MAX_MS = 5_000;
+/** Stored last_error text, in characters. */
+export const LAST_ERROR_LENGTH_MAX = 2_000;
+
+/** Dead letters per page, and redriven by one call without ids. */
+export const DEAD_LETTER_PAGE_LIMIT_DEFAULT = 50;
+export const DEAD_LETTER_PAGE_LIMIT_MAX = 200;
+export const REDRIVE_IDS_MAX = 1_000;

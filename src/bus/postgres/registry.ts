@@ -1,0 +1,113 @@
+// The bus database's registry of topics and subscriptions, shared by both
+// adapters (the NATS adapter keeps its declarations and dead letters here too,
+// so every process reads the same filters and retry policies). One function
+// per statement.
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { KobanError } from '../../platform/errors.ts';
+import { migrate } from '../../platform/postgres/migrate.ts';
+import type { Pool } from '../../platform/postgres/pool.ts';
+import type { FilterPolicy } from '../filter.ts';
+import type { Subscription } from '../topology.ts';
+
+export const BUS_MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations');
+
+export async function migrateBus(pool: Pool, logger: Logger): Promise<void> {
+  await migrate(pool, BUS_MIGRATIONS_DIR, logger);
+}
+
+type SubscriptionRow = {
+  name: string;
+  topic: string;
+  filter: FilterPolicy | null;
+  max_deliveries: number;
+  ack_wait_ms: number;
+  retry_backoff_initial_ms: number;
+  retry_backoff_max_ms: number;
+};
+
+function toSubscription(row: SubscriptionRow): Subscription {
+  return {
+    name: row.name,
+    topic: row.topic,
+    filter: row.filter,
+    maxDeliveries: row.max_deliveries,
+    ackWaitMs: row.ack_wait_ms,
+    retryBackoffInitialMs: row.retry_backoff_initial_ms,
+    retryBackoffMaxMs: row.retry_backoff_max_ms,
+  };
+}
+
+/** Upserts topics and subscriptions in one transaction. A subscription never moves to another topic. */
+export async function declareTopology(pool: Pool, topology: { topics: readonly string[]; subscriptions: readonly Subscription[] }): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query('INSERT INTO topics (name) SELECT unnest($1::text[]) ON CONFLICT (name) DO NOTHING', [topology.topics]);
+    for (const subscription of topology.subscriptions) {
+      const result = await client.query<{ topic: string }>(
+        `INSERT INTO subscriptions AS s (name, topic, filter, max_deliveries, ack_wait_ms, retry_backoff_initial_ms, retry_backoff_max_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (name) DO UPDATE SET filter = EXCLUDED.filter, max_deliveries = EXCLUDED.max_deliveries, ack_wait_ms = EXCLUDED.ack_wait_ms,
+           retry_backoff_initial_ms = EXCLUDED.retry_backoff_initial_ms, retry_backoff_max_ms = EXCLUDED.retry_backoff_max_ms, updated_at = now()
+         RETURNING s.topic`,
+        [
+          subscription.name,
+          subscription.topic,
+          subscription.filter === null ? null : JSON.stringify(subscription.filter),
+          subscription.maxDeliveries,
+          subscription.ackWaitMs,
+          subscription.retryBackoffInitialMs,
+          subscription.retryBackoffMaxMs,
+        ],
+      );
+      const storedTopic = result.rows[0]?.topic;
+      if (storedTopic !== subscription.topic) {
+        throw new Error(`Subscription ${subscription.name} already exists on topic ${storedTopic}; declare a new subscription instead of moving it`);
+      }
+    }
+    await client.query('COMMIT');
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  } finally {
+    client.release();
+  }
+}
+
+const SUBSCRIPTION_COLUMNS = 'name, topic, filter, max_deliveries, ack_wait_ms, retry_backoff_initial_ms, retry_backoff_max_ms';
+
+export async function loadSubscriptions(pool: Pool): Promise<Subscription[]> {
+  const result = await pool.query<SubscriptionRow>(`SELECT ${SUBSCRIPTION_COLUMNS} FROM subscriptions ORDER BY name`);
+  return result.rows.map(toSubscription);
+}
+
+/** The subscription, or `not_found`. */
+export async function loadSubscription(pool: Pool, name: string): Promise<Subscription> {
+  const result = await pool.query<SubscriptionRow>(`SELECT ${SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE name = $1`, [name]);
+  const row = result.rows[0];
+  if (!row) throw new KobanError('not_found', `No subscription named ${name}`, { subscription: name });
+  return toSubscription(row);
+}
+
+export async function loadTopics(pool: Pool): Promise<string[]> {
+  const result = await pool.query<{ name: string }>('SELECT name FROM topics ORDER BY name');
+  return result.rows.map((row) => row.name);
+}
+
+/** Opaque page cursors: the last row's sequence number, base64url-encoded. */
+export function encodeCursor(seq: number): string {
+  return Buffer.from(`s${seq}`).toString('base64url');
+}
+
+export function decodeCursor(cursor: string | undefined): number {
+  if (cursor === undefined) return 0;
+  const match = /^s(\d{1,15})$/.exec(Buffer.from(cursor, 'base64url').toString());
+  if (!match) throw new KobanError('invalid_request', 'cursor is not one this API returned', { field: 'cursor', in: 'querystring' });
+  return Number(match[1]);
+}
+
+export function truncateError(error: unknown, lengthMax: number): string {
+  const text = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  return text.length > lengthMax ? `${text.slice(0, lengthMax - 1)}…` : text;
+}

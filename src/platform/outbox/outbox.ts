@@ -1,0 +1,212 @@
+// The transactional outbox, for any service that publishes events. The event
+// row is written with the caller's own client inside the caller's transaction,
+// so the state change and its event commit together or not at all. A relay
+// then publishes committed rows to the bus, at least once: it marks a row only
+// after the bus accepted it, and the bus deduplicates by event id, so a relay
+// that dies between publish and mark causes a duplicate the bus absorbs.
+import type { Logger } from 'pino';
+import type { CloudEvent, CloudEventInput } from '../../bus/envelope.ts';
+import { validateEvent } from '../../bus/envelope.ts';
+import type { EventBus, PublishStatus } from '../../bus/event-bus.ts';
+import { PgListener } from '../../bus/postgres/listener.ts';
+import { brokerRetryDelayMs, Wakeup } from '../../bus/wakeup.ts';
+import type { Clock } from '../clock.ts';
+import { migrate } from '../postgres/migrate.ts';
+import { createPool, type Pool, type PoolClient, pgErrorCode } from '../postgres/pool.ts';
+import path from 'node:path';
+
+/** The outbox's schema inside the service's database. */
+export const OUTBOX_SCHEMA = 'koban_outbox';
+const OUTBOX_MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations');
+const NOTIFY_CHANNEL = 'koban_outbox';
+const DUPLICATE_SCHEMA = '42P06';
+
+/** Rows published per bus round trip. */
+export const RELAY_BATCH_SIZE_MAX_DEFAULT = 256;
+/** With nothing announced, the relay still looks for rows this often (rows whose retry came due). */
+export const RELAY_IDLE_POLL_MS_DEFAULT = 1_000;
+/** After the bus fails, the relay waits this long, doubling up to the max: no busy loop through an outage. */
+export const RELAY_RETRY_INITIAL_MS_DEFAULT = 100;
+export const RELAY_RETRY_MAX_MS_DEFAULT = 10_000;
+/** A row the bus refused (unknown topic) is retried after this long, so it never blocks the rows behind it. */
+export const RELAY_REFUSED_RETRY_MS = 60_000;
+
+/** Anything with pg's `query`: a PoolClient inside the caller's transaction, or a Client. */
+export type Queryable = Pick<PoolClient, 'query'>;
+
+/** Creates the outbox schema and table in a service's database; safe from concurrent starts. */
+export async function migrateOutbox(serviceDatabaseUrl: string, logger: Logger): Promise<void> {
+  const url = new URL(serviceDatabaseUrl);
+  // The shared migrator keeps its bookkeeping in `schema_migrations`; with the
+  // search path set to the outbox schema it gets a table of its own there.
+  url.searchParams.set('options', `-c search_path=${OUTBOX_SCHEMA}`);
+  const pool = createPool({ url: url.toString(), size: 1, applicationName: 'koban-outbox-migrate', logger });
+  try {
+    await pool.query(`CREATE SCHEMA IF NOT EXISTS ${OUTBOX_SCHEMA}`).catch((error: unknown) => {
+      if (pgErrorCode(error) !== DUPLICATE_SCHEMA && pgErrorCode(error) !== '23505') throw error;
+    });
+    await migrate(pool, OUTBOX_MIGRATIONS_DIR, logger);
+  } finally {
+    await pool.end();
+  }
+}
+
+/**
+ * Writes events to the outbox with the caller's client: call it inside the
+ * transaction that makes the state change. Validates every event first
+ * (throws `invalid_request`, writing nothing) and returns them as they will
+ * be delivered, `time` stamped.
+ */
+export async function appendToOutbox(
+  client: Queryable,
+  messages: readonly { topic: string; event: CloudEventInput }[],
+  clock: Clock,
+): Promise<CloudEvent[]> {
+  const events = messages.map((message) => validateEvent(message.event, clock));
+  if (events.length === 0) return events;
+  await client.query(
+    `WITH appended AS (
+       INSERT INTO ${OUTBOX_SCHEMA}.events (topic, event_id, event)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::json[])
+       RETURNING 1
+     )
+     SELECT pg_notify('${NOTIFY_CHANNEL}', '') FROM (SELECT count(*) FROM appended) AS appended_count`,
+    [messages.map((message) => message.topic), events.map((event) => event.id), events.map((event) => JSON.stringify(event))],
+  );
+  return events;
+}
+
+export type OutboxRelayOptions = {
+  /** A pool on the service's database (the one the outbox rows are written to). */
+  pool: Pool;
+  /** The same database's URL, for the LISTEN connection that wakes the relay. */
+  databaseUrl: string;
+  bus: Pick<EventBus, 'publishBatch'>;
+  logger: Logger;
+  batchSizeMax?: number;
+  idlePollMs?: number;
+  retryInitialMs?: number;
+  retryMaxMs?: number;
+};
+
+type OutboxRow = { seq: number; topic: string; event: CloudEvent; attempts: number };
+
+/**
+ * Publishes committed outbox rows. Several relays may run on one database:
+ * each locks the rows it publishes (SKIP LOCKED), so they share the work.
+ */
+export class OutboxRelay {
+  readonly #options: Required<Omit<OutboxRelayOptions, 'bus'>> & { bus: Pick<EventBus, 'publishBatch'> };
+  readonly #wakeup = new Wakeup();
+  #listener: PgListener | undefined;
+  #loop: Promise<void> | undefined;
+  #stopping = false;
+  /** Consecutive failed rounds; tests and health checks read it. */
+  failures = 0;
+
+  constructor(options: OutboxRelayOptions) {
+    this.#options = {
+      batchSizeMax: RELAY_BATCH_SIZE_MAX_DEFAULT,
+      idlePollMs: RELAY_IDLE_POLL_MS_DEFAULT,
+      retryInitialMs: RELAY_RETRY_INITIAL_MS_DEFAULT,
+      retryMaxMs: RELAY_RETRY_MAX_MS_DEFAULT,
+      ...options,
+      logger: options.logger.child({ component: 'outbox-relay' }),
+    };
+  }
+
+  start(): void {
+    if (this.#loop) return;
+    this.#listener = new PgListener(this.#options.databaseUrl, NOTIFY_CHANNEL, this.#options.logger, () => this.#wakeup.wake());
+    this.#loop = this.#run();
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopping) {
+      let published: number;
+      try {
+        published = await this.relayOnce();
+        if (this.failures > 0) this.#options.logger.info({ afterFailures: this.failures }, 'outbox relay publishing again');
+        this.failures = 0;
+      } catch (error) {
+        this.failures += 1;
+        const delayMs = brokerRetryDelayMs(this.failures, this.#options.retryInitialMs, this.#options.retryMaxMs);
+        this.#options.logger.warn({ err: error, delayMs, failures: this.failures }, 'outbox relay could not publish; backing off');
+        await this.#sleepUnlessStopping(delayMs);
+        continue;
+      }
+      // A full batch means more rows may be waiting: go again at once.
+      if (published < this.#options.batchSizeMax) await this.#wakeup.sleep(this.#options.idlePollMs);
+    }
+  }
+
+  async #sleepUnlessStopping(ms: number): Promise<void> {
+    // Notifications do not end an outage, so only stop() cuts this sleep short.
+    const deadline = Date.now() + ms;
+    while (!this.#stopping && Date.now() < deadline) await this.#wakeup.sleep(deadline - Date.now());
+  }
+
+  /** Publishes one batch of due rows; returns how many rows it handled. Throws if the bus or database failed. */
+  async relayOnce(): Promise<number> {
+    const client = await this.#options.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const rows = await client.query<OutboxRow>({
+        name: 'outbox_claim',
+        text: `SELECT seq, topic, event, attempts FROM ${OUTBOX_SCHEMA}.events
+                WHERE published_at IS NULL AND available_at <= now()
+                ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED`,
+        values: [this.#options.batchSizeMax],
+      });
+      if (rows.rows.length === 0) {
+        await client.query('COMMIT');
+        return 0;
+      }
+      // The row locks are held while publishing: another relay skips these rows.
+      const statuses = await this.#options.bus.publishBatch(rows.rows.map((row) => ({ topic: row.topic, event: row.event })));
+      await this.#record(client, rows.rows, statuses);
+      await client.query('COMMIT');
+      return rows.rows.length;
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+
+  async #record(client: PoolClient, rows: OutboxRow[], statuses: PublishStatus[]): Promise<void> {
+    const done = rows.filter((_, index) => statuses[index] !== 'unknown_topic').map((row) => row.seq);
+    const refused = rows.filter((_, index) => statuses[index] === 'unknown_topic');
+    if (done.length > 0) {
+      await client.query({
+        name: 'outbox_mark_published',
+        text: `UPDATE ${OUTBOX_SCHEMA}.events SET published_at = now(), attempts = attempts + 1 WHERE seq = ANY($1::bigint[])`,
+        values: [done],
+      });
+    }
+    if (refused.length > 0) {
+      this.#options.logger.error({ topics: [...new Set(refused.map((row) => row.topic))], count: refused.length }, 'outbox rows name a topic the bus does not know; retrying later');
+      await client.query(
+        `UPDATE ${OUTBOX_SCHEMA}.events
+            SET attempts = attempts + 1, last_error = 'unknown topic ' || topic, available_at = now() + $2 * interval '1 millisecond'
+          WHERE seq = ANY($1::bigint[])`,
+        [refused.map((row) => row.seq), RELAY_REFUSED_RETRY_MS],
+      );
+    }
+  }
+
+  /** Stops after the batch in progress; rows not yet published stay for the next relay. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.#wakeup.wake();
+    await this.#loop;
+    await this.#listener?.close();
+  }
+}
+
+/** Rows not yet published: for health checks and tests. */
+export async function outboxBacklog(pool: Pool): Promise<number> {
+  const result = await pool.query<{ count: number }>(`SELECT count(*)::int AS count FROM ${OUTBOX_SCHEMA}.events WHERE published_at IS NULL`);
+  return result.rows[0]?.count ?? 0;
+}
