@@ -1,0 +1,150 @@
+// Goal: run the Koban server as a child process of the benchmark, and read its CPU time and peak memory from /proc.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import readline from 'node:readline';
+import { freePort, sleep } from './net.ts';
+
+const HEALTH_WAIT_MS = 60_000;
+const HEALTH_POLL_INTERVAL_MS = 100;
+const HEALTH_REQUEST_TIMEOUT_MS = 1_000;
+/** Koban drains for up to 15 s on SIGTERM (src/main.ts); past this, it is killed. */
+const STOP_GRACE_MS = 20_000;
+const KILL_WAIT_MS = 5_000;
+/** USER_HZ: the unit of utime/stime in /proc/<pid>/stat on Linux. */
+const CLOCK_TICKS_PER_S = 100;
+const OUTPUT_LINES_KEPT = 40;
+
+export type KobanProcess = {
+  readonly pid: number;
+  readonly origin: string;
+  /** False once the process has exited. */
+  alive(): boolean;
+  /** VmHWM (peak resident set) in bytes, while the process runs. */
+  peakRssBytes(): number | undefined;
+  /** User + system CPU time used so far, in ms. */
+  cpuMs(): number | undefined;
+  /** Last lines the server printed, for error reports. */
+  recentOutput(): string;
+  /** SIGTERM, wait for the drain, SIGKILL past the grace period. Resolves with the exit code or signal. Safe to call twice. */
+  stop(): Promise<string>;
+};
+
+export async function startKoban(options: {
+  repoRoot: string;
+  ledgerDatabaseUrl: string;
+  extraNodeArgs: readonly string[];
+  env: NodeJS.ProcessEnv;
+}): Promise<KobanProcess> {
+  const port = await freePort();
+  const origin = `http://127.0.0.1:${port}`;
+  const child = spawn(process.execPath, [...options.extraNodeArgs, 'src/main.ts'], {
+    cwd: options.repoRoot,
+    env: { ...options.env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', LEDGER_DATABASE_URL: options.ledgerDatabaseUrl },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const recent: string[] = [];
+  for (const stream of [child.stdout, child.stderr]) {
+    readline.createInterface({ input: stream }).on('line', (line) => {
+      recent.push(line);
+      if (recent.length > OUTPUT_LINES_KEPT) recent.shift();
+      process.stderr.write(`[koban] ${line}\n`);
+    });
+  }
+  let exitDescription: string | undefined;
+  const exited = new Promise<string>((resolve) => {
+    child.once('exit', (code, signal) => {
+      exitDescription = signal ? `signal ${signal}` : `exit code ${code}`;
+      resolve(exitDescription);
+    });
+    child.once('error', (error) => {
+      exitDescription = `spawn error: ${error.message}`;
+      resolve(exitDescription);
+    });
+  });
+
+  const pid = child.pid;
+  let stopping: Promise<string> | undefined;
+  const handle: KobanProcess = {
+    pid: pid ?? -1,
+    origin,
+    alive: () => exitDescription === undefined,
+    peakRssBytes: () => (pid === undefined ? undefined : readPeakRssBytes(pid)),
+    cpuMs: () => (pid === undefined ? undefined : readCpuMs(pid)),
+    recentOutput: () => recent.join('\n'),
+    stop() {
+      stopping ??= stopChild(child, exited);
+      return stopping;
+    },
+  };
+
+  try {
+    await waitHealthy(origin, () => exitDescription);
+  } catch (error) {
+    await handle.stop();
+    throw new Error(`Koban did not become healthy: ${(error as Error).message}\n--- last server output ---\n${handle.recentOutput()}`);
+  }
+  return handle;
+}
+
+async function waitHealthy(origin: string, exitDescription: () => string | undefined): Promise<void> {
+  const deadline = performance.now() + HEALTH_WAIT_MS;
+  let lastProblem = 'no answer yet';
+  while (performance.now() < deadline) {
+    const exit = exitDescription();
+    if (exit !== undefined) throw new Error(`the server exited (${exit})`);
+    try {
+      const response = await fetch(`${origin}/healthz`, { signal: AbortSignal.timeout(HEALTH_REQUEST_TIMEOUT_MS) });
+      await response.body?.cancel();
+      if (response.ok) return;
+      lastProblem = `GET /healthz answered ${response.status}`;
+    } catch (error) {
+      lastProblem = (error as Error).message;
+    }
+    await sleep(HEALTH_POLL_INTERVAL_MS);
+  }
+  throw new Error(`no healthy answer within ${HEALTH_WAIT_MS} ms (${lastProblem})`);
+}
+
+async function stopChild(child: ChildProcess, exited: Promise<string>): Promise<string> {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return exited;
+  child.kill('SIGTERM');
+  const graceful = await Promise.race([exited, sleep(STOP_GRACE_MS).then(() => undefined)]);
+  if (graceful !== undefined) return graceful;
+  child.kill('SIGKILL');
+  const killed = await Promise.race([exited, sleep(KILL_WAIT_MS).then(() => 'did not exit after SIGKILL')]);
+  return `killed after ${STOP_GRACE_MS} ms (${killed})`;
+}
+
+function readPeakRssBytes(pid: number): number | undefined {
+  try {
+    const match = /^VmHWM:\s+(\d+)\s+kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match ? Number(match[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function readCpuMs(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after "(comm)": state is field 3, utime field 14, stime field 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    return Number.isFinite(ticks) ? (ticks * 1000) / CLOCK_TICKS_PER_S : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Busy and total jiffies of the whole machine, from /proc/stat: their deltas give host CPU use. */
+export function readHostCpuTicks(): { busy: number; total: number } | undefined {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
+    const values = line.trim().split(/\s+/).slice(1).map(Number);
+    const total = values.reduce((sum, value) => sum + value, 0);
+    const idle = (values[3] ?? 0) + (values[4] ?? 0);
+    return { busy: total - idle, total };
+  } catch {
+    return undefined;
+  }
+}

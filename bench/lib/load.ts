@@ -1,0 +1,162 @@
+// Goal: closed-loop HTTP load with undici: N workers, each sending its next request when the previous one answers, with latency percentiles.
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Pool } from 'undici';
+
+const JSON_HEADERS = { 'content-type': 'application/json' } as const;
+/** Examples of each unexpected answer kept for the report. */
+const UNEXPECTED_SAMPLES_KEPT = 5;
+const RESPONSE_SNIPPET_CHARS = 300;
+/** A scenario stops early after this many transport errors (server gone, connections refused). */
+const CLIENT_ERRORS_MAX = 200;
+
+export type Answer = { status: number; headers: IncomingHttpHeaders; body: string };
+
+/** One request and how to judge its answer: `check` returns null when expected, else a short label for the report. */
+export type Plan = {
+  method: 'POST' | 'GET';
+  path: string;
+  body?: string;
+  check(answer: Answer): string | null;
+};
+
+export type Unexpected = { counts: Map<string, number>; samples: string[]; total: number };
+
+export function newUnexpected(): Unexpected {
+  return { counts: new Map(), samples: [], total: 0 };
+}
+
+function noteUnexpected(unexpected: Unexpected, label: string, detail: string): void {
+  unexpected.total++;
+  unexpected.counts.set(label, (unexpected.counts.get(label) ?? 0) + 1);
+  if (unexpected.samples.length < UNEXPECTED_SAMPLES_KEPT) unexpected.samples.push(`${label}: ${detail.slice(0, RESPONSE_SNIPPET_CHARS)}`);
+}
+
+/** Sends one request; transport failures become a label rather than an exception. */
+export async function send(pool: Pool, plan: Plan, unexpected: Unexpected): Promise<{ ok: boolean; transportError: boolean }> {
+  let answer: Answer;
+  try {
+    const response = await pool.request({
+      method: plan.method,
+      path: plan.path,
+      headers: plan.body === undefined ? undefined : JSON_HEADERS,
+      body: plan.body,
+    });
+    answer = { status: response.statusCode, headers: response.headers, body: await response.body.text() };
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    noteUnexpected(unexpected, `transport error ${typeof code === 'string' ? code : (error as Error).name}`, (error as Error).message);
+    return { ok: false, transportError: true };
+  }
+  const label = plan.check(answer);
+  if (label !== null) {
+    noteUnexpected(unexpected, label, `${plan.method} ${plan.path} ${plan.body ?? ''} -> ${answer.status} ${answer.body}`);
+    return { ok: false, transportError: false };
+  }
+  return { ok: true, transportError: false };
+}
+
+export type LoadResult = {
+  concurrency: number;
+  /** Requests started inside the measured window. */
+  requests: number;
+  measuredS: number;
+  requestsPerS: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  /** Unexpected answers, warm-up included. */
+  unexpected: Unexpected;
+};
+
+/**
+ * Runs `concurrency` closed-loop workers for warm-up + measured time. Requests
+ * started during warm-up are sent and checked but not timed.
+ */
+export async function runClosedLoop(
+  pool: Pool,
+  options: {
+    concurrency: number;
+    warmupMs: number;
+    durationMs: number;
+    nextPlan: () => Plan;
+    signal: AbortSignal;
+    /** Called when the measured window opens and when it closes (for CPU readings); `onWindowEnd` always runs once `onWindowStart` has. */
+    onWindowStart?: () => void;
+    onWindowEnd?: () => void;
+  },
+): Promise<LoadResult> {
+  const unexpected = newUnexpected();
+  const latenciesMs: number[] = [];
+  const startedAt = performance.now();
+  const measureFrom = startedAt + options.warmupMs;
+  const stopAt = measureFrom + options.durationMs;
+  let transportErrors = 0;
+  let windowOpen = false;
+  const openWindow = () => {
+    windowOpen = true;
+    options.onWindowStart?.();
+  };
+  const closeWindow = () => {
+    if (!windowOpen) return;
+    windowOpen = false;
+    options.onWindowEnd?.();
+  };
+  const windowStartTimer = setTimeout(openWindow, options.warmupMs);
+  const windowEndTimer = setTimeout(closeWindow, options.warmupMs + options.durationMs);
+
+  const worker = async () => {
+    while (!options.signal.aborted && transportErrors < CLIENT_ERRORS_MAX) {
+      const sentAt = performance.now();
+      if (sentAt >= stopAt) return;
+      const outcome = await send(pool, options.nextPlan(), unexpected);
+      if (outcome.transportError) transportErrors++;
+      if (sentAt >= measureFrom) latenciesMs.push(performance.now() - sentAt);
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: options.concurrency }, worker));
+  } finally {
+    clearTimeout(windowStartTimer);
+    clearTimeout(windowEndTimer);
+    // The last answers can beat the timer by a fraction of a millisecond.
+    closeWindow();
+  }
+  options.signal.throwIfAborted();
+  if (transportErrors >= CLIENT_ERRORS_MAX) {
+    throw new Error(`stopped after ${transportErrors} transport errors: ${unexpected.samples.join(' | ')}`);
+  }
+
+  const sorted = Float64Array.from(latenciesMs).sort();
+  const measuredS = options.durationMs / 1000;
+  return {
+    concurrency: options.concurrency,
+    requests: sorted.length,
+    measuredS,
+    requestsPerS: sorted.length / measuredS,
+    p50Ms: percentile(sorted, 0.5),
+    p99Ms: percentile(sorted, 0.99),
+    maxMs: sorted.length === 0 ? Number.NaN : sorted[sorted.length - 1]!,
+    unexpected,
+  };
+}
+
+/** Sends a fixed list of requests with `concurrency` workers (setup work such as funding users). */
+export async function runAll(pool: Pool, plans: readonly Plan[], concurrency: number, signal: AbortSignal): Promise<Unexpected> {
+  const unexpected = newUnexpected();
+  let next = 0;
+  const worker = async () => {
+    while (!signal.aborted && next < plans.length) {
+      await send(pool, plans[next++]!, unexpected);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  signal.throwIfAborted();
+  return unexpected;
+}
+
+/** Nearest-rank percentile of an ascending array, in its unit; NaN when empty. */
+export function percentile(sorted: Float64Array, quantile: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const rank = Math.min(sorted.length, Math.max(1, Math.ceil(quantile * sorted.length)));
+  return sorted[rank - 1]!;
+}
