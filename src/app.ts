@@ -53,6 +53,7 @@ export async function createKoban(config: Config, deps: { logger: Logger; clock?
       logger: logger.child({ component: 'ledger' }),
       balanceTypes: config.balanceTypes,
       writeTimeoutMs: config.writeTimeoutMs,
+      sweepIntervalMs: config.sweepIntervalMs,
     });
     await ledger.start();
     cleanups.push(() => ledger.close());

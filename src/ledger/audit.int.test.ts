@@ -29,31 +29,47 @@ describe('audit', () => {
     const report = response.json();
     assert.equal(report.ok, true);
     const points = report.balance_types.find((entry: { balance_type: string }) => entry.balance_type === 'points');
-    assert.deepEqual(points, { balance_type: 'points', sum: 0, accounts_checked: 3, mismatches: [] }, 'ivy plus the issuance and redemption accounts');
+    assert.deepEqual(points, { balance_type: 'points', sum: 0, accounts_checked: 4, mismatches: [] }, 'ivy plus the issuance, redemption and expiry accounts');
   });
 
   test('a stored balance that disagrees with its transactions is reported', async () => {
-    await sql.query(`UPDATE accounts SET balance = balance + 1 WHERE owner_kind = 'user' AND owner_id = 'ivy' AND balance_type = 'points'`);
+    await sql.query(`UPDATE accounts SET posted = posted + 1 WHERE owner_kind = 'user' AND owner_id = 'ivy' AND balance_type = 'points'`);
     try {
       const report = await koban.ledger.audit();
       assert.equal(report.ok, false);
       const points = report.balance_types.find((entry) => entry.balance_type === 'points')!;
       assert.equal(points.sum, 1);
-      assert.deepEqual(points.mismatches.map(({ owner, stored, derived }) => ({ owner, stored, derived })), [{ owner: 'user:ivy', stored: 51, derived: 50 }]);
+      assert.deepEqual(
+        points.mismatches.map(({ owner, field, stored, derived }) => ({ owner, field, stored, derived })),
+        [
+          { owner: 'user:ivy', field: 'posted', stored: 51, derived: 50 },
+          { owner: 'user:ivy', field: 'lots', stored: 51, derived: 50 },
+        ],
+      );
     } finally {
-      await sql.query(`UPDATE accounts SET balance = balance - 1 WHERE owner_kind = 'user' AND owner_id = 'ivy' AND balance_type = 'points'`);
+      await sql.query(`UPDATE accounts SET posted = posted - 1 WHERE owner_kind = 'user' AND owner_id = 'ivy' AND balance_type = 'points'`);
     }
     assert.equal((await koban.ledger.audit()).ok, true);
   });
 });
 
 describe('append-only history', () => {
-  for (const statement of ['DELETE FROM transactions', 'UPDATE transactions SET amount = amount + 1', 'TRUNCATE transactions CASCADE', 'DELETE FROM accounts']) {
+  for (const statement of [
+    'DELETE FROM transactions',
+    'UPDATE transactions SET amount = amount + 1',
+    "UPDATE transactions SET status = 'voided'",
+    'TRUNCATE transactions CASCADE',
+    'DELETE FROM accounts',
+    'DELETE FROM lots',
+    'UPDATE lots SET amount = amount + 1',
+    'UPDATE lot_draws SET amount = amount + 1',
+  ]) {
     test(`${statement} is refused`, async () => {
       await assert.rejects(sql.query(statement), /append-only/);
     });
   }
   test('a user balance can never go negative, even by a direct write', async () => {
-    await assert.rejects(sql.query(`UPDATE accounts SET balance = -1 WHERE owner_kind = 'user' AND owner_id = 'jon'`), /user_balance_in_range/);
+    await assert.rejects(sql.query(`UPDATE accounts SET posted = -1 WHERE owner_kind = 'user' AND owner_id = 'jon'`), /user_balances_in_range/);
+    await assert.rejects(sql.query(`UPDATE accounts SET pending_debit = posted + 1 WHERE owner_kind = 'user' AND owner_id = 'jon'`), /user_balances_in_range/);
   });
 });

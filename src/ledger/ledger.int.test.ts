@@ -52,6 +52,13 @@ describe('add and consume', () => {
         balance_type: 'points',
         amount: 500,
         status: 'posted',
+        pending: false,
+        posted_amount: 500,
+        pending_expires_at: null,
+        resolved_at: null,
+        expires_at: null,
+        refund_of: null,
+        lots: null,
         description: 'welcome',
         metadata: { campaign: 'spring' },
         balance_after: 500,
@@ -217,8 +224,8 @@ describe('reads', () => {
     assert.equal(response.statusCode, 200);
     assert.deepEqual(response.json(), {
       data: [
-        { user_id: 'nobody', balance_type: 'cash', available: 0, posted: 0 },
-        { user_id: 'nobody', balance_type: 'points', available: 0, posted: 0 },
+        { user_id: 'nobody', balance_type: 'cash', available: 0, posted: 0, pending_debit: 0, pending_credit: 0, expiring: [] },
+        { user_id: 'nobody', balance_type: 'points', available: 0, posted: 0, pending_debit: 0, pending_credit: 0, expiring: [] },
       ],
     });
   });

@@ -9,6 +9,8 @@ export const BALANCE_MAX = Number.MAX_SAFE_INTEGER;
 
 /** Transaction and user ids: 1–128 characters of [A-Za-z0-9._:-]. */
 export const ID_PATTERN = '^[A-Za-z0-9._:-]{1,128}$';
+/** Caller-chosen transaction ids: the same, minus the prefix reserved for the ledger's own. */
+export const CALLER_TRANSACTION_ID_PATTERN = '^(?!sys:)[A-Za-z0-9._:-]{1,128}$';
 export const ID_LENGTH_MAX = 128;
 
 export const DESCRIPTION_LENGTH_MAX = 1024;
@@ -26,3 +28,14 @@ export const WRITE_BATCH_SIZE_MAX = 256;
 export const WRITE_QUEUE_DEPTH_MAX = 20_000;
 /** Times a batch that lost a race (deadlock, unique key) is re-run before giving up. */
 export const WRITE_CONFLICT_RETRIES_MAX = 5;
+
+/** How long a hold lasts when the caller gives no `pending_expires_at`: 7 days. */
+export const HOLD_TIMEOUT_DEFAULT_MS = 7 * 24 * 60 * 60 * 1000;
+/** Furthest into the future an `expires_at` or `pending_expires_at` may be: about 10 years. */
+export const EXPIRY_HORIZON_MAX_MS = 3653 * 24 * 60 * 60 * 1000;
+/** Upcoming expirations listed on a balance (the SQL in ledger_balance uses the same number). */
+export const EXPIRING_LISTED_MAX = 20;
+/** Accounts swept per sweeper round trip (the interval is configuration: KOBAN_SWEEP_INTERVAL_MS). */
+export const SWEEP_BATCH_SIZE_MAX = 256;
+/** Transaction ids the ledger gives its own transactions (expiries) start with this. */
+export const SYSTEM_TRANSACTION_ID_PREFIX = 'sys:';

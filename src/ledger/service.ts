@@ -1,35 +1,61 @@
-// The balance service: idempotent add/consume and plain reads. Writes go
-// through group commit; every outcome maps to one catalogue error or a result.
+// The balance service: idempotent add/consume/refund, holds (post/void),
+// time-limited balances with a sweeper, and plain reads. Writes go through
+// group commit; every outcome maps to one catalogue error or a result.
 import type { Logger } from 'pino';
 import type { Clock } from '../platform/clock.ts';
 import { KobanError } from '../platform/errors.ts';
 import { GroupCommitQueue } from '../platform/group-commit.ts';
 import { classifyPgError } from '../platform/postgres/pool.ts';
-import { PAGE_LIMIT_DEFAULT, WRITE_BATCH_SIZE_MAX, WRITE_CONFLICT_RETRIES_MAX, WRITE_QUEUE_DEPTH_MAX } from './limits.ts';
-import type { AuditReport, LedgerStore, WriteOperation, WriteOutcome } from './store/ledger-store.ts';
-import type { Balance, Transaction, TransactionRequest } from './types.ts';
+import {
+  EXPIRY_HORIZON_MAX_MS,
+  HOLD_TIMEOUT_DEFAULT_MS,
+  PAGE_LIMIT_DEFAULT,
+  SWEEP_BATCH_SIZE_MAX,
+  WRITE_BATCH_SIZE_MAX,
+  WRITE_CONFLICT_RETRIES_MAX,
+  WRITE_QUEUE_DEPTH_MAX,
+} from './limits.ts';
+import type { AuditReport, LedgerOperation, LedgerOutcome, LedgerStore } from './store/ledger-store.ts';
+import type { Balance, PostRequest, Transaction, TransactionRequest, VoidRequest } from './types.ts';
 
-export type SubmitResult = { transaction: Transaction; replayed: boolean };
+export type WriteResult = { transaction: Transaction; replayed: boolean };
 export type TransactionList = { data: Transaction[]; next_cursor: string | null };
 
 /** Outcome of one operation after the batch it rode in: a result, or the error for that caller alone. */
-type OperationResult = WriteOutcome | { outcome: 'failed'; error: KobanError };
+type OperationResult = LedgerOutcome | { outcome: 'failed'; error: KobanError };
+
+export type LedgerServiceOptions = {
+  store: LedgerStore;
+  clock: Clock;
+  logger: Logger;
+  balanceTypes: readonly string[];
+  writeTimeoutMs: number;
+  /** 0 turns the background sweeper off (tests drive sweep() themselves). */
+  sweepIntervalMs: number;
+  holdTimeoutDefaultMs?: number;
+};
 
 export class LedgerService {
   readonly #store: LedgerStore;
   readonly #clock: Clock;
   readonly #logger: Logger;
   readonly #writeTimeoutMs: number;
+  readonly #sweepIntervalMs: number;
+  readonly #holdTimeoutMs: number;
   readonly balanceTypes: readonly string[];
-  readonly #writes: GroupCommitQueue<WriteOperation, OperationResult>;
+  readonly #writes: GroupCommitQueue<LedgerOperation, OperationResult>;
   #closing = false;
+  #sweepTimer: NodeJS.Timeout | undefined;
+  #sweeping: Promise<number> | undefined;
 
-  constructor(options: { store: LedgerStore; clock: Clock; logger: Logger; balanceTypes: readonly string[]; writeTimeoutMs: number }) {
+  constructor(options: LedgerServiceOptions) {
     this.#store = options.store;
     this.#clock = options.clock;
     this.#logger = options.logger;
     this.balanceTypes = options.balanceTypes;
     this.#writeTimeoutMs = options.writeTimeoutMs;
+    this.#sweepIntervalMs = options.sweepIntervalMs;
+    this.#holdTimeoutMs = options.holdTimeoutDefaultMs ?? HOLD_TIMEOUT_DEFAULT_MS;
     this.#writes = new GroupCommitQueue({
       execute: (operations) => this.#writeBatch(operations),
       batchSizeMax: WRITE_BATCH_SIZE_MAX,
@@ -40,58 +66,58 @@ export class LedgerService {
 
   async start(): Promise<void> {
     await this.#store.ensureSystemAccounts(this.balanceTypes, this.#clock.now());
+    if (this.#sweepIntervalMs > 0) this.#scheduleSweep();
   }
 
-  /** Applies an add or consume exactly once per (transaction_id, balance_type). */
-  async submit(request: TransactionRequest): Promise<SubmitResult> {
-    if (this.#closing) throw new KobanError('unavailable', 'The ledger is shutting down; retry on another instance or shortly');
-    const operation: WriteOperation = { ...request, created_at: this.#clock.now() };
-    const result = await withTimeout(this.#writes.submit(operation), this.#writeTimeoutMs);
-    switch (result.outcome) {
-      case 'created':
-        return { transaction: result.transaction, replayed: false };
-      case 'replayed':
-        return { transaction: result.transaction, replayed: true };
-      case 'conflict':
-        throw new KobanError(
-          'idempotency_conflict',
-          `Transaction ${request.transaction_id} (${request.balance_type}) already exists with different ${result.fields.join(', ')}`,
-          { transaction_id: request.transaction_id, balance_type: request.balance_type, fields: result.fields },
-        );
-      case 'insufficient_balance':
-        throw new KobanError('insufficient_balance', `Available ${request.balance_type} balance ${result.available} is less than ${request.amount}`, {
-          available: result.available,
-          requested: request.amount,
-        });
-      case 'balance_limit_exceeded':
-        throw new KobanError('balance_limit_exceeded', `Adding ${request.amount} would exceed the largest balance Koban keeps`, {
-          available: result.available,
-          requested: request.amount,
-        });
-      case 'failed':
-        throw result.error;
-    }
+  /** Applies an add, consume or refund — posted, or as a hold — exactly once per (transaction_id, balance_type). */
+  async submit(request: TransactionRequest): Promise<WriteResult> {
+    const at = this.#clock.now();
+    assertWithinHorizon(request, at);
+    const result = await this.#write({ ...request, kind: 'create', at, hold_timeout_ms: this.#holdTimeoutMs });
+    return this.#toWriteResult(result, request.transaction_id, request.balance_type, request.amount);
+  }
+
+  /** Posts all or part of a hold; the rest is released. At most once. */
+  async post(transactionId: string, request: PostRequest): Promise<WriteResult> {
+    const result = await this.#write({ kind: 'post', at: this.#clock.now(), transaction_id: transactionId, balance_type: request.balance_type, amount: request.amount });
+    return this.#toWriteResult(result, transactionId, request.balance_type, request.amount);
+  }
+
+  /** Voids a hold, releasing all of it. At most once. */
+  async void(transactionId: string, request: VoidRequest): Promise<WriteResult> {
+    const result = await this.#write({ kind: 'void', at: this.#clock.now(), transaction_id: transactionId, balance_type: request.balance_type });
+    return this.#toWriteResult(result, transactionId, request.balance_type, undefined);
+  }
+
+  /**
+   * Records what is due at the clock's now: holds past their deadline expire,
+   * lots past expires_at are expired by an `expire` transaction. Idempotent.
+   * Returns the number of accounts swept.
+   */
+  sweep(): Promise<number> {
+    this.#sweeping ??= this.#sweepDue().finally(() => (this.#sweeping = undefined));
+    return this.#sweeping;
   }
 
   async getTransactions(transactionId: string): Promise<Transaction[]> {
-    const transactions = await this.#read(() => this.#store.findTransactions(transactionId));
+    const transactions = await this.#read(() => this.#store.findTransactions(transactionId, this.#clock.now()));
     if (transactions.length === 0) throw new KobanError('not_found', `No transaction ${transactionId}`, { transaction_id: transactionId });
     return transactions;
   }
 
   listBalances(userId: string): Promise<Balance[]> {
-    return this.#read(() => this.#store.findBalances(userId, this.balanceTypes));
+    return this.#read(() => this.#store.findBalances(userId, this.balanceTypes, this.#clock.now()));
   }
 
   async getBalance(userId: string, balanceType: string): Promise<Balance> {
-    const [balance] = await this.#read(() => this.#store.findBalances(userId, [balanceType]));
+    const [balance] = await this.#read(() => this.#store.findBalances(userId, [balanceType], this.#clock.now()));
     return balance!;
   }
 
   async listTransactions(query: { userId: string; balanceType?: string | undefined; limit?: number | undefined; cursor?: string | undefined }): Promise<TransactionList> {
     const beforeKey = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
     const page = await this.#read(() =>
-      this.#store.listUserTransactions({ userId: query.userId, balanceType: query.balanceType, limit: query.limit ?? PAGE_LIMIT_DEFAULT, beforeKey }),
+      this.#store.listUserTransactions({ userId: query.userId, balanceType: query.balanceType, limit: query.limit ?? PAGE_LIMIT_DEFAULT, beforeKey, at: this.#clock.now() }),
     );
     return { data: page.transactions, next_cursor: page.lastKey === undefined ? null : encodeCursor(page.lastKey) };
   }
@@ -100,13 +126,95 @@ export class LedgerService {
     return this.#read(() => this.#store.audit());
   }
 
-  /** Refuses new writes and waits for queued ones to commit. */
+  /** Stops the sweeper, refuses new writes and waits for queued ones to commit. */
   async close(): Promise<void> {
     this.#closing = true;
+    clearTimeout(this.#sweepTimer);
+    await this.#sweeping?.catch(() => undefined);
     await this.#writes.flush();
   }
 
-  async #writeBatch(operations: WriteOperation[]): Promise<OperationResult[]> {
+  async #write(operation: LedgerOperation): Promise<OperationResult> {
+    if (this.#closing) throw new KobanError('unavailable', 'The ledger is shutting down; retry on another instance or shortly');
+    return withTimeout(this.#writes.submit(operation), this.#writeTimeoutMs);
+  }
+
+  #toWriteResult(result: OperationResult, transactionId: string, balanceType: string, amount: number | undefined): WriteResult {
+    const subject = { transaction_id: transactionId, balance_type: balanceType };
+    switch (result.outcome) {
+      case 'created':
+      case 'resolved':
+        return { transaction: result.transaction, replayed: false };
+      case 'replayed':
+        return { transaction: result.transaction, replayed: true };
+      case 'conflict':
+        throw new KobanError('idempotency_conflict', `Transaction ${transactionId} (${balanceType}) already exists with different ${result.fields.join(', ')}`, {
+          ...subject,
+          fields: result.fields,
+          ...(result.posted_amount === undefined ? {} : { posted_amount: result.posted_amount }),
+        });
+      case 'invalid':
+        throw new KobanError('invalid_request', result.message, { field: result.field });
+      case 'insufficient_balance':
+        throw new KobanError('insufficient_balance', `Available ${balanceType} balance ${result.available} is less than ${amount}`, { available: result.available, requested: amount });
+      case 'balance_limit_exceeded':
+        throw new KobanError('balance_limit_exceeded', `Adding ${amount} would exceed the largest balance Koban keeps`, { available: result.available, requested: amount });
+      case 'exceeds_refundable_amount':
+        throw new KobanError('exceeds_refundable_amount', `At most ${result.refundable} of that consume remains refundable`, { refundable: result.refundable, requested: amount });
+      case 'not_refundable':
+        throw new KobanError('not_refundable', `Cannot refund: ${result.reason}`, { field: 'refund_of', reason: result.reason });
+      case 'refund_of_not_found':
+        throw new KobanError('not_found', `No consume to refund`, { field: 'refund_of' });
+      case 'not_found':
+        throw new KobanError('not_found', `No transaction ${transactionId} (${balanceType})`, subject);
+      case 'not_pending':
+        throw new KobanError('not_pending', `Transaction ${transactionId} (${balanceType}) is not a hold`, { ...subject, status: result.status });
+      case 'pending_already_posted':
+        throw new KobanError('pending_already_posted', `Hold ${transactionId} (${balanceType}) was already posted`, subject);
+      case 'pending_already_voided':
+        throw new KobanError('pending_already_voided', `Hold ${transactionId} (${balanceType}) was already voided`, subject);
+      case 'pending_expired':
+        throw new KobanError('pending_expired', `Hold ${transactionId} (${balanceType}) expired at ${new Date(result.pending_expires_at).toISOString()}`, {
+          ...subject,
+          pending_expires_at: new Date(result.pending_expires_at).toISOString(),
+        });
+      case 'exceeds_pending_amount':
+        throw new KobanError('exceeds_pending_amount', `Cannot post ${amount}: the hold is for ${result.pending_amount}`, { pending_amount: result.pending_amount, requested: amount });
+      case 'swept':
+        throw new Error('a sweep outcome for a caller operation');
+      case 'failed':
+        throw result.error;
+    }
+  }
+
+  async #sweepDue(): Promise<number> {
+    let swept = 0;
+    while (!this.#closing) {
+      const at = this.#clock.now();
+      const accountIds = await this.#store.findAccountsDueForSweep(at, SWEEP_BATCH_SIZE_MAX);
+      const results = await Promise.all(accountIds.map((accountId) => this.#writes.submit({ kind: 'sweep', at, account_id: accountId })));
+      for (const result of results) if (result.outcome === 'failed') throw result.error;
+      swept += accountIds.length;
+      if (accountIds.length < SWEEP_BATCH_SIZE_MAX) break;
+    }
+    return swept;
+  }
+
+  #scheduleSweep(): void {
+    this.#sweepTimer = setTimeout(() => {
+      this.sweep()
+        .then((swept) => {
+          if (swept > 0) this.#logger.info({ accounts: swept }, 'swept expired holds and lots');
+        })
+        .catch((error: unknown) => this.#logger.warn({ err: error }, 'sweep failed; will retry'))
+        .finally(() => {
+          if (!this.#closing) this.#scheduleSweep();
+        });
+    }, this.#sweepIntervalMs);
+    this.#sweepTimer.unref();
+  }
+
+  async #writeBatch(operations: LedgerOperation[]): Promise<OperationResult[]> {
     try {
       return await this.#applyWithRetries(operations);
     } catch (error) {
@@ -125,7 +233,7 @@ export class LedgerService {
     }
   }
 
-  async #applyWithRetries(operations: WriteOperation[]): Promise<WriteOutcome[]> {
+  async #applyWithRetries(operations: LedgerOperation[]): Promise<LedgerOutcome[]> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.#store.applyBatch(operations);
@@ -143,6 +251,25 @@ export class LedgerService {
     } catch (error) {
       throw toKobanError(error, this.#logger);
     }
+  }
+}
+
+/** Far-future instants are refused up front; "in the future" is checked at creation, so replays of old requests still replay. */
+function assertWithinHorizon(request: TransactionRequest, at: Date): void {
+  for (const field of ['expires_at', 'pending_expires_at'] as const) {
+    const value = request[field];
+    if (value !== undefined && Date.parse(value) - at.getTime() > EXPIRY_HORIZON_MAX_MS) {
+      throw new KobanError('invalid_request', `${field} is further in the future than the ledger accepts`, { field, horizon_days: EXPIRY_HORIZON_MAX_MS / 86_400_000 });
+    }
+  }
+  if (request.type !== 'add' && request.expires_at !== undefined) {
+    throw new KobanError('invalid_request', 'expires_at applies to adds only', { field: 'expires_at' });
+  }
+  if (request.type === 'refund' && request.refund_of === undefined) throw new KobanError('invalid_request', 'refund_of is required for a refund', { field: 'refund_of' });
+  if (request.type !== 'refund' && request.refund_of !== undefined) throw new KobanError('invalid_request', 'refund_of applies to refunds only', { field: 'refund_of' });
+  if (request.type === 'refund' && request.pending === true) throw new KobanError('invalid_request', 'a refund cannot be a hold', { field: 'pending' });
+  if (request.pending !== true && request.pending_expires_at !== undefined) {
+    throw new KobanError('invalid_request', 'pending_expires_at applies to holds (pending: true) only', { field: 'pending_expires_at' });
   }
 }
 

@@ -17,6 +17,8 @@ export type Config = Readonly<{
   balanceTypes: readonly string[];
   dbPoolSize: number;
   writeTimeoutMs: number;
+  /** How often expired holds and lots are recorded; 0 turns the background sweeper off. */
+  sweepIntervalMs: number;
 }>;
 
 type EnvSpec = {
@@ -35,6 +37,7 @@ const ENV_SPECS: readonly EnvSpec[] = [
   { key: 'KOBAN_EMBEDDED_PG_PORT', schema: { type: 'integer', minimum: 1024, maximum: 65535, default: 54329 }, hint: 'a free TCP port, 1024–65535, for embedded PostgreSQL' },
   { key: 'KOBAN_BALANCE_TYPES', schema: { type: 'string', pattern: '^[a-z][a-z0-9_]{0,31}(,[a-z][a-z0-9_]{0,31})*$', default: 'cash,points' }, hint: 'a comma-separated list of lower-case names, e.g. cash,points' },
   { key: 'KOBAN_DB_POOL_SIZE', schema: { type: 'integer', minimum: 2, maximum: 200, default: 10 }, hint: 'an integer, 2–200' },
+  { key: 'KOBAN_SWEEP_INTERVAL_MS', schema: { type: 'integer', minimum: 0, maximum: 3600000, default: 1000 }, hint: 'milliseconds between sweeps of expired holds and lots, 0–3600000 (0: off)' },
   { key: 'KOBAN_WRITE_TIMEOUT_MS', schema: { type: 'integer', minimum: 100, maximum: 600000, default: 5000 }, hint: 'milliseconds, 100–600000' },
 ];
 
@@ -74,5 +77,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     balanceTypes: Object.freeze(balanceTypes),
     dbPoolSize: values.KOBAN_DB_POOL_SIZE as number,
     writeTimeoutMs: values.KOBAN_WRITE_TIMEOUT_MS as number,
+    sweepIntervalMs: values.KOBAN_SWEEP_INTERVAL_MS as number,
   });
 }

@@ -8,11 +8,19 @@ export const ERROR_CATALOGUE = {
     retryable: false,
     description: 'The request is malformed, has a field of the wrong type or out of range, an unknown field, or is too large. `details.field` names the field.',
   },
-  not_found: { status: 404, retryable: false, description: 'No such resource (transaction, route).' },
+  not_found: { status: 404, retryable: false, description: 'No such resource (transaction, route), or no consume under `refund_of` (then `details.field` is `refund_of`).' },
   idempotency_conflict: {
     status: 409,
     retryable: false,
     description: 'The transaction id was already used for this balance type with different content. `details.fields` lists every field that differs.',
+  },
+  not_pending: { status: 409, retryable: false, description: 'Post or void of a transaction that is not a hold (it was posted at once).' },
+  pending_already_posted: { status: 409, retryable: false, description: 'Void of a hold that was already posted.' },
+  pending_already_voided: { status: 409, retryable: false, description: 'Post of a hold that was already voided.' },
+  pending_expired: {
+    status: 409,
+    retryable: false,
+    description: 'Post or void of a hold after its deadline (`pending_expires_at`); from that instant it behaves as voided.',
   },
   unsupported_media_type: { status: 415, retryable: false, description: 'The request body is not `application/json`.' },
   insufficient_balance: {
@@ -20,6 +28,13 @@ export const ERROR_CATALOGUE = {
     retryable: false,
     description: 'A consume exceeds the available balance. Nothing was stored: the same request may succeed later, once the balance allows.',
   },
+  exceeds_pending_amount: { status: 422, retryable: false, description: 'Post of more than the hold reserved. `details.pending_amount` is the most that can be posted.' },
+  exceeds_refundable_amount: {
+    status: 422,
+    retryable: false,
+    description: 'A refund larger than what remains refundable of its consume. `details.refundable` says how much remains.',
+  },
+  not_refundable: { status: 422, retryable: false, description: '`refund_of` names a transaction that cannot be refunded this way (not a consume, or another user\'s).' },
   balance_limit_exceeded: {
     status: 422,
     retryable: false,

@@ -1,12 +1,18 @@
 // HTTP routes of the balance service.
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { invalidRequest } from '../../platform/errors.ts';
 import { METADATA_BYTES_MAX } from '../limits.ts';
-import type { LedgerService } from '../service.ts';
-import type { TransactionRequest } from '../types.ts';
+import type { LedgerService, WriteResult } from '../service.ts';
+import type { PostRequest, TransactionRequest, VoidRequest } from '../types.ts';
 import { ledgerSchemas } from './schemas.ts';
 
 export const REPLAY_HEADER = 'Idempotent-Replayed';
+
+/** 201 for the first success, 200 with the replay header for an identical repeat. */
+function sendWriteResult(reply: FastifyReply, result: WriteResult) {
+  if (result.replayed) void reply.header(REPLAY_HEADER, 'true');
+  return reply.code(result.replayed ? 200 : 201).send(result.transaction);
+}
 
 export function registerLedgerRoutes(app: FastifyInstance, ledger: LedgerService): void {
   const schemas = ledgerSchemas(ledger.balanceTypes);
@@ -16,10 +22,16 @@ export function registerLedgerRoutes(app: FastifyInstance, ledger: LedgerService
     if (body.metadata !== undefined && Buffer.byteLength(JSON.stringify(body.metadata)) > METADATA_BYTES_MAX) {
       throw invalidRequest('metadata', `metadata must be at most ${METADATA_BYTES_MAX} bytes as JSON`, { limit_bytes: METADATA_BYTES_MAX });
     }
-    const result = await ledger.submit(body);
-    if (result.replayed) void reply.header(REPLAY_HEADER, 'true');
-    return reply.code(result.replayed ? 200 : 201).send(result.transaction);
+    return sendWriteResult(reply, await ledger.submit(body));
   });
+
+  app.post<{ Params: { transaction_id: string }; Body: PostRequest }>('/v1/transactions/:transaction_id/post', { schema: schemas.postHold }, async (request, reply) =>
+    sendWriteResult(reply, await ledger.post(request.params.transaction_id, request.body)),
+  );
+
+  app.post<{ Params: { transaction_id: string }; Body: VoidRequest }>('/v1/transactions/:transaction_id/void', { schema: schemas.voidHold }, async (request, reply) =>
+    sendWriteResult(reply, await ledger.void(request.params.transaction_id, request.body)),
+  );
 
   app.get<{ Params: { transaction_id: string } }>('/v1/transactions/:transaction_id', { schema: schemas.getTransaction }, async (request) => ({
     data: await ledger.getTransactions(request.params.transaction_id),

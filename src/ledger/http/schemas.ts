@@ -1,7 +1,7 @@
 // JSON schemas of the balance API: they validate requests and generate OpenAPI.
 import { ERROR_SCHEMA_ID } from '../../platform/http/server.ts';
-import { AMOUNT_MAX, AMOUNT_MIN, DESCRIPTION_LENGTH_MAX, ID_PATTERN, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX } from '../limits.ts';
-import { TRANSACTION_TYPES } from '../types.ts';
+import { AMOUNT_MAX, AMOUNT_MIN, CALLER_TRANSACTION_ID_PATTERN, DESCRIPTION_LENGTH_MAX, ID_PATTERN, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX } from '../limits.ts';
+import { TRANSACTION_STATUSES, TRANSACTION_TYPES } from '../types.ts';
 
 const idSchema = (what: string) => ({ type: 'string', pattern: ID_PATTERN, description: `${what}: 1–128 characters of [A-Za-z0-9._:-]` }) as const;
 const errorRef = { $ref: `${ERROR_SCHEMA_ID}#` } as const;
@@ -11,31 +11,57 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
   const amount = { type: 'integer', minimum: AMOUNT_MIN, maximum: AMOUNT_MAX, description: 'Minor units (yen, points); a JSON integer' } as const;
   const metadata = { type: 'object', additionalProperties: true, description: 'Caller data kept with the transaction, at most 4 KiB as JSON' } as const;
 
+  const instant = { type: ['string', 'null'], format: 'date-time' } as const;
   const transaction = {
     type: 'object',
-    required: ['transaction_id', 'type', 'user_id', 'balance_type', 'amount', 'status', 'description', 'metadata', 'balance_after', 'created_at'],
+    required: [
+      'transaction_id', 'type', 'user_id', 'balance_type', 'amount', 'status', 'pending', 'posted_amount', 'pending_expires_at',
+      'resolved_at', 'expires_at', 'refund_of', 'lots', 'description', 'metadata', 'balance_after', 'created_at',
+    ],
     properties: {
       transaction_id: { type: 'string' },
-      type: { type: 'string', enum: [...TRANSACTION_TYPES] },
+      type: { type: 'string', enum: [...TRANSACTION_TYPES, 'expire'] },
       user_id: { type: 'string' },
       balance_type: { type: 'string' },
       amount: { type: 'integer' },
-      status: { type: 'string', enum: ['posted'] },
+      status: { type: 'string', enum: [...TRANSACTION_STATUSES] },
+      pending: { type: 'boolean', description: 'Whether this was created as a hold' },
+      posted_amount: { type: ['integer', 'null'], description: 'What was posted: the amount, or for a hold the part posted (0 if voided or expired); null while pending' },
+      pending_expires_at: { ...instant, description: "A hold's deadline" },
+      resolved_at: { ...instant, description: 'When a hold was posted, voided or expired' },
+      expires_at: { ...instant, description: 'When the value of this add expires' },
+      refund_of: { type: ['string', 'null'] },
+      lots: {
+        type: ['array', 'null'],
+        description: 'The lots a consume or expiry drew from (soonest-expiring first), or a refund gave back to',
+        items: {
+          type: 'object',
+          required: ['source_transaction_id', 'amount', 'expires_at'],
+          properties: { source_transaction_id: { type: 'string' }, amount: { type: 'integer' }, expires_at: instant },
+        },
+      },
       description: { type: ['string', 'null'] },
       metadata: { type: ['object', 'null'], additionalProperties: true },
-      balance_after: { type: 'integer', description: "The user's balance right after this transaction" },
+      balance_after: { type: 'integer', description: "The user's available balance right after this transaction (or its resolution)" },
       created_at: { type: 'string', format: 'date-time' },
     },
   } as const;
 
   const balance = {
     type: 'object',
-    required: ['user_id', 'balance_type', 'available', 'posted'],
+    required: ['user_id', 'balance_type', 'available', 'posted', 'pending_debit', 'pending_credit', 'expiring'],
     properties: {
       user_id: { type: 'string' },
       balance_type: { type: 'string' },
-      available: { type: 'integer', description: 'What the user can spend now' },
+      available: { type: 'integer', description: 'What the user can spend now: posted − pending debits, expired lots excluded' },
       posted: { type: 'integer', description: 'Posted credits minus posted debits' },
+      pending_debit: { type: 'integer', description: 'Reserved by holds on consumes' },
+      pending_credit: { type: 'integer', description: 'To be earned from holds on adds: visible, not spendable' },
+      expiring: {
+        type: 'array',
+        description: 'Upcoming expirations, soonest first (at most 20)',
+        items: { type: 'object', required: ['amount', 'expires_at'], properties: { amount: { type: 'integer' }, expires_at: { type: 'string', format: 'date-time' } } },
+      },
     },
   } as const;
 
@@ -52,16 +78,44 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
         additionalProperties: false,
         required: ['transaction_id', 'type', 'user_id', 'balance_type', 'amount'],
         properties: {
-          transaction_id: idSchema('Caller-chosen id of the operation'),
+          transaction_id: {
+            type: 'string',
+            pattern: CALLER_TRANSACTION_ID_PATTERN,
+            description: 'Caller-chosen id of the operation: 1–128 characters of [A-Za-z0-9._:-], not starting with `sys:` (reserved for the ledger)',
+          },
           type: { type: 'string', enum: [...TRANSACTION_TYPES] },
           user_id: idSchema('The user whose balance moves'),
           balance_type: balanceType,
           amount,
+          pending: { type: 'boolean', description: 'Create a hold (add or consume): reserved until posted, voided or past pending_expires_at' },
+          pending_expires_at: { type: 'string', format: 'date-time', description: "The hold's deadline; 7 days from now if absent" },
+          expires_at: { type: 'string', format: 'date-time', description: 'For an add: when its value expires (a time-limited balance)' },
+          refund_of: idSchema('For a refund: the transaction id of the posted consume to give value back from'),
           description: { type: 'string', maxLength: DESCRIPTION_LENGTH_MAX },
           metadata,
         },
       },
       response: { 201: transaction, 200: transaction, ...errors, 409: errorRef, 415: errorRef, 422: errorRef },
+    },
+    postHold: {
+      summary: 'Post all or part of a hold; the rest is released',
+      description: 'At most once. An identical repeat replays (200, `Idempotent-Replayed: true`); a different amount after a post is 409 `idempotency_conflict`.',
+      tags: ['holds'],
+      params: { type: 'object', required: ['transaction_id'], properties: { transaction_id: idSchema('The hold') } },
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['balance_type'],
+        properties: { balance_type: balanceType, amount: { ...amount, description: 'Part to post; the whole hold if absent' } },
+      },
+      response: { 200: transaction, 201: transaction, ...errors, 409: errorRef, 415: errorRef, 422: errorRef },
+    },
+    voidHold: {
+      summary: 'Void a hold, releasing all of it',
+      tags: ['holds'],
+      params: { type: 'object', required: ['transaction_id'], properties: { transaction_id: idSchema('The hold') } },
+      body: { type: 'object', additionalProperties: false, required: ['balance_type'], properties: { balance_type: balanceType } },
+      response: { 200: transaction, 201: transaction, ...errors, 409: errorRef, 415: errorRef },
     },
     getTransaction: {
       summary: 'Every balance type recorded under a transaction id',

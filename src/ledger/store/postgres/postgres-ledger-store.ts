@@ -1,43 +1,66 @@
-// PostgreSQL adapter of the ledger store: one function per statement.
+// PostgreSQL adapter of the ledger store: one function per statement. The
+// write path is one call of ledger_apply (see migrations/0002) per batch.
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { migrate } from '../../../platform/postgres/migrate.ts';
 import type { Pool } from '../../../platform/postgres/pool.ts';
-import type { Balance, Metadata, Transaction, TransactionType } from '../../types.ts';
-import type { AuditReport, LedgerStore, TransactionPage, WriteOperation, WriteOutcome } from '../ledger-store.ts';
+import type { Balance, LotDraw, Metadata, RecordedTransactionType, Transaction, TransactionStatus } from '../../types.ts';
+import type { AuditMismatch, AuditReport, LedgerOperation, LedgerOutcome, LedgerStore, TransactionPage } from '../ledger-store.ts';
 
 export const LEDGER_MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations');
 /** The system accounts on the other side of user transactions, per balance type. */
-export const SYSTEM_ACCOUNTS = { issuance: 'issuance', redemption: 'redemption' } as const;
+export const SYSTEM_ACCOUNTS = ['issuance', 'redemption', 'expiry'] as const;
 const AUDIT_MISMATCHES_REPORTED_MAX = 100;
 
-type TransactionRow = {
+/** A transaction as ledger_view() renders it in SQL. */
+type TransactionView = {
   transaction_id: string;
-  balance_type: string;
-  type: string;
+  type: RecordedTransactionType;
   user_id: string;
+  balance_type: string;
   amount: number;
-  status: string;
+  status: TransactionStatus;
+  pending: boolean;
+  posted_amount: number | null;
+  pending_expires_at: string | null;
+  resolved_at: string | null;
+  expires_at: string | null;
+  refund_of: string | null;
+  lots: Array<{ source_transaction_id: string; amount: number; expires_at: string | null }> | null;
   description: string | null;
   metadata: Metadata | null;
   balance_after: number;
-  created_at: Date;
+  created_at: string;
 };
 
-/** One fixed field order: a replay serializes byte for byte like the original. */
-function toTransaction(row: TransactionRow): Transaction {
+const isoOrNull = (value: string | null): string | null => (value === null ? null : new Date(value).toISOString());
+
+/** One fixed field order and one timestamp format: a replay serializes byte for byte like the original. */
+function toTransaction(view: TransactionView): Transaction {
   return {
-    transaction_id: row.transaction_id,
-    type: row.type as TransactionType,
-    user_id: row.user_id,
-    balance_type: row.balance_type,
-    amount: row.amount,
-    status: 'posted',
-    description: row.description,
-    metadata: row.metadata,
-    balance_after: row.balance_after,
-    created_at: row.created_at.toISOString(),
+    transaction_id: view.transaction_id,
+    type: view.type,
+    user_id: view.user_id,
+    balance_type: view.balance_type,
+    amount: view.amount,
+    status: view.status,
+    pending: view.pending,
+    posted_amount: view.posted_amount,
+    pending_expires_at: isoOrNull(view.pending_expires_at),
+    resolved_at: isoOrNull(view.resolved_at),
+    expires_at: isoOrNull(view.expires_at),
+    refund_of: view.refund_of,
+    lots: view.lots === null ? null : view.lots.map((lot): LotDraw => ({ source_transaction_id: lot.source_transaction_id, amount: lot.amount, expires_at: isoOrNull(lot.expires_at) })),
+    description: view.description,
+    metadata: view.metadata,
+    balance_after: view.balance_after,
+    created_at: new Date(view.created_at).toISOString(),
   };
+}
+
+function toOutcome(row: Record<string, unknown>): LedgerOutcome {
+  if ('transaction' in row) return { ...(row as LedgerOutcome & { transaction: TransactionView }), transaction: toTransaction(row.transaction as TransactionView) } as LedgerOutcome;
+  return row as LedgerOutcome;
 }
 
 export async function migrateLedger(pool: Pool, logger: Logger): Promise<void> {
@@ -53,109 +76,82 @@ export class PostgresLedgerStore implements LedgerStore {
 
   async ensureSystemAccounts(balanceTypes: readonly string[], now: Date): Promise<void> {
     await this.#pool.query(
-      `INSERT INTO accounts (owner_kind, owner_id, balance_type, balance, created_at, updated_at)
-       SELECT 'system', owner_id, balance_type, NULL, $3, $3
+      `INSERT INTO accounts (owner_kind, owner_id, balance_type, created_at, updated_at)
+       SELECT 'system', owner_id, balance_type, $3, $3
          FROM unnest($1::text[]) AS owner_id CROSS JOIN unnest($2::text[]) AS balance_type
        ON CONFLICT (owner_kind, owner_id, balance_type) DO NOTHING`,
-      [Object.values(SYSTEM_ACCOUNTS), balanceTypes, now],
+      [SYSTEM_ACCOUNTS, balanceTypes, now],
     );
   }
 
-  async applyBatch(operations: readonly WriteOperation[]): Promise<WriteOutcome[]> {
-    const result = await this.#pool.query({
-      name: 'ledger_apply_batch',
-      text: `SELECT * FROM ledger_apply_batch($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::jsonb[], $8::timestamptz[])`,
-      values: [
-        operations.map((op) => op.transaction_id),
-        operations.map((op) => op.balance_type),
-        operations.map((op) => op.type),
-        operations.map((op) => op.user_id),
-        operations.map((op) => op.amount),
-        operations.map((op) => op.description ?? null),
-        operations.map((op) => (op.metadata === undefined ? null : JSON.stringify(op.metadata))),
-        operations.map((op) => op.created_at.toISOString()),
-      ],
+  async applyBatch(operations: readonly LedgerOperation[]): Promise<LedgerOutcome[]> {
+    const result = await this.#pool.query<{ outcome: Record<string, unknown> & { ordinal: number } }>({
+      name: 'ledger_apply',
+      text: 'SELECT ledger_apply($1::jsonb) AS outcome',
+      values: [JSON.stringify(operations)],
     });
-    const outcomes: WriteOutcome[] = new Array(operations.length);
-    for (const row of result.rows) {
-      const index = (row.out_ordinal as number) - 1;
-      switch (row.out_outcome as string) {
-        case 'created':
-        case 'replayed':
-          outcomes[index] = {
-            outcome: row.out_outcome,
-            transaction: toTransaction({
-              transaction_id: row.out_transaction_id,
-              balance_type: row.out_balance_type,
-              type: row.out_type,
-              user_id: row.out_user_id,
-              amount: row.out_amount,
-              status: row.out_status,
-              description: row.out_description,
-              metadata: row.out_metadata,
-              balance_after: row.out_balance_after,
-              created_at: row.out_created_at,
-            }),
-          };
-          break;
-        case 'conflict':
-          outcomes[index] = { outcome: 'conflict', fields: row.out_differing_fields };
-          break;
-        case 'insufficient_balance':
-        case 'balance_limit_exceeded':
-          outcomes[index] = { outcome: row.out_outcome, available: row.out_available ?? 0 };
-          break;
-        default:
-          throw new Error(`ledger_apply_batch returned unknown outcome ${String(row.out_outcome)}`);
-      }
+    const outcomes: LedgerOutcome[] = new Array(operations.length);
+    for (const { outcome } of result.rows) {
+      const { ordinal, ...rest } = outcome;
+      outcomes[ordinal - 1] = toOutcome(rest);
     }
     for (let index = 0; index < operations.length; index++) {
-      if (outcomes[index] === undefined) throw new Error(`ledger_apply_batch returned no outcome for operation ${index + 1}`);
+      if (outcomes[index] === undefined) throw new Error(`ledger_apply returned no outcome for operation ${index + 1}`);
     }
     return outcomes;
   }
 
-  async findTransactions(transactionId: string): Promise<Transaction[]> {
-    const result = await this.#pool.query<TransactionRow>(
-      `SELECT transaction_id, balance_type, type, user_id, amount, status, description, metadata, balance_after, created_at
-         FROM transactions WHERE transaction_id = $1 ORDER BY transaction_pk`,
-      [transactionId],
+  async findTransactions(transactionId: string, at: Date): Promise<Transaction[]> {
+    const result = await this.#pool.query<{ view: TransactionView }>(
+      `SELECT ledger_view(t, 'current', $2) AS view FROM transactions t WHERE transaction_id = $1 ORDER BY transaction_pk`,
+      [transactionId, at],
     );
-    return result.rows.map(toTransaction);
+    return result.rows.map((row) => toTransaction(row.view));
   }
 
-  async findBalances(userId: string, balanceTypes: readonly string[]): Promise<Balance[]> {
-    const result = await this.#pool.query<{ balance_type: string; balance: number }>(
-      `SELECT balance_type, balance FROM accounts
+  async findBalances(userId: string, balanceTypes: readonly string[], at: Date): Promise<Balance[]> {
+    const result = await this.#pool.query<{ balance_type: string; balance: Omit<Balance, 'user_id' | 'balance_type'> }>(
+      `SELECT a.balance_type, ledger_balance(a, $3) AS balance FROM accounts a
         WHERE owner_kind = 'user' AND owner_id = $1 AND balance_type = ANY($2::text[])`,
-      [userId, balanceTypes],
+      [userId, balanceTypes, at],
     );
     const stored = new Map(result.rows.map((row) => [row.balance_type, row.balance]));
-    return balanceTypes.map((balanceType) => {
-      const posted = stored.get(balanceType) ?? 0;
-      return { user_id: userId, balance_type: balanceType, available: posted, posted };
+    return balanceTypes.map((balanceType): Balance => {
+      const balance = stored.get(balanceType);
+      return {
+        user_id: userId,
+        balance_type: balanceType,
+        available: balance?.available ?? 0,
+        posted: balance?.posted ?? 0,
+        pending_debit: balance?.pending_debit ?? 0,
+        pending_credit: balance?.pending_credit ?? 0,
+        expiring: (balance?.expiring ?? []).map((entry) => ({ amount: entry.amount, expires_at: new Date(entry.expires_at).toISOString() })),
+      };
     });
   }
 
-  async listUserTransactions(query: {
-    userId: string;
-    balanceType: string | undefined;
-    limit: number;
-    beforeKey: number | undefined;
-  }): Promise<TransactionPage> {
-    const result = await this.#pool.query<TransactionRow & { transaction_pk: number }>(
-      `SELECT transaction_pk, transaction_id, balance_type, type, user_id, amount, status, description, metadata, balance_after, created_at
-         FROM transactions
+  async listUserTransactions(query: { userId: string; balanceType: string | undefined; limit: number; beforeKey: number | undefined; at: Date }): Promise<TransactionPage> {
+    const result = await this.#pool.query<{ transaction_pk: number; view: TransactionView }>(
+      `SELECT transaction_pk, ledger_view(t, 'current', $5) AS view
+         FROM transactions t
         WHERE user_id = $1
           AND ($2::text IS NULL OR balance_type = $2)
           AND ($3::bigint IS NULL OR transaction_pk < $3)
         ORDER BY transaction_pk DESC
         LIMIT $4`,
-      [query.userId, query.balanceType ?? null, query.beforeKey ?? null, query.limit + 1],
+      [query.userId, query.balanceType ?? null, query.beforeKey ?? null, query.limit + 1, query.at],
     );
     const hasMore = result.rows.length > query.limit;
     const rows = hasMore ? result.rows.slice(0, query.limit) : result.rows;
-    return { transactions: rows.map(toTransaction), lastKey: hasMore ? rows.at(-1)!.transaction_pk : undefined };
+    return { transactions: rows.map((row) => toTransaction(row.view)), lastKey: hasMore ? rows.at(-1)!.transaction_pk : undefined };
+  }
+
+  async findAccountsDueForSweep(at: Date, limit: number): Promise<number[]> {
+    const result = await this.#pool.query<{ account_id: number }>(
+      `SELECT account_id FROM accounts WHERE next_expiry_at <= $1 ORDER BY next_expiry_at LIMIT $2`,
+      [at, limit],
+    );
+    return result.rows.map((row) => row.account_id);
   }
 
   async audit(): Promise<AuditReport> {
@@ -168,19 +164,31 @@ export class PostgresLedgerStore implements LedgerStore {
         owner_kind: string;
         owner_id: string;
         balance_type: string;
-        stored: number | null;
-        derived: string;
+        posted: number | null;
+        pending_debit: number | null;
+        pending_credit: number | null;
+        derived_posted: string;
+        derived_pending_debit: string;
+        derived_pending_credit: string;
+        lots_remaining: string;
       }>(
         `WITH movements AS (
-           SELECT debit_account_id AS account_id, -amount::numeric AS delta FROM transactions
+           SELECT debit_account_id AS account_id, -posted_amount::numeric AS posted_delta,
+                  CASE WHEN status = 'pending' THEN amount ELSE 0 END::numeric AS pending_debit, 0::numeric AS pending_credit
+             FROM transactions
            UNION ALL
-           SELECT credit_account_id, amount::numeric FROM transactions
+           SELECT credit_account_id, posted_amount::numeric, 0, CASE WHEN status = 'pending' THEN amount ELSE 0 END
+             FROM transactions
          ), derived AS (
-           SELECT account_id, sum(delta) AS derived FROM movements GROUP BY account_id
+           SELECT account_id, sum(coalesce(posted_delta, 0)) AS posted, sum(pending_debit) AS pending_debit, sum(pending_credit) AS pending_credit
+             FROM movements GROUP BY account_id
+         ), lot_totals AS (
+           SELECT account_id, sum(remaining) AS remaining FROM lots GROUP BY account_id
          )
-         SELECT a.account_id, a.owner_kind, a.owner_id, a.balance_type, a.balance AS stored,
-                coalesce(d.derived, 0)::text AS derived
-           FROM accounts a LEFT JOIN derived d USING (account_id)
+         SELECT a.account_id, a.owner_kind, a.owner_id, a.balance_type, a.posted, a.pending_debit, a.pending_credit,
+                coalesce(d.posted, 0)::text AS derived_posted, coalesce(d.pending_debit, 0)::text AS derived_pending_debit,
+                coalesce(d.pending_credit, 0)::text AS derived_pending_credit, coalesce(l.remaining, 0)::text AS lots_remaining
+           FROM accounts a LEFT JOIN derived d USING (account_id) LEFT JOIN lot_totals l USING (account_id)
           ORDER BY a.balance_type, a.account_id`,
       );
       const misrouted = await client.query<{ count: string }>(
@@ -189,7 +197,14 @@ export class PostgresLedgerStore implements LedgerStore {
            JOIN accounts c ON c.account_id = t.credit_account_id
           WHERE d.balance_type <> t.balance_type OR c.balance_type <> t.balance_type`,
       );
+      const inconsistentLots = await client.query<{ count: string }>(
+        `SELECT count(*) FROM lots l
+          WHERE l.remaining <> l.amount
+                - coalesce((SELECT sum(d.amount) FROM lot_draws d WHERE d.lot_id = l.lot_id), 0)
+                + coalesce((SELECT sum(r.amount) FROM lot_returns r JOIN lot_draws d USING (draw_id) WHERE d.lot_id = l.lot_id), 0)`,
+      );
       await client.query('COMMIT');
+
       const byType = new Map<string, AuditReport['balance_types'][number] & { exactSum: bigint }>();
       for (const row of accounts.rows) {
         let entry = byType.get(row.balance_type);
@@ -197,24 +212,33 @@ export class PostgresLedgerStore implements LedgerStore {
           entry = { balance_type: row.balance_type, sum: 0, accounts_checked: 0, mismatches: [], exactSum: 0n };
           byType.set(row.balance_type, entry);
         }
-        const derived = BigInt(row.derived);
         entry.accounts_checked++;
-        if (row.owner_kind === 'user') {
-          const stored = BigInt(row.stored ?? 0);
-          entry.exactSum += stored;
+        if (row.owner_kind !== 'user') {
+          entry.exactSum += BigInt(row.derived_posted);
+          continue;
+        }
+        entry.exactSum += BigInt(row.posted ?? 0);
+        const checks: Array<[AuditMismatch['field'], bigint, bigint]> = [
+          ['posted', BigInt(row.posted ?? 0), BigInt(row.derived_posted)],
+          ['pending_debit', BigInt(row.pending_debit ?? 0), BigInt(row.derived_pending_debit)],
+          ['pending_credit', BigInt(row.pending_credit ?? 0), BigInt(row.derived_pending_credit)],
+          // Lots hold what is posted and not reserved by a hold.
+          ['lots', BigInt(row.posted ?? 0) - BigInt(row.pending_debit ?? 0), BigInt(row.lots_remaining)],
+        ];
+        for (const [field, stored, derived] of checks) {
           if (stored !== derived && entry.mismatches.length < AUDIT_MISMATCHES_REPORTED_MAX) {
-            entry.mismatches.push({ account_id: row.account_id, owner: `user:${row.owner_id}`, stored: Number(stored), derived: Number(derived) });
+            entry.mismatches.push({ account_id: row.account_id, owner: `user:${row.owner_id}`, field, stored: Number(stored), derived: Number(derived) });
           }
-        } else {
-          entry.exactSum += derived;
         }
       }
       const balanceTypes = [...byType.values()].map(({ exactSum, ...entry }) => ({ ...entry, sum: Number(exactSum) }));
       const misroutedTransactions = Number(misrouted.rows[0]?.count ?? 0);
+      const lotsInconsistent = Number(inconsistentLots.rows[0]?.count ?? 0);
       return {
-        ok: misroutedTransactions === 0 && balanceTypes.every((entry) => entry.sum === 0 && entry.mismatches.length === 0),
+        ok: misroutedTransactions === 0 && lotsInconsistent === 0 && balanceTypes.every((entry) => entry.sum === 0 && entry.mismatches.length === 0),
         balance_types: balanceTypes,
         misrouted_transactions: misroutedTransactions,
+        inconsistent_lots: lotsInconsistent,
       };
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
