@@ -215,7 +215,7 @@ export function runConformance(adapter: string, factory: HarnessFactory, options
       const { topic, names } = await declare({ audit: {} });
       const seen = collect();
       const consumer = await bus.consume(names.audit!, seen.handler);
-      const relay = new OutboxRelay({ pool: producerPool, databaseUrl: harness.producerDatabaseUrl, bus, logger, idlePollMs: 50 });
+      const relay = new OutboxRelay({ pool: producerPool, bus, logger, idlePollMs: 50 });
       relay.start();
       await inTransaction(producerPool, async (client) => {
         await appendToOutbox(client, [{ topic, event: event({ id: 'committed' }) }], systemClock);
@@ -251,10 +251,10 @@ export function runConformance(adapter: string, factory: HarnessFactory, options
           throw new Error('relay process killed');
         },
       };
-      const dying = new OutboxRelay({ pool: producerPool, databaseUrl: harness.producerDatabaseUrl, bus: dyingBus, logger });
+      const dying = new OutboxRelay({ pool: producerPool, bus: dyingBus, logger });
       await assert.rejects(dying.relayOnce(), /relay process killed/);
       assert.equal(await outboxBacklog(producerPool), 1, 'the row is still unmarked');
-      const restarted = new OutboxRelay({ pool: producerPool, databaseUrl: harness.producerDatabaseUrl, bus, logger });
+      const restarted = new OutboxRelay({ pool: producerPool, bus, logger });
       assert.equal(await restarted.relayOnce(), 1);
       assert.equal(await outboxBacklog(producerPool), 0);
       await waitFor(() => seen.deliveries.length >= 2);
@@ -315,7 +315,7 @@ export function runConformance(adapter: string, factory: HarnessFactory, options
         },
       });
       opened.push(flaky);
-      const relay = new OutboxRelay({ pool: producerPool, databaseUrl: harness.producerDatabaseUrl, bus: flaky, logger, idlePollMs: 50, retryInitialMs: 20, retryMaxMs: 200 });
+      const relay = new OutboxRelay({ pool: producerPool, bus: flaky, logger, idlePollMs: 50, retryInitialMs: 20, retryMaxMs: 200 });
       relay.start();
       await inTransaction(producerPool, (client) => appendToOutbox(client, [{ topic, event: event({ id: 'before-outage' }) }], systemClock));
       await waitFor(() => seen.deliveries.length === 1);

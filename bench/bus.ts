@@ -1,0 +1,289 @@
+// npm run bench:bus — events per second from outbox commit to handler ack,
+// and p50/p99 of that latency, for each EventBus adapter, beside a raw
+// JetStream publish/consume measured in the same run. Everything runs on
+// 127.0.0.1: PostgreSQL from DATABASE_URL (or an embedded one started here)
+// and NATS at NATS_URL (skipped with a message if unreachable).
+//
+// The producer side is realistic: writers commit one event per transaction
+// through the transactional outbox (as a payment service would), a relay
+// publishes, a consumer handles and acks. Latency is taken per event from the
+// instant its transaction committed to the instant its handler returned.
+import { randomUUID } from 'node:crypto';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
+import { connect, nanos } from '@nats-io/transport-node';
+import pg from 'pg';
+import type { EventBus } from '../src/bus/event-bus.ts';
+import { openEventBus, type BusAdapter } from '../src/bus/open-event-bus.ts';
+import { systemClock } from '../src/platform/clock.ts';
+import { createLogger } from '../src/platform/logger.ts';
+import { appendToOutbox, migrateOutbox, OutboxRelay } from '../src/platform/outbox/outbox.ts';
+import { startEmbeddedPostgres, type EmbeddedServer } from '../src/platform/postgres/embedded.ts';
+import { createPool, databaseUrl } from '../src/platform/postgres/pool.ts';
+
+/** Events per adapter run (after warm-up). */
+const EVENTS = Number(process.env.BENCH_BUS_EVENTS ?? 30_000);
+const WARMUP_EVENTS = 2_000;
+/** Concurrent producer transactions (one event each). */
+const WRITERS = Number(process.env.BENCH_BUS_WRITERS ?? 16);
+/** Messages for the raw JetStream baseline. */
+const RAW_MESSAGES = Number(process.env.BENCH_BUS_RAW_MESSAGES ?? 100_000);
+/** Raw publishes awaiting their ack at once. */
+const RAW_PUBLISH_WINDOW = 1_000;
+/** One phase gives up after this long, so the whole run stays under five minutes. */
+const PHASE_TIMEOUT_MS = 60_000;
+const TARGETS = { postgresEventsPerSecond: 5_000, postgresP99Ms: 100, natsShareOfRawConsume: 0.5 };
+
+const logger = createLogger(process.env.LOG_LEVEL ?? 'warn');
+const natsUrl = process.env.NATS_URL || 'nats://127.0.0.1:4222';
+const now = () => performance.timeOrigin + performance.now();
+
+type Result = { adapter: string; events: number; seconds: number; eventsPerSecond: number; p50Ms: number; p99Ms: number; maxMs: number; complete: boolean };
+
+async function main(): Promise<void> {
+  const started = now();
+  let embedded: EmbeddedServer | undefined;
+  let dataDir: string | undefined;
+  let serverUrl = process.env.DATABASE_URL;
+  if (!serverUrl) {
+    dataDir = await mkdtemp(path.join(os.tmpdir(), 'koban-bench-bus-'));
+    await chmod(dataDir, 0o755);
+    embedded = await startEmbeddedPostgres({ dataDir, port: await freePort(), logger });
+    serverUrl = embedded.serverUrl;
+  }
+  const natsReachable = await reachable(natsUrl);
+  const databases: string[] = [];
+  const results: Result[] = [];
+  let raw: { publishPerSecond: number; consumePerSecond: number } | undefined;
+  try {
+    console.log(`bench:bus — ${EVENTS} events per adapter, ${WRITERS} writers (one event per transaction), ${os.cpus().length} cores`);
+    for (const adapter of ['postgres', 'nats'] as BusAdapter[]) {
+      if (adapter === 'nats' && !natsReachable) {
+        console.log(`nats: skipped, NATS not reachable at ${natsUrl}`);
+        continue;
+      }
+      const busDb = await createDatabase(serverUrl, `bench_bus_${adapter}`);
+      const producerDb = await createDatabase(serverUrl, `bench_producer_${adapter}`);
+      databases.push(busDb, producerDb);
+      results.push(await runAdapter(adapter, databaseUrl(serverUrl, busDb), databaseUrl(serverUrl, producerDb)));
+      printResult(results.at(-1)!);
+    }
+    if (natsReachable) {
+      raw = await rawJetStream();
+      console.log(`raw JetStream: publish ${fmt(raw.publishPerSecond)} msg/s, consume ${fmt(raw.consumePerSecond)} msg/s (${RAW_MESSAGES} messages, file storage)`);
+    }
+  } finally {
+    for (const name of databases) await dropDatabase(serverUrl, name).catch(() => undefined);
+    await embedded?.stop();
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  }
+
+  console.log('\nsummary');
+  const postgres = results.find((result) => result.adapter === 'postgres');
+  const nats = results.find((result) => result.adapter === 'nats');
+  if (postgres) {
+    const ok = postgres.complete && postgres.eventsPerSecond >= TARGETS.postgresEventsPerSecond && postgres.p99Ms < TARGETS.postgresP99Ms;
+    console.log(`  postgres: ${fmt(postgres.eventsPerSecond)} events/s, p99 ${postgres.p99Ms.toFixed(1)} ms — target ≥ ${fmt(TARGETS.postgresEventsPerSecond)}/s, p99 < ${TARGETS.postgresP99Ms} ms: ${ok ? 'met' : 'NOT met'}`);
+  }
+  if (nats && raw) {
+    const share = nats.eventsPerSecond / raw.consumePerSecond;
+    console.log(
+      `  nats: ${fmt(nats.eventsPerSecond)} events/s = ${(share * 100).toFixed(0)}% of raw JetStream consume (${fmt(raw.consumePerSecond)}/s) — target ≥ ${TARGETS.natsShareOfRawConsume * 100}%: ${share >= TARGETS.natsShareOfRawConsume && nats.complete ? 'met' : 'NOT met'}`,
+    );
+  }
+  console.log(`  run took ${((now() - started) / 1000).toFixed(1)} s`);
+}
+
+async function runAdapter(adapter: BusAdapter, busUrl: string, producerUrl: string): Promise<Result> {
+  const bus: EventBus = await openEventBus({ adapter, databaseUrl: busUrl, natsUrl, poolSize: 8, logger, clock: systemClock });
+  const namespaceTopic = `bench-${randomUUID().slice(0, 8)}`;
+  const producerPool = createPool({ url: producerUrl, size: WRITERS + 2, applicationName: 'bench-producer', logger });
+  await migrateOutbox(producerUrl, logger);
+  await bus.declare({ topics: [namespaceTopic], subscriptions: [{ name: `${namespaceTopic}-sink`, topic: namespaceTopic }] });
+  const relay = new OutboxRelay({ pool: producerPool, bus, logger, batchSizeMax: 512 });
+  relay.start();
+
+  const committedAt = new Map<string, number>();
+  const latencies: number[] = [];
+  let handled = 0;
+  let target = WARMUP_EVENTS;
+  let reached: () => void = () => undefined;
+  let firstCommit = 0;
+  let lastAck = 0;
+  const consumer = await bus.consume(
+    `${namespaceTopic}-sink`,
+    async (delivery) => {
+      const committed = committedAt.get(delivery.event.id);
+      if (committed === undefined) return; // a redelivery of one already counted
+      committedAt.delete(delivery.event.id);
+      const at = now();
+      latencies.push(at - committed);
+      lastAck = at;
+      handled += 1;
+      if (handled >= target) reached();
+    },
+    { inFlightMax: 1_024, batchSizeMax: 256 },
+  );
+
+  const produce = async (prefix: string, count: number) => {
+    let next = 0;
+    const writer = async () => {
+      while (next < count) {
+        const id = `${prefix}-${next++}`;
+        const client = await producerPool.connect();
+        try {
+          await client.query('BEGIN');
+          await appendToOutbox(client, [{ topic: namespaceTopic, event: { specversion: '1.0', id, source: '/bench', type: 'koban.bench.event', data: { n: next } } }], systemClock);
+          await client.query('COMMIT');
+          committedAt.set(id, now());
+        } finally {
+          client.release();
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: WRITERS }, writer));
+  };
+
+  const phase = async (prefix: string, count: number) => {
+    const done = new Promise<void>((resolve) => (reached = resolve));
+    target = handled + count;
+    await produce(prefix, count);
+    let timer: NodeJS.Timeout | undefined;
+    const complete = await Promise.race([done.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), PHASE_TIMEOUT_MS)))]);
+    clearTimeout(timer);
+    return complete;
+  };
+
+  await phase('warmup', WARMUP_EVENTS);
+  latencies.length = 0;
+  const handledBefore = handled;
+  firstCommit = now();
+  const complete = await phase('run', EVENTS);
+  const events = handled - handledBefore;
+  const seconds = (lastAck - firstCommit) / 1000;
+
+  await consumer.stop();
+  await relay.stop();
+  if ('deleteStreams' in bus && typeof bus.deleteStreams === 'function') await (bus as unknown as { deleteStreams(topics: string[]): Promise<void> }).deleteStreams([namespaceTopic]);
+  await bus.close();
+  await producerPool.end();
+
+  latencies.sort((a, b) => a - b);
+  return {
+    adapter,
+    events,
+    seconds,
+    eventsPerSecond: events / seconds,
+    p50Ms: percentile(latencies, 0.5),
+    p99Ms: percentile(latencies, 0.99),
+    maxMs: latencies.at(-1) ?? 0,
+    complete,
+  };
+}
+
+/** The baseline: publish RAW_MESSAGES into a stream with acks awaited in a window, then drain them with one pull consumer, acking each. */
+async function rawJetStream(): Promise<{ publishPerSecond: number; consumePerSecond: number }> {
+  const nc = await connect({ servers: natsUrl });
+  const jsm = await jetstreamManager(nc);
+  const js = jetstream(nc);
+  const stream = `bench_raw_${randomUUID().slice(0, 8)}`;
+  await jsm.streams.add({ name: stream, subjects: [`${stream}.>`], storage: StorageType.File, retention: RetentionPolicy.Limits, duplicate_window: nanos(60_000) });
+  await jsm.consumers.add(stream, { durable_name: 'raw', ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All, max_ack_pending: 10_000 });
+  const payload = JSON.stringify({ specversion: '1.0', id: 'x'.repeat(36), source: '/bench', type: 'koban.bench.event', time: new Date().toISOString(), data: { n: 1 } });
+  try {
+    const publishStart = now();
+    const inFlight = new Set<Promise<unknown>>();
+    for (let index = 0; index < RAW_MESSAGES; index++) {
+      const publish = js.publish(`${stream}.events`, payload, { msgID: `raw-${index}` }).finally(() => inFlight.delete(publish));
+      inFlight.add(publish);
+      if (inFlight.size >= RAW_PUBLISH_WINDOW) await Promise.race(inFlight);
+    }
+    await Promise.all(inFlight);
+    const publishSeconds = (now() - publishStart) / 1000;
+
+    const consumer = await js.consumers.get(stream, 'raw');
+    const consumeStart = now();
+    const messages = await consumer.consume({ max_messages: 1_000 });
+    let received = 0;
+    const deadline = consumeStart + PHASE_TIMEOUT_MS;
+    for await (const message of messages) {
+      message.ack();
+      if (++received >= RAW_MESSAGES || now() > deadline) break;
+    }
+    const consumeSeconds = (now() - consumeStart) / 1000;
+    await messages.close();
+    return { publishPerSecond: RAW_MESSAGES / publishSeconds, consumePerSecond: received / consumeSeconds };
+  } finally {
+    await jsm.streams.delete(stream).catch(() => undefined);
+    await nc.close();
+  }
+}
+
+function printResult(result: Result): void {
+  console.log(
+    `${result.adapter}: ${fmt(result.eventsPerSecond)} events/s outbox commit → handler ack (${result.events} events in ${result.seconds.toFixed(2)} s${result.complete ? '' : ', INCOMPLETE: phase timed out'}); latency p50 ${result.p50Ms.toFixed(1)} ms, p99 ${result.p99Ms.toFixed(1)} ms, max ${result.maxMs.toFixed(1)} ms`,
+  );
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
+}
+
+function fmt(value: number): string {
+  return Math.round(value).toLocaleString('en-US');
+}
+
+async function createDatabase(serverUrl: string, label: string): Promise<string> {
+  const name = `${label}_${randomUUID().slice(0, 8)}`;
+  const client = new pg.Client({ connectionString: serverUrl });
+  await client.connect();
+  try {
+    await client.query(`CREATE DATABASE ${client.escapeIdentifier(name)}`);
+  } finally {
+    await client.end();
+  }
+  return name;
+}
+
+async function dropDatabase(serverUrl: string, name: string): Promise<void> {
+  const client = new pg.Client({ connectionString: serverUrl });
+  await client.connect();
+  try {
+    await client.query(`DROP DATABASE IF EXISTS ${client.escapeIdentifier(name)} WITH (FORCE)`);
+  } finally {
+    await client.end();
+  }
+}
+
+async function reachable(url: string): Promise<boolean> {
+  try {
+    const nc = await connect({ servers: url, timeout: 1_000, maxReconnectAttempts: 0 });
+    await nc.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+const hardStop = setTimeout(() => {
+  console.error('bench:bus exceeded its time budget; stopping');
+  process.exit(1);
+}, 4.5 * 60 * 1000);
+hardStop.unref();
+
+await main();
