@@ -87,9 +87,15 @@ describe('npm start', () => {
       assert.equal(code, 0, `clean exit after SIGTERM:\n${first.output().slice(-2000)}`);
     }
     // Order matters: requests drain and pools close while PostgreSQL still runs, then it stops.
+    // (Compared by the log's timestamps: two lines written in one tick may reach the pipe in either order.)
     const log = first.output();
-    assert.ok(log.indexOf('embedded PostgreSQL stopped') > log.indexOf('shutting down'), 'PostgreSQL stops after the drain begins');
-    assert.ok(log.indexOf('shutdown complete') > log.indexOf('embedded PostgreSQL stopped'), 'and before shutdown completes');
+    const loggedAt = (message: string) => {
+      const line = log.split('\n').find((candidate) => candidate.includes(`"msg":"${message}"`));
+      assert.ok(line, `logged "${message}":\n${log.slice(-3000)}`);
+      return (JSON.parse(line) as { time: number }).time;
+    };
+    assert.ok(loggedAt('embedded PostgreSQL stopped') >= loggedAt('shutting down: draining requests'), 'PostgreSQL stops after the drain begins');
+    assert.ok(loggedAt('shutdown complete') >= loggedAt('embedded PostgreSQL stopped'), 'and before shutdown completes');
     assert.doesNotMatch(log, /terminating connection due to administrator command/, 'no connection was cut off by PostgreSQL stopping early');
 
     const second = await startKoban();

@@ -13,6 +13,7 @@ import {
   SWEEP_BATCH_SIZE_MAX,
   WRITE_BATCH_SIZE_MAX,
   WRITE_CONFLICT_RETRIES_MAX,
+  WRITE_LANES,
   WRITE_QUEUE_DEPTH_MAX,
 } from './limits.ts';
 import type { AuditReport, LedgerOperation, LedgerOutcome, LedgerStore } from './store/ledger-store.ts';
@@ -43,7 +44,8 @@ export class LedgerService {
   readonly #sweepIntervalMs: number;
   readonly #holdTimeoutMs: number;
   readonly balanceTypes: readonly string[];
-  readonly #writes: GroupCommitQueue<LedgerOperation, OperationResult>;
+  /** One group-commit queue per lane; an account's operations always take the same lane. */
+  readonly #lanes: GroupCommitQueue<LedgerOperation, OperationResult>[];
   #closing = false;
   #sweepTimer: NodeJS.Timeout | undefined;
   #sweeping: Promise<number> | undefined;
@@ -56,12 +58,16 @@ export class LedgerService {
     this.#writeTimeoutMs = options.writeTimeoutMs;
     this.#sweepIntervalMs = options.sweepIntervalMs;
     this.#holdTimeoutMs = options.holdTimeoutDefaultMs ?? HOLD_TIMEOUT_DEFAULT_MS;
-    this.#writes = new GroupCommitQueue({
-      execute: (operations) => this.#writeBatch(operations),
-      batchSizeMax: WRITE_BATCH_SIZE_MAX,
-      queueDepthMax: WRITE_QUEUE_DEPTH_MAX,
-      onOverload: () => new KobanError('unavailable', 'The ledger is overloaded; retry shortly', { queue_depth: WRITE_QUEUE_DEPTH_MAX }),
-    });
+    this.#lanes = Array.from(
+      { length: WRITE_LANES },
+      () =>
+        new GroupCommitQueue<LedgerOperation, OperationResult>({
+          execute: (operations) => this.#writeBatch(operations),
+          batchSizeMax: WRITE_BATCH_SIZE_MAX,
+          queueDepthMax: Math.ceil(WRITE_QUEUE_DEPTH_MAX / WRITE_LANES),
+          onOverload: () => new KobanError('unavailable', 'The ledger is overloaded; retry shortly', { queue_depth: WRITE_QUEUE_DEPTH_MAX }),
+        }),
+    );
   }
 
   async start(): Promise<void> {
@@ -73,19 +79,21 @@ export class LedgerService {
   async submit(request: TransactionRequest): Promise<WriteResult> {
     const at = this.#clock.now();
     assertWithinHorizon(request, at);
-    const result = await this.#write({ ...request, kind: 'create', at, hold_timeout_ms: this.#holdTimeoutMs });
+    const result = await this.#write({ ...request, kind: 'create', at, hold_timeout_ms: this.#holdTimeoutMs }, request.user_id, request.balance_type);
     return this.#toWriteResult(result, request.transaction_id, request.balance_type, request.amount);
   }
 
   /** Posts all or part of a hold; the rest is released. At most once. */
   async post(transactionId: string, request: PostRequest): Promise<WriteResult> {
-    const result = await this.#write({ kind: 'post', at: this.#clock.now(), transaction_id: transactionId, balance_type: request.balance_type, amount: request.amount });
+    const owner = await this.#holdOwner(transactionId, request.balance_type);
+    const result = await this.#write({ kind: 'post', at: this.#clock.now(), transaction_id: transactionId, balance_type: request.balance_type, amount: request.amount }, owner, request.balance_type);
     return this.#toWriteResult(result, transactionId, request.balance_type, request.amount);
   }
 
   /** Voids a hold, releasing all of it. At most once. */
   async void(transactionId: string, request: VoidRequest): Promise<WriteResult> {
-    const result = await this.#write({ kind: 'void', at: this.#clock.now(), transaction_id: transactionId, balance_type: request.balance_type });
+    const owner = await this.#holdOwner(transactionId, request.balance_type);
+    const result = await this.#write({ kind: 'void', at: this.#clock.now(), transaction_id: transactionId, balance_type: request.balance_type }, owner, request.balance_type);
     return this.#toWriteResult(result, transactionId, request.balance_type, undefined);
   }
 
@@ -131,12 +139,27 @@ export class LedgerService {
     this.#closing = true;
     clearTimeout(this.#sweepTimer);
     await this.#sweeping?.catch(() => undefined);
-    await this.#writes.flush();
+    await Promise.all(this.#lanes.map((lane) => lane.flush()));
   }
 
-  async #write(operation: LedgerOperation): Promise<OperationResult> {
+  async #write(operation: LedgerOperation, userId: string, balanceType: string): Promise<OperationResult> {
     if (this.#closing) throw new KobanError('unavailable', 'The ledger is shutting down; retry on another instance or shortly');
-    return withTimeout(this.#writes.submit(operation), this.#writeTimeoutMs);
+    return withTimeout(this.#lane(userId, balanceType).submit(operation), this.#writeTimeoutMs);
+  }
+
+  /**
+   * Lanes write in parallel; routing every operation on one account to the
+   * same lane keeps concurrent batches off each other's rows (no lock waits,
+   * no deadlocks), and system accounts are never updated, so they are no hot row.
+   */
+  #lane(userId: string, balanceType: string): GroupCommitQueue<LedgerOperation, OperationResult> {
+    return this.#lanes[fnv1a(`${userId}\u0000${balanceType}`) % this.#lanes.length]!;
+  }
+
+  /** Post and void name the hold, not its user: look the user up to pick the account's lane. */
+  async #holdOwner(transactionId: string, balanceType: string): Promise<string> {
+    // An unknown hold goes to any lane: it will be answered not_found there.
+    return (await this.#read(() => this.#store.findTransactionOwner(transactionId, balanceType))) ?? transactionId;
   }
 
   #toWriteResult(result: OperationResult, transactionId: string, balanceType: string, amount: number | undefined): WriteResult {
@@ -191,11 +214,13 @@ export class LedgerService {
     let swept = 0;
     while (!this.#closing) {
       const at = this.#clock.now();
-      const accountIds = await this.#store.findAccountsDueForSweep(at, SWEEP_BATCH_SIZE_MAX);
-      const results = await Promise.all(accountIds.map((accountId) => this.#writes.submit({ kind: 'sweep', at, account_id: accountId })));
+      const due = await this.#store.findAccountsDueForSweep(at, SWEEP_BATCH_SIZE_MAX);
+      const results = await Promise.all(
+        due.map((account) => this.#lane(account.user_id, account.balance_type).submit({ kind: 'sweep', at, account_id: account.account_id })),
+      );
       for (const result of results) if (result.outcome === 'failed') throw result.error;
-      swept += accountIds.length;
-      if (accountIds.length < SWEEP_BATCH_SIZE_MAX) break;
+      swept += due.length;
+      if (due.length < SWEEP_BATCH_SIZE_MAX) break;
     }
     return swept;
   }
@@ -301,6 +326,16 @@ async function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** 32-bit FNV-1a: a cheap, stable spread of account keys over lanes. */
+function fnv1a(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let index = 0; index < text.length; index++) {
+    hash ^= text.charCodeAt(index);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return hash >>> 0;
 }
 
 const CURSOR_PATTERN = /^k(\d{1,16})$/;

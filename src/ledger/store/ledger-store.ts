@@ -51,7 +51,9 @@ export interface LedgerStore {
   /** Newest first; `beforeKey` continues after the last row of the previous page. */
   listUserTransactions(query: { userId: string; balanceType: string | undefined; limit: number; beforeKey: number | undefined; at: Date }): Promise<TransactionPage>;
   /** User accounts with a hold or lot due to expire at `at`. */
-  findAccountsDueForSweep(at: Date, limit: number): Promise<number[]>;
+  findAccountsDueForSweep(at: Date, limit: number): Promise<Array<{ account_id: number; user_id: string; balance_type: string }>>;
+  /** The user of a transaction, if it exists. */
+  findTransactionOwner(transactionId: string, balanceType: string): Promise<string | undefined>;
   audit(): Promise<AuditReport>;
   close(): Promise<void>;
 }

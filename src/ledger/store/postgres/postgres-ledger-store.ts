@@ -146,12 +146,21 @@ export class PostgresLedgerStore implements LedgerStore {
     return { transactions: rows.map((row) => toTransaction(row.view)), lastKey: hasMore ? rows.at(-1)!.transaction_pk : undefined };
   }
 
-  async findAccountsDueForSweep(at: Date, limit: number): Promise<number[]> {
-    const result = await this.#pool.query<{ account_id: number }>(
-      `SELECT account_id FROM accounts WHERE next_expiry_at <= $1 ORDER BY next_expiry_at LIMIT $2`,
+  async findAccountsDueForSweep(at: Date, limit: number): Promise<Array<{ account_id: number; user_id: string; balance_type: string }>> {
+    const result = await this.#pool.query<{ account_id: number; user_id: string; balance_type: string }>(
+      `SELECT account_id, owner_id AS user_id, balance_type FROM accounts WHERE next_expiry_at <= $1 ORDER BY next_expiry_at LIMIT $2`,
       [at, limit],
     );
-    return result.rows.map((row) => row.account_id);
+    return result.rows;
+  }
+
+  async findTransactionOwner(transactionId: string, balanceType: string): Promise<string | undefined> {
+    const result = await this.#pool.query<{ user_id: string }>({
+      name: 'ledger_transaction_owner',
+      text: 'SELECT user_id FROM transactions WHERE transaction_id = $1 AND balance_type = $2',
+      values: [transactionId, balanceType],
+    });
+    return result.rows[0]?.user_id;
   }
 
   async audit(): Promise<AuditReport> {
