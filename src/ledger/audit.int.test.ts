@@ -28,6 +28,8 @@ describe('audit', () => {
     assert.equal(response.statusCode, 200);
     const report = response.json();
     assert.equal(report.ok, true);
+    assert.equal(report.misrouted_transactions, 0);
+    assert.equal(report.inconsistent_lots, 0);
     const points = report.balance_types.find((entry: { balance_type: string }) => entry.balance_type === 'points');
     assert.deepEqual(points, { balance_type: 'points', sum: 0, accounts_checked: 4, mismatches: [] }, 'ivy plus the issuance, redemption and expiry accounts');
   });

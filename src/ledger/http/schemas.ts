@@ -141,7 +141,7 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
       response: {
         200: {
           type: 'object',
-          required: ['ok', 'balance_types', 'misrouted_transactions'],
+          required: ['ok', 'balance_types', 'misrouted_transactions', 'inconsistent_lots'],
           properties: {
             ok: { type: 'boolean' },
             balance_types: {
@@ -157,13 +157,20 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
                     type: 'array',
                     items: {
                       type: 'object',
-                      properties: { account_id: { type: 'integer' }, owner: { type: 'string' }, stored: { type: 'integer' }, derived: { type: 'integer' } },
+                      properties: {
+                        account_id: { type: 'integer' },
+                        owner: { type: 'string' },
+                        field: { type: 'string', enum: ['posted', 'pending_debit', 'pending_credit', 'lots'] },
+                        stored: { type: 'integer' },
+                        derived: { type: 'integer' },
+                      },
                     },
                   },
                 },
               },
             },
-            misrouted_transactions: { type: 'integer' },
+            misrouted_transactions: { type: 'integer', description: 'Transactions whose accounts hold another balance type' },
+            inconsistent_lots: { type: 'integer', description: 'Lots whose remaining value differs from amount − draws + returns' },
           },
         },
         ...errors,
