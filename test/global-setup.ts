@@ -2,11 +2,11 @@
 // use. DATABASE_URL points them at a real server; otherwise an embedded one is
 // started in a temporary directory and stopped at the end.
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { startEmbeddedPostgres, type EmbeddedServer } from '../src/platform/postgres/embedded.ts';
 import { createLogger } from '../src/platform/logger.ts';
+import { freePort } from './support/net.ts';
 
 let embedded: EmbeddedServer | undefined;
 let dataDir: string | undefined;
@@ -30,13 +30,3 @@ export async function globalTeardown(): Promise<void> {
   if (dataDir) await rm(dataDir, { recursive: true, force: true });
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}

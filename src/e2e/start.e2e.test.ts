@@ -2,11 +2,11 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { LedgerClient } from '../ledger/client/http-client.ts';
+import { freePort } from '../../test/support/net.ts';
 
 const MAIN = path.join(import.meta.dirname, '..', 'main.ts');
 const START_TIMEOUT_MS = 60_000;
@@ -24,17 +24,6 @@ before(async () => {
 after(async () => {
   await rm(dataDir, { recursive: true, force: true });
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 type Running = { child: ChildProcess; baseUrl: string; output: () => string };
 

@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { migrate } from '../../../platform/postgres/migrate.ts';
 import type { Pool } from '../../../platform/postgres/pool.ts';
-import type { Balance, LotDraw, Metadata, RecordedTransactionType, Transaction, TransactionStatus } from '../../types.ts';
+import type { Balance, LotDraw, Transaction } from '../../types.ts';
 import type { AuditMismatch, AuditReport, LedgerOperation, LedgerOutcome, LedgerStore, TransactionPage } from '../ledger-store.ts';
 
 export const LEDGER_MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations');
@@ -12,26 +12,8 @@ export const LEDGER_MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations'
 export const SYSTEM_ACCOUNTS = ['issuance', 'redemption', 'expiry'] as const;
 const AUDIT_MISMATCHES_REPORTED_MAX = 100;
 
-/** A transaction as ledger_view() renders it in SQL. */
-type TransactionView = {
-  transaction_id: string;
-  type: RecordedTransactionType;
-  user_id: string;
-  balance_type: string;
-  amount: number;
-  status: TransactionStatus;
-  pending: boolean;
-  posted_amount: number | null;
-  pending_expires_at: string | null;
-  resolved_at: string | null;
-  expires_at: string | null;
-  refund_of: string | null;
-  lots: Array<{ source_transaction_id: string; amount: number; expires_at: string | null }> | null;
-  description: string | null;
-  metadata: Metadata | null;
-  balance_after: number;
-  created_at: string;
-};
+/** A transaction as ledger_view() renders it in SQL: the API's shape, with PostgreSQL's timestamp format. */
+type TransactionView = Transaction;
 
 const isoOrNull = (value: string | null): string | null => (value === null ? null : new Date(value).toISOString());
 
