@@ -3,6 +3,11 @@
 // same wiring runs against a real server when a database URL is configured.
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import type { EventBus } from './bus/event-bus.ts';
+import { registerBusRoutes } from './bus/http/routes.ts';
+import { openEventBus } from './bus/open-event-bus.ts';
+import { busSchemaUrl } from './bus/postgres/registry.ts';
+import { KOBAN_TOPOLOGY } from './bus/topology.ts';
 import { registerLedgerRoutes } from './ledger/http/routes.ts';
 import { REQUEST_BODY_BYTES_MAX } from './ledger/limits.ts';
 import { LedgerService } from './ledger/service.ts';
@@ -14,11 +19,13 @@ import { createPool, databaseUrl, ensureDatabase } from './platform/postgres/poo
 import { createHttpServer } from './platform/http/server.ts';
 
 export const LEDGER_DATABASE = 'koban_ledger';
+export const BUS_DATABASE = 'koban_bus';
 export const KOBAN_VERSION = '0.1.0';
 
 export type Koban = {
   app: FastifyInstance;
   ledger: LedgerService;
+  bus: EventBus;
   /** Drains requests and writes, closes pools, stops embedded PostgreSQL. Safe to call twice. */
   close(): Promise<void>;
 };
@@ -36,11 +43,21 @@ export async function createKoban(config: Config, deps: { logger: Logger; clock?
 
   try {
     let ledgerUrl = config.ledgerDatabaseUrl;
+    let busUrl = config.busDatabaseUrl;
     if (ledgerUrl === undefined) {
       const embedded: EmbeddedServer = await startEmbeddedPostgres({ dataDir: config.dataDir, port: config.embeddedPostgresPort, logger });
       cleanups.push(() => embedded.stop());
       await ensureDatabase(embedded.serverUrl, LEDGER_DATABASE);
       ledgerUrl = databaseUrl(embedded.serverUrl, LEDGER_DATABASE);
+      if (busUrl === undefined) {
+        await ensureDatabase(embedded.serverUrl, BUS_DATABASE);
+        busUrl = databaseUrl(embedded.serverUrl, BUS_DATABASE);
+      }
+    }
+    if (busUrl === undefined) {
+      // Only the ledger's database is configured: the bus keeps its tables in a schema of their own there.
+      logger.info('no BUS_DATABASE_URL or DATABASE_URL: the bus uses schema koban_bus in the ledger database');
+      busUrl = await busSchemaUrl(ledgerUrl, logger);
     }
 
     const ledgerPool = createPool({ url: ledgerUrl, size: config.dbPoolSize, applicationName: 'koban-ledger', logger });
@@ -58,6 +75,10 @@ export async function createKoban(config: Config, deps: { logger: Logger; clock?
     await ledger.start();
     cleanups.push(() => ledger.close());
 
+    const bus = await openEventBus({ adapter: config.bus, databaseUrl: busUrl, natsUrl: config.natsUrl, poolSize: config.dbPoolSize, logger, clock });
+    cleanups.push(() => bus.close());
+    await bus.declare(KOBAN_TOPOLOGY);
+
     const app = await createHttpServer({
       logger,
       bodyLimitBytes: REQUEST_BODY_BYTES_MAX,
@@ -66,10 +87,11 @@ export async function createKoban(config: Config, deps: { logger: Logger; clock?
       description: 'Wallet platform: idempotent balances (cash, points) and event-driven point assignment.',
     });
     registerLedgerRoutes(app, ledger);
+    registerBusRoutes(app, bus);
     await app.ready();
     cleanups.push(() => app.close());
 
-    return { app, ledger, close };
+    return { app, ledger, bus, close };
   } catch (error) {
     await close();
     throw error;

@@ -19,6 +19,11 @@ export type Config = Readonly<{
   writeTimeoutMs: number;
   /** How often expired holds and lots are recorded; 0 turns the background sweeper off. */
   sweepIntervalMs: number;
+  /** Event bus adapter: postgres (default, on the bus database) or nats (JetStream at natsUrl). */
+  bus: 'postgres' | 'nats';
+  natsUrl: string;
+  /** Connection string of the bus database; unset means embedded PostgreSQL, or the ledger's server when only it is set. */
+  busDatabaseUrl: string | undefined;
 }>;
 
 type EnvSpec = {
@@ -37,6 +42,9 @@ const ENV_SPECS: readonly EnvSpec[] = [
   { key: 'KOBAN_EMBEDDED_PG_PORT', schema: { type: 'integer', minimum: 1024, maximum: 65535, default: 54329 }, hint: 'a free TCP port, 1024–65535, for embedded PostgreSQL' },
   { key: 'KOBAN_BALANCE_TYPES', schema: { type: 'string', pattern: '^[a-z][a-z0-9_]{0,31}(,[a-z][a-z0-9_]{0,31})*$', default: 'cash,points' }, hint: 'a comma-separated list of lower-case names, e.g. cash,points' },
   { key: 'KOBAN_DB_POOL_SIZE', schema: { type: 'integer', minimum: 2, maximum: 200, default: 10 }, hint: 'an integer, 2–200' },
+  { key: 'KOBAN_BUS', schema: { enum: ['postgres', 'nats'], default: 'postgres' }, hint: 'postgres (the default, on the bus database) or nats (JetStream at NATS_URL)' },
+  { key: 'NATS_URL', schema: { type: 'string', pattern: '^(nats|tls)://[^\\s]+$', default: 'nats://127.0.0.1:4222' }, hint: 'a nats:// URL of a server with JetStream enabled, e.g. nats://127.0.0.1:4222' },
+  { key: 'BUS_DATABASE_URL', schema: { type: 'string', pattern: '^postgres(ql)?://' }, hint: 'a postgres:// connection string for the bus database, or unset it to use DATABASE_URL' },
   { key: 'KOBAN_SWEEP_INTERVAL_MS', schema: { type: 'integer', minimum: 0, maximum: 3600000, default: 1000 }, hint: 'milliseconds between sweeps of expired holds and lots, 0–3600000 (0: off)' },
   { key: 'KOBAN_WRITE_TIMEOUT_MS', schema: { type: 'integer', minimum: 100, maximum: 600000, default: 5000 }, hint: 'milliseconds, 100–600000' },
 ];
@@ -78,5 +86,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dbPoolSize: values.KOBAN_DB_POOL_SIZE as number,
     writeTimeoutMs: values.KOBAN_WRITE_TIMEOUT_MS as number,
     sweepIntervalMs: values.KOBAN_SWEEP_INTERVAL_MS as number,
+    bus: values.KOBAN_BUS as Config['bus'],
+    natsUrl: values.NATS_URL as string,
+    busDatabaseUrl: (values.BUS_DATABASE_URL ?? values.DATABASE_URL) as string | undefined,
   });
 }

@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { KobanError } from '../../platform/errors.ts';
 import { migrate } from '../../platform/postgres/migrate.ts';
-import type { Pool } from '../../platform/postgres/pool.ts';
+import { createPool, pgErrorCode, type Pool, UNIQUE_VIOLATION } from '../../platform/postgres/pool.ts';
 import type { FilterPolicy } from '../filter.ts';
 import type { Subscription } from '../topology.ts';
 
@@ -110,4 +110,27 @@ export function decodeCursor(cursor: string | undefined): number {
 export function truncateError(error: unknown, lengthMax: number): string {
   const text = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
   return text.length > lengthMax ? `${text.slice(0, lengthMax - 1)}…` : text;
+}
+
+/** Schema that holds the bus's tables when it shares another service's database. */
+export const SHARED_DATABASE_BUS_SCHEMA = 'koban_bus';
+
+/**
+ * A URL for the bus inside another database, in a schema of its own (its own
+ * tables and its own migration bookkeeping): used when only the ledger's
+ * database is configured, as the test harness does.
+ */
+export async function busSchemaUrl(sharedDatabaseUrl: string, logger: Logger): Promise<string> {
+  const url = new URL(sharedDatabaseUrl);
+  url.searchParams.set('options', `-c search_path=${SHARED_DATABASE_BUS_SCHEMA}`);
+  const pool = createPool({ url: sharedDatabaseUrl, size: 1, applicationName: 'koban-bus-schema', logger });
+  try {
+    await pool.query(`CREATE SCHEMA IF NOT EXISTS ${SHARED_DATABASE_BUS_SCHEMA}`).catch((error: unknown) => {
+      // Two processes creating it at once: the loser sees a duplicate, which is fine.
+      if (pgErrorCode(error) !== '42P06' && pgErrorCode(error) !== UNIQUE_VIOLATION) throw error;
+    });
+  } finally {
+    await pool.end();
+  }
+  return url.toString();
 }
