@@ -1,11 +1,17 @@
-// Goal: `npm run bench:ledger` — load the balance API of a real Koban server process, compare it with pgbench on the same PostgreSQL, and check that no money was lost.
+// Goal: `npm run bench:ledger` — load the ledger API of a real Koban server process (add, consume, replay, hold+post, one hot account), compare with pgbench on the same PostgreSQL, show where the time goes, and check that no money was lost.
+import { execFileSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import path from 'node:path';
 import { Pool } from 'undici';
-import { type KobanProcess, readHostCpuTicks, startKoban } from './lib/koban-process.ts';
+import { type KobanProcess, startKoban } from './lib/koban-process.ts';
 import { type LoadResult, type Plan, type Unexpected, newUnexpected, runAll, runClosedLoop } from './lib/load.ts';
-import { PGBENCH_SCALE, type PgbenchFigures, findPgbench, pgbenchInit, pgbenchRun, pgbenchVersion } from './lib/pgbench.ts';
+import { type MoneyCheck, MoneyTally, type TransactionBody, checkMoney } from './lib/money-check.ts';
+import { PgObserver, type PgWindowFigures } from './lib/pg-observer.ts';
+import { type PgbenchFigures, findPgbench, pgbenchInit, pgbenchRun, pgbenchScale, pgbenchVersion } from './lib/pgbench.ts';
 import { type PgServer, createDatabase, databaseUrl, dropDatabase, providePgServer, serverVersion, withClient } from './lib/pg-server.ts';
+import { readHostCpuTicks } from './lib/proc.ts';
+import { sleep } from './lib/net.ts';
+import * as ledgerLimits from '../src/ledger/limits.ts';
 import { formatTable } from './lib/report.ts';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
@@ -17,100 +23,118 @@ const CONCURRENCY_MAX = 1_000;
 /** Traffic before each measured window, sent and checked but not timed. */
 const WARMUP_MS = 1_500;
 
-/** Scenario (a): adds go to one of this many users, uniformly. */
+/** The issue's targets. */
+const TARGET_CONSUME_OVER_PGBENCH_MIN = 2;
+const TARGET_CONCURRENCIES = [16, 64] as const;
+const TARGET_HOT_OVER_UNIFORM_MIN = 0.8;
+const TARGET_P99_MS_MAX = 25;
+
+/** Every balance the benchmark moves is of this type, so that adds feed the lots consumes draw from. */
+const BALANCE_TYPE = 'points';
+/** Uniform adds go to one of this many users. */
 const ADD_USERS_COUNT = 10_000;
-/** Scenario (a): amounts are uniform in 1..this, in minor units. */
+/** Add amounts are uniform in 1..this, in minor units. */
 const ADD_AMOUNT_MAX = 1_000;
-const BALANCE_TYPES = ['cash', 'points'] as const;
-/** Scenario (b): users consumed from, each funded first with CONSUME_FUND_AMOUNT points. */
-const CONSUME_USERS_COUNT = 1_000;
+/** One add in this many carries an expires_at (a time-limited lot); the rest never expire. */
+const ADD_EXPIRING_ONE_IN = 2;
+/** expires_at of a time-limited add: at least this far ahead, plus up to LOT_EXPIRY_SPREAD_MS — nothing expires during the run. */
+const LOT_EXPIRY_MIN_MS = 30 * 24 * 60 * 60 * 1000;
+const LOT_EXPIRY_SPREAD_MS = 3 * 365 * 24 * 60 * 60 * 1000;
+/** Uniform consumes and holds draw from one of this many users, each funded first with one add of CONSUME_FUND_AMOUNT (every other one time-limited). */
+const CONSUME_USERS_COUNT = 10_000;
 const CONSUME_FUND_AMOUNT = 1_000_000;
-const CONSUME_AMOUNT = 1;
-const CONSUME_BALANCE_TYPE = 'points';
+/** Consume amounts are uniform in 1..this. */
+const CONSUME_AMOUNT_MAX = 100;
+/** Hold amounts are uniform in HOLD_AMOUNT_MIN..HOLD_AMOUNT_MAX; a partial post takes half (rounded down), so at least 2. */
+const HOLD_AMOUNT_MIN = 2;
+const HOLD_AMOUNT_MAX = 100;
+/**
+ * The hot account is funded with a few large adds: time-limited lots (each
+ * expiring HOT_EXPIRING_LOT_STEP_MS after the previous one) that consumes
+ * cross soonest-expiring first, then lots without expiry, large enough never
+ * to run dry.
+ */
+const HOT_EXPIRING_LOTS = 6;
+const HOT_EXPIRING_LOT_AMOUNT = 50_000;
+const HOT_EXPIRING_LOT_STEP_MS = 30 * 24 * 60 * 60 * 1000;
+const HOT_PERMANENT_LOTS = 2;
+const HOT_PERMANENT_LOT_AMOUNT = 1_000_000_000_000;
 const FUNDING_CONCURRENCY = 32;
-/** Scenario (c): committed adds kept for replay, with the body first answered. */
+/** Committed adds kept for replay, with the body first answered. */
 const REPLAY_CORPUS_MAX = 200_000;
 
-/** The money check reads every touched balance back through GET /v1/users/{id}/balances/{type} with this many connections. */
-const BALANCE_API_CONCURRENCY = 32;
-/** Column of a user's stored balance, newest schema first (the ledger schema is evolving). */
-const BALANCE_COLUMNS = ['posted', 'balance'] as const;
 const HTTP_HEADERS_TIMEOUT_MS = 30_000;
 const HTTP_BODY_TIMEOUT_MS = 30_000;
+/** Koban's default (src/platform/config.ts), shown in the report when KOBAN_SWEEP_INTERVAL_MS is unset. */
+const KOBAN_SWEEP_INTERVAL_MS_DEFAULT = 1_000;
 
-/** Whole-run watchdog: start-up (embedded server, pgbench -i) plus the load plus checks. */
+/** Whole-run watchdog: start-up (embedded server, pgbench -i, funding) plus the load plus checks. */
 const STARTUP_BUDGET_MS = 300_000;
 const SCENARIO_SLACK_MS = 15_000;
 const PGBENCH_SLACK_MS = 60_000;
-const CHECK_BUDGET_MS = 120_000;
+const CHECK_BUDGET_MS = 600_000;
 /** After the watchdog aborts, the cleanup gets this long before a hard exit. */
 const CLEANUP_GRACE_MS = 60_000;
 
+/** Before the load, the machine's CPU use is read over this long: work of others on it skews every figure. */
+const HOST_PROBE_MS = 2_000;
+
 const BYTES_PER_MIB = 1024 * 1024;
+const MS_PER_S = 1000;
+const MS_PER_DAY = 24 * 60 * 60 * MS_PER_S;
+const US_PER_MS = 1000;
+/** Verdict thresholds, in % of one core (or of the whole machine for the host). */
+const SATURATED_PERCENT = 85;
+const HOST_SATURATED_PERCENT = 90;
+/** Average active Koban backends at or above which PostgreSQL always has a batch to work on. */
+const ACTIVE_ALWAYS = 0.9;
 
 class InterruptedError extends Error {
   override name = 'InterruptedError';
 }
 
-type ScenarioName = 'add' | 'consume' | 'replay';
-const SCENARIOS: readonly ScenarioName[] = ['add', 'consume', 'replay'];
+const SCENARIOS = ['add', 'consume', 'replay', 'hold_post', 'hot_add', 'hot_consume'] as const;
+type ScenarioName = (typeof SCENARIOS)[number];
+/** BENCH_SCENARIOS also accepts this, for the pgbench reference runs. */
+const PGBENCH_SCENARIO = 'pgbench';
 
-type TransactionBody = {
-  transaction_id: string;
-  type: 'add' | 'consume';
-  user_id: string;
-  balance_type: string;
-  amount: number;
+const SCENARIO_LABELS: Record<ScenarioName, string> = {
+  add: 'add (uniform)',
+  consume: 'consume (uniform)',
+  replay: 'replay',
+  hold_post: 'hold+post pair',
+  hot_add: 'add (hot account)',
+  hot_consume: 'consume (hot account)',
 };
 
 type Settings = {
   durationS: number;
   concurrencies: number[];
+  scenarios: ScenarioName[];
+  runPgbench: boolean;
   kobanNodeArgs: string[];
   keepDatabases: boolean;
   databaseUrl: string | undefined;
+};
+
+/** CPU over one measured window, in ms. */
+type CpuFigures = {
+  kobanMs: number;
+  kobanMainThreadMs: number;
+  benchMs: number;
+  /** Busy share of the whole machine (all cores), in %. */
+  hostBusyPercent: number;
 };
 
 type ScenarioRow = {
   scenario: ScenarioName;
   concurrency: number;
   koban: LoadResult;
-  kobanCpuUsPerRequest: number;
-  kobanCpuPercentOfOneCore: number;
-  /** CPU of this process (the load generator) during the window. */
-  benchCpuPercentOfOneCore: number;
-  hostCpuBusyPercent: number;
+  cpu: CpuFigures;
+  pg: PgWindowFigures;
 };
 
-/** What the benchmark believes it committed, from the 201 answers it got. */
-class MoneyTally {
-  created = 0;
-  addsCreated = 0;
-  consumesCreated = 0;
-  addedAmount = 0;
-  consumedAmount = 0;
-  readonly balances = new Map<string, { userId: string; balanceType: string; amount: number }>();
-
-  record(body: TransactionBody): void {
-    this.created++;
-    const signed = body.type === 'add' ? body.amount : -body.amount;
-    if (body.type === 'add') {
-      this.addsCreated++;
-      this.addedAmount += body.amount;
-    } else {
-      this.consumesCreated++;
-      this.consumedAmount += body.amount;
-    }
-    const key = accountKey(body.user_id, body.balance_type);
-    const account = this.balances.get(key);
-    if (account) account.amount += signed;
-    else this.balances.set(key, { userId: body.user_id, balanceType: body.balance_type, amount: signed });
-  }
-}
-
-function accountKey(userId: string, balanceType: string): string {
-  return `${userId}\u0000${balanceType}`;
-}
+type PgbenchRow = { concurrency: number; figures: PgbenchFigures; pg: PgWindowFigures | undefined; benchMs: number; hostBusyPercent: number } | { concurrency: number; error: string };
 
 function readSettings(env: NodeJS.ProcessEnv): Settings {
   const durationText = env.BENCH_DURATION_S || String(DURATION_S_DEFAULT);
@@ -123,9 +147,18 @@ function readSettings(env: NodeJS.ProcessEnv): Settings {
   if (concurrencies.length === 0 || concurrencies.some((c) => !Number.isInteger(c) || c < 1 || c > CONCURRENCY_MAX)) {
     throw new Error(`BENCH_CONCURRENCY=${JSON.stringify(concurrencyText)}: set it to a comma-separated list of integers 1–${CONCURRENCY_MAX}, e.g. 1,16,64`);
   }
+  const known = [...SCENARIOS, PGBENCH_SCENARIO];
+  const scenarioText = env.BENCH_SCENARIOS || known.join(',');
+  const chosen = scenarioText.split(',').map((part) => part.trim()).filter((part) => part !== '');
+  const unknown = chosen.filter((name) => !known.includes(name));
+  if (chosen.length === 0 || unknown.length > 0) {
+    throw new Error(`BENCH_SCENARIOS=${JSON.stringify(scenarioText)}: set it to a comma-separated list of ${known.join(', ')}${unknown.length ? ` (unknown: ${unknown.join(', ')})` : ''}`);
+  }
   return {
     durationS,
     concurrencies,
+    scenarios: SCENARIOS.filter((name) => chosen.includes(name)),
+    runPgbench: chosen.includes(PGBENCH_SCENARIO),
     kobanNodeArgs: (env.BENCH_KOBAN_NODE_ARGS ?? '').split(/\s+/).filter((arg) => arg !== ''),
     keepDatabases: env.BENCH_KEEP_DBS === '1',
     databaseUrl: env.DATABASE_URL || undefined,
@@ -133,9 +166,11 @@ function readSettings(env: NodeJS.ProcessEnv): Settings {
 }
 
 const startedAt = performance.now();
+function elapsedS(): number {
+  return (performance.now() - startedAt) / MS_PER_S;
+}
 function log(message: string): void {
-  const elapsedS = ((performance.now() - startedAt) / 1000).toFixed(1).padStart(6);
-  console.log(`[${elapsedS} s] ${message}`);
+  console.log(`[${elapsedS().toFixed(1).padStart(6)} s] ${message}`);
 }
 
 function pick<T>(items: readonly T[]): T {
@@ -153,14 +188,29 @@ function describeUnexpected(unexpected: Unexpected): string {
   return [...unexpected.counts].map(([label, count]) => `${count}× ${label}`).join(', ');
 }
 
+/** Which source Koban runs from: the commit, and uncommitted changes under src/ (others may be editing it). */
+function describeSource(): string {
+  try {
+    const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src'], { cwd: REPO_ROOT, encoding: 'utf8' })
+      .split('\n')
+      .filter((line) => line.trim() !== '')
+      .map((line) => line.slice(3));
+    return dirty.length === 0 ? `commit ${head}, src/ clean` : `commit ${head} + uncommitted changes in ${dirty.length} src/ file(s): ${dirty.join(', ')}`;
+  } catch {
+    return 'unknown (git not available)';
+  }
+}
+
 async function main(): Promise<number> {
   const settings = readSettings(process.env);
   const abort = new AbortController();
   const { signal } = abort;
   const runId = randomBytes(4).toString('hex');
 
-  const loadBudgetMs = settings.concurrencies.length * (SCENARIOS.length * (WARMUP_MS + settings.durationS * 1000 + SCENARIO_SLACK_MS) + settings.durationS * 1000 + PGBENCH_SLACK_MS);
-  const deadlineMs = STARTUP_BUDGET_MS + loadBudgetMs + CHECK_BUDGET_MS;
+  const perConcurrencyMs =
+    settings.scenarios.length * (WARMUP_MS + settings.durationS * MS_PER_S + SCENARIO_SLACK_MS) + (settings.runPgbench ? settings.durationS * MS_PER_S + PGBENCH_SLACK_MS : 0);
+  const deadlineMs = STARTUP_BUDGET_MS + settings.concurrencies.length * perConcurrencyMs + CHECK_BUDGET_MS;
   const watchdog = setTimeout(() => {
     console.error(`benchmark exceeded its ${deadlineMs} ms budget; aborting`);
     abort.abort(new Error('benchmark deadline exceeded'));
@@ -187,11 +237,23 @@ async function main(): Promise<number> {
   process.on('exit', killKobanOnExit);
 
   try {
-    log(`settings: duration ${settings.durationS} s per run after ${WARMUP_MS} ms warm-up, concurrency ${settings.concurrencies.join(',')}`);
+    const source = describeSource();
+    const sweepIntervalMs = process.env.KOBAN_SWEEP_INTERVAL_MS || String(KOBAN_SWEEP_INTERVAL_MS_DEFAULT);
+    log(
+      `settings: scenarios ${[...settings.scenarios, ...(settings.runPgbench ? [PGBENCH_SCENARIO] : [])].join(',')}; ` +
+        `duration ${settings.durationS} s per run after ${WARMUP_MS} ms warm-up; concurrency ${settings.concurrencies.join(',')}`,
+    );
+    log(`Koban source: ${source}`);
     const server: PgServer = await providePgServer(settings.databaseUrl);
     cleanups.push({ what: 'stop PostgreSQL', run: () => server.stop() });
     const pgVersion = await serverVersion(server.serverUrl);
-    log(`PostgreSQL ${pgVersion} (${server.kind}: ${server.where})`);
+    const pgSettings = await withClient(server.serverUrl, async (client) => {
+      const result = await client.query<{ name: string; setting: string; unit: string | null }>(
+        `SELECT name, setting, unit FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'shared_buffers', 'wal_level', 'max_connections') ORDER BY name`,
+      );
+      return result.rows.map((row) => `${row.name}=${row.setting}${row.unit ? ` ${row.unit}` : ''}`).join(', ');
+    });
+    log(`PostgreSQL ${pgVersion} (${server.kind}: ${server.where}); ${pgSettings}`);
 
     const kobanDb = `koban_bench_${runId}`;
     const pgbenchDb = `koban_bench_pgbench_${runId}`;
@@ -205,26 +267,43 @@ async function main(): Promise<number> {
     const pgbenchDbUrl = databaseUrl(server.serverUrl, pgbenchDb);
     log(`databases: ${kobanDb} (Koban), ${pgbenchDb} (pgbench)${settings.keepDatabases ? ' — kept after the run (BENCH_KEEP_DBS=1)' : ''}`);
 
-    const pgbenchBin = await findPgbench();
+    const observer = await PgObserver.open(server.serverUrl);
+    cleanups.push({ what: 'close the PostgreSQL observer', run: () => observer.close() });
+    if (!observer.seesProcesses) log('PostgreSQL processes are not visible in /proc: its CPU is not reported');
+
+    const pgbenchBin = settings.runPgbench ? await findPgbench() : undefined;
+    const scale = pgbenchScale(settings.concurrencies);
     let pgbenchNote: string;
-    if (pgbenchBin) {
+    if (!settings.runPgbench) {
+      pgbenchNote = `pgbench reference not selected (BENCH_SCENARIOS)`;
+      log(pgbenchNote);
+    } else if (pgbenchBin) {
       pgbenchNote = await pgbenchVersion(pgbenchBin, signal);
-      log(`${pgbenchNote}: pgbench -i -s ${PGBENCH_SCALE} …`);
+      log(`${pgbenchNote}: pgbench -i -s ${scale} …`);
       const initStartedAt = performance.now();
-      await pgbenchInit(pgbenchBin, pgbenchDbUrl, signal);
-      log(`pgbench -i done in ${((performance.now() - initStartedAt) / 1000).toFixed(1)} s`);
+      await pgbenchInit(pgbenchBin, pgbenchDbUrl, scale, signal);
+      log(`pgbench -i done in ${((performance.now() - initStartedAt) / MS_PER_S).toFixed(1)} s`);
     } else {
       pgbenchNote = 'pgbench not found on PATH: the pgbench reference was SKIPPED (install it with `apt-get install postgresql-client`)';
       log(pgbenchNote);
     }
 
+    const hostBefore = readHostCpuTicks();
+    await sleep(HOST_PROBE_MS, signal);
+    const hostAfter = readHostCpuTicks();
+    const hostBusyBeforePercent = hostBefore && hostAfter ? (100 * (hostAfter.busy - hostBefore.busy)) / (hostAfter.total - hostBefore.total) : Number.NaN;
+    log(`host CPU busy before the load (others' work): ${fixed(hostBusyBeforePercent, 0)}% of ${navigator.hardwareConcurrency} cores over ${HOST_PROBE_MS} ms`);
+
     koban = await startKoban({ repoRoot: REPO_ROOT, ledgerDatabaseUrl: kobanDbUrl, extraNodeArgs: settings.kobanNodeArgs, env: process.env });
     const kobanProcess = koban;
     cleanups.push({ what: 'stop Koban', run: () => kobanProcess.stop() });
-    log(`Koban server pid ${koban.pid} healthy at ${koban.origin}${settings.kobanNodeArgs.length ? ` (node ${settings.kobanNodeArgs.join(' ')})` : ''}`);
+    log(
+      `Koban server pid ${koban.pid} healthy at ${koban.origin}${settings.kobanNodeArgs.length ? ` (node ${settings.kobanNodeArgs.join(' ')})` : ''}; ` +
+        `KOBAN_SWEEP_INTERVAL_MS=${sweepIntervalMs}`,
+    );
 
     const pool = new Pool(koban.origin, {
-      connections: Math.max(...settings.concurrencies, FUNDING_CONCURRENCY, BALANCE_API_CONCURRENCY),
+      connections: Math.max(...settings.concurrencies, FUNDING_CONCURRENCY),
       pipelining: 1,
       headersTimeout: HTTP_HEADERS_TIMEOUT_MS,
       bodyTimeout: HTTP_BODY_TIMEOUT_MS,
@@ -235,6 +314,11 @@ async function main(): Promise<number> {
     const allUnexpected = newUnexpected();
     let sequence = 0;
     const nextTransactionId = () => `bench-${runId}-${(sequence++).toString(36)}`;
+    const hotUserId = `bench-hot-${runId}`;
+    const replayCorpus: Array<{ request: string; response: string }> = [];
+    const keepForReplay = (request: string, response: string) => {
+      if (replayCorpus.length < REPLAY_CORPUS_MAX) replayCorpus.push({ request, response });
+    };
 
     /** A POST /v1/transactions expecting 201; counts it in the tally; `onCreated` sees the body and answer. */
     const createPlan = (body: TransactionBody, onCreated?: (requestJson: string, responseJson: string) => void): Plan => {
@@ -244,212 +328,534 @@ async function main(): Promise<number> {
         path: '/v1/transactions',
         body: requestJson,
         check: (answer) => {
-          if (answer.status !== 201) return `${body.type}: ${answer.status} ${errorCode(answer.body)}`;
-          tally.record(body);
+          if (answer.status !== 201) return `${body.type}${body.pending ? ' hold' : ''}: ${answer.status} ${errorCode(answer.body)}`;
+          tally.recordCreate(body);
           onCreated?.(requestJson, answer.body);
           return null;
         },
       };
     };
+    /** Adds as uniform and hot scenarios send them: only the user differs. */
+    const addBody = (userId: string): TransactionBody => ({
+      transaction_id: nextTransactionId(),
+      type: 'add',
+      user_id: userId,
+      balance_type: BALANCE_TYPE,
+      amount: 1 + randomInt(ADD_AMOUNT_MAX),
+      ...(randomInt(ADD_EXPIRING_ONE_IN) === 0 ? { expires_at: new Date(Date.now() + LOT_EXPIRY_MIN_MS + randomInt(LOT_EXPIRY_SPREAD_MS)).toISOString() } : {}),
+    });
+    const consumeBody = (userId: string): TransactionBody => ({
+      transaction_id: nextTransactionId(),
+      type: 'consume',
+      user_id: userId,
+      balance_type: BALANCE_TYPE,
+      amount: 1 + randomInt(CONSUME_AMOUNT_MAX),
+    });
+    let holdsSent = 0;
+    /** A pending consume, then its post: in full for even holds, half of it for odd ones. */
+    const holdPostUnit = (): Plan[] => {
+      const hold: TransactionBody = {
+        transaction_id: nextTransactionId(),
+        type: 'consume',
+        user_id: consumeUser(runId, randomInt(CONSUME_USERS_COUNT)),
+        balance_type: BALANCE_TYPE,
+        amount: HOLD_AMOUNT_MIN + randomInt(HOLD_AMOUNT_MAX - HOLD_AMOUNT_MIN + 1),
+        pending: true,
+      };
+      const partial = holdsSent++ % 2 === 1;
+      const postAmount = partial ? Math.floor(hold.amount / 2) : hold.amount;
+      const post: Plan = {
+        method: 'POST',
+        path: `/v1/transactions/${encodeURIComponent(hold.transaction_id)}/post`,
+        body: JSON.stringify(partial ? { balance_type: hold.balance_type, amount: postAmount } : { balance_type: hold.balance_type }),
+        check: (answer) => {
+          const what = `post ${partial ? 'partial' : 'full'}`;
+          if (answer.status !== 201) return `${what}: ${answer.status} ${errorCode(answer.body)}`;
+          const posted = JSON.parse(answer.body) as { status?: unknown; posted_amount?: unknown };
+          tally.recordPost(hold, postAmount);
+          if (posted.status !== 'posted' || posted.posted_amount !== postAmount) {
+            return `${what}: 201 with status ${String(posted.status)}, posted_amount ${String(posted.posted_amount)} (expected posted, ${postAmount})`;
+          }
+          return null;
+        },
+      };
+      return [createPlan(hold), post];
+    };
 
-    // Fund the consume scenario's users.
-    const fundingPlans = Array.from({ length: CONSUME_USERS_COUNT }, (_, index) =>
-      createPlan({ transaction_id: nextTransactionId(), type: 'add', user_id: consumeUser(runId, index), balance_type: CONSUME_BALANCE_TYPE, amount: CONSUME_FUND_AMOUNT }),
-    );
-    const funding = await runAll(pool, fundingPlans, FUNDING_CONCURRENCY, signal);
-    mergeUnexpected(allUnexpected, funding);
-    log(`funded ${CONSUME_USERS_COUNT} users with ${CONSUME_FUND_AMOUNT} ${CONSUME_BALANCE_TYPE} each (${funding.total} unexpected answers)`);
-
-    const replayCorpus: Array<{ request: string; response: string }> = [];
-    const plans: Record<ScenarioName, () => Plan> = {
-      add: () =>
-        createPlan(
-          {
-            transaction_id: nextTransactionId(),
-            type: 'add',
-            user_id: `bench-u-${runId}-${randomInt(ADD_USERS_COUNT)}`,
-            balance_type: pick(BALANCE_TYPES),
-            amount: 1 + randomInt(ADD_AMOUNT_MAX),
-          },
-          (request, response) => {
-            if (replayCorpus.length < REPLAY_CORPUS_MAX) replayCorpus.push({ request, response });
-          },
-        ),
-      consume: () =>
-        createPlan({
+    const needs = (...names: ScenarioName[]) => names.some((name) => settings.scenarios.includes(name));
+    // Fund the uniform consume users (one lot each, every other one time-limited) and the hot account (a few large lots).
+    const fundingPlans: Plan[] = [];
+    if (needs('consume', 'hold_post', 'replay')) {
+      for (let index = 0; index < CONSUME_USERS_COUNT; index++) {
+        const body: TransactionBody = {
           transaction_id: nextTransactionId(),
-          type: 'consume',
-          user_id: consumeUser(runId, randomInt(CONSUME_USERS_COUNT)),
-          balance_type: CONSUME_BALANCE_TYPE,
-          amount: CONSUME_AMOUNT,
-        }),
+          type: 'add',
+          user_id: consumeUser(runId, index),
+          balance_type: BALANCE_TYPE,
+          amount: CONSUME_FUND_AMOUNT,
+          ...(index % 2 === 0 ? { expires_at: new Date(Date.now() + LOT_EXPIRY_MIN_MS + randomInt(LOT_EXPIRY_SPREAD_MS)).toISOString() } : {}),
+        };
+        fundingPlans.push(createPlan(body, keepForReplay));
+      }
+    }
+    const hotFunding: TransactionBody[] = [];
+    if (needs('hot_add', 'hot_consume')) {
+      for (let index = 0; index < HOT_EXPIRING_LOTS; index++) {
+        hotFunding.push({
+          transaction_id: nextTransactionId(),
+          type: 'add',
+          user_id: hotUserId,
+          balance_type: BALANCE_TYPE,
+          amount: HOT_EXPIRING_LOT_AMOUNT,
+          expires_at: new Date(Date.now() + (index + 1) * HOT_EXPIRING_LOT_STEP_MS).toISOString(),
+        });
+      }
+      for (let index = 0; index < HOT_PERMANENT_LOTS; index++) {
+        hotFunding.push({ transaction_id: nextTransactionId(), type: 'add', user_id: hotUserId, balance_type: BALANCE_TYPE, amount: HOT_PERMANENT_LOT_AMOUNT });
+      }
+      fundingPlans.push(...hotFunding.map((body) => createPlan(body)));
+    }
+    if (fundingPlans.length > 0) {
+      const fundingStartedAt = performance.now();
+      const funding = await runAll(pool, fundingPlans, FUNDING_CONCURRENCY, signal);
+      mergeUnexpected(allUnexpected, funding);
+      log(
+        `funded ${needs('consume', 'hold_post', 'replay') ? `${CONSUME_USERS_COUNT} users with ${CONSUME_FUND_AMOUNT} ${BALANCE_TYPE} each` : 'no uniform users'}` +
+          `${hotFunding.length ? `, hot user ${hotUserId} with ${HOT_EXPIRING_LOTS} time-limited lots of ${HOT_EXPIRING_LOT_AMOUNT} and ${HOT_PERMANENT_LOTS} of ${HOT_PERMANENT_LOT_AMOUNT} without expiry` : ''} ` +
+          `in ${((performance.now() - fundingStartedAt) / MS_PER_S).toFixed(1)} s (${funding.total} unexpected answers)`,
+      );
+    }
+
+    const nextUnit: Record<ScenarioName, () => Plan[]> = {
+      add: () => [createPlan(addBody(`bench-u-${runId}-${randomInt(ADD_USERS_COUNT)}`), keepForReplay)],
+      consume: () => [createPlan(consumeBody(consumeUser(runId, randomInt(CONSUME_USERS_COUNT))))],
       replay: () => {
         const original = pick(replayCorpus);
-        return {
-          method: 'POST',
-          path: '/v1/transactions',
-          body: original.request,
-          check: (answer) => {
-            if (answer.status !== 200) return `replay: ${answer.status} ${errorCode(answer.body)}`;
-            if (answer.headers['idempotent-replayed'] !== 'true') return 'replay: 200 without Idempotent-Replayed: true';
-            if (answer.body !== original.response) return 'replay: 200 with a body different from the first answer';
-            return null;
+        return [
+          {
+            method: 'POST',
+            path: '/v1/transactions',
+            body: original.request,
+            check: (answer) => {
+              if (answer.status !== 200) return `replay: ${answer.status} ${errorCode(answer.body)}`;
+              if (answer.headers['idempotent-replayed'] !== 'true') return 'replay: 200 without Idempotent-Replayed: true';
+              if (answer.body !== original.response) return 'replay: 200 with a body different from the first answer';
+              return null;
+            },
           },
-        };
+        ];
       },
+      hold_post: holdPostUnit,
+      hot_add: () => [createPlan(addBody(hotUserId))],
+      hot_consume: () => [createPlan(consumeBody(hotUserId))],
     };
 
     const rows: ScenarioRow[] = [];
-    const pgbenchByConcurrency = new Map<number, PgbenchFigures | { error: string }>();
+    const pgbenchRows: PgbenchRow[] = [];
     for (const concurrency of settings.concurrencies) {
-      for (const scenario of SCENARIOS) {
-        if (scenario === 'replay' && replayCorpus.length === 0) throw new Error('no committed add to replay: scenario (a) produced no 201');
-        let kobanCpuAtStart: number | undefined;
-        let benchCpuAtStart: NodeJS.CpuUsage | undefined;
-        let hostAtStart: ReturnType<typeof readHostCpuTicks>;
-        let kobanCpuMs = Number.NaN;
-        let benchCpuMs = Number.NaN;
-        let hostBusyPercent = Number.NaN;
+      for (const scenario of settings.scenarios) {
+        if (scenario === 'replay' && replayCorpus.length === 0) throw new Error('no committed add to replay');
+        const pgWindow = observer.window(kobanDb);
+        const cpu = cpuWindow(kobanProcess);
         const result = await runClosedLoop(pool, {
           concurrency,
           warmupMs: WARMUP_MS,
-          durationMs: settings.durationS * 1000,
-          nextPlan: plans[scenario],
+          durationMs: settings.durationS * MS_PER_S,
+          nextUnit: nextUnit[scenario],
           signal,
           onWindowStart: () => {
-            kobanCpuAtStart = kobanProcess.cpuMs();
-            benchCpuAtStart = process.cpuUsage();
-            hostAtStart = readHostCpuTicks();
+            cpu.begin();
+            pgWindow.begin();
           },
           onWindowEnd: () => {
-            const kobanCpuAtEnd = kobanProcess.cpuMs();
-            const benchCpu = process.cpuUsage(benchCpuAtStart);
-            const hostAtEnd = readHostCpuTicks();
-            if (kobanCpuAtStart !== undefined && kobanCpuAtEnd !== undefined) kobanCpuMs = kobanCpuAtEnd - kobanCpuAtStart;
-            benchCpuMs = (benchCpu.user + benchCpu.system) / 1000;
-            if (hostAtStart && hostAtEnd) hostBusyPercent = (100 * (hostAtEnd.busy - hostAtStart.busy)) / (hostAtEnd.total - hostAtStart.total);
+            cpu.end();
+            pgWindow.end();
           },
+        }).catch((error: unknown) => {
+          signal.throwIfAborted();
+          // Say whether the server went away (and how) rather than only that requests failed.
+          const exit = kobanProcess.exitDescription();
+          throw new Error(`${scenario} c=${concurrency}: ${(error as Error).message}${exit ? ` — the Koban server had exited (${exit})` : ''}`, { cause: error });
         });
+        const pg = await pgWindow.figures();
         assertAlive(kobanProcess, `${scenario} c=${concurrency}`);
         mergeUnexpected(allUnexpected, result.unexpected);
-        const row: ScenarioRow = {
-          scenario,
-          concurrency,
-          koban: result,
-          kobanCpuUsPerRequest: (kobanCpuMs * 1000) / result.requests,
-          kobanCpuPercentOfOneCore: (100 * kobanCpuMs) / (settings.durationS * 1000),
-          benchCpuPercentOfOneCore: (100 * benchCpuMs) / (settings.durationS * 1000),
-          hostCpuBusyPercent: hostBusyPercent,
-        };
+        const row: ScenarioRow = { scenario, concurrency, koban: result, cpu: cpu.figures(), pg };
         rows.push(row);
+        const pairs = scenario === 'hold_post' ? ` (${fixed(result.unitsPerS, 0)} pairs/s)` : '';
         log(
-          `${scenario.padEnd(7)} c=${String(concurrency).padEnd(3)} ${fixed(result.requestsPerS, 0).padStart(7)} req/s  p50 ${fixed(result.p50Ms, 2)} ms  p99 ${fixed(result.p99Ms, 2)} ms  ` +
-            `Koban CPU ${fixed(row.kobanCpuPercentOfOneCore, 0)}% of a core (${fixed(row.kobanCpuUsPerRequest, 0)} µs/req), load generator ${fixed(row.benchCpuPercentOfOneCore, 0)}%, host ${fixed(hostBusyPercent, 0)}% busy  unexpected ${result.unexpected.total}` +
+          `${scenario.padEnd(11)} c=${String(concurrency).padEnd(3)} ${fixed(result.requestsPerS, 0).padStart(6)} req/s${pairs}  p50 ${fixed(result.p50Ms, 2)} ms  p99 ${fixed(result.p99Ms, 2)} ms  ` +
+            `Koban ${fixed(percentOfCore(row.cpu.kobanMs, settings.durationS), 0)}% (${fixed(usPer(row.cpu.kobanMs, result.requests), 0)} µs/req), ` +
+            `PG backends ${fixed(percentOfCore(pg.cpu?.watchedBackendsMs ?? Number.NaN, settings.durationS), 0)}%, host ${fixed(row.cpu.hostBusyPercent, 0)}% busy  unexpected ${result.unexpected.total}` +
             (result.unexpected.total > 0 ? ` [${describeUnexpected(result.unexpected)}]` : ''),
         );
       }
-      if (pgbenchBin) {
+      if (settings.runPgbench && pgbenchBin) {
+        const pgWindow = observer.window(pgbenchDb);
+        const cpu = cpuWindow(undefined);
         try {
-          const figures = await pgbenchRun(pgbenchBin, pgbenchDbUrl, concurrency, settings.durationS, signal);
-          pgbenchByConcurrency.set(concurrency, figures);
-          log(`pgbench c=${concurrency}: ${fixed(figures.tps, 0)} tps, latency average ${fixed(figures.latencyAvgMs, 2)} ms, ${figures.failedTransactions} failed`);
+          cpu.begin();
+          pgWindow.begin();
+          let figures: PgbenchFigures;
+          try {
+            figures = await pgbenchRun(pgbenchBin, pgbenchDbUrl, concurrency, settings.durationS, signal);
+          } finally {
+            cpu.end();
+            pgWindow.end();
+          }
+          const pg = await pgWindow.figures();
+          const cpuFigures = cpu.figures();
+          pgbenchRows.push({ concurrency, figures, pg, benchMs: cpuFigures.benchMs, hostBusyPercent: cpuFigures.hostBusyPercent });
+          log(
+            `pgbench c=${concurrency}: ${fixed(figures.tps, 0)} tps, latency average ${fixed(figures.latencyAvgMs, 2)} ms, ${figures.failedTransactions} failed; ` +
+              `PG ${fixed(usPer(pg.cpu?.totalMs ?? Number.NaN, figures.transactions), 0)} µs CPU/txn`,
+          );
         } catch (error) {
           signal.throwIfAborted();
-          pgbenchByConcurrency.set(concurrency, { error: (error as Error).message });
+          pgbenchRows.push({ concurrency, error: (error as Error).message });
           log(`pgbench c=${concurrency} FAILED: ${(error as Error).message}`);
         }
       }
     }
 
     assertAlive(kobanProcess, 'the pgbench reference runs');
-    log('checking money: API answers vs the database …');
-    const money = await checkMoney(pool, kobanDbUrl, tally, runId, signal);
+    log('checking money: API answers vs the database, then GET /v1/audit …');
+    const money: MoneyCheck = await checkMoney({
+      pool,
+      kobanDbUrl,
+      tally,
+      neverUserId: `bench-never-${runId}`,
+      hotAccount: hotFunding.length ? { userId: hotUserId, balanceType: BALANCE_TYPE } : undefined,
+      signal,
+      errorCode,
+    });
     for (const line of money.lines) log(line);
 
     const peakRssBytes = koban.peakRssBytes();
     const kobanCpuTotalMs = koban.cpuMs();
     const exit = await koban.stop();
-    log(`Koban server stopped (${exit}); peak RSS ${peakRssBytes === undefined ? 'unknown' : fixed(peakRssBytes / BYTES_PER_MIB, 1)} MiB, CPU ${fixed((kobanCpuTotalMs ?? Number.NaN) / 1000, 1)} s in total`);
+    log(
+      `Koban server stopped (${exit}); peak RSS ${peakRssBytes === undefined ? 'unknown' : fixed(peakRssBytes / BYTES_PER_MIB, 1)} MiB, ` +
+        `CPU ${fixed((kobanCpuTotalMs ?? Number.NaN) / MS_PER_S, 1)} s in total`,
+    );
 
     // Report.
-    const table = formatTable(
-      ['scenario', 'concurrency', 'koban req/s', 'p50 ms', 'p99 ms', 'unexpected', 'koban CPU µs/req', 'host CPU busy %', 'pgbench tps', 'pgbench avg ms', 'ratio koban/pgbench'],
-      rows.map((row) => {
-        const reference = pgbenchByConcurrency.get(row.concurrency);
-        const tps = reference && 'tps' in reference ? reference.tps : undefined;
-        return [
-          row.scenario,
-          String(row.concurrency),
-          fixed(row.koban.requestsPerS, 0),
-          fixed(row.koban.p50Ms, 2),
-          fixed(row.koban.p99Ms, 2),
-          String(row.koban.unexpected.total),
-          fixed(row.kobanCpuUsPerRequest, 0),
-          fixed(row.hostCpuBusyPercent, 0),
-          tps === undefined ? (reference ? 'failed' : 'skipped') : fixed(tps, 0),
-          reference && 'latencyAvgMs' in reference ? fixed(reference.latencyAvgMs, 2) : '-',
-          tps === undefined ? '-' : fixed(row.koban.requestsPerS / tps, 2),
-        ];
-      }),
-    );
+    const pgbenchFor = (concurrency: number) => pgbenchRows.find((row) => row.concurrency === concurrency);
+    const pgbenchTps = (concurrency: number) => {
+      const reference = pgbenchFor(concurrency);
+      return reference && 'figures' in reference ? reference.figures.tps : undefined;
+    };
+    const rowFor = (scenario: ScenarioName, concurrency: number) => rows.find((row) => row.scenario === scenario && row.concurrency === concurrency);
+    const cores = navigator.hardwareConcurrency;
     const peakRssMiB = peakRssBytes === undefined ? undefined : peakRssBytes / BYTES_PER_MIB;
+
     console.log('');
-    console.log(`Koban ledger benchmark — PostgreSQL ${pgVersion}, ${server.kind === 'embedded' ? 'embedded (temporary cluster)' : `DATABASE_URL (${server.where})`}`);
+    console.log(`Koban ledger benchmark — PostgreSQL ${pgVersion}, ${server.kind === 'embedded' ? 'embedded (temporary cluster)' : `DATABASE_URL (${server.where})`}; ${pgSettings}`);
+    console.log(`Koban source: ${source}; ${describeKobanLimits()}; KOBAN_SWEEP_INTERVAL_MS=${sweepIntervalMs}`);
     console.log(
       `${settings.durationS} s measured per row after ${WARMUP_MS} ms warm-up; closed loop over HTTP/1.1 keep-alive (undici); ` +
-        `load generator, Koban and PostgreSQL share this machine's ${navigatorCores()} cores`,
+        `load generator, Koban and PostgreSQL share this machine's ${cores} cores, ${fixed(hostBusyBeforePercent, 0)}% busy with others' work just before the load`,
     );
-    console.log(`reference: ${pgbenchBin ? `${pgbenchNote}, tpcb-like, scale ${PGBENCH_SCALE}, -j min(C,2), no vacuum (-n), same server` : pgbenchNote}`);
+    console.log(`reference: ${pgbenchBin ? `${pgbenchNote}, tpcb-like, scale ${scale} (≥ every concurrency), -j min(C,2), no vacuum (-n), same server` : pgbenchNote}`);
+    console.log(
+      `requests: ${BALANCE_TYPE} only; adds 1–${ADD_AMOUNT_MAX} (1 in ${ADD_EXPIRING_ONE_IN} time-limited), consumes 1–${CONSUME_AMOUNT_MAX}, holds ${HOLD_AMOUNT_MIN}–${HOLD_AMOUNT_MAX}; ` +
+        `uniform = ${ADD_USERS_COUNT} users (adds) / ${CONSUME_USERS_COUNT} funded users (consumes, holds); hot = every request on one user`,
+    );
+
+    const singleRows = rows.filter((row) => row.scenario !== 'hold_post');
+    if (singleRows.length > 0) {
+      console.log('');
+      console.log('1. Requests (one request per unit)');
+      console.log(
+        formatTable(
+          ['scenario', 'c', 'koban req/s', 'p50 ms', 'p99 ms', 'max ms', 'unexpected', 'koban CPU µs/req', 'host CPU busy %', 'pgbench tps', 'pgbench avg ms', 'ratio koban/pgbench'],
+          singleRows.map((row) => {
+            const reference = pgbenchFor(row.concurrency);
+            const tps = pgbenchTps(row.concurrency);
+            return [
+              SCENARIO_LABELS[row.scenario],
+              String(row.concurrency),
+              fixed(row.koban.requestsPerS, 0),
+              fixed(row.koban.p50Ms, 2),
+              fixed(row.koban.p99Ms, 2),
+              fixed(row.koban.maxMs, 1),
+              String(row.koban.unexpected.total),
+              fixed(usPer(row.cpu.kobanMs, row.koban.requests), 0),
+              fixed(row.cpu.hostBusyPercent, 0),
+              tps === undefined ? (reference ? 'failed' : '-') : fixed(tps, 0),
+              reference && 'figures' in reference ? fixed(reference.figures.latencyAvgMs, 2) : '-',
+              tps === undefined ? '-' : fixed(row.koban.requestsPerS / tps, 2),
+            ];
+          }),
+        ),
+      );
+    }
+
+    const pairRows = rows.filter((row) => row.scenario === 'hold_post');
+    if (pairRows.length > 0) {
+      console.log('');
+      console.log('2. Hold+post pairs: POST /v1/transactions {pending: true, type: consume}, then POST …/{id}/post — in full and half, alternately; latency of the pair');
+      console.log(
+        formatTable(
+          ['c', 'pairs/s', 'req/s', 'pair p50 ms', 'pair p99 ms', 'pair max ms', 'unexpected', 'koban CPU µs/pair', 'host CPU busy %', 'pgbench tps'],
+          pairRows.map((row) => [
+            String(row.concurrency),
+            fixed(row.koban.unitsPerS, 0),
+            fixed(row.koban.requestsPerS, 0),
+            fixed(row.koban.p50Ms, 2),
+            fixed(row.koban.p99Ms, 2),
+            fixed(row.koban.maxMs, 1),
+            String(row.koban.unexpected.total),
+            fixed(usPer(row.cpu.kobanMs, row.koban.units), 0),
+            fixed(row.cpu.hostBusyPercent, 0),
+            fixed(pgbenchTps(row.concurrency) ?? Number.NaN, 0),
+          ]),
+        ),
+      );
+    }
+
+    const hotPairs = (['add', 'consume'] as const).flatMap((operation) =>
+      settings.concurrencies.map((concurrency) => ({
+        operation,
+        concurrency,
+        uniform: rowFor(operation, concurrency),
+        hot: rowFor(operation === 'add' ? 'hot_add' : 'hot_consume', concurrency),
+      })),
+    ).filter((pair) => pair.uniform !== undefined && pair.hot !== undefined);
+    if (hotPairs.length > 0) {
+      console.log('');
+      console.log('3. Hot account (every request on one user) vs uniform');
+      console.log(
+        formatTable(
+          ['operation', 'c', 'uniform req/s', 'hot req/s', 'ratio hot/uniform', 'uniform p99 ms', 'hot p99 ms'],
+          hotPairs.map((pair) => [
+            pair.operation,
+            String(pair.concurrency),
+            fixed(pair.uniform!.koban.requestsPerS, 0),
+            fixed(pair.hot!.koban.requestsPerS, 0),
+            fixed(pair.hot!.koban.requestsPerS / pair.uniform!.koban.requestsPerS, 2),
+            fixed(pair.uniform!.koban.p99Ms, 2),
+            fixed(pair.hot!.koban.p99Ms, 2),
+          ]),
+        ),
+      );
+    }
+    const fefo = money.figures;
+    if (typeof fefo.hot_fefo_consumes === 'number') {
+      console.log(
+        `hot account lots: ${HOT_EXPIRING_LOTS} funding lots of ${HOT_EXPIRING_LOT_AMOUNT} expiring ${HOT_EXPIRING_LOT_STEP_MS / MS_PER_DAY} days apart, ` +
+          `${HOT_PERMANENT_LOTS} of ${HOT_PERMANENT_LOT_AMOUNT} without expiry, and one per hot add; ` +
+          `${fefo.hot_fefo_consumes} hot consumes drew from ${fefo.hot_fefo_lots_drawn} distinct lots, ${fefo.hot_fefo_multi_lot_consumes} of them across 2+ lots (FEFO)`,
+      );
+    }
+
     console.log('');
-    console.log(table);
+    console.log('4. Where the time goes (CPU in % of one core over the measured window; µs per request)');
+    console.log(
+      formatTable(
+        [
+          'scenario', 'c', 'req/s', 'koban µs/req', 'koban %', 'koban main thread %', 'PG backends µs/req', 'PG backends %', 'PG other %',
+          'load gen %', 'rest of host %', 'host busy %', 'write txns/s', 'ops/write txn', 'WAL B/req', 'PG active backends', 'PG waits (share of active samples)', 'looks bound by',
+        ],
+        [
+          ...rows.map((row) => {
+            const pgCpu = row.pg.cpu;
+            const kobanPercent = percentOfCore(row.cpu.kobanMs, settings.durationS);
+            const pgPercent = percentOfCore(pgCpu?.totalMs ?? Number.NaN, settings.durationS);
+            const benchPercent = percentOfCore(row.cpu.benchMs, settings.durationS);
+            const hostCorePercent = row.cpu.hostBusyPercent * cores;
+            return [
+              row.scenario,
+              String(row.concurrency),
+              fixed(row.koban.requestsPerS, 0),
+              fixed(usPer(row.cpu.kobanMs, row.koban.requests), 0),
+              fixed(kobanPercent, 0),
+              fixed(percentOfCore(row.cpu.kobanMainThreadMs, settings.durationS), 0),
+              fixed(usPer(pgCpu?.watchedBackendsMs ?? Number.NaN, row.koban.requests), 0),
+              fixed(percentOfCore(pgCpu?.watchedBackendsMs ?? Number.NaN, settings.durationS), 0),
+              fixed(percentOfCore((pgCpu?.otherMs ?? Number.NaN) + (pgCpu?.autovacuumMs ?? Number.NaN), settings.durationS), 0),
+              fixed(benchPercent, 0),
+              fixed(Math.max(0, hostCorePercent - kobanPercent - pgPercent - benchPercent), 0),
+              fixed(row.cpu.hostBusyPercent, 0),
+              fixed(row.pg.writeTransactions / settings.durationS, 0),
+              row.scenario === 'replay' || row.pg.writeTransactions === 0 ? '-' : fixed(row.koban.requests / row.pg.writeTransactions, 1),
+              fixed(row.pg.walBytes / row.koban.requests, 0),
+              fixed(row.pg.activeBackendsAvg, 2),
+              describeWaits(row.pg),
+              verdict(row, settings.durationS, cores),
+            ];
+          }),
+          ...pgbenchRows.flatMap((row) => {
+            if (!('figures' in row) || !row.pg) return [];
+            const pgCpu = row.pg.cpu;
+            const pgPercent = percentOfCore(pgCpu?.totalMs ?? Number.NaN, settings.durationS);
+            const benchPercent = percentOfCore(row.benchMs, settings.durationS);
+            return [
+              [
+                'pgbench (tps)',
+                String(row.concurrency),
+                fixed(row.figures.tps, 0),
+                '-',
+                '-',
+                '-',
+                fixed(usPer(pgCpu?.watchedBackendsMs ?? Number.NaN, row.figures.transactions), 0),
+                fixed(percentOfCore(pgCpu?.watchedBackendsMs ?? Number.NaN, settings.durationS), 0),
+                fixed(percentOfCore((pgCpu?.otherMs ?? Number.NaN) + (pgCpu?.autovacuumMs ?? Number.NaN), settings.durationS), 0),
+                fixed(benchPercent, 0),
+                // pgbench itself is a separate process: it is in "rest of host".
+                fixed(Math.max(0, row.hostBusyPercent * cores - pgPercent - benchPercent), 0),
+                fixed(row.hostBusyPercent, 0),
+                fixed(row.pg.writeTransactions / settings.durationS, 0),
+                row.pg.writeTransactions > 0 ? fixed(row.figures.transactions / row.pg.writeTransactions, 1) : '-',
+                fixed(row.pg.walBytes / row.figures.transactions, 0),
+                fixed(row.pg.activeBackendsAvg, 2),
+                describeWaits(row.pg),
+                '-',
+              ],
+            ];
+          }),
+        ],
+      ),
+    );
+    console.log(
+      '   koban main thread: the event loop (JavaScript, JSON, HTTP); PG backends: the Koban database\'s connections; PG other: WAL writer, checkpointer, autovacuum, the probes; ' +
+        'write txns: transaction ids PostgreSQL assigned (one per Koban batch that wrote; replays write nothing); PG active backends: average number running a statement, ' +
+        'sampled every 25 ms from pg_stat_activity; rest of host: other processes on this machine (pgbench itself, other people\'s work).',
+    );
+
+    // Targets.
+    const targetLines: Array<{ met: boolean | undefined; text: string }> = [];
+    for (const concurrency of TARGET_CONCURRENCIES) {
+      const consume = rowFor('consume', concurrency);
+      const tps = pgbenchTps(concurrency);
+      if (!consume || tps === undefined) {
+        targetLines.push({ met: undefined, text: `uniform consume ≥ ${TARGET_CONSUME_OVER_PGBENCH_MIN}× pgbench tps at c=${concurrency}: not measured (needs consume and pgbench at c=${concurrency})` });
+        continue;
+      }
+      const ratio = consume.koban.requestsPerS / tps;
+      targetLines.push({
+        met: ratio >= TARGET_CONSUME_OVER_PGBENCH_MIN,
+        text: `uniform consume ≥ ${TARGET_CONSUME_OVER_PGBENCH_MIN}× pgbench tps at c=${concurrency}: ${fixed(consume.koban.requestsPerS, 0)} req/s vs ${fixed(tps, 0)} tps = ${fixed(ratio, 2)}×`,
+      });
+    }
+    for (const operation of ['consume', 'add'] as const) {
+      const pairs = hotPairs.filter((pair) => pair.operation === operation);
+      if (pairs.length === 0) {
+        targetLines.push({ met: undefined, text: `hot-account ${operation} ≥ ${TARGET_HOT_OVER_UNIFORM_MIN}× uniform: not measured (needs ${operation} and hot_${operation})` });
+        continue;
+      }
+      const ratios = pairs.map((pair) => ({ concurrency: pair.concurrency, ratio: pair.hot!.koban.requestsPerS / pair.uniform!.koban.requestsPerS }));
+      targetLines.push({
+        met: ratios.every((entry) => entry.ratio >= TARGET_HOT_OVER_UNIFORM_MIN),
+        text: `hot-account ${operation} ≥ ${TARGET_HOT_OVER_UNIFORM_MIN}× uniform at every concurrency: ${ratios.map((entry) => `c=${entry.concurrency} ${fixed(entry.ratio, 2)}×`).join(', ')}`,
+      });
+    }
+    if (rows.length > 0) {
+      const over = rows.filter((row) => !(row.koban.p99Ms < TARGET_P99_MS_MAX));
+      const worst = rows.reduce((a, b) => (b.koban.p99Ms > a.koban.p99Ms ? b : a));
+      targetLines.push({
+        met: over.length === 0,
+        text:
+          `p99 < ${TARGET_P99_MS_MAX} ms in every row (hold+post: the whole pair): worst ${worst.scenario} c=${worst.concurrency} ${fixed(worst.koban.p99Ms, 2)} ms` +
+          (over.length ? `; over: ${over.map((row) => `${row.scenario} c=${row.concurrency} ${fixed(row.koban.p99Ms, 1)}`).join(', ')}` : ''),
+      });
+      for (const concurrency of TARGET_CONCURRENCIES) {
+        const atC = rows.filter((row) => row.concurrency === concurrency);
+        if (atC.length === 0) continue;
+        const worstAtC = atC.reduce((a, b) => (b.koban.p99Ms > a.koban.p99Ms ? b : a));
+        targetLines.push({
+          met: worstAtC.koban.p99Ms < TARGET_P99_MS_MAX,
+          text: `  of which at c=${concurrency}: worst ${worstAtC.scenario} ${fixed(worstAtC.koban.p99Ms, 2)} ms`,
+        });
+      }
+    }
     console.log('');
-    console.log(`Koban server peak RSS (VmHWM): ${peakRssMiB === undefined ? 'unknown' : `${fixed(peakRssMiB, 1)} MiB`}`);
+    console.log('5. Targets (issue 3) — reported, not part of the exit code');
+    for (const line of targetLines) console.log(`  ${line.met === undefined ? 'NOT MEASURED' : line.met ? 'MET    ' : 'NOT MET'}  ${line.text}`);
+
+    console.log('');
+    console.log(`Koban server peak RSS (VmHWM): ${peakRssMiB === undefined ? 'unknown' : `${fixed(peakRssMiB, 1)} MiB`}; load generator peak RSS ${fixed(process.resourceUsage().maxRSS / 1024, 1)} MiB`);
     if (allUnexpected.total > 0) {
       console.log(`UNEXPECTED answers: ${allUnexpected.total} (${describeUnexpected(allUnexpected)})`);
       for (const sample of allUnexpected.samples) console.log(`  e.g. ${sample}`);
     } else {
       console.log('unexpected answers: 0');
     }
+    console.log(`money check: ${money.pass ? 'PASS' : 'FAIL'}`);
+    for (const line of money.lines) console.log(`  ${line}`);
     const pass = money.pass && allUnexpected.total === 0;
-    console.log(`money check: ${money.pass ? 'PASS' : 'FAIL'}${money.pass ? '' : ` (${money.lines.filter((line) => line.startsWith('FAIL')).join('; ')})`}`);
+    console.log(`total run time ${fixed(elapsedS(), 0)} s`);
     console.log('');
     console.log('figures as JSON (one line):');
     console.log(
       JSON.stringify({
         benchmark: 'koban-ledger',
         at: new Date().toISOString(),
-        postgres: { version: pgVersion, source: server.kind },
-        settings: { duration_s: settings.durationS, warmup_ms: WARMUP_MS, concurrencies: settings.concurrencies, cores: navigatorCores() },
+        source,
+        postgres: { version: pgVersion, source: server.kind, settings: pgSettings },
+        settings: {
+          duration_s: settings.durationS,
+          warmup_ms: WARMUP_MS,
+          concurrencies: settings.concurrencies,
+          scenarios: settings.scenarios,
+          pgbench: settings.runPgbench,
+          cores,
+          koban_sweep_interval_ms: Number(sweepIntervalMs),
+          koban_limits: describeKobanLimits(),
+          host_busy_before_percent: round(hostBusyBeforePercent, 1),
+        },
         koban: {
           peak_rss_mib: peakRssMiB === undefined ? null : round(peakRssMiB, 1),
-          cpu_total_s: kobanCpuTotalMs === undefined ? null : round(kobanCpuTotalMs / 1000, 2),
+          cpu_total_s: kobanCpuTotalMs === undefined ? null : round(kobanCpuTotalMs / MS_PER_S, 2),
           exit,
         },
-        pgbench: pgbenchBin ? { version: pgbenchNote, scale: PGBENCH_SCALE, mode: 'tpcb-like' } : { skipped: pgbenchNote },
+        pgbench: pgbenchBin ? { version: pgbenchNote, scale, mode: 'tpcb-like' } : { skipped: pgbenchNote },
         rows: rows.map((row) => {
-          const reference = pgbenchByConcurrency.get(row.concurrency);
-          const tps = reference && 'tps' in reference ? reference.tps : undefined;
+          const tps = pgbenchTps(row.concurrency);
           return {
             scenario: row.scenario,
             concurrency: row.concurrency,
+            koban_units: row.koban.units,
             koban_requests: row.koban.requests,
+            koban_units_per_s: round(row.koban.unitsPerS, 1),
             koban_rps: round(row.koban.requestsPerS, 1),
             koban_p50_ms: round(row.koban.p50Ms, 3),
             koban_p99_ms: round(row.koban.p99Ms, 3),
             koban_max_ms: round(row.koban.maxMs, 3),
-            koban_cpu_us_per_request: round(row.kobanCpuUsPerRequest, 1),
-            koban_cpu_percent_of_one_core: round(row.kobanCpuPercentOfOneCore, 1),
-            load_generator_cpu_percent_of_one_core: round(row.benchCpuPercentOfOneCore, 1),
-            host_cpu_busy_percent: round(row.hostCpuBusyPercent, 1),
+            koban_cpu_us_per_request: round(usPer(row.cpu.kobanMs, row.koban.requests), 1),
+            koban_cpu_percent_of_one_core: round(percentOfCore(row.cpu.kobanMs, settings.durationS), 1),
+            koban_main_thread_percent_of_one_core: round(percentOfCore(row.cpu.kobanMainThreadMs, settings.durationS), 1),
+            load_generator_cpu_percent_of_one_core: round(percentOfCore(row.cpu.benchMs, settings.durationS), 1),
+            host_cpu_busy_percent: round(row.cpu.hostBusyPercent, 1),
+            pg_cpu_total_ms: row.pg.cpu ? round(row.pg.cpu.totalMs, 0) : null,
+            pg_backend_cpu_us_per_request: round(usPer(row.pg.cpu?.watchedBackendsMs ?? Number.NaN, row.koban.requests), 1),
+            pg_write_transactions: row.pg.writeTransactions,
+            pg_wal_bytes: row.pg.walBytes,
+            pg_active_backends_avg: round(row.pg.activeBackendsAvg, 3),
+            pg_waits: row.pg.waits.map((wait) => ({ wait: wait.wait, share: round(wait.share, 3) })),
             unexpected: row.koban.unexpected.total,
             pgbench_tps: tps === undefined ? null : round(tps, 1),
-            pgbench_latency_avg_ms: reference && 'latencyAvgMs' in reference ? reference.latencyAvgMs : null,
-            pgbench_error: reference && 'error' in reference ? reference.error : undefined,
             ratio_koban_pgbench: tps === undefined ? null : round(row.koban.requestsPerS / tps, 3),
           };
         }),
+        pgbench_rows: pgbenchRows.map((row) =>
+          'figures' in row
+            ? {
+                concurrency: row.concurrency,
+                tps: round(row.figures.tps, 1),
+                latency_avg_ms: row.figures.latencyAvgMs,
+                transactions: row.figures.transactions,
+                failed: row.figures.failedTransactions,
+                pg_cpu_us_per_txn: round(usPer(row.pg?.cpu?.totalMs ?? Number.NaN, row.figures.transactions), 1),
+                pg_backend_cpu_us_per_txn: round(usPer(row.pg?.cpu?.watchedBackendsMs ?? Number.NaN, row.figures.transactions), 1),
+                pg_active_backends_avg: round(row.pg?.activeBackendsAvg ?? Number.NaN, 3),
+              }
+            : row,
+        ),
+        targets: targetLines.map((line) => ({ met: line.met ?? null, text: line.text })),
         unexpected_total: allUnexpected.total,
         money: { pass: money.pass, ...money.figures },
+        total_s: round(elapsedS(), 1),
       }),
     );
     console.log(`RESULT: ${pass ? 'PASS' : 'FAIL'}`);
@@ -465,6 +871,76 @@ async function main(): Promise<number> {
     }
     process.off('exit', killKobanOnExit);
   }
+}
+
+/** CPU readings of Koban (if given), this process and the machine between begin() and end(). */
+function cpuWindow(koban: KobanProcess | undefined): { begin(): void; end(): void; figures(): CpuFigures } {
+  let kobanAtBegin: number | undefined;
+  let mainAtBegin: number | undefined;
+  let benchAtBegin: NodeJS.CpuUsage | undefined;
+  let hostAtBegin: ReturnType<typeof readHostCpuTicks>;
+  const figures: CpuFigures = { kobanMs: Number.NaN, kobanMainThreadMs: Number.NaN, benchMs: Number.NaN, hostBusyPercent: Number.NaN };
+  return {
+    begin() {
+      kobanAtBegin = koban?.cpuMs();
+      mainAtBegin = koban?.mainThreadCpuMs();
+      benchAtBegin = process.cpuUsage();
+      hostAtBegin = readHostCpuTicks();
+    },
+    end() {
+      const kobanAtEnd = koban?.cpuMs();
+      const mainAtEnd = koban?.mainThreadCpuMs();
+      const bench = process.cpuUsage(benchAtBegin);
+      const hostAtEnd = readHostCpuTicks();
+      if (kobanAtBegin !== undefined && kobanAtEnd !== undefined) figures.kobanMs = kobanAtEnd - kobanAtBegin;
+      if (mainAtBegin !== undefined && mainAtEnd !== undefined) figures.kobanMainThreadMs = mainAtEnd - mainAtBegin;
+      figures.benchMs = (bench.user + bench.system) / US_PER_MS;
+      if (hostAtBegin && hostAtEnd) figures.hostBusyPercent = (100 * (hostAtEnd.busy - hostAtBegin.busy)) / (hostAtEnd.total - hostAtBegin.total);
+    },
+    figures: () => figures,
+  };
+}
+
+/** Koban's group-commit limits as its source states them (names may change while the ledger evolves). */
+function describeKobanLimits(): string {
+  const limits = ledgerLimits as unknown as Record<string, unknown>;
+  const lanes = typeof limits.WRITE_LANES === 'number' ? limits.WRITE_LANES : 1;
+  return `write lanes ${lanes}, batch ≤ ${String(limits.WRITE_BATCH_SIZE_MAX ?? '?')} operations`;
+}
+
+function describeWaits(pg: PgWindowFigures): string {
+  return pg.waits.map((wait) => `${wait.wait} ${Math.round(wait.share * 100)}%`).join(', ') || '-';
+}
+
+/**
+ * A rough reading of one row: a machine out of CPU, or a Node main thread near
+ * a full core, or PostgreSQL never without a running batch is the bottleneck;
+ * when none is, each waits for the other (turn-taking: a batch goes to
+ * PostgreSQL while Node idles, then Node answers while PostgreSQL idles).
+ */
+function verdict(row: ScenarioRow, durationS: number, cores: number): string {
+  const main = percentOfCore(row.cpu.kobanMainThreadMs, durationS);
+  const active = row.pg.activeBackendsAvg;
+  if (row.cpu.hostBusyPercent >= HOST_SATURATED_PERCENT) {
+    const kobanPercent = percentOfCore(row.cpu.kobanMs, durationS);
+    const pgPercent = percentOfCore(row.pg.cpu?.totalMs ?? Number.NaN, durationS);
+    const benchPercent = percentOfCore(row.cpu.benchMs, durationS);
+    const biggest = (
+      [
+        ['Node', kobanPercent],
+        ['PostgreSQL', pgPercent],
+        ['load generator', benchPercent],
+        ['other processes', row.cpu.hostBusyPercent * cores - kobanPercent - pgPercent - benchPercent],
+      ] as const
+    ).reduce((a, b) => (b[1] > a[1] ? b : a));
+    return `all ${cores} cores busy (most: ${biggest[0]})`;
+  }
+  if (main >= SATURATED_PERCENT) return 'Node main thread';
+  if (active >= ACTIVE_ALWAYS) {
+    const topWait = row.pg.waits[0]?.wait ?? 'CPU';
+    return `PostgreSQL (a batch always running; mostly ${topWait})`;
+  }
+  return `turn-taking (Node main ${fixed(main, 0)}%, PG busy ${fixed(active * 100, 0)}% of the time)`;
 }
 
 function assertAlive(koban: KobanProcess, during: string): void {
@@ -486,124 +962,12 @@ function errorCode(body: string): string {
   return body.slice(0, 80);
 }
 
-type MoneyCheck = { pass: boolean; lines: string[]; figures: Record<string, number | string> };
-
-/**
- * The 201s the benchmark saw against the database: one `transactions` row per
- * 201, sums per type, every user balance, and every touched balance read back
- * through the API.
- */
-async function checkMoney(pool: Pool, kobanDbUrl: string, tally: MoneyTally, runId: string, signal: AbortSignal): Promise<MoneyCheck> {
-  const lines: string[] = [];
-  let pass = true;
-  const expect = (ok: boolean, what: string) => {
-    lines.push(`${ok ? 'PASS' : 'FAIL'} ${what}`);
-    if (!ok) pass = false;
-  };
-  const expectedNet = BigInt(tally.addedAmount) - BigInt(tally.consumedAmount);
-
-  const db = await withClient(kobanDbUrl, async (client) => {
-    const columns = await client.query<{ column_name: string }>(
-      `SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'accounts'`,
-    );
-    const present = new Set(columns.rows.map((row) => row.column_name));
-    const balanceColumn = BALANCE_COLUMNS.find((column) => present.has(column));
-    if (balanceColumn === undefined) throw new Error(`accounts has none of the balance columns ${BALANCE_COLUMNS.join(', ')}: update bench/ledger.ts`);
-    const balance = client.escapeIdentifier(balanceColumn);
-    const byType = await client.query<{ type: string; n: string; total: string }>(
-      `SELECT type, count(*)::text AS n, coalesce(sum(amount), 0)::text AS total FROM transactions GROUP BY type`,
-    );
-    const rowsTotal = await client.query<{ n: string }>(`SELECT count(*)::text AS n FROM transactions`);
-    const balanceSum = await client.query<{ total: string }>(`SELECT coalesce(sum(${balance}), 0)::text AS total FROM accounts WHERE owner_kind = 'user'`);
-    const accounts = await client.query<{ owner_id: string; balance_type: string; balance: string }>(
-      `SELECT owner_id, balance_type, ${balance}::text AS balance FROM accounts WHERE owner_kind = 'user'`,
-    );
-    return { balanceColumn, byType: byType.rows, rows: BigInt(rowsTotal.rows[0]?.n ?? '0'), balanceSum: BigInt(balanceSum.rows[0]?.total ?? '0'), accounts: accounts.rows };
-  });
-
-  expect(db.rows === BigInt(tally.created), `201 answers for add/consume = ${tally.created}, rows in transactions = ${db.rows}`);
-  const addRow = db.byType.find((row) => row.type === 'add');
-  const consumeRow = db.byType.find((row) => row.type === 'consume');
-  expect(
-    BigInt(addRow?.n ?? '0') === BigInt(tally.addsCreated) && BigInt(addRow?.total ?? '0') === BigInt(tally.addedAmount),
-    `adds: ${tally.addsCreated} created for ${tally.addedAmount}; stored ${addRow?.n ?? 0} for ${addRow?.total ?? 0}`,
-  );
-  expect(
-    BigInt(consumeRow?.n ?? '0') === BigInt(tally.consumesCreated) && BigInt(consumeRow?.total ?? '0') === BigInt(tally.consumedAmount),
-    `consumes: ${tally.consumesCreated} created for ${tally.consumedAmount}; stored ${consumeRow?.n ?? 0} for ${consumeRow?.total ?? 0}`,
-  );
-  expect(db.balanceSum === expectedNet, `sum of user balances (accounts.${db.balanceColumn}) = ${db.balanceSum}, adds − consumes = ${expectedNet}`);
-
-  let accountMismatches = 0;
-  const mismatchExamples: string[] = [];
-  const seen = new Set<string>();
-  for (const row of db.accounts) {
-    const key = accountKey(row.owner_id, row.balance_type);
-    seen.add(key);
-    const expected = tally.balances.get(key)?.amount ?? 0;
-    if (BigInt(row.balance) !== BigInt(expected)) {
-      accountMismatches++;
-      if (mismatchExamples.length < 5) mismatchExamples.push(`${row.owner_id}/${row.balance_type}: stored ${row.balance}, expected ${expected}`);
-    }
-  }
-  for (const [key, account] of tally.balances) {
-    if (!seen.has(key) && account.amount !== 0) {
-      accountMismatches++;
-      if (mismatchExamples.length < 5) mismatchExamples.push(`${account.userId}/${account.balanceType}: no account, expected ${account.amount}`);
-    }
-  }
-  expect(
-    accountMismatches === 0,
-    `every user balance in the database equals the benchmark's own tally (${db.accounts.length} accounts)${mismatchExamples.length ? `: ${mismatchExamples.join('; ')}` : ''}`,
-  );
-
-  // The same balances through the API: every account the benchmark touched, and one it never did.
-  const accounts = [...tally.balances.values(), { userId: `bench-never-${runId}`, balanceType: 'cash', amount: 0 }];
-  let apiSum = 0n;
-  const apiUnexpected = await runAll(
-    pool,
-    accounts.map((account) => ({
-      method: 'GET',
-      path: `/v1/users/${encodeURIComponent(account.userId)}/balances/${account.balanceType}`,
-      check: (answer) => {
-        if (answer.status !== 200) return `GET balance: ${answer.status} ${errorCode(answer.body)}`;
-        const balance = JSON.parse(answer.body) as { available?: unknown; posted?: unknown };
-        if (typeof balance.posted === 'number') apiSum += BigInt(balance.posted);
-        if (balance.available !== account.amount || balance.posted !== account.amount) {
-          return `GET balance of ${account.userId}/${account.balanceType}: available ${String(balance.available)}, posted ${String(balance.posted)}, expected ${account.amount}`;
-        }
-        return null;
-      },
-    })),
-    BALANCE_API_CONCURRENCY,
-    signal,
-  );
-  expect(
-    apiUnexpected.total === 0 && apiSum === expectedNet,
-    `GET /v1/users/{id}/balances/{type} matches the tally for all ${accounts.length} accounts; their sum = ${apiSum}${apiUnexpected.total ? `: ${apiUnexpected.samples.join('; ')}` : ''}`,
-  );
-
-  return {
-    pass,
-    lines,
-    figures: {
-      created_201: tally.created,
-      transactions_rows: Number(db.rows),
-      adds_created: tally.addsCreated,
-      consumes_created: tally.consumesCreated,
-      added_amount: tally.addedAmount,
-      consumed_amount: tally.consumedAmount,
-      user_balance_sum: db.balanceSum.toString(),
-      account_mismatches: accountMismatches,
-      api_balance_mismatches: apiUnexpected.total,
-      api_balance_sum: apiSum.toString(),
-      balance_column: db.balanceColumn,
-    },
-  };
+function percentOfCore(cpuMs: number, durationS: number): number {
+  return (100 * cpuMs) / (durationS * MS_PER_S);
 }
 
-function navigatorCores(): number {
-  return navigator.hardwareConcurrency;
+function usPer(cpuMs: number, count: number): number {
+  return (cpuMs * US_PER_MS) / count;
 }
 
 function fixed(value: number, digits: number): string {

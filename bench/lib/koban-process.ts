@@ -3,6 +3,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import readline from 'node:readline';
 import { freePort, sleep } from './net.ts';
+import { readProcStat } from './proc.ts';
 
 const HEALTH_WAIT_MS = 60_000;
 const HEALTH_POLL_INTERVAL_MS = 100;
@@ -10,8 +11,6 @@ const HEALTH_REQUEST_TIMEOUT_MS = 1_000;
 /** Koban drains for up to 15 s on SIGTERM (src/main.ts); past this, it is killed. */
 const STOP_GRACE_MS = 20_000;
 const KILL_WAIT_MS = 5_000;
-/** USER_HZ: the unit of utime/stime in /proc/<pid>/stat on Linux. */
-const CLOCK_TICKS_PER_S = 100;
 const OUTPUT_LINES_KEPT = 40;
 
 export type KobanProcess = {
@@ -19,10 +18,14 @@ export type KobanProcess = {
   readonly origin: string;
   /** False once the process has exited. */
   alive(): boolean;
+  /** How the process ended (exit code or signal), once it has. */
+  exitDescription(): string | undefined;
   /** VmHWM (peak resident set) in bytes, while the process runs. */
   peakRssBytes(): number | undefined;
-  /** User + system CPU time used so far, in ms. */
+  /** User + system CPU time used so far, all threads, in ms. */
   cpuMs(): number | undefined;
+  /** The same for the main thread alone (the event loop: JavaScript, parsing, most of HTTP), in ms. */
+  mainThreadCpuMs(): number | undefined;
   /** Last lines the server printed, for error reports. */
   recentOutput(): string;
   /** SIGTERM, wait for the drain, SIGKILL past the grace period. Resolves with the exit code or signal. Safe to call twice. */
@@ -68,8 +71,10 @@ export async function startKoban(options: {
     pid: pid ?? -1,
     origin,
     alive: () => exitDescription === undefined,
+    exitDescription: () => exitDescription,
     peakRssBytes: () => (pid === undefined ? undefined : readPeakRssBytes(pid)),
-    cpuMs: () => (pid === undefined ? undefined : readCpuMs(pid)),
+    cpuMs: () => (pid === undefined ? undefined : readProcStat(pid)?.cpuMs),
+    mainThreadCpuMs: () => (pid === undefined ? undefined : readProcStat(pid, pid)?.cpuMs),
     recentOutput: () => recent.join('\n'),
     stop() {
       stopping ??= stopChild(child, exited);
@@ -119,31 +124,6 @@ function readPeakRssBytes(pid: number): number | undefined {
   try {
     const match = /^VmHWM:\s+(\d+)\s+kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return match ? Number(match[1]) * 1024 : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function readCpuMs(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after "(comm)": state is field 3, utime field 14, stime field 15.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const ticks = Number(fields[11]) + Number(fields[12]);
-    return Number.isFinite(ticks) ? (ticks * 1000) / CLOCK_TICKS_PER_S : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Busy and total jiffies of the whole machine, from /proc/stat: their deltas give host CPU use. */
-export function readHostCpuTicks(): { busy: number; total: number } | undefined {
-  try {
-    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
-    const values = line.trim().split(/\s+/).slice(1).map(Number);
-    const total = values.reduce((sum, value) => sum + value, 0);
-    const idle = (values[3] ?? 0) + (values[4] ?? 0);
-    return { busy: total - idle, total };
   } catch {
     return undefined;
   }

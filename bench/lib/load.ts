@@ -1,4 +1,4 @@
-// Goal: closed-loop HTTP load with undici: N workers, each sending its next request when the previous one answers, with latency percentiles.
+// Goal: closed-loop HTTP load with undici: N workers, each sending its next request (or short sequence of requests) when the previous one answers, with latency percentiles.
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Pool } from 'undici';
 
@@ -57,10 +57,14 @@ export async function send(pool: Pool, plan: Plan, unexpected: Unexpected): Prom
 
 export type LoadResult = {
   concurrency: number;
-  /** Requests started inside the measured window. */
+  /** Units (one request, or a sequence such as hold then post) started inside the measured window. */
+  units: number;
+  /** HTTP requests sent by those units. */
   requests: number;
   measuredS: number;
+  unitsPerS: number;
   requestsPerS: number;
+  /** Percentiles of the latency of a whole unit. */
   p50Ms: number;
   p99Ms: number;
   maxMs: number;
@@ -69,8 +73,10 @@ export type LoadResult = {
 };
 
 /**
- * Runs `concurrency` closed-loop workers for warm-up + measured time. Requests
- * started during warm-up are sent and checked but not timed.
+ * Runs `concurrency` closed-loop workers for warm-up + measured time. Each
+ * worker sends a unit — the plans of `nextUnit()` one after the other,
+ * stopping at the first unexpected answer — then the next. Units started
+ * during warm-up are sent and checked but not timed.
  */
 export async function runClosedLoop(
   pool: Pool,
@@ -78,7 +84,7 @@ export async function runClosedLoop(
     concurrency: number;
     warmupMs: number;
     durationMs: number;
-    nextPlan: () => Plan;
+    nextUnit: () => readonly Plan[];
     signal: AbortSignal;
     /** Called when the measured window opens and when it closes (for CPU readings); `onWindowEnd` always runs once `onWindowStart` has. */
     onWindowStart?: () => void;
@@ -87,6 +93,7 @@ export async function runClosedLoop(
 ): Promise<LoadResult> {
   const unexpected = newUnexpected();
   const latenciesMs: number[] = [];
+  let requestsInWindow = 0;
   const startedAt = performance.now();
   const measureFrom = startedAt + options.warmupMs;
   const stopAt = measureFrom + options.durationMs;
@@ -108,9 +115,14 @@ export async function runClosedLoop(
     while (!options.signal.aborted && transportErrors < CLIENT_ERRORS_MAX) {
       const sentAt = performance.now();
       if (sentAt >= stopAt) return;
-      const outcome = await send(pool, options.nextPlan(), unexpected);
-      if (outcome.transportError) transportErrors++;
-      if (sentAt >= measureFrom) latenciesMs.push(performance.now() - sentAt);
+      const measured = sentAt >= measureFrom;
+      for (const plan of options.nextUnit()) {
+        if (measured) requestsInWindow++;
+        const outcome = await send(pool, plan, unexpected);
+        if (outcome.transportError) transportErrors++;
+        if (!outcome.ok) break;
+      }
+      if (measured) latenciesMs.push(performance.now() - sentAt);
     }
   };
   try {
@@ -130,9 +142,11 @@ export async function runClosedLoop(
   const measuredS = options.durationMs / 1000;
   return {
     concurrency: options.concurrency,
-    requests: sorted.length,
+    units: sorted.length,
+    requests: requestsInWindow,
     measuredS,
-    requestsPerS: sorted.length / measuredS,
+    unitsPerS: sorted.length / measuredS,
+    requestsPerS: requestsInWindow / measuredS,
     p50Ms: percentile(sorted, 0.5),
     p99Ms: percentile(sorted, 0.99),
     maxMs: sorted.length === 0 ? Number.NaN : sorted[sorted.length - 1]!,

@@ -4,14 +4,20 @@ import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
 import path from 'node:path';
 
-export const PGBENCH_SCALE = 10;
+/**
+ * Scale factor: at least this, and at least the highest concurrency, since
+ * tpcb-like updates one of `scale` branch rows per transaction: with more
+ * clients than branches, pgbench measures waits on those rows (its docs say
+ * not to run more clients than the scale factor).
+ */
+export const PGBENCH_SCALE_MIN = 10;
 const PGBENCH_INIT_TIMEOUT_MS = 240_000;
 /** Beyond -T, time allowed for connecting and reporting before pgbench is killed. */
 const PGBENCH_RUN_GRACE_MS = 60_000;
 const PGBENCH_THREADS_MAX = 2;
 const OUTPUT_TAIL_CHARS = 2_000;
 
-export type PgbenchFigures = { tps: number; latencyAvgMs: number; failedTransactions: number };
+export type PgbenchFigures = { tps: number; latencyAvgMs: number; failedTransactions: number; transactions: number };
 
 /** The pgbench executable on PATH, or undefined. */
 export async function findPgbench(): Promise<string | undefined> {
@@ -33,9 +39,13 @@ export async function pgbenchVersion(bin: string, signal: AbortSignal): Promise<
   return result.stdout.trim();
 }
 
-/** `pgbench -i -s PGBENCH_SCALE` into the database of `databaseUrl`. */
-export async function pgbenchInit(bin: string, databaseUrl: string, signal: AbortSignal): Promise<void> {
-  const result = await runProcess(bin, ['-i', '-q', '-s', String(PGBENCH_SCALE)], libpqEnv(databaseUrl), PGBENCH_INIT_TIMEOUT_MS, signal);
+export function pgbenchScale(concurrencies: readonly number[]): number {
+  return Math.max(PGBENCH_SCALE_MIN, ...concurrencies);
+}
+
+/** `pgbench -i -s scale` into the database of `databaseUrl`. */
+export async function pgbenchInit(bin: string, databaseUrl: string, scale: number, signal: AbortSignal): Promise<void> {
+  const result = await runProcess(bin, ['-i', '-q', '-s', String(scale)], libpqEnv(databaseUrl), PGBENCH_INIT_TIMEOUT_MS, signal);
   if (result.code !== 0) throw new Error(`pgbench -i failed (${result.code}): ${tail(result.stderr + result.stdout)}`);
 }
 
@@ -46,10 +56,16 @@ export async function pgbenchRun(bin: string, databaseUrl: string, concurrency: 
   const tps = /^tps = ([\d.]+) \(without initial connection time\)$/m.exec(result.stdout);
   const latency = /^latency average = ([\d.]+) ms$/m.exec(result.stdout);
   const failed = /^number of failed transactions: (\d+)/m.exec(result.stdout);
+  const processed = /^number of transactions actually processed: (\d+)/m.exec(result.stdout);
   if (result.code !== 0 || !tps || !latency) {
     throw new Error(`pgbench ${args.join(' ')} failed (${result.code}): ${tail(result.stderr + result.stdout)}`);
   }
-  return { tps: Number(tps[1]), latencyAvgMs: Number(latency[1]), failedTransactions: failed ? Number(failed[1]) : 0 };
+  return {
+    tps: Number(tps[1]),
+    latencyAvgMs: Number(latency[1]),
+    failedTransactions: failed ? Number(failed[1]) : 0,
+    transactions: processed ? Number(processed[1]) : Number.NaN,
+  };
 }
 
 /** libpq's environment for a postgres:// URL, so the password never shows on a command line. */
