@@ -71,6 +71,7 @@ export async function createKoban(config: Config, deps: { logger: Logger; clock?
       balanceTypes: config.balanceTypes,
       writeTimeoutMs: config.writeTimeoutMs,
       sweepIntervalMs: config.sweepIntervalMs,
+      writeLanes: config.writeLanes,
     });
     await ledger.start();
     cleanups.push(() => ledger.close());

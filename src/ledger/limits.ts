@@ -24,12 +24,6 @@ export const PAGE_LIMIT_MAX = 200;
 
 /** Operations committed together in one database transaction (group commit). */
 export const WRITE_BATCH_SIZE_MAX = 256;
-/**
- * Group-commit queues writing in parallel, each with one batch in flight.
- * More than one lets PostgreSQL work on one batch while Node prepares or
- * answers another; each account always uses the same lane.
- */
-export const WRITE_LANES = 4;
 /** Operations waiting for the writer before new ones are refused with `unavailable`. */
 export const WRITE_QUEUE_DEPTH_MAX = 20_000;
 /** Times a batch that lost a race (deadlock, unique key) is re-run before giving up. */

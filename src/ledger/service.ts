@@ -13,7 +13,6 @@ import {
   SWEEP_BATCH_SIZE_MAX,
   WRITE_BATCH_SIZE_MAX,
   WRITE_CONFLICT_RETRIES_MAX,
-  WRITE_LANES,
   WRITE_QUEUE_DEPTH_MAX,
 } from './limits.ts';
 import type { AuditReport, LedgerOperation, LedgerOutcome, LedgerStore } from './store/ledger-store.ts';
@@ -33,6 +32,8 @@ export type LedgerServiceOptions = {
   writeTimeoutMs: number;
   /** 0 turns the background sweeper off (tests drive sweep() themselves). */
   sweepIntervalMs: number;
+  /** Group-commit queues writing in parallel (see KOBAN_WRITE_LANES). */
+  writeLanes: number;
   holdTimeoutDefaultMs?: number;
 };
 
@@ -59,12 +60,12 @@ export class LedgerService {
     this.#sweepIntervalMs = options.sweepIntervalMs;
     this.#holdTimeoutMs = options.holdTimeoutDefaultMs ?? HOLD_TIMEOUT_DEFAULT_MS;
     this.#lanes = Array.from(
-      { length: WRITE_LANES },
+      { length: options.writeLanes },
       () =>
         new GroupCommitQueue<LedgerOperation, OperationResult>({
           execute: (operations) => this.#writeBatch(operations),
           batchSizeMax: WRITE_BATCH_SIZE_MAX,
-          queueDepthMax: Math.ceil(WRITE_QUEUE_DEPTH_MAX / WRITE_LANES),
+          queueDepthMax: Math.ceil(WRITE_QUEUE_DEPTH_MAX / options.writeLanes),
           onOverload: () => new KobanError('unavailable', 'The ledger is overloaded; retry shortly', { queue_depth: WRITE_QUEUE_DEPTH_MAX }),
         }),
     );

@@ -19,6 +19,12 @@ export type Config = Readonly<{
   writeTimeoutMs: number;
   /** How often expired holds and lots are recorded; 0 turns the background sweeper off. */
   sweepIntervalMs: number;
+  /**
+   * Ledger group-commit queues writing in parallel, each with one batch in
+   * flight; each account always uses the same lane. More lanes let PostgreSQL
+   * work on one batch while Node answers another, but make smaller batches.
+   */
+  writeLanes: number;
   /** Event bus adapter: postgres (default, on the bus database) or nats (JetStream at natsUrl). */
   bus: 'postgres' | 'nats';
   natsUrl: string;
@@ -46,6 +52,7 @@ const ENV_SPECS: readonly EnvSpec[] = [
   { key: 'NATS_URL', schema: { type: 'string', pattern: '^(nats|tls)://[^\\s]+$', default: 'nats://127.0.0.1:4222' }, hint: 'a nats:// URL of a server with JetStream enabled, e.g. nats://127.0.0.1:4222' },
   { key: 'BUS_DATABASE_URL', schema: { type: 'string', pattern: '^postgres(ql)?://' }, hint: 'a postgres:// connection string for the bus database, or unset it to use DATABASE_URL' },
   { key: 'KOBAN_SWEEP_INTERVAL_MS', schema: { type: 'integer', minimum: 0, maximum: 3600000, default: 1000 }, hint: 'milliseconds between sweeps of expired holds and lots, 0–3600000 (0: off)' },
+  { key: 'KOBAN_WRITE_LANES', schema: { type: 'integer', minimum: 1, maximum: 32, default: 2 }, hint: 'an integer, 1–32 (about the number of CPU cores of the database)' },
   { key: 'KOBAN_WRITE_TIMEOUT_MS', schema: { type: 'integer', minimum: 100, maximum: 600000, default: 5000 }, hint: 'milliseconds, 100–600000' },
 ];
 
@@ -86,6 +93,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dbPoolSize: values.KOBAN_DB_POOL_SIZE as number,
     writeTimeoutMs: values.KOBAN_WRITE_TIMEOUT_MS as number,
     sweepIntervalMs: values.KOBAN_SWEEP_INTERVAL_MS as number,
+    writeLanes: values.KOBAN_WRITE_LANES as number,
     bus: values.KOBAN_BUS as Config['bus'],
     natsUrl: values.NATS_URL as string,
     busDatabaseUrl: (values.BUS_DATABASE_URL ?? values.DATABASE_URL) as string | undefined,

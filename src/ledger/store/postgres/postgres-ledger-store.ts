@@ -11,6 +11,7 @@ export const LEDGER_MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations'
 /** The system accounts on the other side of user transactions, per balance type. */
 export const SYSTEM_ACCOUNTS = ['issuance', 'redemption', 'expiry'] as const;
 const AUDIT_MISMATCHES_REPORTED_MAX = 100;
+const AUDIT_STATEMENT_TIMEOUT_MS = 10 * 60 * 1000;
 
 /** A transaction as ledger_view() renders it in SQL: the API's shape, with PostgreSQL's timestamp format. */
 type TransactionView = Transaction;
@@ -51,6 +52,8 @@ export async function migrateLedger(pool: Pool, logger: Logger): Promise<void> {
 
 export class PostgresLedgerStore implements LedgerStore {
   readonly #pool: Pool;
+  /** {"points": {"issuance": 1, ...}, ...}: sent with every batch so the SQL need not look them up. */
+  #systemAccounts = '{}';
 
   constructor(pool: Pool) {
     this.#pool = pool;
@@ -64,13 +67,20 @@ export class PostgresLedgerStore implements LedgerStore {
        ON CONFLICT (owner_kind, owner_id, balance_type) DO NOTHING`,
       [SYSTEM_ACCOUNTS, balanceTypes, now],
     );
+    const result = await this.#pool.query<{ accounts: Record<string, Record<string, number>> }>(
+      `SELECT jsonb_object_agg(balance_type, ids) AS accounts FROM (
+         SELECT balance_type, jsonb_object_agg(owner_id, account_id) AS ids FROM accounts
+          WHERE owner_kind = 'system' AND balance_type = ANY($1::text[]) GROUP BY balance_type) per_type`,
+      [balanceTypes],
+    );
+    this.#systemAccounts = JSON.stringify(result.rows[0]?.accounts ?? {});
   }
 
   async applyBatch(operations: readonly LedgerOperation[]): Promise<LedgerOutcome[]> {
     const result = await this.#pool.query<{ outcome: Record<string, unknown> & { ordinal: number } }>({
       name: 'ledger_apply',
-      text: 'SELECT ledger_apply($1::jsonb) AS outcome',
-      values: [JSON.stringify(operations)],
+      text: 'SELECT ledger_apply($1::jsonb, $2::jsonb) AS outcome',
+      values: [JSON.stringify(operations), this.#systemAccounts],
     });
     const outcomes: LedgerOutcome[] = new Array(operations.length);
     for (const { outcome } of result.rows) {
@@ -150,6 +160,8 @@ export class PostgresLedgerStore implements LedgerStore {
     const client = await this.#pool.connect();
     try {
       await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      // The audit reads the whole ledger: it gets more time than a request's statement.
+      await client.query(`SET LOCAL statement_timeout = ${AUDIT_STATEMENT_TIMEOUT_MS}`);
       const accounts = await client.query<{
         account_id: number;
         owner_kind: string;
@@ -189,10 +201,10 @@ export class PostgresLedgerStore implements LedgerStore {
           WHERE d.balance_type <> t.balance_type OR c.balance_type <> t.balance_type`,
       );
       const inconsistentLots = await client.query<{ count: string }>(
-        `SELECT count(*) FROM lots l
-          WHERE l.remaining <> l.amount
-                - coalesce((SELECT sum(d.amount) FROM lot_draws d WHERE d.lot_id = l.lot_id), 0)
-                + coalesce((SELECT sum(r.amount) FROM lot_returns r JOIN lot_draws d USING (draw_id) WHERE d.lot_id = l.lot_id), 0)`,
+        `WITH drawn AS (SELECT lot_id, sum(amount) AS amount FROM lot_draws GROUP BY lot_id),
+              returned AS (SELECT d.lot_id, sum(r.amount) AS amount FROM lot_returns r JOIN lot_draws d USING (draw_id) GROUP BY d.lot_id)
+         SELECT count(*) FROM lots l LEFT JOIN drawn d USING (lot_id) LEFT JOIN returned r USING (lot_id)
+          WHERE l.remaining <> l.amount - coalesce(d.amount, 0) + coalesce(r.amount, 0)`,
       );
       await client.query('COMMIT');
 

@@ -7,9 +7,11 @@
 -- lots past `expires_at` are expired by an `expire` transaction. So an expired
 -- hold or lot never counts, whether or not the background sweeper has run.
 
-CREATE FUNCTION ledger_system_account(p_owner_id text, p_balance_type text) RETURNS bigint
-LANGUAGE sql STABLE AS $$
-  SELECT account_id FROM accounts WHERE owner_kind = 'system' AND owner_id = p_owner_id AND balance_type = p_balance_type
+-- System account ids come with each batch ({"points": {"issuance": 1, ...}}),
+-- read once by the service at start-up, instead of one lookup per operation.
+CREATE FUNCTION ledger_system_account(p_system jsonb, p_owner_id text, p_balance_type text) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT (p_system -> p_balance_type ->> p_owner_id)::bigint
 $$;
 
 -- The lots a transaction drew from, net of what its own resolution gave back.
@@ -18,20 +20,18 @@ LANGUAGE sql STABLE AS $$
   SELECT CASE
     WHEN p_type = 'refund' THEN (
       SELECT coalesce(jsonb_agg(jsonb_build_object(
-               'source_transaction_id', s.transaction_id, 'amount', r.amount, 'expires_at', l.expires_at) ORDER BY r.return_id), '[]'::jsonb)
+               'source_transaction_id', l.source_transaction_id, 'amount', r.amount, 'expires_at', l.expires_at) ORDER BY r.return_id), '[]'::jsonb)
         FROM lot_returns r JOIN lot_draws d USING (draw_id) JOIN lots l ON l.lot_id = d.lot_id
-        JOIN transactions s ON s.transaction_pk = l.source_transaction_pk
        WHERE r.cause_pk = p_transaction_pk)
     WHEN p_type IN ('consume', 'expire') THEN (
       SELECT coalesce(jsonb_agg(jsonb_build_object(
                'source_transaction_id', x.source_id, 'amount', x.net, 'expires_at', x.expires_at) ORDER BY x.draw_id), '[]'::jsonb)
         FROM (
-          SELECT d.draw_id, s.transaction_id AS source_id, l.expires_at,
+          SELECT d.draw_id, l.source_transaction_id AS source_id, l.expires_at,
                  d.amount - CASE WHEN p_net THEN coalesce((SELECT sum(r.amount) FROM lot_returns r
                                                           WHERE r.draw_id = d.draw_id AND r.cause_pk = p_transaction_pk), 0)
                                  ELSE 0 END AS net
             FROM lot_draws d JOIN lots l ON l.lot_id = d.lot_id
-            JOIN transactions s ON s.transaction_pk = l.source_transaction_pk
            WHERE d.transaction_pk = p_transaction_pk
         ) x
        WHERE x.net > 0)
@@ -42,7 +42,7 @@ $$;
 -- replay of the creating request returns); `resolved`: as its post or void
 -- answered; `current`: as it stands at p_at (a hold past its deadline shows
 -- as expired even before the sweeper records it).
-CREATE FUNCTION ledger_view(t transactions, p_snapshot text, p_at timestamptz) RETURNS jsonb
+CREATE FUNCTION ledger_view(t transactions, p_snapshot text, p_at timestamptz, p_lots jsonb DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
   v_status text := t.status;
@@ -56,7 +56,8 @@ BEGIN
     v_posted_amount := CASE WHEN t.pending THEN NULL ELSE t.amount END;
     v_resolved_at := NULL;
     v_balance_after := t.balance_after;
-    v_lots := ledger_lots_json(t.transaction_pk, t.type, false);
+    -- A fresh consume passes the lots it just drew: no need to read them back.
+    v_lots := coalesce(p_lots, ledger_lots_json(t.transaction_pk, t.type, false));
   ELSIF p_snapshot = 'current' AND t.status = 'pending' AND t.pending_expires_at <= p_at THEN
     v_status := 'expired';
     v_posted_amount := 0;
@@ -109,34 +110,38 @@ BEGIN
 END $$;
 
 -- Draws p_amount from the account's lots, soonest-expiring first, then lots
--- without expiry, ties by creation order. The caller has checked the balance.
-CREATE FUNCTION ledger_draw_lots(p_account_id bigint, p_transaction_pk bigint, p_amount bigint) RETURNS void
+-- without expiry, ties by creation order, and returns them as the response's
+-- `lots`. The caller has locked the account and checked its balance. One lot
+-- per query, LIMIT 1 in index order: a consume usually needs one lot, and the
+-- planner must not sort an account's thousands of lots to find it.
+CREATE FUNCTION ledger_draw_lots(p_account_id bigint, p_transaction_pk bigint, p_amount bigint) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
   v_left bigint := p_amount;
   v_take bigint;
+  v_drawn jsonb := '[]'::jsonb;
   l record;
 BEGIN
-  FOR l IN
-    SELECT lot_id, remaining FROM lots
+  WHILE v_left > 0 LOOP
+    SELECT lot_id, remaining, expires_at, source_transaction_id INTO l FROM lots
      WHERE account_id = p_account_id AND remaining > 0
      ORDER BY expires_at NULLS LAST, lot_id
-     FOR UPDATE
-  LOOP
+     LIMIT 1;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'ledger invariant broken: lots of account % short by % for transaction %', p_account_id, v_left, p_transaction_pk;
+    END IF;
     v_take := least(l.remaining, v_left);
     INSERT INTO lot_draws (transaction_pk, lot_id, amount) VALUES (p_transaction_pk, l.lot_id, v_take);
     UPDATE lots SET remaining = remaining - v_take WHERE lot_id = l.lot_id;
+    v_drawn := v_drawn || jsonb_build_object('source_transaction_id', l.source_transaction_id, 'amount', v_take, 'expires_at', l.expires_at);
     v_left := v_left - v_take;
-    EXIT WHEN v_left = 0;
   END LOOP;
-  IF v_left <> 0 THEN
-    RAISE EXCEPTION 'ledger invariant broken: lots of account % short by % for transaction %', p_account_id, v_left, p_transaction_pk;
-  END IF;
+  RETURN v_drawn;
 END $$;
 
 -- Expires what is due on one (locked) user account at p_at: holds past their
 -- deadline, then lots past expires_at. Idempotent: a second call finds nothing.
-CREATE FUNCTION ledger_sweep_account(p_account_id bigint, p_at timestamptz) RETURNS integer
+CREATE FUNCTION ledger_sweep_account(p_account_id bigint, p_at timestamptz, p_system jsonb) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
   v_account accounts%ROWTYPE;
@@ -144,7 +149,6 @@ DECLARE
   v_lot lots%ROWTYPE;
   v_expire_pk bigint;
   v_count integer := 0;
-  v_sequence integer;
 BEGIN
   FOR v_hold IN
     SELECT * FROM transactions
@@ -171,16 +175,15 @@ BEGIN
   LOOP
     UPDATE accounts SET posted = posted - v_lot.remaining, updated_at = p_at
      WHERE account_id = p_account_id RETURNING * INTO v_account;
-    -- A lot refilled by a refund after it expired expires again: number each expiry.
-    SELECT count(*) + 1 INTO v_sequence FROM lot_draws d JOIN transactions t USING (transaction_pk)
-     WHERE d.lot_id = v_lot.lot_id AND t.type = 'expire';
-    INSERT INTO transactions (transaction_id, balance_type, type, user_id, amount, pending, description,
+    -- Named by its own key: a lot refilled by a refund after it expired expires again.
+    v_expire_pk := nextval(pg_get_serial_sequence('transactions', 'transaction_pk'));
+    INSERT INTO transactions (transaction_pk, transaction_id, balance_type, type, user_id, amount, pending, description,
                               debit_account_id, credit_account_id, balance_after, created_at, status, posted_amount)
-      VALUES ('sys:expire:' || v_lot.lot_id || ':' || v_sequence, v_account.balance_type, 'expire', v_account.owner_id,
+      OVERRIDING SYSTEM VALUE
+      VALUES (v_expire_pk, 'sys:expire:' || v_expire_pk, v_account.balance_type, 'expire', v_account.owner_id,
               v_lot.remaining, false, 'expiry of a time-limited balance',
-              p_account_id, ledger_system_account('expiry', v_account.balance_type),
-              v_account.posted - v_account.pending_debit, p_at, 'posted', v_lot.remaining)
-      RETURNING transaction_pk INTO v_expire_pk;
+              p_account_id, ledger_system_account(p_system, 'expiry', v_account.balance_type),
+              v_account.posted - v_account.pending_debit, p_at, 'posted', v_lot.remaining);
     INSERT INTO lot_draws (transaction_pk, lot_id, amount) VALUES (v_expire_pk, v_lot.lot_id, v_lot.remaining);
     UPDATE lots SET remaining = 0 WHERE lot_id = v_lot.lot_id;
     v_count := v_count + 1;
@@ -195,7 +198,7 @@ BEGIN
 END $$;
 
 -- Locks a user's account (creating it if asked) and sweeps it if due.
-CREATE FUNCTION ledger_lock_account(p_user_id text, p_balance_type text, p_create boolean, p_at timestamptz)
+CREATE FUNCTION ledger_lock_account(p_user_id text, p_balance_type text, p_create boolean, p_at timestamptz, p_system jsonb)
 RETURNS accounts LANGUAGE plpgsql AS $$
 DECLARE
   v_account accounts%ROWTYPE;
@@ -211,20 +214,20 @@ BEGIN
      WHERE owner_kind = 'user' AND owner_id = p_user_id AND balance_type = p_balance_type FOR UPDATE;
   END IF;
   IF v_account.next_expiry_at <= p_at THEN
-    PERFORM ledger_sweep_account(v_account.account_id, p_at);
+    PERFORM ledger_sweep_account(v_account.account_id, p_at, p_system);
     SELECT * INTO v_account FROM accounts WHERE account_id = v_account.account_id;
   END IF;
   RETURN v_account;
 END $$;
 
-CREATE FUNCTION ledger_lock_account_by_id(p_account_id bigint, p_at timestamptz) RETURNS accounts
+CREATE FUNCTION ledger_lock_account_by_id(p_account_id bigint, p_at timestamptz, p_system jsonb) RETURNS accounts
 LANGUAGE plpgsql AS $$
 DECLARE
   v_account accounts%ROWTYPE;
 BEGIN
   SELECT * INTO v_account FROM accounts WHERE account_id = p_account_id FOR UPDATE;
   IF v_account.next_expiry_at <= p_at THEN
-    PERFORM ledger_sweep_account(p_account_id, p_at);
+    PERFORM ledger_sweep_account(p_account_id, p_at, p_system);
     SELECT * INTO v_account FROM accounts WHERE account_id = p_account_id;
   END IF;
   RETURN v_account;
@@ -234,7 +237,7 @@ CREATE FUNCTION ledger_outcome(p_outcome text, p_details jsonb DEFAULT '{}'::jso
 LANGUAGE sql IMMUTABLE AS $$ SELECT jsonb_build_object('outcome', p_outcome) || p_details $$;
 
 -- add | consume | refund, posted at once or (add, consume) as a hold.
-CREATE FUNCTION ledger_create(p_op jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+CREATE FUNCTION ledger_create(p_op jsonb, p_system jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
   v_id text := p_op->>'transaction_id';
   v_balance_type text := p_op->>'balance_type';
@@ -257,6 +260,7 @@ DECLARE
   v_pk bigint;
   v_refundable bigint;
   v_into_expired bigint;
+  v_drawn jsonb;
 BEGIN
   SELECT * INTO v_existing FROM transactions WHERE transaction_id = v_id AND balance_type = v_balance_type;
   IF FOUND THEN
@@ -289,7 +293,7 @@ BEGIN
   END IF;
 
   IF v_type = 'add' THEN
-    v_account := ledger_lock_account(v_user_id, v_balance_type, true, v_at);
+    v_account := ledger_lock_account(v_user_id, v_balance_type, true, v_at, p_system);
     IF v_account.posted + v_account.pending_credit > 9007199254740991 - v_amount THEN
       RETURN ledger_outcome('balance_limit_exceeded', jsonb_build_object('available', v_account.posted - v_account.pending_debit));
     END IF;
@@ -306,17 +310,17 @@ BEGIN
                               requested_pending_expires_at, expires_at, description, metadata,
                               debit_account_id, credit_account_id, balance_after, created_at, status, posted_amount)
       VALUES (v_id, v_balance_type, 'add', v_user_id, v_amount, v_pending, v_deadline, v_requested_deadline, v_expires_at,
-              v_description, v_metadata, ledger_system_account('issuance', v_balance_type), v_account.account_id,
+              v_description, v_metadata, ledger_system_account(p_system, 'issuance', v_balance_type), v_account.account_id,
               v_account.posted - v_account.pending_debit, v_at,
               CASE WHEN v_pending THEN 'pending' ELSE 'posted' END, CASE WHEN v_pending THEN NULL ELSE v_amount END)
       RETURNING * INTO v_stored;
     IF NOT v_pending THEN
-      INSERT INTO lots (account_id, source_transaction_pk, amount, remaining, expires_at, created_at)
-        VALUES (v_account.account_id, v_stored.transaction_pk, v_amount, v_amount, v_expires_at, v_at);
+      INSERT INTO lots (account_id, source_transaction_pk, source_transaction_id, amount, remaining, expires_at, created_at)
+        VALUES (v_account.account_id, v_stored.transaction_pk, v_id, v_amount, v_amount, v_expires_at, v_at);
     END IF;
 
   ELSIF v_type = 'consume' THEN
-    v_account := ledger_lock_account(v_user_id, v_balance_type, false, v_at);
+    v_account := ledger_lock_account(v_user_id, v_balance_type, false, v_at, p_system);
     IF v_account.account_id IS NULL OR v_account.posted - v_account.pending_debit < v_amount THEN
       RETURN ledger_outcome('insufficient_balance', jsonb_build_object('available', coalesce(v_account.posted - v_account.pending_debit, 0)));
     END IF;
@@ -332,11 +336,11 @@ BEGIN
                               requested_pending_expires_at, description, metadata,
                               debit_account_id, credit_account_id, balance_after, created_at, status, posted_amount)
       VALUES (v_id, v_balance_type, 'consume', v_user_id, v_amount, v_pending, v_deadline, v_requested_deadline,
-              v_description, v_metadata, v_account.account_id, ledger_system_account('redemption', v_balance_type),
+              v_description, v_metadata, v_account.account_id, ledger_system_account(p_system, 'redemption', v_balance_type),
               v_account.posted - v_account.pending_debit, v_at,
               CASE WHEN v_pending THEN 'pending' ELSE 'posted' END, CASE WHEN v_pending THEN NULL ELSE v_amount END)
       RETURNING * INTO v_stored;
-    PERFORM ledger_draw_lots(v_account.account_id, v_stored.transaction_pk, v_amount);
+    v_drawn := ledger_draw_lots(v_account.account_id, v_stored.transaction_pk, v_amount);
 
   ELSE -- refund
     SELECT * INTO v_consume FROM transactions WHERE transaction_id = v_refund_of AND balance_type = v_balance_type;
@@ -349,7 +353,7 @@ BEGIN
     IF v_consume.user_id <> v_user_id THEN
       RETURN ledger_outcome('not_refundable', jsonb_build_object('reason', 'refund_of names a consume of another user'));
     END IF;
-    v_account := ledger_lock_account(v_user_id, v_balance_type, false, v_at);
+    v_account := ledger_lock_account(v_user_id, v_balance_type, false, v_at, p_system);
     -- Re-read under the account lock: a concurrent post or void of this hold has finished.
     SELECT * INTO v_consume FROM transactions WHERE transaction_pk = v_consume.transaction_pk;
     v_refundable := CASE WHEN v_consume.status = 'posted' THEN v_consume.posted_amount ELSE 0 END
@@ -366,7 +370,7 @@ BEGIN
     UPDATE accounts SET posted = posted + v_amount, updated_at = v_at WHERE account_id = v_account.account_id;
     v_into_expired := ledger_return_draws(v_account.account_id, v_consume.transaction_pk, v_pk, v_amount, v_at);
     IF v_into_expired > 0 THEN
-      PERFORM ledger_sweep_account(v_account.account_id, v_at);
+      PERFORM ledger_sweep_account(v_account.account_id, v_at, p_system);
     END IF;
     SELECT * INTO v_account FROM accounts WHERE account_id = v_account.account_id;
     INSERT INTO transactions (transaction_pk, transaction_id, balance_type, type, user_id, amount, pending, refund_of,
@@ -374,16 +378,16 @@ BEGIN
                               status, posted_amount)
       OVERRIDING SYSTEM VALUE
       VALUES (v_pk, v_id, v_balance_type, 'refund', v_user_id, v_amount, false, v_refund_of, v_description, v_metadata,
-              ledger_system_account('redemption', v_balance_type), v_account.account_id,
+              ledger_system_account(p_system, 'redemption', v_balance_type), v_account.account_id,
               v_account.posted - v_account.pending_debit, v_at, 'posted', v_amount)
       RETURNING * INTO v_stored;
   END IF;
 
-  RETURN ledger_outcome('created', jsonb_build_object('transaction', ledger_view(v_stored, 'created', v_at)));
+  RETURN ledger_outcome('created', jsonb_build_object('transaction', ledger_view(v_stored, 'created', v_at, v_drawn)));
 END $$;
 
 -- Posts (all or part) or voids a hold, at most once.
-CREATE FUNCTION ledger_resolve(p_op jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+CREATE FUNCTION ledger_resolve(p_op jsonb, p_system jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
   v_action text := p_op->>'kind';
   v_at timestamptz := (p_op->>'at')::timestamptz;
@@ -399,7 +403,7 @@ BEGIN
   IF NOT v_hold.pending THEN
     RETURN ledger_outcome('not_pending', jsonb_build_object('status', v_hold.status));
   END IF;
-  v_account := ledger_lock_account_by_id(CASE WHEN v_hold.type = 'consume' THEN v_hold.debit_account_id ELSE v_hold.credit_account_id END, v_at);
+  v_account := ledger_lock_account_by_id(CASE WHEN v_hold.type = 'consume' THEN v_hold.debit_account_id ELSE v_hold.credit_account_id END, v_at, p_system);
   SELECT * INTO v_hold FROM transactions WHERE transaction_pk = v_hold.transaction_pk;
   v_requested := coalesce((p_op->>'amount')::bigint, v_hold.amount);
 
@@ -432,13 +436,13 @@ BEGIN
                         next_expiry_at = CASE WHEN v_requested > 0 THEN least(next_expiry_at, v_hold.expires_at) ELSE next_expiry_at END
      WHERE account_id = v_account.account_id;
     IF v_requested > 0 THEN
-      INSERT INTO lots (account_id, source_transaction_pk, amount, remaining, expires_at, created_at)
-        VALUES (v_account.account_id, v_hold.transaction_pk, v_requested, v_requested, v_hold.expires_at, v_at);
+      INSERT INTO lots (account_id, source_transaction_pk, source_transaction_id, amount, remaining, expires_at, created_at)
+        VALUES (v_account.account_id, v_hold.transaction_pk, v_hold.transaction_id, v_requested, v_requested, v_hold.expires_at, v_at);
       IF v_hold.expires_at <= v_at THEN v_into_expired := v_requested; END IF;
     END IF;
   END IF;
   IF v_into_expired > 0 THEN
-    PERFORM ledger_sweep_account(v_account.account_id, v_at);
+    PERFORM ledger_sweep_account(v_account.account_id, v_at, p_system);
   END IF;
   SELECT * INTO v_account FROM accounts WHERE account_id = v_account.account_id;
   UPDATE transactions
@@ -449,7 +453,7 @@ BEGIN
   RETURN ledger_outcome('resolved', jsonb_build_object('transaction', ledger_view(v_hold, 'resolved', v_at)));
 END $$;
 
-CREATE FUNCTION ledger_apply(p_ops jsonb) RETURNS SETOF jsonb LANGUAGE plpgsql AS $$
+CREATE FUNCTION ledger_apply(p_ops jsonb, p_system jsonb) RETURNS SETOF jsonb LANGUAGE plpgsql AS $$
 DECLARE
   v_op jsonb;
   v_ordinal integer := 0;
@@ -459,10 +463,10 @@ BEGIN
   FOR v_op IN SELECT value FROM jsonb_array_elements(p_ops) LOOP
     v_ordinal := v_ordinal + 1;
     CASE v_op->>'kind'
-      WHEN 'create' THEN v_result := ledger_create(v_op);
-      WHEN 'post', 'void' THEN v_result := ledger_resolve(v_op);
+      WHEN 'create' THEN v_result := ledger_create(v_op, p_system);
+      WHEN 'post', 'void' THEN v_result := ledger_resolve(v_op, p_system);
       WHEN 'sweep' THEN
-        v_account := ledger_lock_account_by_id((v_op->>'account_id')::bigint, (v_op->>'at')::timestamptz);
+        v_account := ledger_lock_account_by_id((v_op->>'account_id')::bigint, (v_op->>'at')::timestamptz, p_system);
         v_result := ledger_outcome('swept');
       ELSE RAISE EXCEPTION 'unknown ledger operation %', v_op->>'kind';
     END CASE;
