@@ -13,6 +13,7 @@ import { readHostCpuTicks } from './lib/proc.ts';
 import { sleep } from './lib/net.ts';
 import * as ledgerLimits from '../src/ledger/limits.ts';
 import { formatTable } from './lib/report.ts';
+import { loadConfig } from '../src/platform/config.ts';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
 
@@ -901,10 +902,10 @@ function cpuWindow(koban: KobanProcess | undefined): { begin(): void; end(): voi
   };
 }
 
-/** Koban's group-commit limits as its source states them (names may change while the ledger evolves). */
+/** Koban's group-commit settings: lanes from the configuration the server process sees, batch size from its limits. */
 function describeKobanLimits(): string {
   const limits = ledgerLimits as unknown as Record<string, unknown>;
-  const lanes = typeof limits.WRITE_LANES === 'number' ? limits.WRITE_LANES : 1;
+  const lanes = loadConfig(process.env).writeLanes;
   return `write lanes ${lanes}, batch ≤ ${String(limits.WRITE_BATCH_SIZE_MAX ?? '?')} operations`;
 }
 

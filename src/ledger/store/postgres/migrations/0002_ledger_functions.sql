@@ -292,19 +292,31 @@ BEGIN
     v_deadline := coalesce(v_requested_deadline, v_at + make_interval(secs => (p_op->>'hold_timeout_ms')::bigint / 1000.0));
   END IF;
 
+  -- Fast path, one statement: the account exists, nothing on it is due to
+  -- expire, and the balance allows. Otherwise lock it (creating it for an
+  -- add), record what is due, and check again.
   IF v_type = 'add' THEN
-    v_account := ledger_lock_account(v_user_id, v_balance_type, true, v_at, p_system);
-    IF v_account.posted + v_account.pending_credit > 9007199254740991 - v_amount THEN
-      RETURN ledger_outcome('balance_limit_exceeded', jsonb_build_object('available', v_account.posted - v_account.pending_debit));
-    END IF;
-    IF v_pending THEN
-      UPDATE accounts SET pending_credit = pending_credit + v_amount, updated_at = v_at,
-                          next_expiry_at = least(next_expiry_at, v_deadline)
-       WHERE account_id = v_account.account_id RETURNING * INTO v_account;
-    ELSE
-      UPDATE accounts SET posted = posted + v_amount, updated_at = v_at,
-                          next_expiry_at = least(next_expiry_at, v_expires_at)
-       WHERE account_id = v_account.account_id RETURNING * INTO v_account;
+    UPDATE accounts
+       SET posted = posted + CASE WHEN v_pending THEN 0 ELSE v_amount END,
+           pending_credit = pending_credit + CASE WHEN v_pending THEN v_amount ELSE 0 END,
+           next_expiry_at = least(next_expiry_at, CASE WHEN v_pending THEN v_deadline ELSE v_expires_at END),
+           updated_at = v_at
+     WHERE owner_kind = 'user' AND owner_id = v_user_id AND balance_type = v_balance_type
+       AND (next_expiry_at IS NULL OR next_expiry_at > v_at)
+       AND posted + pending_credit <= 9007199254740991 - v_amount
+     RETURNING * INTO v_account;
+    IF NOT FOUND THEN
+      v_account := ledger_lock_account(v_user_id, v_balance_type, true, v_at, p_system);
+      IF v_account.posted + v_account.pending_credit > 9007199254740991 - v_amount THEN
+        RETURN ledger_outcome('balance_limit_exceeded', jsonb_build_object('available', v_account.posted - v_account.pending_debit));
+      END IF;
+      UPDATE accounts
+         SET posted = posted + CASE WHEN v_pending THEN 0 ELSE v_amount END,
+             pending_credit = pending_credit + CASE WHEN v_pending THEN v_amount ELSE 0 END,
+             next_expiry_at = least(next_expiry_at, CASE WHEN v_pending THEN v_deadline ELSE v_expires_at END),
+             updated_at = v_at
+       WHERE account_id = v_account.account_id
+       RETURNING * INTO v_account;
     END IF;
     INSERT INTO transactions (transaction_id, balance_type, type, user_id, amount, pending, pending_expires_at,
                               requested_pending_expires_at, expires_at, description, metadata,
@@ -320,17 +332,27 @@ BEGIN
     END IF;
 
   ELSIF v_type = 'consume' THEN
-    v_account := ledger_lock_account(v_user_id, v_balance_type, false, v_at, p_system);
-    IF v_account.account_id IS NULL OR v_account.posted - v_account.pending_debit < v_amount THEN
-      RETURN ledger_outcome('insufficient_balance', jsonb_build_object('available', coalesce(v_account.posted - v_account.pending_debit, 0)));
-    END IF;
-    IF v_pending THEN
-      UPDATE accounts SET pending_debit = pending_debit + v_amount, updated_at = v_at,
-                          next_expiry_at = least(next_expiry_at, v_deadline)
-       WHERE account_id = v_account.account_id RETURNING * INTO v_account;
-    ELSE
-      UPDATE accounts SET posted = posted - v_amount, updated_at = v_at
-       WHERE account_id = v_account.account_id RETURNING * INTO v_account;
+    UPDATE accounts
+       SET posted = posted - CASE WHEN v_pending THEN 0 ELSE v_amount END,
+           pending_debit = pending_debit + CASE WHEN v_pending THEN v_amount ELSE 0 END,
+           next_expiry_at = CASE WHEN v_pending THEN least(next_expiry_at, v_deadline) ELSE next_expiry_at END,
+           updated_at = v_at
+     WHERE owner_kind = 'user' AND owner_id = v_user_id AND balance_type = v_balance_type
+       AND (next_expiry_at IS NULL OR next_expiry_at > v_at)
+       AND posted - pending_debit >= v_amount
+     RETURNING * INTO v_account;
+    IF NOT FOUND THEN
+      v_account := ledger_lock_account(v_user_id, v_balance_type, false, v_at, p_system);
+      IF v_account.account_id IS NULL OR v_account.posted - v_account.pending_debit < v_amount THEN
+        RETURN ledger_outcome('insufficient_balance', jsonb_build_object('available', coalesce(v_account.posted - v_account.pending_debit, 0)));
+      END IF;
+      UPDATE accounts
+         SET posted = posted - CASE WHEN v_pending THEN 0 ELSE v_amount END,
+             pending_debit = pending_debit + CASE WHEN v_pending THEN v_amount ELSE 0 END,
+             next_expiry_at = CASE WHEN v_pending THEN least(next_expiry_at, v_deadline) ELSE next_expiry_at END,
+             updated_at = v_at
+       WHERE account_id = v_account.account_id
+       RETURNING * INTO v_account;
     END IF;
     INSERT INTO transactions (transaction_id, balance_type, type, user_id, amount, pending, pending_expires_at,
                               requested_pending_expires_at, description, metadata,
