@@ -10,7 +10,6 @@
 // instant its transaction committed to the instant its handler returned.
 import { randomUUID } from 'node:crypto';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
@@ -23,6 +22,7 @@ import { createLogger } from '../src/platform/logger.ts';
 import { appendToOutbox, migrateOutbox, OutboxRelay } from '../src/platform/outbox/outbox.ts';
 import { startEmbeddedPostgres, type EmbeddedServer } from '../src/platform/postgres/embedded.ts';
 import { createPool, databaseUrl } from '../src/platform/postgres/pool.ts';
+import { freePort } from './lib/net.ts';
 
 /** Events per adapter run (after warm-up). */
 const EVENTS = Number(process.env.BENCH_BUS_EVENTS ?? 30_000);
@@ -317,16 +317,6 @@ async function reachable(url: string): Promise<boolean> {
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 const hardStop = setTimeout(() => {
   console.error('bench:bus exceeded its time budget; stopping');

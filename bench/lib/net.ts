@@ -1,20 +1,10 @@
 // Goal: small loopback-only helpers shared by the benchmark (free ports, timeouts, sleeps).
-import net from 'node:net';
 
 /** Hosts the benchmark may talk to: it sends no traffic off this machine. */
 export const LOOPBACK_HOSTS: ReadonlySet<string> = new Set(['127.0.0.1', 'localhost']);
 
 /** Asks the kernel for a free TCP port on 127.0.0.1 (a small race with other processes is accepted). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from '../../test/support/net.ts';
 
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
