@@ -41,7 +41,7 @@ describe('a slow database', () => {
     }
     // The timed-out write was still queued and commits now; the caller's retry replays it.
     let retry = await post({ transaction_id: 'slow-buy', type: 'consume', user_id: 'sloth', balance_type: 'cash', amount: 30 });
-    for (let attempt = 0; retry.statusCode !== 200 && attempt < 20; attempt++) {
+    for (let attempt = 0; retry.statusCode !== 200 && attempt < 100; attempt++) {
       await new Promise((resolve) => setTimeout(resolve, 50));
       retry = await post({ transaction_id: 'slow-buy', type: 'consume', user_id: 'sloth', balance_type: 'cash', amount: 30 });
     }

@@ -23,7 +23,11 @@ describe('shutdown', () => {
     await blocker.query('BEGIN');
     await blocker.query(`SELECT 1 FROM accounts WHERE owner_kind = 'user' AND owner_id = 'drainer' FOR UPDATE`);
     const inFlight = Array.from({ length: 50 }, (_, i) => post(`drain-${i}`));
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Shut down once the server has accepted all 50 (they wait behind the held row).
+    for (const deadline = Date.now() + 10_000; koban.ledger.writesInProgress < 50; ) {
+      assert.ok(Date.now() < deadline, `only ${koban.ledger.writesInProgress} of 50 writes reached the ledger`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
     const closing = koban.stop();
     await new Promise((resolve) => setTimeout(resolve, 100));
     await blocker.query('COMMIT');

@@ -48,6 +48,7 @@ export class LedgerService {
   /** One group-commit queue per lane; an account's operations always take the same lane. */
   readonly #lanes: GroupCommitQueue<LedgerOperation, OperationResult>[];
   #closing = false;
+  #writesInProgress = 0;
   #sweepTimer: NodeJS.Timeout | undefined;
   #sweeping: Promise<number> | undefined;
 
@@ -145,7 +146,17 @@ export class LedgerService {
 
   async #write(operation: LedgerOperation, userId: string, balanceType: string): Promise<OperationResult> {
     if (this.#closing) throw new KobanError('unavailable', 'The ledger is shutting down; retry on another instance or shortly');
-    return withTimeout(this.#lane(userId, balanceType).submit(operation), this.#writeTimeoutMs);
+    this.#writesInProgress++;
+    try {
+      return await withTimeout(this.#lane(userId, balanceType).submit(operation), this.#writeTimeoutMs);
+    } finally {
+      this.#writesInProgress--;
+    }
+  }
+
+  /** Caller writes accepted and not yet answered (queued or in a batch being written). */
+  get writesInProgress(): number {
+    return this.#writesInProgress;
   }
 
   /**
