@@ -80,7 +80,7 @@ export class LedgerService {
   /** Applies an add, consume or refund — posted, or as a hold — exactly once per (transaction_id, balance_type). */
   async submit(request: TransactionRequest): Promise<WriteResult> {
     const at = this.#clock.now();
-    assertWithinHorizon(request, at);
+    assertCoherent(request, at);
     const result = await this.#write({ ...request, kind: 'create', at, hold_timeout_ms: this.#holdTimeoutMs }, request.user_id, request.balance_type);
     return this.#toWriteResult(result, request.transaction_id, request.balance_type, request.amount);
   }
@@ -291,8 +291,12 @@ export class LedgerService {
   }
 }
 
-/** Far-future instants are refused up front; "in the future" is checked at creation, so replays of old requests still replay. */
-function assertWithinHorizon(request: TransactionRequest, at: Date): void {
+/**
+ * Checks what a request says about itself: fields that belong together, and no
+ * far-future instants. ("In the future" is checked at creation, in SQL, so that
+ * a replay of an old request still replays.)
+ */
+function assertCoherent(request: TransactionRequest, at: Date): void {
   for (const field of ['expires_at', 'pending_expires_at'] as const) {
     const value = request[field];
     if (value !== undefined && Date.parse(value) - at.getTime() > EXPIRY_HORIZON_MAX_MS) {
