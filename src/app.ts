@@ -54,9 +54,10 @@ export async function createKoban(config: Config, deps: { logger: Logger; clock?
         busUrl = databaseUrl(embedded.serverUrl, BUS_DATABASE);
       }
     }
-    if (busUrl === undefined) {
-      // Only the ledger's database is configured: the bus keeps its tables in a schema of their own there.
-      logger.info('no BUS_DATABASE_URL or DATABASE_URL: the bus uses schema koban_bus in the ledger database');
+    if (busUrl === undefined || busUrl === ledgerUrl) {
+      // One database for both (only the ledger's configured, or DATABASE_URL alone): each
+      // service's migrations are numbered on their own, so the bus keeps its tables in a schema of their own.
+      logger.info('the bus shares the ledger database: it uses schema koban_bus there (set BUS_DATABASE_URL to give it its own)');
       busUrl = await busSchemaUrl(ledgerUrl, logger);
     }
 

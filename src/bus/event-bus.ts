@@ -6,6 +6,7 @@
 import type { CloudEvent } from './envelope.ts';
 import type { FilterPolicy } from './filter.ts';
 import type { Topology } from './topology.ts';
+import { BATCH_SIZE_MAX_DEFAULT, IN_FLIGHT_MAX_DEFAULT, IN_FLIGHT_MAX_LIMIT } from './limits.ts';
 
 export type Delivery = Readonly<{
   event: CloudEvent;
@@ -91,4 +92,17 @@ export interface EventBus {
   discard(subscription: string, id: string): Promise<DeadLetter>;
   /** Stops every consumer (waiting for in-flight handlers) and closes connections. */
   close(): Promise<void>;
+}
+
+/** A consumer's limits, defaulted and checked (both adapters use it): a zero or fractional batch would spin without delivering. */
+export function consumeLimits(options: ConsumeOptions): { inFlightMax: number; batchSizeMax: number } {
+  const inFlightMax = options.inFlightMax ?? IN_FLIGHT_MAX_DEFAULT;
+  const batchSizeMax = options.batchSizeMax ?? BATCH_SIZE_MAX_DEFAULT;
+  for (const [name, value] of [
+    ['inFlightMax', inFlightMax],
+    ['batchSizeMax', batchSizeMax],
+  ] as const) {
+    if (!Number.isSafeInteger(value) || value < 1 || value > IN_FLIGHT_MAX_LIMIT) throw new Error(`${name} must be an integer 1–${IN_FLIGHT_MAX_LIMIT}`);
+  }
+  return { inFlightMax, batchSizeMax: Math.min(batchSizeMax, inFlightMax) };
 }

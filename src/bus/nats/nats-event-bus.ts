@@ -28,8 +28,9 @@ import type {
   PublishStatus,
   SubscriptionStats,
 } from '../event-bus.ts';
+import { consumeLimits } from '../event-bus.ts';
 import { matchesFilter } from '../filter.ts';
-import { BATCH_SIZE_MAX_DEFAULT, IN_FLIGHT_MAX_DEFAULT, IN_FLIGHT_MAX_LIMIT, LAST_ERROR_LENGTH_MAX, REDRIVE_IDS_MAX } from '../limits.ts';
+import { IN_FLIGHT_MAX_LIMIT, LAST_ERROR_LENGTH_MAX, REDRIVE_IDS_MAX } from '../limits.ts';
 import { declareTopology, decodeCursor, encodeCursor, loadSubscription, loadSubscriptions, loadTopics, migrateBus, truncateError } from '../postgres/registry.ts';
 import { resolveTopology, retryDelayMs, type Subscription, type Topology } from '../topology.ts';
 import { Wakeup } from '../wakeup.ts';
@@ -178,6 +179,7 @@ export class NatsEventBus implements EventBus {
   }
 
   async publishBatch(messages: readonly OutgoingMessage[]): Promise<PublishStatus[]> {
+    if (this.#closed) throw new KobanError('unavailable', 'The event bus is closed');
     if (messages.some((message) => !this.#topics.has(message.topic))) this.#topics = new Set(await loadTopics(this.#pool));
     // Repeats inside one batch are settled here; repeats across batches by the stream's duplicate window.
     const firstIndex = new Map<string, number>();
@@ -200,12 +202,9 @@ export class NatsEventBus implements EventBus {
   async consume(subscriptionName: string, handler: Handler, options: ConsumeOptions = {}): Promise<Consumer> {
     if (this.#closed) throw new KobanError('unavailable', 'The event bus is closed');
     const subscription = await loadSubscription(this.#pool, subscriptionName);
-    const inFlightMax = options.inFlightMax ?? IN_FLIGHT_MAX_DEFAULT;
-    if (!Number.isSafeInteger(inFlightMax) || inFlightMax < 1 || inFlightMax > IN_FLIGHT_MAX_LIMIT) {
-      throw new Error(`inFlightMax must be an integer 1–${IN_FLIGHT_MAX_LIMIT}`);
-    }
+    const { inFlightMax, batchSizeMax } = consumeLimits(options);
     const jsConsumer = await this.#js.consumers.get(this.streamName(subscription.topic), subscription.name);
-    const messages = await jsConsumer.consume({ max_messages: Math.min(options.batchSizeMax ?? BATCH_SIZE_MAX_DEFAULT, inFlightMax) });
+    const messages = await jsConsumer.consume({ max_messages: batchSizeMax });
     const consumer = new NatsConsumer({
       subscription,
       messages,
@@ -406,13 +405,12 @@ class NatsConsumer implements Consumer {
   async #run(): Promise<void> {
     try {
       for await (const message of this.#messages) {
-        if (this.#stopping) {
-          // Pulled after stop: hand it straight back rather than leave it for the ack deadline.
-          if (!this.#abandoned) message.nak();
-          continue;
-        }
+        // As a crash would: left unacknowledged, it comes back after its ack deadline.
+        if (this.#abandoned) continue;
+        // Already delivered to us (its delivery is counted), so it is handled
+        // even during a graceful stop; pulling stopped when stop() began.
         this.#dispatch(message);
-        while (this.#inFlight >= this.#inFlightMax && !this.#stopping) await this.#slotFreed.sleep(1_000);
+        while (this.#inFlight >= this.#inFlightMax && !this.#abandoned) await this.#slotFreed.sleep(1_000);
       }
     } catch (error) {
       if (!this.#stopping) this.#logger.error({ err: error }, 'NATS consumer stopped unexpectedly');
@@ -481,9 +479,11 @@ class NatsConsumer implements Consumer {
     this.#stopping = true;
     if (options.abandonInFlight) this.#abandoned = true;
     this.#slotFreed.wake();
-    if (!this.#abandoned) while (this.#settling.size > 0) await Promise.all([...this.#settling]);
+    // Stop pulling first: a consumer that kept pulling while its handlers
+    // finished would hand messages back over and over, each a counted delivery.
     await this.#messages.close().catch(() => undefined);
     await this.#loop;
+    if (!this.#abandoned) while (this.#settling.size > 0) await Promise.all([...this.#settling]);
     this.#onStopped();
   }
 }

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../../platform/clock.ts';
 import { KobanError } from '../../platform/errors.ts';
 import { GroupCommitQueue } from '../../platform/group-commit.ts';
-import { createPool, type Pool } from '../../platform/postgres/pool.ts';
+import { createPool, type Pool, withTransaction } from '../../platform/postgres/pool.ts';
 import { type CloudEvent, filterAttributes, validateEvent } from '../envelope.ts';
 import type {
   Consumer,
@@ -23,13 +23,12 @@ import type {
   PublishStatus,
   SubscriptionStats,
 } from '../event-bus.ts';
+import { consumeLimits } from '../event-bus.ts';
 import { matchesFilter } from '../filter.ts';
 import {
-  BATCH_SIZE_MAX_DEFAULT,
   BROKER_RETRY_INITIAL_MS,
   BROKER_RETRY_MAX_MS,
   IDLE_POLL_MS_DEFAULT,
-  IN_FLIGHT_MAX_DEFAULT,
   IN_FLIGHT_MAX_LIMIT,
   LAST_ERROR_LENGTH_MAX,
   REDRIVE_IDS_MAX,
@@ -37,7 +36,7 @@ import {
 import { resolveTopology, retryDelayMs, type Subscription, type Topology } from '../topology.ts';
 import { brokerRetryDelayMs, Wakeup } from '../wakeup.ts';
 import { PgListener } from './listener.ts';
-import { declareTopology, decodeCursor, encodeCursor, loadSubscription, loadSubscriptions, migrateBus, truncateError } from './registry.ts';
+import { declareTopology, decodeCursor, encodeCursor, loadSubscription, migrateBus, truncateError } from './registry.ts';
 
 /** NOTIFY channel; the payload is the subscription that has new deliveries. */
 const NOTIFY_CHANNEL = 'koban_bus';
@@ -93,11 +92,10 @@ export class PostgresEventBus implements EventBus {
   }
 
   async publishBatch(messages: readonly OutgoingMessage[]): Promise<PublishStatus[]> {
+    if (this.#closed) throw new KobanError('unavailable', 'The event bus is closed');
     if (messages.length === 0) return [];
     const topicNames = [...new Set(messages.map((message) => message.topic))];
-    const client = await this.#pool.connect();
-    try {
-      await client.query('BEGIN');
+    return withTransaction(this.#pool, async (client) => {
       const topics = await client.query<{ name: string }>('SELECT name FROM topics WHERE name = ANY($1::text[])', [topicNames]);
       const knownTopics = new Set(topics.rows.map((row) => row.name));
       const known = messages.filter((message) => knownTopics.has(message.topic));
@@ -136,7 +134,6 @@ export class PostgresEventBus implements EventBus {
           await client.query(`SELECT pg_notify('${NOTIFY_CHANNEL}', name) FROM unnest($1::text[]) AS name`, [[...new Set(deliveries.subscription)]]);
         }
       }
-      await client.query('COMMIT');
       // The first occurrence of a key in the batch is the one that was stored.
       const claimed = new Set<string>();
       return messages.map((message) => {
@@ -148,21 +145,13 @@ export class PostgresEventBus implements EventBus {
         }
         return 'duplicate';
       });
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   async consume(subscriptionName: string, handler: Handler, options: ConsumeOptions = {}): Promise<Consumer> {
     if (this.#closed) throw new KobanError('unavailable', 'The event bus is closed');
     const subscription = await loadSubscription(this.#pool, subscriptionName);
-    const inFlightMax = options.inFlightMax ?? IN_FLIGHT_MAX_DEFAULT;
-    if (!Number.isSafeInteger(inFlightMax) || inFlightMax < 1 || inFlightMax > IN_FLIGHT_MAX_LIMIT) {
-      throw new Error(`inFlightMax must be an integer 1–${IN_FLIGHT_MAX_LIMIT}`);
-    }
+    const { inFlightMax, batchSizeMax } = consumeLimits(options);
     this.#listener ??= new PgListener(this.#options.url, NOTIFY_CHANNEL, this.#logger, (name) => {
       for (const consumer of this.#consumers) if (name === undefined || consumer.subscription.name === name) consumer.wake();
     });
@@ -172,7 +161,7 @@ export class PostgresEventBus implements EventBus {
       handler,
       logger: this.#logger.child({ component: 'bus-consumer', subscription: subscription.name }),
       inFlightMax,
-      batchSizeMax: Math.min(options.batchSizeMax ?? BATCH_SIZE_MAX_DEFAULT, inFlightMax),
+      batchSizeMax,
       idlePollMs: this.#options.idlePollMs ?? IDLE_POLL_MS_DEFAULT,
       onStopped: () => this.#consumers.delete(consumer),
     });
@@ -372,8 +361,11 @@ class PostgresConsumer implements Consumer {
         await this.#wakeup.sleep(delayMs);
         continue;
       }
-      if (this.#stopping) break; // claimed during stop: the leases run out and others get them
+      // Claimed even if stop() came meanwhile: the attempt is already counted, so
+      // handle it (stop waits for it) rather than let its lease run out unhandled.
+      if (this.#abandoned) break;
       for (const row of rows) this.#dispatch(row);
+      if (this.#stopping) break;
       // A full batch means more may be waiting: claim again at once.
       if (rows.length < Math.min(capacity, this.#batchSizeMax)) await this.#wakeup.sleep(this.#idlePollMs);
     }

@@ -190,6 +190,46 @@ export function runConformance(adapter: string, factory: HarnessFactory, options
       await consumer.stop();
     });
 
+    test('a graceful stop with a slow handler finishes it and takes no more: the rest arrive later on their first attempt', async () => {
+      const { topic, names } = await declare({ worker: { maxDeliveries: 1 } });
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      let slowStarted!: () => void;
+      const started = new Promise<void>((resolve) => (slowStarted = resolve));
+      const handled: string[] = [];
+      const first = await bus.consume(names.worker!, async (delivery) => {
+        if (delivery.event.id === 'slow') {
+          slowStarted();
+          await released;
+        }
+        handled.push(delivery.event.id);
+      }, { inFlightMax: 1 });
+      await bus.publish(topic, event({ id: 'slow' }));
+      await started;
+      for (const id of ['later-1', 'later-2', 'later-3']) await bus.publish(topic, event({ id }));
+      const stopping = first.stop();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      release();
+      await stopping;
+      assert.ok(handled.includes('slow'), 'the message in hand was finished');
+      const seen = collect();
+      const second = await bus.consume(names.worker!, seen.handler);
+      await waitFor(() => handled.length + seen.deliveries.length >= 4);
+      await settle();
+      const all = [...handled, ...seen.deliveries.map((delivery) => delivery.event.id)].sort();
+      assert.deepEqual(all, ['later-1', 'later-2', 'later-3', 'slow'], 'each handled exactly once, none dead-lettered');
+      for (const delivery of seen.deliveries) assert.equal(delivery.attempt, 1, `${delivery.event.id} arrives on its first attempt`);
+      assert.equal((await bus.deadLetters(names.worker!, { limit: 10 })).data.length, 0);
+      await second.stop();
+    });
+
+    test('consumer limits are checked: a zero or fractional batch is refused, not spun on', async () => {
+      const { names } = await declare({ worker: {} });
+      for (const options of [{ batchSizeMax: 0 }, { batchSizeMax: 1.5 }, { inFlightMax: 0 }, { inFlightMax: -1 }]) {
+        await assert.rejects(bus.consume(names.worker!, async () => undefined, options), /must be an integer/, JSON.stringify(options));
+      }
+    });
+
     test('a consumer killed mid-message loses nothing: the message is redelivered after its ack deadline', async () => {
       const { topic, names } = await declare({ worker: { ackWaitMs: 400 } });
       const crashing = await openBus();

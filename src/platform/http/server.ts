@@ -8,10 +8,20 @@ import addFormats from 'ajv-formats';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { ERROR_CATALOGUE, type ErrorBody, KobanError, RETRY_AFTER_SECONDS, isKobanError } from '../errors.ts';
+import { classifyPgError } from '../postgres/pool.ts';
 
 export const ERROR_SCHEMA_ID = 'Error';
 /** How long a request may take in all before Fastify answers 503 itself. */
 export const REQUEST_TIMEOUT_MS = 30_000;
+/** NATS client errors (by class name, so the HTTP shell imports no broker client) that mean "try again later". */
+const BROKER_UNAVAILABLE_ERRORS: ReadonlySet<string> = new Set([
+  'TimeoutError',
+  'NoRespondersError',
+  'ConnectionError',
+  'ClosedConnectionError',
+  'DrainingConnectionError',
+  'RequestError',
+]);
 /** Longer than any id Koban accepts, so that the schema, not the router, rejects long ids. */
 const ROUTE_PARAM_LENGTH_MAX = 1024;
 
@@ -130,6 +140,16 @@ function toCatalogueError(error: unknown): KobanError {
     return new KobanError('invalid_request', fastifyError.message ?? 'Invalid request', { field: 'body' });
   }
   if (fastifyError.statusCode === 503) return new KobanError('unavailable', 'The server is shutting down or overloaded; retry shortly');
+  // A database or broker that is down or slow is the caller's cue to retry, not a bug.
+  switch (classifyPgError(error)) {
+    case 'unavailable':
+      return new KobanError('unavailable', 'A database is unavailable; retry shortly', undefined, { cause: error });
+    case 'timeout':
+      return new KobanError('timeout', 'A database did not answer in time; retry', undefined, { cause: error });
+  }
+  if (error instanceof Error && BROKER_UNAVAILABLE_ERRORS.has(error.name)) {
+    return new KobanError('unavailable', 'The message broker is unavailable; retry shortly', undefined, { cause: error });
+  }
   return new KobanError('internal', 'Internal error', undefined, { cause: error });
 }
 

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type { Pool } from './pool.ts';
+import { type Pool, withTransaction } from './pool.ts';
 
 const MIGRATION_FILE_PATTERN = /^(\d{4})_([a-z0-9_]+)\.sql$/;
 /** Arbitrary constant shared by every Koban process migrating the same database. */
@@ -34,9 +34,7 @@ export async function readMigrations(directory: string): Promise<Migration[]> {
 
 export async function migrate(pool: Pool, directory: string, logger: Logger): Promise<void> {
   const migrations = await readMigrations(directory);
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
+  await withTransaction(pool, async (client) => {
     await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK_KEY]);
     await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
       version integer PRIMARY KEY,
@@ -62,11 +60,5 @@ export async function migrate(pool: Pool, directory: string, logger: Logger): Pr
         migration.checksum,
       ]);
     }
-    await client.query('COMMIT');
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
-  }
+  });
 }

@@ -30,6 +30,13 @@ export function createPool(options: { url: string; size: number; applicationName
     statement_timeout: STATEMENT_TIMEOUT_MS,
   });
   // An idle client losing its server is reported here; the pool replaces it.
+  // A client that is checked out has no error listener of pg-pool's: a
+  // connection dying between two of its queries (the server restarting, a
+  // terminated backend) would emit an unhandled 'error' and end the process.
+  // Its queries still fail, and the caller hands it back broken.
+  pool.on('connect', (client) => {
+    client.on('error', (error) => options.logger.debug({ err: error }, 'PostgreSQL connection failed while checked out'));
+  });
   // While the pool ends, pg-pool has already let go of its clients but their
   // sockets may still be open when the server stops: expected, not a warning.
   pool.on('error', (error) => {
@@ -93,4 +100,25 @@ export function classifyPgError(error: unknown): 'conflict' | 'unavailable' | 't
     return 'unavailable';
   }
   return 'fatal';
+}
+
+/**
+ * Runs `work` in one database transaction on one client: BEGIN (or the given
+ * statement), COMMIT on success, ROLLBACK on failure. A client whose work
+ * failed is discarded rather than handed to the next caller: its connection
+ * may be the reason it failed.
+ */
+export async function withTransaction<T>(pool: Pool, work: (client: PoolClient) => Promise<T>, begin = 'BEGIN'): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query(begin);
+    const result = await work(client);
+    await client.query('COMMIT');
+    client.release();
+    return result;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    client.release(true);
+    throw error;
+  }
 }

@@ -3,7 +3,7 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { migrate } from '../../../platform/postgres/migrate.ts';
-import type { Pool } from '../../../platform/postgres/pool.ts';
+import { type Pool, withTransaction } from '../../../platform/postgres/pool.ts';
 import type { Balance, LotDraw, Transaction } from '../../types.ts';
 import type { AuditMismatch, AuditReport, LedgerOperation, LedgerOutcome, LedgerStore, TransactionPage } from '../ledger-store.ts';
 
@@ -157,98 +157,95 @@ export class PostgresLedgerStore implements LedgerStore {
 
   async audit(): Promise<AuditReport> {
     // REPEATABLE READ: every figure comes from one snapshot, even while writes go on.
-    const client = await this.#pool.connect();
-    try {
-      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      // The audit reads the whole ledger: it gets more time than a request's statement.
-      await client.query(`SET LOCAL statement_timeout = ${AUDIT_STATEMENT_TIMEOUT_MS}`);
-      const accounts = await client.query<{
-        account_id: number;
-        owner_kind: string;
-        owner_id: string;
-        balance_type: string;
-        posted: number | null;
-        pending_debit: number | null;
-        pending_credit: number | null;
-        derived_posted: string;
-        derived_pending_debit: string;
-        derived_pending_credit: string;
-        lots_remaining: string;
-      }>(
-        `WITH movements AS (
-           SELECT debit_account_id AS account_id, -posted_amount::numeric AS posted_delta,
-                  CASE WHEN status = 'pending' THEN amount ELSE 0 END::numeric AS pending_debit, 0::numeric AS pending_credit
-             FROM transactions
-           UNION ALL
-           SELECT credit_account_id, posted_amount::numeric, 0, CASE WHEN status = 'pending' THEN amount ELSE 0 END
-             FROM transactions
-         ), derived AS (
-           SELECT account_id, sum(coalesce(posted_delta, 0)) AS posted, sum(pending_debit) AS pending_debit, sum(pending_credit) AS pending_credit
-             FROM movements GROUP BY account_id
-         ), lot_totals AS (
-           SELECT account_id, sum(remaining) AS remaining FROM lots GROUP BY account_id
-         )
-         SELECT a.account_id, a.owner_kind, a.owner_id, a.balance_type, a.posted, a.pending_debit, a.pending_credit,
-                coalesce(d.posted, 0)::text AS derived_posted, coalesce(d.pending_debit, 0)::text AS derived_pending_debit,
-                coalesce(d.pending_credit, 0)::text AS derived_pending_credit, coalesce(l.remaining, 0)::text AS lots_remaining
-           FROM accounts a LEFT JOIN derived d USING (account_id) LEFT JOIN lot_totals l USING (account_id)
-          ORDER BY a.balance_type, a.account_id`,
-      );
-      const misrouted = await client.query<{ count: string }>(
-        `SELECT count(*) FROM transactions t
-           JOIN accounts d ON d.account_id = t.debit_account_id
-           JOIN accounts c ON c.account_id = t.credit_account_id
-          WHERE d.balance_type <> t.balance_type OR c.balance_type <> t.balance_type`,
-      );
-      const inconsistentLots = await client.query<{ count: string }>(
-        `WITH drawn AS (SELECT lot_id, sum(amount) AS amount FROM lot_draws GROUP BY lot_id),
-              returned AS (SELECT d.lot_id, sum(r.amount) AS amount FROM lot_returns r JOIN lot_draws d USING (draw_id) GROUP BY d.lot_id)
-         SELECT count(*) FROM lots l LEFT JOIN drawn d USING (lot_id) LEFT JOIN returned r USING (lot_id)
-          WHERE l.remaining <> l.amount - coalesce(d.amount, 0) + coalesce(r.amount, 0)`,
-      );
-      await client.query('COMMIT');
+    const { accounts, misrouted, inconsistentLots } = await withTransaction(
+      this.#pool,
+      async (client) => {
+        // The audit reads the whole ledger: it gets more time than a request's statement.
+        await client.query(`SET LOCAL statement_timeout = ${AUDIT_STATEMENT_TIMEOUT_MS}`);
+        const accounts = await client.query<{
+          account_id: number;
+          owner_kind: string;
+          owner_id: string;
+          balance_type: string;
+          posted: number | null;
+          pending_debit: number | null;
+          pending_credit: number | null;
+          derived_posted: string;
+          derived_pending_debit: string;
+          derived_pending_credit: string;
+          lots_remaining: string;
+        }>(
+          `WITH movements AS (
+             SELECT debit_account_id AS account_id, -posted_amount::numeric AS posted_delta,
+                    CASE WHEN status = 'pending' THEN amount ELSE 0 END::numeric AS pending_debit, 0::numeric AS pending_credit
+               FROM transactions
+             UNION ALL
+             SELECT credit_account_id, posted_amount::numeric, 0, CASE WHEN status = 'pending' THEN amount ELSE 0 END
+               FROM transactions
+           ), derived AS (
+             SELECT account_id, sum(coalesce(posted_delta, 0)) AS posted, sum(pending_debit) AS pending_debit, sum(pending_credit) AS pending_credit
+               FROM movements GROUP BY account_id
+           ), lot_totals AS (
+             SELECT account_id, sum(remaining) AS remaining FROM lots GROUP BY account_id
+           )
+           SELECT a.account_id, a.owner_kind, a.owner_id, a.balance_type, a.posted, a.pending_debit, a.pending_credit,
+                  coalesce(d.posted, 0)::text AS derived_posted, coalesce(d.pending_debit, 0)::text AS derived_pending_debit,
+                  coalesce(d.pending_credit, 0)::text AS derived_pending_credit, coalesce(l.remaining, 0)::text AS lots_remaining
+             FROM accounts a LEFT JOIN derived d USING (account_id) LEFT JOIN lot_totals l USING (account_id)
+            ORDER BY a.balance_type, a.account_id`,
+        );
+        const misrouted = await client.query<{ count: string }>(
+          `SELECT count(*) FROM transactions t
+             JOIN accounts d ON d.account_id = t.debit_account_id
+             JOIN accounts c ON c.account_id = t.credit_account_id
+            WHERE d.balance_type <> t.balance_type OR c.balance_type <> t.balance_type`,
+        );
+        const inconsistentLots = await client.query<{ count: string }>(
+          `WITH drawn AS (SELECT lot_id, sum(amount) AS amount FROM lot_draws GROUP BY lot_id),
+                returned AS (SELECT d.lot_id, sum(r.amount) AS amount FROM lot_returns r JOIN lot_draws d USING (draw_id) GROUP BY d.lot_id)
+           SELECT count(*) FROM lots l LEFT JOIN drawn d USING (lot_id) LEFT JOIN returned r USING (lot_id)
+            WHERE l.remaining <> l.amount - coalesce(d.amount, 0) + coalesce(r.amount, 0)`,
+        );
+        return { accounts, misrouted, inconsistentLots };
+      },
+      'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY',
+    );
 
-      const byType = new Map<string, AuditReport['balance_types'][number] & { exactSum: bigint }>();
-      for (const row of accounts.rows) {
-        let entry = byType.get(row.balance_type);
-        if (!entry) {
-          entry = { balance_type: row.balance_type, sum: 0, accounts_checked: 0, mismatches: [], exactSum: 0n };
-          byType.set(row.balance_type, entry);
-        }
-        entry.accounts_checked++;
-        if (row.owner_kind !== 'user') {
-          entry.exactSum += BigInt(row.derived_posted);
-          continue;
-        }
-        entry.exactSum += BigInt(row.posted ?? 0);
-        const checks: Array<[AuditMismatch['field'], bigint, bigint]> = [
-          ['posted', BigInt(row.posted ?? 0), BigInt(row.derived_posted)],
-          ['pending_debit', BigInt(row.pending_debit ?? 0), BigInt(row.derived_pending_debit)],
-          ['pending_credit', BigInt(row.pending_credit ?? 0), BigInt(row.derived_pending_credit)],
-          // Lots hold what is posted and not reserved by a hold.
-          ['lots', BigInt(row.posted ?? 0) - BigInt(row.pending_debit ?? 0), BigInt(row.lots_remaining)],
-        ];
-        for (const [field, stored, derived] of checks) {
-          if (stored !== derived && entry.mismatches.length < AUDIT_MISMATCHES_REPORTED_MAX) {
-            entry.mismatches.push({ account_id: row.account_id, owner: `user:${row.owner_id}`, field, stored: Number(stored), derived: Number(derived) });
-          }
+    const byType = new Map<string, AuditReport['balance_types'][number] & { exactSum: bigint }>();
+    for (const row of accounts.rows) {
+      let entry = byType.get(row.balance_type);
+      if (!entry) {
+        entry = { balance_type: row.balance_type, sum: 0, accounts_checked: 0, mismatches: [], exactSum: 0n };
+        byType.set(row.balance_type, entry);
+      }
+      entry.accounts_checked++;
+      if (row.owner_kind !== 'user') {
+        entry.exactSum += BigInt(row.derived_posted);
+        continue;
+      }
+      entry.exactSum += BigInt(row.posted ?? 0);
+      const checks: Array<[AuditMismatch['field'], bigint, bigint]> = [
+        ['posted', BigInt(row.posted ?? 0), BigInt(row.derived_posted)],
+        ['pending_debit', BigInt(row.pending_debit ?? 0), BigInt(row.derived_pending_debit)],
+        ['pending_credit', BigInt(row.pending_credit ?? 0), BigInt(row.derived_pending_credit)],
+        // Lots hold what is posted and not reserved by a hold.
+        ['lots', BigInt(row.posted ?? 0) - BigInt(row.pending_debit ?? 0), BigInt(row.lots_remaining)],
+      ];
+      for (const [field, stored, derived] of checks) {
+        if (stored !== derived && entry.mismatches.length < AUDIT_MISMATCHES_REPORTED_MAX) {
+          entry.mismatches.push({ account_id: row.account_id, owner: `user:${row.owner_id}`, field, stored: Number(stored), derived: Number(derived) });
         }
       }
-      const balanceTypes = [...byType.values()].map(({ exactSum, ...entry }) => ({ ...entry, sum: Number(exactSum) }));
-      const misroutedTransactions = Number(misrouted.rows[0]?.count ?? 0);
-      const lotsInconsistent = Number(inconsistentLots.rows[0]?.count ?? 0);
-      return {
-        ok: misroutedTransactions === 0 && lotsInconsistent === 0 && balanceTypes.every((entry) => entry.sum === 0 && entry.mismatches.length === 0),
-        balance_types: balanceTypes,
-        misrouted_transactions: misroutedTransactions,
-        inconsistent_lots: lotsInconsistent,
-      };
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      client.release();
     }
+    const balanceTypes = [...byType.values()].map(({ exactSum, ...entry }) => ({ ...entry, sum: Number(exactSum) }));
+    const misroutedTransactions = Number(misrouted.rows[0]?.count ?? 0);
+    const lotsInconsistent = Number(inconsistentLots.rows[0]?.count ?? 0);
+    return {
+      ok: misroutedTransactions === 0 && lotsInconsistent === 0 && balanceTypes.every((entry) => entry.sum === 0 && entry.mismatches.length === 0),
+      balance_types: balanceTypes,
+      misrouted_transactions: misroutedTransactions,
+      inconsistent_lots: lotsInconsistent,
+    };
   }
 
   async close(): Promise<void> {
