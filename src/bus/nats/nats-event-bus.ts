@@ -13,7 +13,7 @@ import { connect, headers, nanos, type NatsConnection } from '@nats-io/transport
 import type { Logger } from 'pino';
 import type { Clock } from '../../platform/clock.ts';
 import { KobanError } from '../../platform/errors.ts';
-import { createPool, type Pool } from '../../platform/postgres/pool.ts';
+import { createPool, type Pool, withTransaction } from '../../platform/postgres/pool.ts';
 import { type CloudEvent, filterAttributes, validateEvent } from '../envelope.ts';
 import type {
   Consumer,
@@ -281,9 +281,7 @@ export class NatsEventBus implements EventBus {
   async redrive(subscriptionName: string, ids?: readonly string[]): Promise<{ redriven: number }> {
     const subscription = await loadSubscription(this.#pool, subscriptionName);
     if (ids !== undefined && ids.length > REDRIVE_IDS_MAX) throw new KobanError('invalid_request', `ids has at most ${REDRIVE_IDS_MAX} items`, { field: 'ids' });
-    const client = await this.#pool.connect();
-    try {
-      await client.query('BEGIN');
+    return withTransaction(this.#pool, async (client) => {
       const rows = await client.query<{ seq: number; event_id: string; event: CloudEvent; redrive_count: number }>(
         `SELECT seq, event_id, event, redrive_count FROM nats_dead_letters
           WHERE subscription = $1 AND state = 'dead' AND ($2::text[] IS NULL OR event_id = ANY($2::text[]))
@@ -301,14 +299,8 @@ export class NatsEventBus implements EventBus {
         `UPDATE nats_dead_letters SET state = 'redriven', redriven_at = now(), redrive_count = redrive_count + 1 WHERE seq = ANY($1::bigint[])`,
         [rows.rows.map((row) => row.seq)],
       );
-      await client.query('COMMIT');
       return { redriven: rows.rows.length };
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   async discard(subscriptionName: string, id: string): Promise<DeadLetter> {

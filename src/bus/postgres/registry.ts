@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { KobanError } from '../../platform/errors.ts';
 import { migrate } from '../../platform/postgres/migrate.ts';
-import { createPool, pgErrorCode, type Pool, UNIQUE_VIOLATION } from '../../platform/postgres/pool.ts';
+import { createPool, pgErrorCode, type Pool, UNIQUE_VIOLATION, withTransaction } from '../../platform/postgres/pool.ts';
 import type { FilterPolicy } from '../filter.ts';
 import type { Subscription } from '../topology.ts';
 
@@ -40,9 +40,7 @@ function toSubscription(row: SubscriptionRow): Subscription {
 
 /** Upserts topics and subscriptions in one transaction. A subscription never moves to another topic. */
 export async function declareTopology(pool: Pool, topology: { topics: readonly string[]; subscriptions: readonly Subscription[] }): Promise<void> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
+  await withTransaction(pool, async (client) => {
     await client.query('INSERT INTO topics (name) SELECT unnest($1::text[]) ON CONFLICT (name) DO NOTHING', [topology.topics]);
     for (const subscription of topology.subscriptions) {
       const result = await client.query<{ topic: string }>(
@@ -66,13 +64,7 @@ export async function declareTopology(pool: Pool, topology: { topics: readonly s
         throw new Error(`Subscription ${subscription.name} already exists on topic ${storedTopic}; declare a new subscription instead of moving it`);
       }
     }
-    await client.query('COMMIT');
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
-  }
+  });
 }
 
 const SUBSCRIPTION_COLUMNS = 'name, topic, filter, max_deliveries, ack_wait_ms, retry_backoff_initial_ms, retry_backoff_max_ms';

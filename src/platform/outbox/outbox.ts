@@ -11,7 +11,7 @@ import type { EventBus, PublishStatus } from '../../bus/event-bus.ts';
 import { brokerRetryDelayMs, Wakeup } from '../../bus/wakeup.ts';
 import type { Clock } from '../clock.ts';
 import { migrate } from '../postgres/migrate.ts';
-import { createPool, type Pool, type PoolClient, pgErrorCode } from '../postgres/pool.ts';
+import { createPool, type Pool, type PoolClient, pgErrorCode, withTransaction } from '../postgres/pool.ts';
 import path from 'node:path';
 
 /** The outbox's schema inside the service's database. */
@@ -140,9 +140,7 @@ export class OutboxRelay {
 
   /** Publishes one batch of due rows; returns how many rows it handled. Throws if the bus or database failed. */
   async relayOnce(): Promise<number> {
-    const client = await this.#options.pool.connect();
-    try {
-      await client.query('BEGIN');
+    return withTransaction(this.#options.pool, async (client) => {
       const rows = await client.query<OutboxRow>({
         name: 'outbox_claim',
         text: `SELECT seq, topic, event, attempts FROM ${OUTBOX_SCHEMA}.events
@@ -150,21 +148,12 @@ export class OutboxRelay {
                 ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED`,
         values: [this.#options.batchSizeMax],
       });
-      if (rows.rows.length === 0) {
-        await client.query('COMMIT');
-        return 0;
-      }
+      if (rows.rows.length === 0) return 0;
       // The row locks are held while publishing: another relay skips these rows.
       const statuses = await this.#options.bus.publishBatch(rows.rows.map((row) => ({ topic: row.topic, event: row.event })));
       await this.#record(client, rows.rows, statuses);
-      await client.query('COMMIT');
       return rows.rows.length;
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   async #record(client: PoolClient, rows: OutboxRow[], statuses: PublishStatus[]): Promise<void> {
