@@ -3,6 +3,7 @@
 // group commit; every outcome maps to one catalogue error or a result.
 import type { Logger } from 'pino';
 import type { Clock } from '../platform/clock.ts';
+import { decodeCursor, encodeCursor } from '../platform/cursor.ts';
 import { KobanError } from '../platform/errors.ts';
 import { GroupCommitQueue } from '../platform/group-commit.ts';
 import { classifyPgError } from '../platform/postgres/pool.ts';
@@ -352,16 +353,4 @@ function fnv1a(text: string): number {
     hash = Math.imul(hash, 0x01000193);
   }
   return hash >>> 0;
-}
-
-const CURSOR_PATTERN = /^k(\d{1,16})$/;
-
-function encodeCursor(key: number): string {
-  return Buffer.from(`k${key}`).toString('base64url');
-}
-
-function decodeCursor(cursor: string): number {
-  const match = CURSOR_PATTERN.exec(Buffer.from(cursor, 'base64url').toString('utf8'));
-  if (!match) throw new KobanError('invalid_request', 'cursor is not one this API returned', { field: 'cursor' });
-  return Number(match[1]);
 }

@@ -31,9 +31,10 @@ import type {
 import { consumeLimits } from '../event-bus.ts';
 import { matchesFilter } from '../filter.ts';
 import { IN_FLIGHT_MAX_LIMIT, LAST_ERROR_LENGTH_MAX, REDRIVE_IDS_MAX } from '../limits.ts';
-import { declareTopology, decodeCursor, encodeCursor, loadSubscription, loadSubscriptions, loadTopics, migrateBus, truncateError } from '../postgres/registry.ts';
+import { declareTopology, loadSubscription, loadSubscriptions, loadTopics, migrateBus, truncateError } from '../postgres/registry.ts';
 import { resolveTopology, retryDelayMs, type Subscription, type Topology } from '../topology.ts';
 import { Wakeup } from '../wakeup.ts';
+import { decodeCursor, encodeCursor } from '../../platform/cursor.ts';
 
 /** How long the stream remembers a Nats-Msg-Id: a relay down longer than this may publish a second copy. */
 export const DUPLICATE_WINDOW_MS_DEFAULT = 15 * 60 * 1000;
@@ -267,7 +268,7 @@ export class NatsEventBus implements EventBus {
   }
 
   async deadLetters(subscriptionName: string, query: DeadLetterQuery): Promise<DeadLetterPage> {
-    const after = decodeCursor(query.cursor);
+    const after = query.cursor === undefined ? 0 : decodeCursor(query.cursor);
     await loadSubscription(this.#pool, subscriptionName);
     const result = await this.#pool.query<DeadLetterRow>(
       `SELECT seq, event_id, event, attempts, last_error, dead_lettered_at, discarded_at FROM nats_dead_letters

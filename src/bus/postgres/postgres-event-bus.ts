@@ -36,7 +36,8 @@ import {
 import { resolveTopology, retryDelayMs, type Subscription, type Topology } from '../topology.ts';
 import { brokerRetryDelayMs, Wakeup } from '../wakeup.ts';
 import { PgListener } from './listener.ts';
-import { declareTopology, decodeCursor, encodeCursor, loadSubscription, migrateBus, truncateError } from './registry.ts';
+import { declareTopology, loadSubscription, migrateBus, truncateError } from './registry.ts';
+import { decodeCursor, encodeCursor } from '../../platform/cursor.ts';
 
 /** NOTIFY channel; the payload is the subscription that has new deliveries. */
 const NOTIFY_CHANNEL = 'koban_bus';
@@ -187,7 +188,7 @@ export class PostgresEventBus implements EventBus {
   }
 
   async deadLetters(subscriptionName: string, page: DeadLetterQuery): Promise<DeadLetterPage> {
-    const after = decodeCursor(page.cursor);
+    const after = page.cursor === undefined ? 0 : decodeCursor(page.cursor);
     await loadSubscription(this.#pool, subscriptionName);
     const result = await this.#pool.query<DeadLetterRow>(
       `SELECT d.message_seq AS seq, m.event_id, m.event, d.attempts, d.last_error, d.dead_lettered_at, d.discarded_at

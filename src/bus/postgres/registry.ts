@@ -87,18 +87,6 @@ export async function loadTopics(pool: Pool): Promise<string[]> {
   return result.rows.map((row) => row.name);
 }
 
-/** Opaque page cursors: the last row's sequence number, base64url-encoded. */
-export function encodeCursor(seq: number): string {
-  return Buffer.from(`s${seq}`).toString('base64url');
-}
-
-export function decodeCursor(cursor: string | undefined): number {
-  if (cursor === undefined) return 0;
-  const match = /^s(\d{1,15})$/.exec(Buffer.from(cursor, 'base64url').toString());
-  if (!match) throw new KobanError('invalid_request', 'cursor is not one this API returned', { field: 'cursor', in: 'querystring' });
-  return Number(match[1]);
-}
-
 export function truncateError(error: unknown, lengthMax: number): string {
   const text = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
   return text.length > lengthMax ? `${text.slice(0, lengthMax - 1)}…` : text;
