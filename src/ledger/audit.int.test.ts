@@ -30,6 +30,7 @@ describe('audit', () => {
     assert.equal(report.ok, true);
     assert.equal(report.misrouted_transactions, 0);
     assert.equal(report.inconsistent_lots, 0);
+    assert.equal(report.dangling_references, 0);
     const points = report.balance_types.find((entry: { balance_type: string }) => entry.balance_type === 'points');
     assert.deepEqual(points, { balance_type: 'points', sum: 0, accounts_checked: 4, mismatches: [] }, 'ivy plus the issuance, redemption and expiry accounts');
   });
@@ -50,6 +51,28 @@ describe('audit', () => {
       );
     } finally {
       await sql.query(`UPDATE accounts SET posted = posted - 1 WHERE owner_kind = 'user' AND owner_id = 'ivy' AND balance_type = 'points'`);
+    }
+    assert.equal((await koban.ledger.audit()).ok, true);
+  });
+  test('a transaction naming an account that does not exist is reported', async () => {
+    // The write path has no foreign keys; this check stands in for them. Triggers
+    // off for this session only: history is otherwise impossible to rewrite.
+    const rewrite = async (creditAccountId: number) => {
+      await sql.query('SET session_replication_role = replica');
+      try {
+        await sql.query(`UPDATE transactions SET credit_account_id = $1 WHERE transaction_id = 'a-3'`, [creditAccountId]);
+      } finally {
+        await sql.query('SET session_replication_role = DEFAULT');
+      }
+    };
+    const original = (await sql.query<{ credit_account_id: number }>(`SELECT credit_account_id FROM transactions WHERE transaction_id = 'a-3'`)).rows[0]!;
+    await rewrite(-1);
+    try {
+      const report = await koban.ledger.audit();
+      assert.equal(report.dangling_references, 1);
+      assert.equal(report.ok, false);
+    } finally {
+      await rewrite(original.credit_account_id);
     }
     assert.equal((await koban.ledger.audit()).ok, true);
   });

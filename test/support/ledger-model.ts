@@ -128,6 +128,17 @@ export class LedgerModel {
     return { status: 201 };
   }
 
+  /** The lots a consume drew from when it was created, in draw order (its response's `lots`). */
+  lotsDrawn(transactionId: string): Array<{ source_transaction_id: string; amount: number; expires_at: string | null }> {
+    const txn = this.#transactions.get(transactionId);
+    if (!txn) throw new Error(`model: no transaction ${transactionId}`);
+    return txn.draws.map((draw) => ({
+      source_transaction_id: draw.lot.sourceId,
+      amount: draw.amount,
+      expires_at: draw.lot.expiresAt === null ? null : new Date(draw.lot.expiresAt).toISOString(),
+    }));
+  }
+
   /** What the background sweeper does: records everything due. */
   sweepAll(now: number): void {
     for (const account of this.#accounts.values()) this.#sweep(account, now);

@@ -141,7 +141,7 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
       response: {
         200: {
           type: 'object',
-          required: ['ok', 'balance_types', 'misrouted_transactions', 'inconsistent_lots'],
+          required: ['ok', 'balance_types', 'misrouted_transactions', 'inconsistent_lots', 'dangling_references'],
           properties: {
             ok: { type: 'boolean' },
             balance_types: {
@@ -171,6 +171,7 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
             },
             misrouted_transactions: { type: 'integer', description: 'Transactions whose accounts hold another balance type' },
             inconsistent_lots: { type: 'integer', description: 'Lots whose remaining value differs from amount − draws + returns' },
+            dangling_references: { type: 'integer', description: 'Transactions, lots or draws naming an account, transaction or lot that does not exist' },
           },
         },
         ...errors,

@@ -39,6 +39,8 @@ export type AuditReport = {
   misrouted_transactions: number;
   /** Lots whose remaining value differs from their amount minus draws plus returns. */
   inconsistent_lots: number;
+  /** Transactions, lots or draws naming an account, transaction or lot that does not exist. */
+  dangling_references: number;
 };
 
 export interface LedgerStore {

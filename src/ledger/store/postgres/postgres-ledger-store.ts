@@ -157,7 +157,7 @@ export class PostgresLedgerStore implements LedgerStore {
 
   async audit(): Promise<AuditReport> {
     // REPEATABLE READ: every figure comes from one snapshot, even while writes go on.
-    const { accounts, misrouted, inconsistentLots } = await withTransaction(
+    const { accounts, misrouted, inconsistentLots, dangling } = await withTransaction(
       this.#pool,
       async (client) => {
         // The audit reads the whole ledger: it gets more time than a request's statement.
@@ -200,13 +200,25 @@ export class PostgresLedgerStore implements LedgerStore {
              JOIN accounts c ON c.account_id = t.credit_account_id
             WHERE d.balance_type <> t.balance_type OR c.balance_type <> t.balance_type`,
         );
+        // The write path has no foreign keys (see migration 0003): check here what they would have refused.
+        const dangling = await client.query<{ count: string }>(
+          `SELECT (SELECT count(*) FROM transactions t
+                    WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = t.debit_account_id)
+                       OR NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = t.credit_account_id))
+                + (SELECT count(*) FROM lots l
+                    WHERE NOT EXISTS (SELECT 1 FROM accounts a WHERE a.account_id = l.account_id)
+                       OR NOT EXISTS (SELECT 1 FROM transactions t WHERE t.transaction_pk = l.source_transaction_pk))
+                + (SELECT count(*) FROM lot_draws d
+                    WHERE NOT EXISTS (SELECT 1 FROM lots l WHERE l.lot_id = d.lot_id)
+                       OR NOT EXISTS (SELECT 1 FROM transactions t WHERE t.transaction_pk = d.transaction_pk)) AS count`,
+        );
         const inconsistentLots = await client.query<{ count: string }>(
           `WITH drawn AS (SELECT lot_id, sum(amount) AS amount FROM lot_draws GROUP BY lot_id),
                 returned AS (SELECT d.lot_id, sum(r.amount) AS amount FROM lot_returns r JOIN lot_draws d USING (draw_id) GROUP BY d.lot_id)
            SELECT count(*) FROM lots l LEFT JOIN drawn d USING (lot_id) LEFT JOIN returned r USING (lot_id)
             WHERE l.remaining <> l.amount - coalesce(d.amount, 0) + coalesce(r.amount, 0)`,
         );
-        return { accounts, misrouted, inconsistentLots };
+        return { accounts, misrouted, inconsistentLots, dangling };
       },
       'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY',
     );
@@ -240,11 +252,17 @@ export class PostgresLedgerStore implements LedgerStore {
     const balanceTypes = [...byType.values()].map(({ exactSum, ...entry }) => ({ ...entry, sum: Number(exactSum) }));
     const misroutedTransactions = Number(misrouted.rows[0]?.count ?? 0);
     const lotsInconsistent = Number(inconsistentLots.rows[0]?.count ?? 0);
+    const danglingReferences = Number(dangling.rows[0]?.count ?? 0);
     return {
-      ok: misroutedTransactions === 0 && lotsInconsistent === 0 && balanceTypes.every((entry) => entry.sum === 0 && entry.mismatches.length === 0),
+      ok:
+        misroutedTransactions === 0 &&
+        lotsInconsistent === 0 &&
+        danglingReferences === 0 &&
+        balanceTypes.every((entry) => entry.sum === 0 && entry.mismatches.length === 0),
       balance_types: balanceTypes,
       misrouted_transactions: misroutedTransactions,
       inconsistent_lots: lotsInconsistent,
+      dangling_references: danglingReferences,
     };
   }
 

@@ -1,0 +1,199 @@
+-- Group commit, set-based. A batch's plain adds and consumes (posted, not
+-- holds, not refunds) are applied with a handful of statements for the whole
+-- batch instead of several per operation: one balance update per account
+-- (a hot account is written once per batch, not once per operation), one
+-- insert of all transactions, of all lots, of all draws, one update of the
+-- lots drawn. Everything else (holds, post, void, refunds, replays, first
+-- writes to an account, anything near an expiry or a limit) goes through the
+-- per-operation path of 0002, after the set-based part, in batch order.
+--
+-- Reordering is safe: the operations of one batch were all in flight at once
+-- (none was answered before the batch commits), so any serial order of them
+-- is a valid one. The set-based part applies its operations as if first, in
+-- batch order per account; the rest follow. Transaction keys follow that
+-- serial order, and so does each balance_after.
+
+-- Foreign keys off the write path. Each inserted transaction checked both its
+-- accounts, and took a key-share lock on the system account's row: one row
+-- locked by every concurrent writer, the hot row the design avoids. Rows are
+-- written only by these functions, from account rows they just locked and the
+-- system account ids read at start-up, and nothing is ever deleted, so a
+-- reference cannot dangle; the audit checks that it does not.
+ALTER TABLE transactions DROP CONSTRAINT transactions_debit_account_id_fkey,
+                         DROP CONSTRAINT transactions_credit_account_id_fkey;
+ALTER TABLE lots DROP CONSTRAINT lots_account_id_fkey, DROP CONSTRAINT lots_source_transaction_pk_fkey;
+ALTER TABLE lot_draws DROP CONSTRAINT lot_draws_transaction_pk_fkey, DROP CONSTRAINT lot_draws_lot_id_fkey;
+
+-- Draws are computed from at most this many lots per account beyond one per
+-- consume; an account whose batch needs more goes the per-operation way.
+CREATE FUNCTION ledger_lots_fetched_extra() RETURNS integer LANGUAGE sql IMMUTABLE AS $$ SELECT 4 $$;
+
+CREATE OR REPLACE FUNCTION ledger_apply(p_ops jsonb, p_system jsonb) RETURNS SETOF jsonb LANGUAGE plpgsql AS $$
+DECLARE
+  v_set_ordinals integer[];
+  v_set_results jsonb[];
+  v_accounts_written bigint;
+  v_accounts_applied bigint;
+  v_op jsonb;
+  v_ordinal integer;
+  v_account accounts%ROWTYPE;
+  v_result jsonb;
+BEGIN
+  -- 1. Apply what can be applied set-wise, and answer it. No lock is taken
+  --    before reading: a balance is written only if its row is still the
+  --    version this statement read (every change to an account's lots also
+  --    writes its row), else the whole batch fails as a serialization failure
+  --    and the service runs it again. Only another process can cause that.
+  WITH ops AS (
+    SELECT o.ordinal::integer AS ordinal, o.op->>'kind' AS kind, o.op->>'transaction_id' AS transaction_id,
+           o.op->>'balance_type' AS balance_type, o.op->>'type' AS type, o.op->>'user_id' AS user_id,
+           (o.op->>'amount')::bigint AS amount, coalesce((o.op->>'pending')::boolean, false) AS pending,
+           o.op->>'pending_expires_at' AS pending_expires_at, (o.op->>'expires_at')::timestamptz AS expires_at,
+           o.op->>'refund_of' AS refund_of, o.op->>'description' AS description, o.op->'metadata' AS metadata,
+           (o.op->>'at')::timestamptz AS at
+      FROM jsonb_array_elements(p_ops) WITH ORDINALITY AS o(op, ordinal)
+  ),
+  -- Plain creates of new ids on existing accounts; of an id repeated in the
+  -- batch only the first (the others replay it, or conflict, afterwards).
+  plain AS (
+    SELECT * FROM (
+      SELECT ops.*, a.account_id, a.ctid AS account_version, a.posted - a.pending_debit AS available_before, a.posted + a.pending_credit AS credits_before,
+             a.next_expiry_at, row_number() OVER (PARTITION BY ops.transaction_id, ops.balance_type ORDER BY ops.ordinal) AS nth
+        FROM ops JOIN accounts a ON a.owner_kind = 'user' AND a.owner_id = ops.user_id AND a.balance_type = ops.balance_type
+       WHERE ops.kind = 'create' AND ops.type IN ('add', 'consume') AND NOT ops.pending AND ops.pending_expires_at IS NULL
+         AND ops.refund_of IS NULL AND (ops.expires_at IS NULL OR (ops.type = 'add' AND ops.expires_at > ops.at))
+         AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.transaction_id = ops.transaction_id AND t.balance_type = ops.balance_type)
+    ) numbered
+     WHERE nth = 1
+  ),
+  -- Per account (windows, not joins: the planner cannot size these sets, so
+  -- it nests loops; small aggregates are MATERIALIZED so they run once):
+  -- only adds or only consumes, nothing due to expire, within the limits.
+  -- Consumes only lower a balance and adds only raise it, so the batch's
+  -- total decides for every prefix.
+  sized AS (
+    SELECT p.*, count(*) OVER account AS operations_on_account, sum(p.amount) OVER account AS total_on_account,
+           bool_and(p.type = 'consume') OVER account AS consumes_only, bool_and(p.type = 'add') OVER account AS adds_only,
+           max(p.at) OVER account AS at_last, row_number() OVER running AS rank_on_account,
+           sum(CASE WHEN p.type = 'add' THEN p.amount ELSE -p.amount END) OVER running AS change_through,
+           sum(p.amount) OVER running AS through
+      FROM plain p
+    WINDOW account AS (PARTITION BY p.account_id), running AS (PARTITION BY p.account_id ORDER BY p.ordinal)
+  ),
+  in_bounds AS (
+    SELECT * FROM sized
+     WHERE (next_expiry_at IS NULL OR next_expiry_at > at_last)
+       AND ((adds_only AND credits_before <= 9007199254740991 - total_on_account)
+            OR (consumes_only AND available_before >= total_on_account))
+  ),
+  -- The lots consumes draw from, soonest-expiring first, with their running total.
+  lots_fefo AS (
+    SELECT b.account_id, l.lot_id, l.remaining, l.expires_at, l.source_transaction_id,
+           sum(l.remaining) OVER (PARTITION BY b.account_id ORDER BY l.expires_at NULLS LAST, l.lot_id) AS through
+      FROM in_bounds b
+      CROSS JOIN LATERAL (
+        SELECT lot_id, remaining, expires_at, source_transaction_id FROM lots
+         WHERE account_id = b.account_id AND remaining > 0
+         ORDER BY expires_at NULLS LAST, lot_id
+         LIMIT b.operations_on_account + ledger_lots_fetched_extra()) l
+     WHERE b.consumes_only AND b.rank_on_account = 1
+  ),
+  lots_reach AS MATERIALIZED (
+    SELECT account_id, max(through) AS reach FROM lots_fefo GROUP BY account_id
+  ),
+  -- Keys taken in batch order, so that they follow the serial order.
+  applied AS (
+    SELECT ordered.*, nextval('transactions_transaction_pk_seq'::regclass) AS transaction_pk
+      FROM (SELECT b.* FROM in_bounds b LEFT JOIN lots_reach r USING (account_id)
+             WHERE NOT b.consumes_only OR b.total_on_account <= r.reach
+             ORDER BY b.ordinal) ordered
+  ),
+  -- Consume i takes the stretch (through - amount, through] of its account's
+  -- lots laid end to end in FEFO order.
+  draws AS (
+    SELECT c.ordinal, c.transaction_pk, f.lot_id, f.expires_at, f.source_transaction_id, f.through AS lot_through,
+           least(f.through, c.through) - greatest(f.through - f.remaining, c.through - c.amount) AS amount
+      FROM applied c JOIN lots_fefo f ON f.account_id = c.account_id
+     WHERE c.type = 'consume' AND f.through - f.remaining < c.through AND f.through > c.through - c.amount
+  ),
+  draws_listed AS MATERIALIZED (
+    SELECT ordinal, jsonb_agg(jsonb_build_object('source_transaction_id', source_transaction_id, 'amount', amount, 'expires_at', expires_at)
+                              ORDER BY lot_through) AS lots
+      FROM draws GROUP BY ordinal
+  ),
+  balances_written AS (
+    UPDATE accounts a
+       SET posted = a.posted + s.change, updated_at = s.at_last, next_expiry_at = least(a.next_expiry_at, s.expires_first)
+      FROM (SELECT account_id, sum(CASE WHEN type = 'add' THEN amount ELSE -amount END) AS change,
+                   max(at) AS at_last, min(expires_at) AS expires_first, min(account_version) AS account_version
+              FROM applied GROUP BY account_id) s
+     WHERE a.account_id = s.account_id AND a.ctid = s.account_version
+    RETURNING a.account_id
+  ),
+  inserted AS (
+    INSERT INTO transactions (transaction_pk, transaction_id, balance_type, type, user_id, amount, pending, expires_at, description, metadata,
+                              debit_account_id, credit_account_id, balance_after, created_at, status, posted_amount)
+      OVERRIDING SYSTEM VALUE
+    SELECT transaction_pk, transaction_id, balance_type, type, user_id, amount, false, expires_at, description, metadata,
+           CASE WHEN type = 'add' THEN ledger_system_account(p_system, 'issuance', balance_type) ELSE account_id END,
+           CASE WHEN type = 'add' THEN account_id ELSE ledger_system_account(p_system, 'redemption', balance_type) END,
+           available_before + change_through, at, 'posted', amount
+      FROM applied ORDER BY ordinal
+    RETURNING transaction_pk
+  ),
+  lots_created AS (
+    INSERT INTO lots (account_id, source_transaction_pk, source_transaction_id, amount, remaining, expires_at, created_at)
+    SELECT account_id, transaction_pk, transaction_id, amount, amount, expires_at, at
+      FROM applied WHERE type = 'add' ORDER BY ordinal
+    RETURNING lot_id
+  ),
+  draws_recorded AS (
+    INSERT INTO lot_draws (transaction_pk, lot_id, amount)
+    SELECT transaction_pk, lot_id, amount FROM draws ORDER BY ordinal, lot_through
+    RETURNING draw_id
+  ),
+  lots_drawn AS (
+    UPDATE lots l SET remaining = l.remaining - s.amount
+      FROM (SELECT lot_id, sum(amount) AS amount FROM draws GROUP BY lot_id) s
+     WHERE l.lot_id = s.lot_id
+    RETURNING l.lot_id
+  ),
+  answers AS (
+    SELECT a.ordinal, jsonb_build_object('outcome', 'created', 'transaction', jsonb_build_object(
+             'transaction_id', a.transaction_id, 'type', a.type, 'user_id', a.user_id, 'balance_type', a.balance_type,
+             'amount', a.amount, 'status', 'posted', 'pending', false, 'posted_amount', a.amount,
+             'pending_expires_at', NULL, 'resolved_at', NULL, 'expires_at', a.expires_at, 'refund_of', NULL,
+             'lots', CASE WHEN a.type = 'consume' THEN dl.lots END,
+             'description', a.description, 'metadata', a.metadata,
+             'balance_after', a.available_before + a.change_through, 'created_at', a.at),
+             'ordinal', a.ordinal) AS answer
+      FROM applied a LEFT JOIN draws_listed dl USING (ordinal)
+  )
+  SELECT coalesce(array_agg(ordinal), '{}'), coalesce(array_agg(answer), '{}'),
+         (SELECT count(*) FROM balances_written), (SELECT count(DISTINCT account_id) FROM applied)
+    INTO v_set_ordinals, v_set_results, v_accounts_written, v_accounts_applied
+    FROM answers;
+  IF v_accounts_written <> v_accounts_applied THEN
+    RAISE EXCEPTION 'an account changed while its batch was being applied; run the batch again'
+      USING ERRCODE = 'serialization_failure';
+  END IF;
+
+  RETURN QUERY SELECT unnest(v_set_results);
+
+  -- 2. The rest, one by one, in batch order.
+  FOR v_op, v_ordinal IN
+    SELECT o.op, o.ordinal FROM jsonb_array_elements(p_ops) WITH ORDINALITY AS o(op, ordinal)
+     WHERE o.ordinal <> ALL (v_set_ordinals)
+     ORDER BY o.ordinal
+  LOOP
+    CASE v_op->>'kind'
+      WHEN 'create' THEN v_result := ledger_create(v_op, p_system);
+      WHEN 'post', 'void' THEN v_result := ledger_resolve(v_op, p_system);
+      WHEN 'sweep' THEN
+        v_account := ledger_lock_account_by_id((v_op->>'account_id')::bigint, (v_op->>'at')::timestamptz, p_system);
+        v_result := ledger_outcome('swept');
+      ELSE RAISE EXCEPTION 'unknown ledger operation %', v_op->>'kind';
+    END CASE;
+    RETURN NEXT v_result || jsonb_build_object('ordinal', v_ordinal);
+  END LOOP;
+END $$;
