@@ -40,9 +40,12 @@ export async function startKoban(options: {
 }): Promise<KobanProcess> {
   const port = await freePort();
   const origin = `http://127.0.0.1:${port}`;
+  // DATABASE_URL names the benchmark's server, not a database for Koban: without it the bus
+  // shares the benchmark's database (schema koban_bus), as with embedded PostgreSQL.
+  const { DATABASE_URL: _server, ...env } = options.env;
   const child = spawn(process.execPath, [...options.extraNodeArgs, 'src/main.ts'], {
     cwd: options.repoRoot,
-    env: { ...options.env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', LEDGER_DATABASE_URL: options.ledgerDatabaseUrl },
+    env: { ...env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', LEDGER_DATABASE_URL: options.ledgerDatabaseUrl },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const recent: string[] = [];

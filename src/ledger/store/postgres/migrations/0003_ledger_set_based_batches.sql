@@ -59,7 +59,13 @@ BEGIN
     SELECT * FROM (
       SELECT ops.*, a.account_id, a.ctid AS account_version, a.posted - a.pending_debit AS available_before, a.posted + a.pending_credit AS credits_before,
              a.next_expiry_at, row_number() OVER (PARTITION BY ops.transaction_id, ops.balance_type ORDER BY ops.ordinal) AS nth
-        FROM ops JOIN accounts a ON a.owner_kind = 'user' AND a.owner_id = ops.user_id AND a.balance_type = ops.balance_type
+        FROM ops
+        -- A lateral lookup by the whole unique key, kept apart by LIMIT: as a join, a plan cached while
+        -- the table was small scanned every user account for each operation once it was large.
+        CROSS JOIN LATERAL (
+          SELECT account_id, ctid, posted, pending_debit, pending_credit, next_expiry_at FROM accounts
+           WHERE owner_kind = 'user' AND owner_id = ops.user_id AND balance_type = ops.balance_type
+           LIMIT 1) a
        WHERE ops.kind = 'create' AND ops.type IN ('add', 'consume') AND NOT ops.pending AND ops.pending_expires_at IS NULL
          AND ops.refund_of IS NULL AND (ops.expires_at IS NULL OR (ops.type = 'add' AND ops.expires_at > ops.at))
          AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.transaction_id = ops.transaction_id AND t.balance_type = ops.balance_type)
@@ -197,3 +203,8 @@ BEGIN
     RETURN NEXT v_result || jsonb_build_object('ordinal', v_ordinal);
   END LOOP;
 END $$;
+
+-- Each pooled connection caches a generic plan for these statements, made
+-- with the statistics of the moment; a plan made while a table was small
+-- must not scan it whole once it is large. Every lookup here has an index.
+ALTER FUNCTION ledger_apply(jsonb, jsonb) SET enable_seqscan = off;
