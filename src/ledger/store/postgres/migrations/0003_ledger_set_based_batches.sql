@@ -1,9 +1,9 @@
--- Group commit, set-based. A batch's plain adds and consumes (posted, not
--- holds, not refunds) are applied with a handful of statements for the whole
+-- Group commit, set-based. A batch's plain adds and consumes (posted or
+-- holds; not refunds) are applied with a handful of statements for the whole
 -- batch instead of several per operation: one balance update per account
 -- (a hot account is written once per batch, not once per operation), one
 -- insert of all transactions, of all lots, of all draws, one update of the
--- lots drawn. Everything else (holds, post, void, refunds, replays, first
+-- lots drawn. Everything else (post, void, refunds, replays, first
 -- writes to an account, anything near an expiry or a limit) goes through the
 -- per-operation path of 0002, after the set-based part, in batch order.
 --
@@ -48,9 +48,13 @@ BEGIN
     SELECT o.ordinal::integer AS ordinal, o.op->>'kind' AS kind, o.op->>'transaction_id' AS transaction_id,
            o.op->>'balance_type' AS balance_type, o.op->>'type' AS type, o.op->>'user_id' AS user_id,
            (o.op->>'amount')::bigint AS amount, coalesce((o.op->>'pending')::boolean, false) AS pending,
-           o.op->>'pending_expires_at' AS pending_expires_at, (o.op->>'expires_at')::timestamptz AS expires_at,
+           (o.op->>'pending_expires_at')::timestamptz AS requested_deadline, (o.op->>'expires_at')::timestamptz AS expires_at,
            o.op->>'refund_of' AS refund_of, o.op->>'description' AS description, o.op->'metadata' AS metadata,
-           (o.op->>'at')::timestamptz AS at
+           (o.op->>'at')::timestamptz AS at,
+           -- A hold's deadline, computed as ledger_create computes it.
+           CASE WHEN coalesce((o.op->>'pending')::boolean, false) THEN
+             coalesce((o.op->>'pending_expires_at')::timestamptz,
+                      (o.op->>'at')::timestamptz + make_interval(secs => (o.op->>'hold_timeout_ms')::bigint / 1000.0)) END AS deadline
       FROM jsonb_array_elements(p_ops) WITH ORDINALITY AS o(op, ordinal)
   ),
   -- Plain creates of new ids on existing accounts; of an id repeated in the
@@ -66,7 +70,8 @@ BEGIN
           SELECT account_id, ctid, posted, pending_debit, pending_credit, next_expiry_at FROM accounts
            WHERE owner_kind = 'user' AND owner_id = ops.user_id AND balance_type = ops.balance_type
            LIMIT 1) a
-       WHERE ops.kind = 'create' AND ops.type IN ('add', 'consume') AND NOT ops.pending AND ops.pending_expires_at IS NULL
+       WHERE ops.kind = 'create' AND ops.type IN ('add', 'consume')
+         AND (ops.requested_deadline IS NULL OR (ops.pending AND ops.requested_deadline > ops.at))
          AND ops.refund_of IS NULL AND (ops.expires_at IS NULL OR (ops.type = 'add' AND ops.expires_at > ops.at))
          AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.transaction_id = ops.transaction_id AND t.balance_type = ops.balance_type)
     ) numbered
@@ -81,7 +86,8 @@ BEGIN
     SELECT p.*, count(*) OVER account AS operations_on_account, sum(p.amount) OVER account AS total_on_account,
            bool_and(p.type = 'consume') OVER account AS consumes_only, bool_and(p.type = 'add') OVER account AS adds_only,
            max(p.at) OVER account AS at_last, row_number() OVER running AS rank_on_account,
-           sum(CASE WHEN p.type = 'add' THEN p.amount ELSE -p.amount END) OVER running AS change_through,
+           -- What each changes of the available balance: a pending add nothing yet.
+           sum(CASE WHEN p.type = 'consume' THEN -p.amount WHEN p.pending THEN 0 ELSE p.amount END) OVER running AS change_through,
            sum(p.amount) OVER running AS through
       FROM plain p
     WINDOW account AS (PARTITION BY p.account_id), running AS (PARTITION BY p.account_id ORDER BY p.ordinal)
@@ -129,28 +135,37 @@ BEGIN
   ),
   balances_written AS (
     UPDATE accounts a
-       SET posted = a.posted + s.change, updated_at = s.at_last, next_expiry_at = least(a.next_expiry_at, s.expires_first)
-      FROM (SELECT account_id, sum(CASE WHEN type = 'add' THEN amount ELSE -amount END) AS change,
-                   max(at) AS at_last, min(expires_at) AS expires_first, min(account_version) AS account_version
+       SET posted = a.posted + s.posted_change, pending_debit = a.pending_debit + s.pending_debit_change,
+           pending_credit = a.pending_credit + s.pending_credit_change, updated_at = s.at_last,
+           next_expiry_at = least(a.next_expiry_at, s.expires_first)
+      FROM (SELECT account_id,
+                   sum(CASE WHEN pending THEN 0 WHEN type = 'add' THEN amount ELSE -amount END) AS posted_change,
+                   sum(CASE WHEN pending AND type = 'consume' THEN amount ELSE 0 END) AS pending_debit_change,
+                   sum(CASE WHEN pending AND type = 'add' THEN amount ELSE 0 END) AS pending_credit_change,
+                   max(at) AS at_last, min(CASE WHEN pending THEN deadline ELSE expires_at END) AS expires_first,
+                   min(account_version) AS account_version
               FROM applied GROUP BY account_id) s
      WHERE a.account_id = s.account_id AND a.ctid = s.account_version
     RETURNING a.account_id
   ),
   inserted AS (
-    INSERT INTO transactions (transaction_pk, transaction_id, balance_type, type, user_id, amount, pending, expires_at, description, metadata,
+    INSERT INTO transactions (transaction_pk, transaction_id, balance_type, type, user_id, amount, pending, pending_expires_at,
+                              requested_pending_expires_at, expires_at, description, metadata,
                               debit_account_id, credit_account_id, balance_after, created_at, status, posted_amount)
       OVERRIDING SYSTEM VALUE
-    SELECT transaction_pk, transaction_id, balance_type, type, user_id, amount, false, expires_at, description, metadata,
+    SELECT transaction_pk, transaction_id, balance_type, type, user_id, amount, pending, deadline,
+           requested_deadline, expires_at, description, metadata,
            CASE WHEN type = 'add' THEN ledger_system_account(p_system, 'issuance', balance_type) ELSE account_id END,
            CASE WHEN type = 'add' THEN account_id ELSE ledger_system_account(p_system, 'redemption', balance_type) END,
-           available_before + change_through, at, 'posted', amount
+           available_before + change_through, at,
+           CASE WHEN pending THEN 'pending' ELSE 'posted' END, CASE WHEN pending THEN NULL ELSE amount END
       FROM applied ORDER BY ordinal
     RETURNING transaction_pk
   ),
   lots_created AS (
     INSERT INTO lots (account_id, source_transaction_pk, source_transaction_id, amount, remaining, expires_at, created_at)
     SELECT account_id, transaction_pk, transaction_id, amount, amount, expires_at, at
-      FROM applied WHERE type = 'add' ORDER BY ordinal
+      FROM applied WHERE type = 'add' AND NOT pending ORDER BY ordinal
     RETURNING lot_id
   ),
   draws_recorded AS (
@@ -167,8 +182,9 @@ BEGIN
   answers AS (
     SELECT a.ordinal, jsonb_build_object('outcome', 'created', 'transaction', jsonb_build_object(
              'transaction_id', a.transaction_id, 'type', a.type, 'user_id', a.user_id, 'balance_type', a.balance_type,
-             'amount', a.amount, 'status', 'posted', 'pending', false, 'posted_amount', a.amount,
-             'pending_expires_at', NULL, 'resolved_at', NULL, 'expires_at', a.expires_at, 'refund_of', NULL,
+             'amount', a.amount, 'status', CASE WHEN a.pending THEN 'pending' ELSE 'posted' END, 'pending', a.pending,
+             'posted_amount', CASE WHEN a.pending THEN NULL ELSE a.amount END,
+             'pending_expires_at', a.deadline, 'resolved_at', NULL, 'expires_at', a.expires_at, 'refund_of', NULL,
              'lots', CASE WHEN a.type = 'consume' THEN dl.lots END,
              'description', a.description, 'metadata', a.metadata,
              'balance_after', a.available_before + a.change_through, 'created_at', a.at),
@@ -185,6 +201,9 @@ BEGIN
   END IF;
 
   RETURN QUERY SELECT unnest(v_set_results);
+  IF cardinality(v_set_ordinals) = jsonb_array_length(p_ops) THEN
+    RETURN;
+  END IF;
 
   -- 2. The rest, one by one, in batch order.
   FOR v_op, v_ordinal IN
