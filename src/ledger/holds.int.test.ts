@@ -138,6 +138,29 @@ describe('pending consume (a hold on cash)', () => {
   });
 });
 
+describe('a hold created through another process', () => {
+  test('is posted and voided by one that never saw it', async () => {
+    // This process routes post and void by the hold's user, which it remembers
+    // for holds it created; the other's it looks up.
+    const other = await startTestKoban({ label: 'holds-other', clock, database: koban.database, env: { KOBAN_SWEEP_INTERVAL_MS: '0' } });
+    try {
+      await fund('h9', 300);
+      for (const id of ['elsewhere-1', 'elsewhere-2']) {
+        const created = await other.app.inject({ method: 'POST', url: '/v1/transactions', payload: { transaction_id: id, type: 'consume', user_id: 'h9', balance_type: 'cash', amount: 100, pending: true } });
+        assert.equal(created.statusCode, 201, created.body);
+      }
+      const posted = await post('elsewhere-1', { balance_type: 'cash', amount: 40 });
+      assert.equal(posted.statusCode, 201, posted.body);
+      assert.equal(posted.json().posted_amount, 40);
+      assert.equal((await voidHold('elsewhere-2', { balance_type: 'cash' })).statusCode, 201);
+      const after = await balance('h9');
+      assert.deepEqual({ available: after.available, posted: after.posted, pending_debit: after.pending_debit }, { available: 260, posted: 260, pending_debit: 0 });
+    } finally {
+      await other.stop();
+    }
+  });
+});
+
 describe('pending add (points to be earned)', () => {
   test('is visible as pending_credit, not spendable, and becomes spendable when posted', async () => {
     const hold = await create({ transaction_id: 'earn-1', type: 'add', user_id: 'p1', balance_type: 'points', amount: 40, pending: true });

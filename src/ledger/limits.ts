@@ -26,6 +26,8 @@ export const PAGE_LIMIT_MAX = 200;
 export const WRITE_BATCH_SIZE_MAX = 256;
 /** Operations waiting for the writer before new ones are refused with `unavailable`. */
 export const WRITE_QUEUE_DEPTH_MAX = 20_000;
+/** Holds whose user this process remembers, so that post and void find the account's write lane without a query. */
+export const HOLD_OWNERS_CACHED_MAX = 100_000;
 /** Times a batch that lost a race (deadlock, unique key) is re-run before giving up. */
 export const WRITE_CONFLICT_RETRIES_MAX = 5;
 

@@ -9,6 +9,7 @@ import { GroupCommitQueue } from '../platform/group-commit.ts';
 import { classifyPgError } from '../platform/postgres/pool.ts';
 import {
   EXPIRY_HORIZON_MAX_MS,
+  HOLD_OWNERS_CACHED_MAX,
   HOLD_TIMEOUT_DEFAULT_MS,
   PAGE_LIMIT_DEFAULT,
   SWEEP_BATCH_SIZE_MAX,
@@ -48,6 +49,8 @@ export class LedgerService {
   readonly balanceTypes: readonly string[];
   /** One group-commit queue per lane; an account's operations always take the same lane. */
   readonly #lanes: GroupCommitQueue<LedgerOperation, OperationResult>[];
+  /** Hold (id and balance type) → its user, for holds created through this process; a hold's user never changes. */
+  readonly #holdOwners = new Map<string, string>();
   #closing = false;
   #writesInProgress = 0;
   #sweepTimer: NodeJS.Timeout | undefined;
@@ -83,7 +86,9 @@ export class LedgerService {
     const at = this.#clock.now();
     assertCoherent(request, at);
     const result = await this.#write({ ...request, kind: 'create', at, hold_timeout_ms: this.#holdTimeoutMs }, request.user_id, request.balance_type);
-    return this.#toWriteResult(result, request.transaction_id, request.balance_type, request.amount);
+    const written = this.#toWriteResult(result, request.transaction_id, request.balance_type, request.amount);
+    if (written.transaction.pending) this.#rememberHoldOwner(request.transaction_id, request.balance_type, written.transaction.user_id);
+    return written;
   }
 
   /** Posts all or part of a hold; the rest is released. At most once. */
@@ -169,10 +174,18 @@ export class LedgerService {
     return this.#lanes[fnv1a(`${userId}\u0000${balanceType}`) % this.#lanes.length]!;
   }
 
-  /** Post and void name the hold, not its user: look the user up to pick the account's lane. */
+  /** Post and void name the hold, not its user: find the user to pick the account's lane. */
   async #holdOwner(transactionId: string, balanceType: string): Promise<string> {
+    const remembered = this.#holdOwners.get(holdKey(transactionId, balanceType));
+    if (remembered !== undefined) return remembered;
     // An unknown hold goes to any lane: it will be answered not_found there.
     return (await this.#read(() => this.#store.findTransactionOwner(transactionId, balanceType))) ?? transactionId;
+  }
+
+  #rememberHoldOwner(transactionId: string, balanceType: string, userId: string): void {
+    // Oldest first out: Map keeps insertion order.
+    if (this.#holdOwners.size >= HOLD_OWNERS_CACHED_MAX) this.#holdOwners.delete(this.#holdOwners.keys().next().value!);
+    this.#holdOwners.set(holdKey(transactionId, balanceType), userId);
   }
 
   #toWriteResult(result: OperationResult, transactionId: string, balanceType: string, amount: number | undefined): WriteResult {
@@ -343,6 +356,10 @@ async function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T
   } finally {
     clearTimeout(timer);
   }
+}
+
+function holdKey(transactionId: string, balanceType: string): string {
+  return `${transactionId}\u0000${balanceType}`;
 }
 
 /** 32-bit FNV-1a: a cheap, stable spread of account keys over lanes. */
