@@ -16,9 +16,9 @@
 -- Foreign keys off the write path. Each inserted transaction checked both its
 -- accounts, and took a key-share lock on the system account's row: one row
 -- locked by every concurrent writer, the hot row the design avoids. Rows are
--- written only by these functions, from account rows they just locked and the
--- system account ids read at start-up, and nothing is ever deleted, so a
--- reference cannot dangle; the audit checks that it does not.
+-- written only by these functions, from account rows they write in the same
+-- transaction and the system account ids read at start-up, and nothing is
+-- ever deleted, so a reference cannot dangle; the audit checks that it does not.
 ALTER TABLE transactions DROP CONSTRAINT transactions_debit_account_id_fkey,
                          DROP CONSTRAINT transactions_credit_account_id_fkey;
 ALTER TABLE lots DROP CONSTRAINT lots_account_id_fkey, DROP CONSTRAINT lots_source_transaction_pk_fkey;
