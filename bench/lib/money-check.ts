@@ -274,13 +274,14 @@ export async function checkMoney(options: {
     const response = await pool.request({ method: 'GET', path: '/v1/audit', headersTimeout: AUDIT_TIMEOUT_MS, bodyTimeout: AUDIT_TIMEOUT_MS, signal: options.signal });
     const body = await response.body.text();
     if (response.statusCode === 200) {
-      const report = JSON.parse(body) as { ok?: unknown; balance_types?: Array<{ balance_type: string; sum: number; accounts_checked: number; mismatches: unknown[] }>; misrouted_transactions?: number; inconsistent_lots?: number };
+      const report = JSON.parse(body) as { ok?: unknown; balance_types?: Array<{ balance_type: string; sum: number; accounts_checked: number; mismatches: unknown[] }>; misrouted_transactions?: number; inconsistent_lots?: number; dangling_references?: number };
       auditOk = report.ok === true;
       auditDetail =
         `ok: ${String(report.ok)}; ` +
         (report.balance_types ?? []).map((entry) => `${entry.balance_type}: sum ${entry.sum}, ${entry.accounts_checked} accounts, ${entry.mismatches.length} mismatches`).join('; ') +
         `; misrouted transactions ${String(report.misrouted_transactions)}` +
-        (report.inconsistent_lots === undefined ? '' : `, inconsistent lots ${report.inconsistent_lots}`);
+        (report.inconsistent_lots === undefined ? '' : `, inconsistent lots ${report.inconsistent_lots}`) +
+        (report.dangling_references === undefined ? '' : `, dangling references ${report.dangling_references}`);
     } else {
       auditDetail = `${response.statusCode} ${options.errorCode(body)}`;
     }
