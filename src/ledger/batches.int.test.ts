@@ -196,6 +196,56 @@ describe('batches', () => {
     assert.ok(consumesSharingABatchAndAccount > 0, 'no batch ever carried two consumes of one account');
   });
 
+  test('holds resolved together: each answer right, balances right, balance_after in one serial order', async () => {
+    const userId = 'batch-resolver';
+    assert.equal((await post({ transaction_id: 'resolver-fund', type: 'add', user_id: userId, balance_type: 'points', amount: 1_000 })).status, 201);
+    type Hold = { id: string; type: 'add' | 'consume'; amount: number; action: 'post' | 'void'; postAmount?: number };
+    const holds: Hold[] = Array.from({ length: 12 }, (_, index) => ({
+      id: `resolver-hold-${index}`,
+      type: index % 3 === 0 ? 'add' : 'consume',
+      amount: 10 + 5 * index,
+      action: index % 4 === 3 ? 'void' : 'post',
+      ...(index % 2 === 1 ? { postAmount: 1 + index } : {}),
+    }));
+    for (const hold of holds) {
+      const created = await post({ transaction_id: hold.id, type: hold.type, user_id: userId, balance_type: 'points', amount: hold.amount, pending: true });
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+    }
+    const before = (await koban.app.inject({ method: 'GET', url: `/v1/users/${userId}/balances/points` })).json();
+
+    const answers = await Promise.all(
+      holds.map((hold) =>
+        koban.app.inject({
+          method: 'POST',
+          url: `/v1/transactions/${hold.id}/${hold.action}`,
+          payload: { balance_type: 'points', ...(hold.action === 'post' && hold.postAmount !== undefined ? { amount: hold.postAmount } : {}) },
+        }),
+      ),
+    );
+    const resolved = holds.map((hold, index) => {
+      const answer = answers[index]!;
+      assert.equal(answer.statusCode, 201, answer.body);
+      const posted = hold.action === 'void' ? 0 : (hold.postAmount ?? hold.amount);
+      assert.equal(answer.json().status, hold.action === 'void' ? 'voided' : 'posted');
+      assert.equal(answer.json().posted_amount, posted);
+      // What each gives back to the available balance: a consume hold its unposted part, an add hold what is posted.
+      return { balanceAfter: answer.json().balance_after as number, released: hold.type === 'consume' ? hold.amount - posted : posted };
+    });
+
+    // Resolutions only raise the balance: in the order they were applied, each balance_after is the one before plus its own release.
+    resolved.sort((a, b) => a.balanceAfter - b.balanceAfter || b.released - a.released);
+    let available = before.available as number;
+    for (const { balanceAfter, released } of resolved) {
+      available += released;
+      assert.equal(balanceAfter, available, JSON.stringify(resolved));
+    }
+    const after = (await koban.app.inject({ method: 'GET', url: `/v1/users/${userId}/balances/points` })).json();
+    assert.deepEqual({ available: after.available, pending_debit: after.pending_debit, pending_credit: after.pending_credit }, { available, pending_debit: 0, pending_credit: 0 });
+    const batches = await sql.query<{ batches: string }>(`SELECT count(DISTINCT xmin::text)::text AS batches FROM transactions WHERE transaction_id LIKE 'resolver-hold-%'`);
+    assert.ok(Number(batches.rows[0]!.batches) < holds.length, 'some resolutions shared a batch');
+    assert.equal((await koban.ledger.audit()).ok, true);
+  });
+
   test('a batch that read an account another process then changed is run again on the new figures', async () => {
     const userId = 'batch-contended';
     assert.equal((await post({ transaction_id: 'contended-add', type: 'add', user_id: userId, balance_type: 'points', amount: 100 })).status, 201);

@@ -143,6 +143,29 @@ describe('expiry', () => {
 });
 
 describe('refunds', () => {
+  test('posting part of a hold gives the rest back to the lots it drew, latest-expiring first', async () => {
+    const near = inDays(10);
+    const far = inDays(20);
+    await add('p-near', 'p1', 30, near);
+    await add('p-far', 'p1', 30, far);
+    await add('p-perm', 'p1', 100);
+    const hold = await create({ transaction_id: 'p-hold', type: 'consume', user_id: 'p1', balance_type: 'points', amount: 50, pending: true });
+    assert.equal(hold.statusCode, 201, hold.body);
+    assert.deepEqual(hold.json().lots, [
+      { source_transaction_id: 'p-near', amount: 30, expires_at: near },
+      { source_transaction_id: 'p-far', amount: 20, expires_at: far },
+    ]);
+    const posted = await koban.app.inject({ method: 'POST', url: '/v1/transactions/p-hold/post', payload: { balance_type: 'points', amount: 20 } });
+    assert.equal(posted.statusCode, 201, posted.body);
+    // 30 go back: 20 to p-far (later), then 10 to p-near; what stays consumed is what expires soonest.
+    assert.deepEqual(posted.json().lots, [{ source_transaction_id: 'p-near', amount: 20, expires_at: near }]);
+    assert.equal(posted.json().balance_after, 140);
+    assert.deepEqual((await balance('p1')).expiring, [
+      { amount: 10, expires_at: near },
+      { amount: 30, expires_at: far },
+    ]);
+  });
+
   test('a refund returns value to the lots it came from, latest-expiring first, and never more than was consumed', async () => {
     const near = inDays(10);
     const far = inDays(20);

@@ -32,6 +32,7 @@ CREATE OR REPLACE FUNCTION ledger_apply(p_ops jsonb, p_system jsonb) RETURNS SET
 DECLARE
   v_set_ordinals integer[];
   v_set_results jsonb[];
+  v_resolved_ordinals integer[];
   v_accounts_written bigint;
   v_accounts_applied bigint;
   v_op jsonb;
@@ -205,7 +206,150 @@ BEGIN
     RETURN;
   END IF;
 
-  -- 2. The rest, one by one, in batch order.
+  -- 2. Post and void set-wise: holds still pending and not past their
+  --    deadline, on accounts with nothing due, whose released value goes
+  --    back to lots that have not expired. Resolutions only raise available
+  --    balances, so they need no balance check. Same version rule as above.
+  IF jsonb_path_exists(p_ops, '$[*] ? (@.kind == "post" || @.kind == "void")') THEN
+    WITH resolutions AS (
+      SELECT o.ordinal::integer AS ordinal, o.op->>'kind' AS action, (o.op->>'at')::timestamptz AS at,
+             (o.op->>'amount')::bigint AS requested_amount, h.*
+        FROM jsonb_array_elements(p_ops) WITH ORDINALITY AS o(op, ordinal)
+        CROSS JOIN LATERAL (
+          SELECT t.transaction_pk, t.ctid AS hold_version, t.transaction_id, t.balance_type, t.type, t.user_id, t.amount,
+                 t.pending, t.status, t.pending_expires_at, t.expires_at, t.description, t.metadata, t.created_at,
+                 CASE WHEN t.type = 'consume' THEN t.debit_account_id ELSE t.credit_account_id END AS account_id
+            FROM transactions t
+           WHERE t.transaction_id = o.op->>'transaction_id' AND t.balance_type = o.op->>'balance_type'
+           LIMIT 1) h
+       WHERE o.op->>'kind' IN ('post', 'void')
+    ),
+    -- Of a hold resolved twice in the batch, the first (the other then replays or is refused).
+    resolvable AS (
+      SELECT * FROM (
+        SELECT r.*, row_number() OVER (PARTITION BY r.transaction_pk ORDER BY r.ordinal) AS nth,
+               CASE WHEN r.action = 'void' THEN 0 ELSE coalesce(r.requested_amount, r.amount) END AS posted_amount
+          FROM resolutions r
+         WHERE r.pending AND r.status = 'pending' AND r.pending_expires_at > r.at
+           AND (r.action = 'void' OR coalesce(r.requested_amount, r.amount) <= r.amount)
+      ) numbered
+       WHERE nth = 1
+    ),
+    with_accounts AS MATERIALIZED (
+      SELECT r.*, a.ctid AS account_version, a.posted - a.pending_debit AS available_before, a.next_expiry_at,
+             -- What the resolution gives back to the available balance.
+             CASE WHEN r.type = 'consume' THEN r.amount - r.posted_amount ELSE r.posted_amount END AS released,
+             max(r.at) OVER (PARTITION BY r.account_id) AS at_last
+        FROM resolvable r
+        CROSS JOIN LATERAL (
+          SELECT ctid, posted, pending_debit, next_expiry_at FROM accounts WHERE account_id = r.account_id LIMIT 1) a
+    ),
+    -- The unposted part of a consume hold goes back to the lots it drew, latest-expiring first.
+    returns AS MATERIALIZED (
+      SELECT x.*, greatest(0, least(x.drawn, x.to_return - x.before)) AS given FROM (
+        SELECT w.ordinal, w.account_id, w.transaction_pk, w.at, d.draw_id, d.lot_id, d.amount AS drawn, d.expires_at, d.source_transaction_id,
+               w.amount - w.posted_amount AS to_return,
+               coalesce(sum(d.amount) OVER (PARTITION BY w.transaction_pk ORDER BY d.expires_at DESC NULLS FIRST, d.lot_id DESC
+                                            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+          FROM with_accounts w
+          CROSS JOIN LATERAL (
+            SELECT dr.draw_id, dr.lot_id, dr.amount, l.expires_at, l.source_transaction_id
+              FROM lot_draws dr JOIN lots l ON l.lot_id = dr.lot_id
+             WHERE dr.transaction_pk = w.transaction_pk) d
+         WHERE w.type = 'consume'
+      ) x
+    ),
+    blocked AS MATERIALIZED (
+      SELECT account_id FROM with_accounts
+       WHERE NOT (next_expiry_at IS NULL OR next_expiry_at > at_last)
+          OR (type = 'add' AND posted_amount > 0 AND expires_at <= at)
+      UNION
+      SELECT account_id FROM returns WHERE given > 0 AND expires_at <= at
+    ),
+    applied AS MATERIALIZED (
+      SELECT w.*, sum(w.released) OVER (PARTITION BY w.account_id ORDER BY w.ordinal) AS released_through
+        FROM with_accounts w
+       WHERE w.account_id NOT IN (SELECT account_id FROM blocked)
+    ),
+    returns_applied AS MATERIALIZED (
+      SELECT * FROM returns WHERE given > 0 AND account_id NOT IN (SELECT account_id FROM blocked)
+    ),
+    returned_expiry AS MATERIALIZED (
+      SELECT account_id, min(expires_at) AS expires_first FROM returns_applied GROUP BY account_id
+    ),
+    balances_written AS (
+      UPDATE accounts a
+         SET posted = a.posted + s.posted_change, pending_debit = a.pending_debit - s.pending_debit_released,
+             pending_credit = a.pending_credit - s.pending_credit_released, updated_at = s.at_last,
+             next_expiry_at = least(a.next_expiry_at, s.lots_expire_first, e.expires_first)
+        FROM (SELECT account_id, min(account_version) AS account_version, max(at) AS at_last,
+                     sum(CASE WHEN type = 'add' THEN posted_amount ELSE -posted_amount END) AS posted_change,
+                     sum(CASE WHEN type = 'consume' THEN amount ELSE 0 END) AS pending_debit_released,
+                     sum(CASE WHEN type = 'add' THEN amount ELSE 0 END) AS pending_credit_released,
+                     min(CASE WHEN type = 'add' AND posted_amount > 0 THEN expires_at END) AS lots_expire_first
+                FROM applied GROUP BY account_id) s
+        LEFT JOIN returned_expiry e USING (account_id)
+       WHERE a.account_id = s.account_id AND a.ctid = s.account_version
+      RETURNING a.account_id
+    ),
+    holds_resolved AS (
+      UPDATE transactions t
+         SET status = CASE WHEN s.action = 'post' THEN 'posted' ELSE 'voided' END, posted_amount = s.posted_amount,
+             resolved_at = s.at, resolved_balance_after = s.available_before + s.released_through
+        FROM applied s
+       WHERE t.transaction_pk = s.transaction_pk AND t.ctid = s.hold_version
+      RETURNING t.transaction_pk
+    ),
+    returns_recorded AS (
+      INSERT INTO lot_returns (draw_id, cause_pk, amount)
+      SELECT draw_id, transaction_pk, given FROM returns_applied ORDER BY ordinal, expires_at DESC NULLS FIRST, lot_id DESC
+      RETURNING return_id
+    ),
+    lots_refilled AS (
+      UPDATE lots l SET remaining = l.remaining + s.given
+        FROM (SELECT lot_id, sum(given) AS given FROM returns_applied GROUP BY lot_id) s
+       WHERE l.lot_id = s.lot_id
+      RETURNING l.lot_id
+    ),
+    lots_created AS (
+      INSERT INTO lots (account_id, source_transaction_pk, source_transaction_id, amount, remaining, expires_at, created_at)
+      SELECT account_id, transaction_pk, transaction_id, posted_amount, posted_amount, expires_at, at
+        FROM applied WHERE type = 'add' AND posted_amount > 0 ORDER BY ordinal
+      RETURNING lot_id
+    ),
+    -- A consume hold's lots, net of what its resolution gave back (as ledger_lots_json shows them).
+    lots_kept AS MATERIALIZED (
+      SELECT ordinal,
+             coalesce(jsonb_agg(jsonb_build_object('source_transaction_id', source_transaction_id, 'amount', drawn - given, 'expires_at', expires_at)
+                                ORDER BY draw_id) FILTER (WHERE drawn - given > 0), '[]'::jsonb) AS lots
+        FROM returns GROUP BY ordinal
+    ),
+    answers AS (
+      SELECT a.ordinal, jsonb_build_object('outcome', 'resolved', 'transaction', jsonb_build_object(
+               'transaction_id', a.transaction_id, 'type', a.type, 'user_id', a.user_id, 'balance_type', a.balance_type,
+               'amount', a.amount, 'status', CASE WHEN a.action = 'post' THEN 'posted' ELSE 'voided' END, 'pending', true,
+               'posted_amount', a.posted_amount, 'pending_expires_at', a.pending_expires_at, 'resolved_at', a.at,
+               'expires_at', a.expires_at, 'refund_of', NULL,
+               'lots', CASE WHEN a.type = 'consume' THEN k.lots END,
+               'description', a.description, 'metadata', a.metadata,
+               'balance_after', a.available_before + a.released_through, 'created_at', a.created_at),
+               'ordinal', a.ordinal) AS answer
+        FROM applied a LEFT JOIN lots_kept k USING (ordinal)
+    )
+    SELECT coalesce(array_agg(ordinal), '{}'), coalesce(array_agg(answer), '{}'),
+           (SELECT count(*) FROM balances_written) + (SELECT count(*) FROM holds_resolved),
+           (SELECT count(DISTINCT account_id) FROM applied) + (SELECT count(*) FROM applied)
+      INTO v_resolved_ordinals, v_set_results, v_accounts_written, v_accounts_applied
+      FROM answers;
+    IF v_accounts_written <> v_accounts_applied THEN
+      RAISE EXCEPTION 'an account or hold changed while its batch was being applied; run the batch again'
+        USING ERRCODE = 'serialization_failure';
+    END IF;
+    RETURN QUERY SELECT unnest(v_set_results);
+    v_set_ordinals := v_set_ordinals || v_resolved_ordinals;
+  END IF;
+
+  -- 3. The rest, one by one, in batch order.
   FOR v_op, v_ordinal IN
     SELECT o.op, o.ordinal FROM jsonb_array_elements(p_ops) WITH ORDINALITY AS o(op, ordinal)
      WHERE o.ordinal <> ALL (v_set_ordinals)
