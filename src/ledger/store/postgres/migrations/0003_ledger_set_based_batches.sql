@@ -1,10 +1,10 @@
--- Group commit, set-based. A batch's plain adds and consumes (posted or
--- holds; not refunds) are applied with a handful of statements for the whole
--- batch instead of several per operation: one balance update per account
--- (a hot account is written once per batch, not once per operation), one
--- insert of all transactions, of all lots, of all draws, one update of the
--- lots drawn. Everything else (post, void, refunds, replays, first
--- writes to an account, anything near an expiry or a limit) goes through the
+-- Group commit, set-based. A batch's adds and consumes (posted or holds) and
+-- its post and void of holds are applied with a handful of statements for
+-- the whole batch instead of several per operation: one balance update per
+-- account (a hot account is written once per batch, not once per operation),
+-- one insert of all transactions, of all lots, of all draws, one update of
+-- the lots drawn. Everything else (refunds, replays, first writes to an
+-- account, anything near an expiry or a limit) goes through the
 -- per-operation path of 0002, after the set-based part, in batch order.
 --
 -- Reordering is safe: the operations of one batch were all in flight at once
