@@ -171,12 +171,12 @@ export class LedgerService {
    * no deadlocks), and system accounts are never updated, so they are no hot row.
    */
   #lane(userId: string, balanceType: string): GroupCommitQueue<LedgerOperation, OperationResult> {
-    return this.#lanes[fnv1a(`${userId}\u0000${balanceType}`) % this.#lanes.length]!;
+    return this.#lanes[fnv1a(pairKey(userId, balanceType)) % this.#lanes.length]!;
   }
 
   /** Post and void name the hold, not its user: find the user to pick the account's lane. */
   async #holdOwner(transactionId: string, balanceType: string): Promise<string> {
-    const remembered = this.#holdOwners.get(holdKey(transactionId, balanceType));
+    const remembered = this.#holdOwners.get(pairKey(transactionId, balanceType));
     if (remembered !== undefined) return remembered;
     // An unknown hold goes to any lane: it will be answered not_found there.
     return (await this.#read(() => this.#store.findTransactionOwner(transactionId, balanceType))) ?? transactionId;
@@ -185,7 +185,7 @@ export class LedgerService {
   #rememberHoldOwner(transactionId: string, balanceType: string, userId: string): void {
     // Oldest first out: Map keeps insertion order.
     if (this.#holdOwners.size >= HOLD_OWNERS_CACHED_MAX) this.#holdOwners.delete(this.#holdOwners.keys().next().value!);
-    this.#holdOwners.set(holdKey(transactionId, balanceType), userId);
+    this.#holdOwners.set(pairKey(transactionId, balanceType), userId);
   }
 
   #toWriteResult(result: OperationResult, transactionId: string, balanceType: string, amount: number | undefined): WriteResult {
@@ -358,8 +358,9 @@ async function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T
   }
 }
 
-function holdKey(transactionId: string, balanceType: string): string {
-  return `${transactionId}\u0000${balanceType}`;
+/** One string for a pair of ids (an account: user and balance type; a hold: transaction id and balance type). */
+function pairKey(first: string, second: string): string {
+  return `${first}\u0000${second}`;
 }
 
 /** 32-bit FNV-1a: a cheap, stable spread of account keys over lanes. */
