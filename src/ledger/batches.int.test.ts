@@ -274,6 +274,32 @@ describe('batches', () => {
     assert.equal(balance.available, 20);
     assert.equal((await koban.ledger.audit()).ok, true);
   });
+
+  test("a user's first add, racing another process's first add for the same user, is run again on the account it created", async () => {
+    const userId = 'batch-newcomer';
+    const otherProcess = new pg.Client({ connectionString: koban.database.url });
+    await otherProcess.connect();
+    try {
+      await otherProcess.query('BEGIN');
+      await otherProcess.query(
+        `SELECT ledger_apply($1::jsonb, (SELECT jsonb_object_agg(balance_type, ids) FROM (
+           SELECT balance_type, jsonb_object_agg(owner_id, account_id) AS ids FROM accounts WHERE owner_kind = 'system' GROUP BY balance_type) per_type))`,
+        [JSON.stringify([{ kind: 'create', at: clock.now().toISOString(), hold_timeout_ms: DAY_MS, transaction_id: 'newcomer-other', balance_type: 'points', type: 'add', user_id: userId, amount: 40 }])],
+      );
+      // This one finds no account either, and waits on the other's new row.
+      const added = post({ transaction_id: 'newcomer-add', type: 'add', user_id: userId, balance_type: 'points', amount: 2 });
+      await waitForLockWait();
+      await otherProcess.query('COMMIT');
+      const answer = await added;
+      assert.equal(answer.status, 201, JSON.stringify(answer.body));
+      assert.equal(answer.body.balance_after, 42, 'added to the account the other process created');
+    } finally {
+      await otherProcess.end();
+    }
+    const accounts = await sql.query(`SELECT 1 FROM accounts WHERE owner_kind = 'user' AND owner_id = $1`, [userId]);
+    assert.equal(accounts.rowCount, 1);
+    assert.equal((await koban.ledger.audit()).ok, true);
+  });
 });
 
 function modelRequest(request: Request) {

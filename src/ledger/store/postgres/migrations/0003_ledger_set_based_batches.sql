@@ -3,9 +3,10 @@
 -- the whole batch instead of several per operation: one balance update per
 -- account (a hot account is written once per batch, not once per operation),
 -- one insert of all transactions, of all lots, of all draws, one update of
--- the lots drawn. Everything else (refunds, replays, first writes to an
--- account, anything near an expiry or a limit) goes through the
--- per-operation path of 0002, after the set-based part, in batch order.
+-- the lots drawn, a user's first add creating the account. Everything
+-- else (refunds, replays, a first consume, anything near an expiry or a
+-- limit) goes through the per-operation path of 0002, after the set-based
+-- part, in batch order.
 --
 -- Reordering is safe: the operations of one batch were all in flight at once
 -- (none was answered before the batch commits), so any serial order of them
@@ -58,23 +59,36 @@ BEGIN
                       (o.op->>'at')::timestamptz + make_interval(secs => (o.op->>'hold_timeout_ms')::bigint / 1000.0)) END AS deadline
       FROM jsonb_array_elements(p_ops) WITH ORDINALITY AS o(op, ordinal)
   ),
-  -- Plain creates of new ids on existing accounts; of an id repeated in the
-  -- batch only the first (the others replay it, or conflict, afterwards).
+  -- Creates of new ids, on existing accounts or (adds) on accounts this
+  -- statement creates.
+  looked_up AS MATERIALIZED (
+    SELECT ops.*, a.account_id AS existing_account_id, a.ctid AS account_version,
+           coalesce(a.posted - a.pending_debit, 0) AS available_before, coalesce(a.posted + a.pending_credit, 0) AS credits_before,
+           a.next_expiry_at
+      FROM ops
+      -- A lateral lookup by the whole unique key, kept apart by LIMIT: as a join, a plan cached while
+      -- the table was small scanned every user account for each operation once it was large.
+      LEFT JOIN LATERAL (
+        SELECT account_id, ctid, posted, pending_debit, pending_credit, next_expiry_at FROM accounts
+         WHERE owner_kind = 'user' AND owner_id = ops.user_id AND balance_type = ops.balance_type
+         LIMIT 1) a ON true
+     WHERE ops.kind = 'create' AND ops.type IN ('add', 'consume') AND (a.account_id IS NOT NULL OR ops.type = 'add')
+       AND (ops.requested_deadline IS NULL OR (ops.pending AND ops.requested_deadline > ops.at))
+       AND ops.refund_of IS NULL AND (ops.expires_at IS NULL OR (ops.type = 'add' AND ops.expires_at > ops.at))
+       AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.transaction_id = ops.transaction_id AND t.balance_type = ops.balance_type)
+  ),
+  -- A user's first add: the account's key is taken now, its row written below.
+  new_accounts AS MATERIALIZED (
+    SELECT user_id, balance_type, nextval('accounts_account_id_seq'::regclass) AS account_id
+      FROM (SELECT DISTINCT user_id, balance_type FROM looked_up WHERE existing_account_id IS NULL) firsts
+  ),
+  -- Of an id repeated in the batch only the first (the others replay it, or conflict, afterwards).
   plain AS (
     SELECT * FROM (
-      SELECT ops.*, a.account_id, a.ctid AS account_version, a.posted - a.pending_debit AS available_before, a.posted + a.pending_credit AS credits_before,
-             a.next_expiry_at, row_number() OVER (PARTITION BY ops.transaction_id, ops.balance_type ORDER BY ops.ordinal) AS nth
-        FROM ops
-        -- A lateral lookup by the whole unique key, kept apart by LIMIT: as a join, a plan cached while
-        -- the table was small scanned every user account for each operation once it was large.
-        CROSS JOIN LATERAL (
-          SELECT account_id, ctid, posted, pending_debit, pending_credit, next_expiry_at FROM accounts
-           WHERE owner_kind = 'user' AND owner_id = ops.user_id AND balance_type = ops.balance_type
-           LIMIT 1) a
-       WHERE ops.kind = 'create' AND ops.type IN ('add', 'consume')
-         AND (ops.requested_deadline IS NULL OR (ops.pending AND ops.requested_deadline > ops.at))
-         AND ops.refund_of IS NULL AND (ops.expires_at IS NULL OR (ops.type = 'add' AND ops.expires_at > ops.at))
-         AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.transaction_id = ops.transaction_id AND t.balance_type = ops.balance_type)
+      SELECT l.*, coalesce(l.existing_account_id, n.account_id) AS account_id, l.existing_account_id IS NULL AS new_account,
+             row_number() OVER (PARTITION BY l.transaction_id, l.balance_type ORDER BY l.ordinal) AS nth
+        FROM looked_up l
+        LEFT JOIN new_accounts n ON l.existing_account_id IS NULL AND n.user_id = l.user_id AND n.balance_type = l.balance_type
     ) numbered
      WHERE nth = 1
   ),
@@ -145,9 +159,21 @@ BEGIN
                    sum(CASE WHEN pending AND type = 'add' THEN amount ELSE 0 END) AS pending_credit_change,
                    max(at) AS at_last, min(CASE WHEN pending THEN deadline ELSE expires_at END) AS expires_first,
                    min(account_version) AS account_version
-              FROM applied GROUP BY account_id) s
+              FROM applied WHERE NOT new_account GROUP BY account_id) s
      WHERE a.account_id = s.account_id AND a.ctid = s.account_version
     RETURNING a.account_id
+  ),
+  -- Written with their balances already; a process that created one first wins, and this batch runs again.
+  accounts_created AS (
+    INSERT INTO accounts (account_id, owner_kind, owner_id, balance_type, posted, pending_debit, pending_credit,
+                          next_expiry_at, created_at, updated_at)
+      OVERRIDING SYSTEM VALUE
+    SELECT account_id, 'user', min(user_id), min(balance_type), sum(CASE WHEN pending THEN 0 ELSE amount END), 0,
+           sum(CASE WHEN pending THEN amount ELSE 0 END), min(CASE WHEN pending THEN deadline ELSE expires_at END),
+           min(at), max(at)
+      FROM applied WHERE new_account GROUP BY account_id
+    ON CONFLICT (owner_kind, owner_id, balance_type) DO NOTHING
+    RETURNING account_id
   ),
   inserted AS (
     INSERT INTO transactions (transaction_pk, transaction_id, balance_type, type, user_id, amount, pending, pending_expires_at,
@@ -193,7 +219,8 @@ BEGIN
       FROM applied a LEFT JOIN draws_listed dl USING (ordinal)
   )
   SELECT coalesce(array_agg(ordinal), '{}'), coalesce(array_agg(answer), '{}'),
-         (SELECT count(*) FROM balances_written), (SELECT count(DISTINCT account_id) FROM applied)
+         (SELECT count(*) FROM balances_written) + (SELECT count(*) FROM accounts_created),
+         (SELECT count(DISTINCT account_id) FROM applied)
     INTO v_set_ordinals, v_set_results, v_accounts_written, v_accounts_applied
     FROM answers;
   IF v_accounts_written <> v_accounts_applied THEN
