@@ -250,26 +250,13 @@ describe('batches', () => {
     const userId = 'batch-contended';
     assert.equal((await post({ transaction_id: 'contended-add', type: 'add', user_id: userId, balance_type: 'points', amount: 100 })).status, 201);
 
-    // Another process consumes 50 in a transaction it has not committed yet.
-    const otherProcess = new pg.Client({ connectionString: koban.database.url });
-    await otherProcess.connect();
-    try {
-      await otherProcess.query('BEGIN');
-      await otherProcess.query(
-        `SELECT ledger_apply($1::jsonb, (SELECT jsonb_object_agg(balance_type, ids) FROM (
-           SELECT balance_type, jsonb_object_agg(owner_id, account_id) AS ids FROM accounts WHERE owner_kind = 'system' GROUP BY balance_type) per_type))`,
-        [JSON.stringify([{ kind: 'create', at: clock.now().toISOString(), hold_timeout_ms: DAY_MS, transaction_id: 'contended-other', balance_type: 'points', type: 'consume', user_id: userId, amount: 50 }])],
-      );
-      // This one reads the account as it was (100), then waits for the other's row lock.
-      const consumed = post({ transaction_id: 'contended-consume', type: 'consume', user_id: userId, balance_type: 'points', amount: 30 });
-      await waitForLockWait();
-      await otherProcess.query('COMMIT');
-      const answer = await consumed;
-      assert.equal(answer.status, 201, JSON.stringify(answer.body));
-      assert.equal(answer.body.balance_after, 20, 'figured on the balance after the other process committed, not on what it first read');
-    } finally {
-      await otherProcess.end();
-    }
+    // Another process consumes 50 in a transaction it has not committed yet; this one reads the
+    // account as it was (100), then waits for the other's row lock.
+    const answer = await raceAnotherProcess({ transaction_id: 'contended-other', type: 'consume', user_id: userId, amount: 50 }, () =>
+      post({ transaction_id: 'contended-consume', type: 'consume', user_id: userId, balance_type: 'points', amount: 30 }),
+    );
+    assert.equal(answer.status, 201, JSON.stringify(answer.body));
+    assert.equal(answer.body.balance_after, 20, 'figured on the balance after the other process committed, not on what it first read');
     const balance = (await koban.app.inject({ method: 'GET', url: `/v1/users/${userId}/balances/points` })).json();
     assert.equal(balance.available, 20);
     assert.equal((await koban.ledger.audit()).ok, true);
@@ -277,25 +264,12 @@ describe('batches', () => {
 
   test("a user's first add, racing another process's first add for the same user, is run again on the account it created", async () => {
     const userId = 'batch-newcomer';
-    const otherProcess = new pg.Client({ connectionString: koban.database.url });
-    await otherProcess.connect();
-    try {
-      await otherProcess.query('BEGIN');
-      await otherProcess.query(
-        `SELECT ledger_apply($1::jsonb, (SELECT jsonb_object_agg(balance_type, ids) FROM (
-           SELECT balance_type, jsonb_object_agg(owner_id, account_id) AS ids FROM accounts WHERE owner_kind = 'system' GROUP BY balance_type) per_type))`,
-        [JSON.stringify([{ kind: 'create', at: clock.now().toISOString(), hold_timeout_ms: DAY_MS, transaction_id: 'newcomer-other', balance_type: 'points', type: 'add', user_id: userId, amount: 40 }])],
-      );
-      // This one finds no account either, and waits on the other's new row.
-      const added = post({ transaction_id: 'newcomer-add', type: 'add', user_id: userId, balance_type: 'points', amount: 2 });
-      await waitForLockWait();
-      await otherProcess.query('COMMIT');
-      const answer = await added;
-      assert.equal(answer.status, 201, JSON.stringify(answer.body));
-      assert.equal(answer.body.balance_after, 42, 'added to the account the other process created');
-    } finally {
-      await otherProcess.end();
-    }
+    // This one finds no account either, and waits on the other's new row.
+    const answer = await raceAnotherProcess({ transaction_id: 'newcomer-other', type: 'add', user_id: userId, amount: 40 }, () =>
+      post({ transaction_id: 'newcomer-add', type: 'add', user_id: userId, balance_type: 'points', amount: 2 }),
+    );
+    assert.equal(answer.status, 201, JSON.stringify(answer.body));
+    assert.equal(answer.body.balance_after, 42, 'added to the account the other process created');
     const accounts = await sql.query(`SELECT 1 FROM accounts WHERE owner_kind = 'user' AND owner_id = $1`, [userId]);
     assert.equal(accounts.rowCount, 1);
     assert.equal((await koban.ledger.audit()).ok, true);
@@ -312,6 +286,29 @@ function modelRequest(request: Request) {
     ...(typeof request.expires_at === 'string' ? { expires_at: Date.parse(request.expires_at) } : {}),
     ...(typeof request.refund_of === 'string' ? { refund_of: request.refund_of } : {}),
   };
+}
+
+/**
+ * Another process applies `operation` (a points create) in a transaction it keeps open while
+ * `contender` starts and comes to wait on it; then it commits.
+ */
+async function raceAnotherProcess<T>(operation: Record<string, unknown>, contender: () => Promise<T>): Promise<T> {
+  const otherProcess = new pg.Client({ connectionString: koban.database.url });
+  await otherProcess.connect();
+  try {
+    await otherProcess.query('BEGIN');
+    await otherProcess.query(
+      `SELECT ledger_apply($1::jsonb, (SELECT jsonb_object_agg(balance_type, ids) FROM (
+         SELECT balance_type, jsonb_object_agg(owner_id, account_id) AS ids FROM accounts WHERE owner_kind = 'system' GROUP BY balance_type) per_type))`,
+      [JSON.stringify([{ kind: 'create', at: clock.now().toISOString(), hold_timeout_ms: DAY_MS, balance_type: 'points', ...operation }])],
+    );
+    const contending = contender();
+    await waitForLockWait();
+    await otherProcess.query('COMMIT');
+    return await contending;
+  } finally {
+    await otherProcess.end();
+  }
 }
 
 async function waitForLockWait(): Promise<void> {
