@@ -262,6 +262,23 @@ describe('batches', () => {
     assert.equal((await koban.ledger.audit()).ok, true);
   });
 
+  test('a post that read an account another process then changed is run again on the new figures', async () => {
+    const userId = 'batch-resolve-race';
+    assert.equal((await post({ transaction_id: 'resolve-race-fund', type: 'add', user_id: userId, balance_type: 'points', amount: 100 })).status, 201);
+    for (const [id, amount] of [['resolve-race-1', 30], ['resolve-race-2', 20]] as const) {
+      assert.equal((await post({ transaction_id: id, type: 'consume', user_id: userId, balance_type: 'points', amount, pending: true })).status, 201);
+    }
+    // Another process voids the first hold (available 50 → 80) while this one posts the second.
+    const answer = await raceAnotherProcess({ kind: 'void', transaction_id: 'resolve-race-1' }, () =>
+      koban.app.inject({ method: 'POST', url: '/v1/transactions/resolve-race-2/post', payload: { balance_type: 'points' } }),
+    );
+    assert.equal(answer.statusCode, 201, answer.body);
+    assert.equal(answer.json().balance_after, 80, 'figured after the other void, not on what it first read');
+    const balance = (await koban.app.inject({ method: 'GET', url: `/v1/users/${userId}/balances/points` })).json();
+    assert.deepEqual({ available: balance.available, pending_debit: balance.pending_debit }, { available: 80, pending_debit: 0 });
+    assert.equal((await koban.ledger.audit()).ok, true);
+  });
+
   test("a user's first add, racing another process's first add for the same user, is run again on the account it created", async () => {
     const userId = 'batch-newcomer';
     // This one finds no account either, and waits on the other's new row.
@@ -289,8 +306,8 @@ function modelRequest(request: Request) {
 }
 
 /**
- * Another process applies `operation` (a points create) in a transaction it keeps open while
- * `contender` starts and comes to wait on it; then it commits.
+ * Another process applies `operation` (a points create unless it says otherwise) in a transaction
+ * it keeps open while `contender` starts and comes to wait on it; then it commits.
  */
 async function raceAnotherProcess<T>(operation: Record<string, unknown>, contender: () => Promise<T>): Promise<T> {
   const otherProcess = new pg.Client({ connectionString: koban.database.url });
