@@ -29,6 +29,24 @@ ALTER TABLE lot_draws DROP CONSTRAINT lot_draws_transaction_pk_fkey, DROP CONSTR
 -- consume; an account whose batch needs more goes the per-operation way.
 CREATE FUNCTION ledger_lots_fetched_extra() RETURNS integer LANGUAGE sql IMMUTABLE AS $$ SELECT 4 $$;
 
+-- A transaction as the API shows it, for both set-based answers (the same
+-- fields as ledger_view of 0002; replays of these answers must match them
+-- byte for byte, which the tests check). Inlined by the planner.
+CREATE FUNCTION ledger_transaction_json(
+  p_transaction_id text, p_type text, p_user_id text, p_balance_type text, p_amount bigint, p_status text,
+  p_pending boolean, p_posted_amount bigint, p_pending_expires_at timestamptz, p_resolved_at timestamptz,
+  p_expires_at timestamptz, p_refund_of text, p_lots jsonb, p_description text, p_metadata jsonb,
+  p_balance_after bigint, p_created_at timestamptz) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+  SELECT jsonb_build_object(
+    'transaction_id', p_transaction_id, 'type', p_type, 'user_id', p_user_id, 'balance_type', p_balance_type,
+    'amount', p_amount, 'status', p_status, 'pending', p_pending, 'posted_amount', p_posted_amount,
+    'pending_expires_at', p_pending_expires_at, 'resolved_at', p_resolved_at, 'expires_at', p_expires_at,
+    'refund_of', p_refund_of, 'lots', p_lots, 'description', p_description, 'metadata', p_metadata,
+    'balance_after', p_balance_after, 'created_at', p_created_at)
+$$;
+
+
 CREATE OR REPLACE FUNCTION ledger_apply(p_ops jsonb, p_system jsonb) RETURNS SETOF jsonb LANGUAGE plpgsql AS $$
 DECLARE
   v_set_ordinals integer[];
@@ -207,14 +225,11 @@ BEGIN
     RETURNING l.lot_id
   ),
   answers AS (
-    SELECT a.ordinal, jsonb_build_object('outcome', 'created', 'transaction', jsonb_build_object(
-             'transaction_id', a.transaction_id, 'type', a.type, 'user_id', a.user_id, 'balance_type', a.balance_type,
-             'amount', a.amount, 'status', CASE WHEN a.pending THEN 'pending' ELSE 'posted' END, 'pending', a.pending,
-             'posted_amount', CASE WHEN a.pending THEN NULL ELSE a.amount END,
-             'pending_expires_at', a.deadline, 'resolved_at', NULL, 'expires_at', a.expires_at, 'refund_of', NULL,
-             'lots', CASE WHEN a.type = 'consume' THEN dl.lots END,
-             'description', a.description, 'metadata', a.metadata,
-             'balance_after', a.available_before + a.change_through, 'created_at', a.at),
+    SELECT a.ordinal, jsonb_build_object('outcome', 'created', 'transaction', ledger_transaction_json(
+             a.transaction_id, a.type, a.user_id, a.balance_type, a.amount,
+             CASE WHEN a.pending THEN 'pending' ELSE 'posted' END, a.pending, CASE WHEN a.pending THEN NULL ELSE a.amount END,
+             a.deadline, NULL, a.expires_at, NULL, CASE WHEN a.type = 'consume' THEN dl.lots END,
+             a.description, a.metadata, (a.available_before + a.change_through)::bigint, a.at),
              'ordinal', a.ordinal) AS answer
       FROM applied a LEFT JOIN draws_listed dl USING (ordinal)
   )
@@ -352,14 +367,11 @@ BEGIN
         FROM returns GROUP BY ordinal
     ),
     answers AS (
-      SELECT a.ordinal, jsonb_build_object('outcome', 'resolved', 'transaction', jsonb_build_object(
-               'transaction_id', a.transaction_id, 'type', a.type, 'user_id', a.user_id, 'balance_type', a.balance_type,
-               'amount', a.amount, 'status', CASE WHEN a.action = 'post' THEN 'posted' ELSE 'voided' END, 'pending', true,
-               'posted_amount', a.posted_amount, 'pending_expires_at', a.pending_expires_at, 'resolved_at', a.at,
-               'expires_at', a.expires_at, 'refund_of', NULL,
-               'lots', CASE WHEN a.type = 'consume' THEN k.lots END,
-               'description', a.description, 'metadata', a.metadata,
-               'balance_after', a.available_before + a.released_through, 'created_at', a.created_at),
+      SELECT a.ordinal, jsonb_build_object('outcome', 'resolved', 'transaction', ledger_transaction_json(
+               a.transaction_id, a.type, a.user_id, a.balance_type, a.amount,
+               CASE WHEN a.action = 'post' THEN 'posted' ELSE 'voided' END, true, a.posted_amount,
+               a.pending_expires_at, a.at, a.expires_at, NULL, CASE WHEN a.type = 'consume' THEN k.lots END,
+               a.description, a.metadata, (a.available_before + a.released_through)::bigint, a.created_at),
                'ordinal', a.ordinal) AS answer
         FROM applied a LEFT JOIN lots_kept k USING (ordinal)
     )
