@@ -13,12 +13,16 @@ import { readHostCpuTicks } from './lib/proc.ts';
 import { sleep } from './lib/net.ts';
 import * as ledgerLimits from '../src/ledger/limits.ts';
 import { formatTable } from './lib/report.ts';
+import { median, medianItem, medianPairedRatio } from './lib/rounds.ts';
 import { loadConfig } from '../src/platform/config.ts';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
 
-const DURATION_S_DEFAULT = 8;
+const DURATION_S_DEFAULT = 5;
 const DURATION_S_MAX = 600;
+/** Every scenario and the pgbench reference are measured this many times, interleaved; figures are medians over rounds. */
+const ROUNDS_DEFAULT = 3;
+const ROUNDS_MAX = 20;
 const CONCURRENCIES_DEFAULT = '1,16,64';
 const CONCURRENCY_MAX = 1_000;
 /** Traffic before each measured window, sent and checked but not timed. */
@@ -110,6 +114,7 @@ const SCENARIO_LABELS: Record<ScenarioName, string> = {
 
 type Settings = {
   durationS: number;
+  rounds: number;
   concurrencies: number[];
   scenarios: ScenarioName[];
   runPgbench: boolean;
@@ -128,6 +133,7 @@ type CpuFigures = {
 };
 
 type ScenarioRow = {
+  round: number;
   scenario: ScenarioName;
   concurrency: number;
   koban: LoadResult;
@@ -135,7 +141,25 @@ type ScenarioRow = {
   pg: PgWindowFigures;
 };
 
-type PgbenchRow = { concurrency: number; figures: PgbenchFigures; pg: PgWindowFigures | undefined; benchMs: number; hostBusyPercent: number } | { concurrency: number; error: string };
+type PgbenchRow =
+  | { round: number; concurrency: number; figures: PgbenchFigures; pg: PgWindowFigures | undefined; benchMs: number; hostBusyPercent: number }
+  | { round: number; concurrency: number; error: string };
+
+/** One scenario at one concurrency over every round. */
+type ScenarioSummary = {
+  scenario: ScenarioName;
+  concurrency: number;
+  rounds: ScenarioRow[];
+  /** The round with the median throughput: its CPU and PostgreSQL figures stand for the scenario. */
+  typical: ScenarioRow;
+  /** Medians over rounds (max: the largest). */
+  requestsPerS: number;
+  unitsPerS: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  unexpected: number;
+};
 
 function readSettings(env: NodeJS.ProcessEnv): Settings {
   const durationText = env.BENCH_DURATION_S || String(DURATION_S_DEFAULT);
@@ -148,6 +172,11 @@ function readSettings(env: NodeJS.ProcessEnv): Settings {
   if (concurrencies.length === 0 || concurrencies.some((c) => !Number.isInteger(c) || c < 1 || c > CONCURRENCY_MAX)) {
     throw new Error(`BENCH_CONCURRENCY=${JSON.stringify(concurrencyText)}: set it to a comma-separated list of integers 1–${CONCURRENCY_MAX}, e.g. 1,16,64`);
   }
+  const roundsText = env.BENCH_ROUNDS || String(ROUNDS_DEFAULT);
+  const rounds = Number(roundsText);
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > ROUNDS_MAX) {
+    throw new Error(`BENCH_ROUNDS=${JSON.stringify(roundsText)}: set it to a whole number of rounds, 1–${ROUNDS_MAX}`);
+  }
   const known = [...SCENARIOS, PGBENCH_SCENARIO];
   const scenarioText = env.BENCH_SCENARIOS || known.join(',');
   const chosen = scenarioText.split(',').map((part) => part.trim()).filter((part) => part !== '');
@@ -157,6 +186,7 @@ function readSettings(env: NodeJS.ProcessEnv): Settings {
   }
   return {
     durationS,
+    rounds,
     concurrencies,
     scenarios: SCENARIOS.filter((name) => chosen.includes(name)),
     runPgbench: chosen.includes(PGBENCH_SCENARIO),
@@ -211,7 +241,7 @@ async function main(): Promise<number> {
 
   const perConcurrencyMs =
     settings.scenarios.length * (WARMUP_MS + settings.durationS * MS_PER_S + SCENARIO_SLACK_MS) + (settings.runPgbench ? settings.durationS * MS_PER_S + PGBENCH_SLACK_MS : 0);
-  const deadlineMs = STARTUP_BUDGET_MS + settings.concurrencies.length * perConcurrencyMs + CHECK_BUDGET_MS;
+  const deadlineMs = STARTUP_BUDGET_MS + settings.rounds * settings.concurrencies.length * perConcurrencyMs + CHECK_BUDGET_MS;
   const watchdog = setTimeout(() => {
     console.error(`benchmark exceeded its ${deadlineMs} ms budget; aborting`);
     abort.abort(new Error('benchmark deadline exceeded'));
@@ -242,7 +272,7 @@ async function main(): Promise<number> {
     const sweepIntervalMs = process.env.KOBAN_SWEEP_INTERVAL_MS || String(KOBAN_SWEEP_INTERVAL_MS_DEFAULT);
     log(
       `settings: scenarios ${[...settings.scenarios, ...(settings.runPgbench ? [PGBENCH_SCENARIO] : [])].join(',')}; ` +
-        `duration ${settings.durationS} s per run after ${WARMUP_MS} ms warm-up; concurrency ${settings.concurrencies.join(',')}`,
+        `duration ${settings.durationS} s per run after ${WARMUP_MS} ms warm-up; concurrency ${settings.concurrencies.join(',')}; ${settings.rounds} round(s)`,
     );
     log(`Koban source: ${source}`);
     const server: PgServer = await providePgServer(settings.databaseUrl);
@@ -453,68 +483,70 @@ async function main(): Promise<number> {
 
     const rows: ScenarioRow[] = [];
     const pgbenchRows: PgbenchRow[] = [];
-    for (const concurrency of settings.concurrencies) {
-      for (const scenario of settings.scenarios) {
-        if (scenario === 'replay' && replayCorpus.length === 0) throw new Error('no committed add to replay');
-        const pgWindow = observer.window(kobanDb);
-        const cpu = cpuWindow(kobanProcess);
-        const result = await runClosedLoop(pool, {
-          concurrency,
-          warmupMs: WARMUP_MS,
-          durationMs: settings.durationS * MS_PER_S,
-          nextUnit: nextUnit[scenario],
-          signal,
-          onWindowStart: () => {
+    for (let round = 1; round <= settings.rounds; round++) {
+      for (const concurrency of settings.concurrencies) {
+        for (const scenario of settings.scenarios) {
+          if (scenario === 'replay' && replayCorpus.length === 0) throw new Error('no committed add to replay');
+          const pgWindow = observer.window(kobanDb);
+          const cpu = cpuWindow(kobanProcess);
+          const result = await runClosedLoop(pool, {
+            concurrency,
+            warmupMs: WARMUP_MS,
+            durationMs: settings.durationS * MS_PER_S,
+            nextUnit: nextUnit[scenario],
+            signal,
+            onWindowStart: () => {
+              cpu.begin();
+              pgWindow.begin();
+            },
+            onWindowEnd: () => {
+              cpu.end();
+              pgWindow.end();
+            },
+          }).catch((error: unknown) => {
+            signal.throwIfAborted();
+            // Say whether the server went away (and how) rather than only that requests failed.
+            const exit = kobanProcess.exitDescription();
+            throw new Error(`${scenario} c=${concurrency}: ${(error as Error).message}${exit ? ` — the Koban server had exited (${exit})` : ''}`, { cause: error });
+          });
+          const pg = await pgWindow.figures();
+          assertAlive(kobanProcess, `${scenario} c=${concurrency}`);
+          mergeUnexpected(allUnexpected, result.unexpected);
+          const row: ScenarioRow = { round, scenario, concurrency, koban: result, cpu: cpu.figures(), pg };
+          rows.push(row);
+          const pairs = scenario === 'hold_post' ? ` (${fixed(result.unitsPerS, 0)} pairs/s)` : '';
+          log(
+            `${roundLabel(round, settings.rounds)}${scenario.padEnd(11)} c=${String(concurrency).padEnd(3)} ${fixed(result.requestsPerS, 0).padStart(6)} req/s${pairs}  p50 ${fixed(result.p50Ms, 2)} ms  p99 ${fixed(result.p99Ms, 2)} ms  ` +
+              `Koban ${fixed(percentOfCore(row.cpu.kobanMs, settings.durationS), 0)}% (${fixed(usPer(row.cpu.kobanMs, result.requests), 0)} µs/req), ` +
+              `PG backends ${fixed(percentOfCore(pg.cpu?.watchedBackendsMs ?? Number.NaN, settings.durationS), 0)}%, host ${fixed(row.cpu.hostBusyPercent, 0)}% busy  unexpected ${result.unexpected.total}` +
+              (result.unexpected.total > 0 ? ` [${describeUnexpected(result.unexpected)}]` : ''),
+          );
+        }
+        if (settings.runPgbench && pgbenchBin) {
+          const pgWindow = observer.window(pgbenchDb);
+          const cpu = cpuWindow(undefined);
+          try {
             cpu.begin();
             pgWindow.begin();
-          },
-          onWindowEnd: () => {
-            cpu.end();
-            pgWindow.end();
-          },
-        }).catch((error: unknown) => {
-          signal.throwIfAborted();
-          // Say whether the server went away (and how) rather than only that requests failed.
-          const exit = kobanProcess.exitDescription();
-          throw new Error(`${scenario} c=${concurrency}: ${(error as Error).message}${exit ? ` — the Koban server had exited (${exit})` : ''}`, { cause: error });
-        });
-        const pg = await pgWindow.figures();
-        assertAlive(kobanProcess, `${scenario} c=${concurrency}`);
-        mergeUnexpected(allUnexpected, result.unexpected);
-        const row: ScenarioRow = { scenario, concurrency, koban: result, cpu: cpu.figures(), pg };
-        rows.push(row);
-        const pairs = scenario === 'hold_post' ? ` (${fixed(result.unitsPerS, 0)} pairs/s)` : '';
-        log(
-          `${scenario.padEnd(11)} c=${String(concurrency).padEnd(3)} ${fixed(result.requestsPerS, 0).padStart(6)} req/s${pairs}  p50 ${fixed(result.p50Ms, 2)} ms  p99 ${fixed(result.p99Ms, 2)} ms  ` +
-            `Koban ${fixed(percentOfCore(row.cpu.kobanMs, settings.durationS), 0)}% (${fixed(usPer(row.cpu.kobanMs, result.requests), 0)} µs/req), ` +
-            `PG backends ${fixed(percentOfCore(pg.cpu?.watchedBackendsMs ?? Number.NaN, settings.durationS), 0)}%, host ${fixed(row.cpu.hostBusyPercent, 0)}% busy  unexpected ${result.unexpected.total}` +
-            (result.unexpected.total > 0 ? ` [${describeUnexpected(result.unexpected)}]` : ''),
-        );
-      }
-      if (settings.runPgbench && pgbenchBin) {
-        const pgWindow = observer.window(pgbenchDb);
-        const cpu = cpuWindow(undefined);
-        try {
-          cpu.begin();
-          pgWindow.begin();
-          let figures: PgbenchFigures;
-          try {
-            figures = await pgbenchRun(pgbenchBin, pgbenchDbUrl, concurrency, settings.durationS, signal);
-          } finally {
-            cpu.end();
-            pgWindow.end();
+            let figures: PgbenchFigures;
+            try {
+              figures = await pgbenchRun(pgbenchBin, pgbenchDbUrl, concurrency, settings.durationS, signal);
+            } finally {
+              cpu.end();
+              pgWindow.end();
+            }
+            const pg = await pgWindow.figures();
+            const cpuFigures = cpu.figures();
+            pgbenchRows.push({ round, concurrency, figures, pg, benchMs: cpuFigures.benchMs, hostBusyPercent: cpuFigures.hostBusyPercent });
+            log(
+              `${roundLabel(round, settings.rounds)}pgbench c=${concurrency}: ${fixed(figures.tps, 0)} tps, latency average ${fixed(figures.latencyAvgMs, 2)} ms, ${figures.failedTransactions} failed; ` +
+                `PG ${fixed(usPer(pg.cpu?.totalMs ?? Number.NaN, figures.transactions), 0)} µs CPU/txn`,
+            );
+          } catch (error) {
+            signal.throwIfAborted();
+            pgbenchRows.push({ round, concurrency, error: (error as Error).message });
+            log(`${roundLabel(round, settings.rounds)}pgbench c=${concurrency} FAILED: ${(error as Error).message}`);
           }
-          const pg = await pgWindow.figures();
-          const cpuFigures = cpu.figures();
-          pgbenchRows.push({ concurrency, figures, pg, benchMs: cpuFigures.benchMs, hostBusyPercent: cpuFigures.hostBusyPercent });
-          log(
-            `pgbench c=${concurrency}: ${fixed(figures.tps, 0)} tps, latency average ${fixed(figures.latencyAvgMs, 2)} ms, ${figures.failedTransactions} failed; ` +
-              `PG ${fixed(usPer(pg.cpu?.totalMs ?? Number.NaN, figures.transactions), 0)} µs CPU/txn`,
-          );
-        } catch (error) {
-          signal.throwIfAborted();
-          pgbenchRows.push({ concurrency, error: (error as Error).message });
-          log(`pgbench c=${concurrency} FAILED: ${(error as Error).message}`);
         }
       }
     }
@@ -540,19 +572,50 @@ async function main(): Promise<number> {
         `CPU ${fixed((kobanCpuTotalMs ?? Number.NaN) / MS_PER_S, 1)} s in total`,
     );
 
-    // Report.
-    const pgbenchFor = (concurrency: number) => pgbenchRows.find((row) => row.concurrency === concurrency);
+    // Report: each figure is the median over rounds; ratios are taken round by round, then their median.
+    type PgbenchMeasured = Extract<PgbenchRow, { figures: PgbenchFigures }>;
+    const pgbenchMeasured = (concurrency: number) => pgbenchRows.filter((row): row is PgbenchMeasured => row.concurrency === concurrency && 'figures' in row);
+    const pgbenchFailed = (concurrency: number) => pgbenchRows.some((row) => row.concurrency === concurrency && 'error' in row);
     const pgbenchTps = (concurrency: number) => {
-      const reference = pgbenchFor(concurrency);
-      return reference && 'figures' in reference ? reference.figures.tps : undefined;
+      const measured = pgbenchMeasured(concurrency);
+      return measured.length > 0 ? median(measured.map((row) => row.figures.tps)) : undefined;
     };
-    const rowFor = (scenario: ScenarioName, concurrency: number) => rows.find((row) => row.scenario === scenario && row.concurrency === concurrency);
+    const pgbenchTpsByRound = (concurrency: number) => new Map(pgbenchMeasured(concurrency).map((row) => [row.round, row.figures.tps]));
+    const summaries: ScenarioSummary[] = [];
+    for (const concurrency of settings.concurrencies) {
+      for (const scenario of settings.scenarios) {
+        const measured = rows.filter((row) => row.scenario === scenario && row.concurrency === concurrency);
+        const typical = medianItem(measured, (row) => row.koban.requestsPerS);
+        if (!typical) continue;
+        summaries.push({
+          scenario,
+          concurrency,
+          rounds: measured,
+          typical,
+          requestsPerS: median(measured.map((row) => row.koban.requestsPerS)),
+          unitsPerS: median(measured.map((row) => row.koban.unitsPerS)),
+          p50Ms: median(measured.map((row) => row.koban.p50Ms)),
+          p99Ms: median(measured.map((row) => row.koban.p99Ms)),
+          maxMs: Math.max(...measured.map((row) => row.koban.maxMs)),
+          unexpected: measured.reduce((sum, row) => sum + row.koban.unexpected.total, 0),
+        });
+      }
+    }
+    const summaryFor = (scenario: ScenarioName, concurrency: number) => summaries.find((summary) => summary.scenario === scenario && summary.concurrency === concurrency);
+    const byRound = (summary: ScenarioSummary) => new Map(summary.rounds.map((row) => [row.round, row.koban.requestsPerS]));
+    const ratioToPgbench = (summary: ScenarioSummary) => medianPairedRatio(byRound(summary), pgbenchTpsByRound(summary.concurrency));
+    /** "1433–1611" over the rounds, "-" for one round. */
+    const range = (values: readonly number[], digits: number) => (values.length > 1 ? `${fixed(Math.min(...values), digits)}–${fixed(Math.max(...values), digits)}` : '-');
     const cores = navigator.hardwareConcurrency;
     const peakRssMiB = peakRssBytes === undefined ? undefined : peakRssBytes / BYTES_PER_MIB;
 
     console.log('');
     console.log(`Koban ledger benchmark — PostgreSQL ${pgVersion}, ${server.kind === 'embedded' ? 'embedded (temporary cluster)' : `DATABASE_URL (${server.where})`}; ${pgSettings}`);
     console.log(`Koban source: ${source}; ${describeKobanLimits()}; KOBAN_SWEEP_INTERVAL_MS=${sweepIntervalMs}`);
+    console.log(
+      `${settings.rounds} round(s), each measuring every scenario and then pgbench at each concurrency in turn; figures are medians over rounds, ` +
+        `ratios the median of each round's ratio, CPU and PostgreSQL figures (section 4) those of the round with the median throughput`,
+    );
     console.log(
       `${settings.durationS} s measured per row after ${WARMUP_MS} ms warm-up; closed loop over HTTP/1.1 keep-alive (undici); ` +
         `load generator, Koban and PostgreSQL share this machine's ${cores} cores, ${fixed(hostBusyBeforePercent, 0)}% busy with others' work just before the load`,
@@ -563,53 +626,55 @@ async function main(): Promise<number> {
         `uniform = ${ADD_USERS_COUNT} users (adds) / ${CONSUME_USERS_COUNT} funded users (consumes, holds); hot = every request on one user`,
     );
 
-    const singleRows = rows.filter((row) => row.scenario !== 'hold_post');
-    if (singleRows.length > 0) {
+    const singleSummaries = summaries.filter((summary) => summary.scenario !== 'hold_post');
+    if (singleSummaries.length > 0) {
       console.log('');
       console.log('1. Requests (one request per unit)');
       console.log(
         formatTable(
-          ['scenario', 'c', 'koban req/s', 'p50 ms', 'p99 ms', 'max ms', 'unexpected', 'koban CPU µs/req', 'host CPU busy %', 'pgbench tps', 'pgbench avg ms', 'ratio koban/pgbench'],
-          singleRows.map((row) => {
-            const reference = pgbenchFor(row.concurrency);
-            const tps = pgbenchTps(row.concurrency);
+          ['scenario', 'c', 'koban req/s', 'req/s range', 'p50 ms', 'p99 ms', 'max ms', 'unexpected', 'koban CPU µs/req', 'host CPU busy %', 'pgbench tps', 'pgbench avg ms', 'ratio koban/pgbench'],
+          singleSummaries.map((summary) => {
+            const tps = pgbenchTps(summary.concurrency);
+            const typical = summary.typical;
             return [
-              SCENARIO_LABELS[row.scenario],
-              String(row.concurrency),
-              fixed(row.koban.requestsPerS, 0),
-              fixed(row.koban.p50Ms, 2),
-              fixed(row.koban.p99Ms, 2),
-              fixed(row.koban.maxMs, 1),
-              String(row.koban.unexpected.total),
-              fixed(usPer(row.cpu.kobanMs, row.koban.requests), 0),
-              fixed(row.cpu.hostBusyPercent, 0),
-              tps === undefined ? (reference ? 'failed' : '-') : fixed(tps, 0),
-              reference && 'figures' in reference ? fixed(reference.figures.latencyAvgMs, 2) : '-',
-              tps === undefined ? '-' : fixed(row.koban.requestsPerS / tps, 2),
+              SCENARIO_LABELS[summary.scenario],
+              String(summary.concurrency),
+              fixed(summary.requestsPerS, 0),
+              range(summary.rounds.map((row) => row.koban.requestsPerS), 0),
+              fixed(summary.p50Ms, 2),
+              fixed(summary.p99Ms, 2),
+              fixed(summary.maxMs, 1),
+              String(summary.unexpected),
+              fixed(usPer(typical.cpu.kobanMs, typical.koban.requests), 0),
+              fixed(typical.cpu.hostBusyPercent, 0),
+              tps === undefined ? (pgbenchFailed(summary.concurrency) ? 'failed' : '-') : fixed(tps, 0),
+              tps === undefined ? '-' : fixed(median(pgbenchMeasured(summary.concurrency).map((row) => row.figures.latencyAvgMs)), 2),
+              tps === undefined ? '-' : fixed(ratioToPgbench(summary).ratio, 2),
             ];
           }),
         ),
       );
     }
 
-    const pairRows = rows.filter((row) => row.scenario === 'hold_post');
-    if (pairRows.length > 0) {
+    const pairSummaries = summaries.filter((summary) => summary.scenario === 'hold_post');
+    if (pairSummaries.length > 0) {
       console.log('');
       console.log('2. Hold+post pairs: POST /v1/transactions {pending: true, type: consume}, then POST …/{id}/post — in full and half, alternately; latency of the pair');
       console.log(
         formatTable(
-          ['c', 'pairs/s', 'req/s', 'pair p50 ms', 'pair p99 ms', 'pair max ms', 'unexpected', 'koban CPU µs/pair', 'host CPU busy %', 'pgbench tps'],
-          pairRows.map((row) => [
-            String(row.concurrency),
-            fixed(row.koban.unitsPerS, 0),
-            fixed(row.koban.requestsPerS, 0),
-            fixed(row.koban.p50Ms, 2),
-            fixed(row.koban.p99Ms, 2),
-            fixed(row.koban.maxMs, 1),
-            String(row.koban.unexpected.total),
-            fixed(usPer(row.cpu.kobanMs, row.koban.units), 0),
-            fixed(row.cpu.hostBusyPercent, 0),
-            fixed(pgbenchTps(row.concurrency) ?? Number.NaN, 0),
+          ['c', 'pairs/s', 'pairs/s range', 'req/s', 'pair p50 ms', 'pair p99 ms', 'pair max ms', 'unexpected', 'koban CPU µs/pair', 'host CPU busy %', 'pgbench tps'],
+          pairSummaries.map((summary) => [
+            String(summary.concurrency),
+            fixed(summary.unitsPerS, 0),
+            range(summary.rounds.map((row) => row.koban.unitsPerS), 0),
+            fixed(summary.requestsPerS, 0),
+            fixed(summary.p50Ms, 2),
+            fixed(summary.p99Ms, 2),
+            fixed(summary.maxMs, 1),
+            String(summary.unexpected),
+            fixed(usPer(summary.typical.cpu.kobanMs, summary.typical.koban.units), 0),
+            fixed(summary.typical.cpu.hostBusyPercent, 0),
+            fixed(pgbenchTps(summary.concurrency) ?? Number.NaN, 0),
           ]),
         ),
       );
@@ -619,10 +684,12 @@ async function main(): Promise<number> {
       settings.concurrencies.map((concurrency) => ({
         operation,
         concurrency,
-        uniform: rowFor(operation, concurrency),
-        hot: rowFor(operation === 'add' ? 'hot_add' : 'hot_consume', concurrency),
+        uniform: summaryFor(operation, concurrency),
+        hot: summaryFor(operation === 'add' ? 'hot_add' : 'hot_consume', concurrency),
       })),
-    ).filter((pair) => pair.uniform !== undefined && pair.hot !== undefined);
+    )
+      .filter((pair) => pair.uniform !== undefined && pair.hot !== undefined)
+      .map((pair) => ({ ...pair, ratio: medianPairedRatio(byRound(pair.hot!), byRound(pair.uniform!)).ratio }));
     if (hotPairs.length > 0) {
       console.log('');
       console.log('3. Hot account (every request on one user) vs uniform');
@@ -632,11 +699,11 @@ async function main(): Promise<number> {
           hotPairs.map((pair) => [
             pair.operation,
             String(pair.concurrency),
-            fixed(pair.uniform!.koban.requestsPerS, 0),
-            fixed(pair.hot!.koban.requestsPerS, 0),
-            fixed(pair.hot!.koban.requestsPerS / pair.uniform!.koban.requestsPerS, 2),
-            fixed(pair.uniform!.koban.p99Ms, 2),
-            fixed(pair.hot!.koban.p99Ms, 2),
+            fixed(pair.uniform!.requestsPerS, 0),
+            fixed(pair.hot!.requestsPerS, 0),
+            fixed(pair.ratio, 2),
+            fixed(pair.uniform!.p99Ms, 2),
+            fixed(pair.hot!.p99Ms, 2),
           ]),
         ),
       );
@@ -651,7 +718,7 @@ async function main(): Promise<number> {
     }
 
     console.log('');
-    console.log('4. Where the time goes (CPU in % of one core over the measured window; µs per request)');
+    console.log(`4. Where the time goes (CPU in % of one core over the measured window; µs per request)${settings.rounds > 1 ? ' — the round with the median throughput' : ''}`);
     console.log(
       formatTable(
         [
@@ -659,7 +726,7 @@ async function main(): Promise<number> {
           'load gen %', 'rest of host %', 'host busy %', 'write txns/s', 'ops/write txn', 'WAL B/req', 'PG active backends', 'PG waits (share of active samples)', 'looks bound by',
         ],
         [
-          ...rows.map((row) => {
+          ...summaries.map(({ typical: row }) => {
             const pgCpu = row.pg.cpu;
             const kobanPercent = percentOfCore(row.cpu.kobanMs, settings.durationS);
             const pgPercent = percentOfCore(pgCpu?.totalMs ?? Number.NaN, settings.durationS);
@@ -686,8 +753,9 @@ async function main(): Promise<number> {
               verdict(row, settings.durationS, cores),
             ];
           }),
-          ...pgbenchRows.flatMap((row) => {
-            if (!('figures' in row) || !row.pg) return [];
+          ...settings.concurrencies.flatMap((concurrency) => {
+            const row = medianItem(pgbenchMeasured(concurrency), (measured) => measured.figures.tps);
+            if (!row?.pg) return [];
             const pgCpu = row.pg.cpu;
             const pgPercent = percentOfCore(pgCpu?.totalMs ?? Number.NaN, settings.durationS);
             const benchPercent = percentOfCore(row.benchMs, settings.durationS);
@@ -727,16 +795,19 @@ async function main(): Promise<number> {
     // Targets.
     const targetLines: Array<{ met: boolean | undefined; text: string }> = [];
     for (const concurrency of TARGET_CONCURRENCIES) {
-      const consume = rowFor('consume', concurrency);
+      const consume = summaryFor('consume', concurrency);
       const tps = pgbenchTps(concurrency);
-      if (!consume || tps === undefined) {
+      const paired = consume ? ratioToPgbench(consume) : undefined;
+      if (!consume || tps === undefined || !paired || paired.rounds === 0) {
         targetLines.push({ met: undefined, text: `uniform consume ≥ ${TARGET_CONSUME_OVER_PGBENCH_MIN}× pgbench tps at c=${concurrency}: not measured (needs consume and pgbench at c=${concurrency})` });
         continue;
       }
-      const ratio = consume.koban.requestsPerS / tps;
+      const perRound = consume.rounds.map((row) => row.koban.requestsPerS / (pgbenchTpsByRound(concurrency).get(row.round) ?? Number.NaN));
       targetLines.push({
-        met: ratio >= TARGET_CONSUME_OVER_PGBENCH_MIN,
-        text: `uniform consume ≥ ${TARGET_CONSUME_OVER_PGBENCH_MIN}× pgbench tps at c=${concurrency}: ${fixed(consume.koban.requestsPerS, 0)} req/s vs ${fixed(tps, 0)} tps = ${fixed(ratio, 2)}×`,
+        met: paired.ratio >= TARGET_CONSUME_OVER_PGBENCH_MIN,
+        text:
+          `uniform consume ≥ ${TARGET_CONSUME_OVER_PGBENCH_MIN}× pgbench tps at c=${concurrency}: ${fixed(consume.requestsPerS, 0)} req/s vs ${fixed(tps, 0)} tps, ` +
+          `median ratio ${fixed(paired.ratio, 2)}×${perRound.length > 1 ? ` (rounds: ${perRound.map((ratio) => fixed(ratio, 2)).join(', ')})` : ''}`,
       });
     }
     for (const operation of ['consume', 'add'] as const) {
@@ -745,28 +816,28 @@ async function main(): Promise<number> {
         targetLines.push({ met: undefined, text: `hot-account ${operation} ≥ ${TARGET_HOT_OVER_UNIFORM_MIN}× uniform: not measured (needs ${operation} and hot_${operation})` });
         continue;
       }
-      const ratios = pairs.map((pair) => ({ concurrency: pair.concurrency, ratio: pair.hot!.koban.requestsPerS / pair.uniform!.koban.requestsPerS }));
+      const ratios = pairs.map((pair) => ({ concurrency: pair.concurrency, ratio: pair.ratio }));
       targetLines.push({
         met: ratios.every((entry) => entry.ratio >= TARGET_HOT_OVER_UNIFORM_MIN),
         text: `hot-account ${operation} ≥ ${TARGET_HOT_OVER_UNIFORM_MIN}× uniform at every concurrency: ${ratios.map((entry) => `c=${entry.concurrency} ${fixed(entry.ratio, 2)}×`).join(', ')}`,
       });
     }
-    if (rows.length > 0) {
-      const over = rows.filter((row) => !(row.koban.p99Ms < TARGET_P99_MS_MAX));
-      const worst = rows.reduce((a, b) => (b.koban.p99Ms > a.koban.p99Ms ? b : a));
+    if (summaries.length > 0) {
+      const over = summaries.filter((summary) => !(summary.p99Ms < TARGET_P99_MS_MAX));
+      const worst = summaries.reduce((a, b) => (b.p99Ms > a.p99Ms ? b : a));
       targetLines.push({
         met: over.length === 0,
         text:
-          `p99 < ${TARGET_P99_MS_MAX} ms in every row (hold+post: the whole pair): worst ${worst.scenario} c=${worst.concurrency} ${fixed(worst.koban.p99Ms, 2)} ms` +
-          (over.length ? `; over: ${over.map((row) => `${row.scenario} c=${row.concurrency} ${fixed(row.koban.p99Ms, 1)}`).join(', ')}` : ''),
+          `p99 < ${TARGET_P99_MS_MAX} ms in every row (median over rounds; hold+post: the whole pair): worst ${worst.scenario} c=${worst.concurrency} ${fixed(worst.p99Ms, 2)} ms` +
+          (over.length ? `; over: ${over.map((summary) => `${summary.scenario} c=${summary.concurrency} ${fixed(summary.p99Ms, 1)}`).join(', ')}` : ''),
       });
       for (const concurrency of TARGET_CONCURRENCIES) {
-        const atC = rows.filter((row) => row.concurrency === concurrency);
+        const atC = summaries.filter((summary) => summary.concurrency === concurrency);
         if (atC.length === 0) continue;
-        const worstAtC = atC.reduce((a, b) => (b.koban.p99Ms > a.koban.p99Ms ? b : a));
+        const worstAtC = atC.reduce((a, b) => (b.p99Ms > a.p99Ms ? b : a));
         targetLines.push({
-          met: worstAtC.koban.p99Ms < TARGET_P99_MS_MAX,
-          text: `  of which at c=${concurrency}: worst ${worstAtC.scenario} ${fixed(worstAtC.koban.p99Ms, 2)} ms`,
+          met: worstAtC.p99Ms < TARGET_P99_MS_MAX,
+          text: `  of which at c=${concurrency}: worst ${worstAtC.scenario} ${fixed(worstAtC.p99Ms, 2)} ms`,
         });
       }
     }
@@ -796,6 +867,7 @@ async function main(): Promise<number> {
         postgres: { version: pgVersion, source: server.kind, settings: pgSettings },
         settings: {
           duration_s: settings.durationS,
+          rounds: settings.rounds,
           warmup_ms: WARMUP_MS,
           concurrencies: settings.concurrencies,
           scenarios: settings.scenarios,
@@ -811,9 +883,27 @@ async function main(): Promise<number> {
           exit,
         },
         pgbench: pgbenchBin ? { version: pgbenchNote, scale, mode: 'tpcb-like' } : { skipped: pgbenchNote },
-        rows: rows.map((row) => {
-          const tps = pgbenchTps(row.concurrency);
+        summaries: summaries.map((summary) => {
+          const tps = pgbenchTps(summary.concurrency);
           return {
+            scenario: summary.scenario,
+            concurrency: summary.concurrency,
+            rounds: summary.rounds.length,
+            koban_rps_median: round(summary.requestsPerS, 1),
+            koban_rps_min: round(Math.min(...summary.rounds.map((row) => row.koban.requestsPerS)), 1),
+            koban_rps_max: round(Math.max(...summary.rounds.map((row) => row.koban.requestsPerS)), 1),
+            koban_units_per_s_median: round(summary.unitsPerS, 1),
+            koban_p50_ms_median: round(summary.p50Ms, 3),
+            koban_p99_ms_median: round(summary.p99Ms, 3),
+            koban_max_ms: round(summary.maxMs, 3),
+            pgbench_tps_median: tps === undefined ? null : round(tps, 1),
+            ratio_koban_pgbench_median: tps === undefined ? null : round(ratioToPgbench(summary).ratio, 3),
+          };
+        }),
+        rows: rows.map((row) => {
+          const tps = pgbenchTpsByRound(row.concurrency).get(row.round);
+          return {
+            round: row.round,
             scenario: row.scenario,
             concurrency: row.concurrency,
             koban_units: row.koban.units,
@@ -842,6 +932,7 @@ async function main(): Promise<number> {
         pgbench_rows: pgbenchRows.map((row) =>
           'figures' in row
             ? {
+                round: row.round,
                 concurrency: row.concurrency,
                 tps: round(row.figures.tps, 1),
                 latency_avg_ms: row.figures.latencyAvgMs,
@@ -942,6 +1033,10 @@ function verdict(row: ScenarioRow, durationS: number, cores: number): string {
     return `PostgreSQL (a batch always running; mostly ${topWait})`;
   }
   return `turn-taking (Node main ${fixed(main, 0)}%, PG busy ${fixed(active * 100, 0)}% of the time)`;
+}
+
+function roundLabel(round: number, rounds: number): string {
+  return rounds > 1 ? `round ${round}/${rounds}  ` : '';
 }
 
 function assertAlive(koban: KobanProcess, during: string): void {
