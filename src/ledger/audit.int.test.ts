@@ -1,5 +1,7 @@
 // Goal: the audit really detects books that do not balance, and the ledger refuses to delete or rewrite history.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { startTestKoban, type TestKoban } from '../../test/support/koban.ts';
@@ -54,6 +56,32 @@ describe('audit', () => {
     }
     assert.equal((await koban.ledger.audit()).ok, true);
   });
+  test('npm run audit exits 1 on books that do not balance, and 0 once they do', async () => {
+    const runAudit = () =>
+      new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
+        const child = spawn(process.execPath, ['src/ledger/cli/audit.ts'], {
+          cwd: path.resolve(import.meta.dirname, '../..'),
+          env: { ...process.env, LEDGER_DATABASE_URL: koban.database.url, LOG_LEVEL: 'warn' },
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        let stderr = '';
+        child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+        child.once('error', reject);
+        child.once('exit', (code) => resolve({ code, stderr }));
+      });
+    await sql.query(`UPDATE accounts SET posted = posted + 1 WHERE owner_kind = 'user' AND owner_id = 'ivy' AND balance_type = 'points'`);
+    try {
+      const unbalanced = await runAudit();
+      assert.match(unbalanced.stderr, /MISMATCH/);
+      assert.equal(unbalanced.code, 1, unbalanced.stderr);
+    } finally {
+      await sql.query(`UPDATE accounts SET posted = posted - 1 WHERE owner_kind = 'user' AND owner_id = 'ivy' AND balance_type = 'points'`);
+    }
+    const balanced = await runAudit();
+    assert.match(balanced.stderr, /audit: OK/);
+    assert.equal(balanced.code, 0, balanced.stderr);
+  });
+
   test('a transaction naming an account that does not exist is reported', async () => {
     // The write path has no foreign keys; this check stands in for them. Triggers
     // off for this session only: history is otherwise impossible to rewrite.
