@@ -9,32 +9,41 @@ describe('shutdown', () => {
   test('writes in flight when close() is called all commit and answer 201', async () => {
     const database = await createTestDatabase('lifecycle');
     const koban = await startTestKoban({ label: 'lifecycle', database });
-    const url = await koban.app.listen({ host: '127.0.0.1', port: 0 });
-    const post = (transactionId: string) =>
-      fetch(`${url}/v1/transactions`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ transaction_id: transactionId, type: 'add', user_id: 'drainer', balance_type: 'points', amount: 1 }),
-      });
-    assert.equal((await post('drain-fund')).status, 201);
-    // Hold the account row so that the writes pile up in flight, then shut down while they wait.
     const blocker = new pg.Client({ connectionString: database.url });
-    await blocker.connect();
-    await blocker.query('BEGIN');
-    await blocker.query(`SELECT 1 FROM accounts WHERE owner_kind = 'user' AND owner_id = 'drainer' FOR UPDATE`);
-    const inFlight = Array.from({ length: 50 }, (_, i) => post(`drain-${i}`));
-    // Shut down once the server has accepted all 50 (they wait behind the held row).
-    for (const deadline = Date.now() + 10_000; koban.ledger.writesInProgress < 50; ) {
-      assert.ok(Date.now() < deadline, `only ${koban.ledger.writesInProgress} of 50 writes reached the ledger`);
-      await new Promise((resolve) => setTimeout(resolve, 10));
+    let closing: Promise<void> | undefined;
+    try {
+      const url = await koban.app.listen({ host: '127.0.0.1', port: 0 });
+      const post = (transactionId: string) =>
+        fetch(`${url}/v1/transactions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ transaction_id: transactionId, type: 'add', user_id: 'drainer', balance_type: 'points', amount: 1 }),
+        });
+      assert.equal((await post('drain-fund')).status, 201);
+      // Hold the account row so that the writes pile up in flight, then shut down while they wait.
+      await blocker.connect();
+      await blocker.query('BEGIN');
+      await blocker.query(`SELECT 1 FROM accounts WHERE owner_kind = 'user' AND owner_id = 'drainer' FOR UPDATE`);
+      // A request that fails shows as its error, in the assertion below.
+      const inFlight = Array.from({ length: 50 }, (_, i) => post(`drain-${i}`).then((response) => response.status, (error: unknown) => String(error)));
+      // Shut down once the server has accepted all 50 (they wait behind the held row).
+      for (const deadline = Date.now() + 10_000; koban.ledger.writesInProgress < 50; ) {
+        assert.ok(Date.now() < deadline, `only ${koban.ledger.writesInProgress} of 50 writes reached the ledger`);
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      closing = koban.stop();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await blocker.query('COMMIT');
+      await blocker.end();
+      const statuses = await Promise.all(inFlight);
+      await closing;
+      assert.deepEqual(statuses, Array(50).fill(201), 'every write accepted before close committed and answered');
+    } finally {
+      // After a failure above, the row must not stay held and the server up: the run would hang instead of failing.
+      // (Ending the connection rolls its transaction back; ending it twice is harmless.)
+      await blocker.end().catch(() => undefined);
+      await (closing ?? koban.stop());
     }
-    const closing = koban.stop();
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    await blocker.query('COMMIT');
-    await blocker.end();
-    const statuses = await Promise.all(inFlight.map(async (response) => (await response).status));
-    await closing;
-    assert.deepEqual(statuses, Array(50).fill(201), 'every write accepted before close committed and answered');
 
     const again = await startTestKoban({ label: 'lifecycle', database });
     try {
