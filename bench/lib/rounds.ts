@@ -26,11 +26,3 @@ export function medianPairedRatio(numerators: ReadonlyMap<number, number>, denom
   return { ratio: median(ratios), rounds: ratios.length };
 }
 
-/** "1502" for one round, "1502 (1433–1611)" for several: the median and the range. */
-export function withRange(values: readonly number[], digits: number): string {
-  const finite = values.filter((value) => Number.isFinite(value));
-  if (finite.length === 0) return '-';
-  const middle = median(finite).toFixed(digits);
-  if (finite.length === 1) return middle;
-  return `${middle} (${Math.min(...finite).toFixed(digits)}–${Math.max(...finite).toFixed(digits)})`;
-}
