@@ -993,11 +993,14 @@ function cpuWindow(koban: KobanProcess | undefined): { begin(): void; end(): voi
   };
 }
 
-/** Koban's group-commit settings: lanes from the configuration the server process sees, batch size from its limits. */
+/** Koban's group-commit settings: batches at once from the configuration the server process sees, sizes from its limits. */
 function describeKobanLimits(): string {
   const limits = ledgerLimits as unknown as Record<string, unknown>;
   const lanes = loadConfig(process.env).writeLanes;
-  return `write lanes ${lanes}, batch ≤ ${String(limits.WRITE_BATCH_SIZE_MAX ?? '?')} operations`;
+  return (
+    `up to ${lanes} batch(es) written at once (KOBAN_WRITE_LANES), a second one from ${String(limits.WRITE_PARALLEL_BATCH_SIZE_MIN ?? '?')} waiting operations, ` +
+    `batch ≤ ${String(limits.WRITE_BATCH_SIZE_MAX ?? '?')} operations`
+  );
 }
 
 function describeWaits(pg: PgWindowFigures): string {

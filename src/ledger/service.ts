@@ -15,6 +15,7 @@ import {
   SWEEP_BATCH_SIZE_MAX,
   WRITE_BATCH_SIZE_MAX,
   WRITE_CONFLICT_RETRIES_MAX,
+  WRITE_PARALLEL_BATCH_SIZE_MIN,
   WRITE_QUEUE_DEPTH_MAX,
 } from './limits.ts';
 import type { AuditReport, LedgerOperation, LedgerOutcome, LedgerStore } from './store/ledger-store.ts';
@@ -34,7 +35,7 @@ export type LedgerServiceOptions = {
   writeTimeoutMs: number;
   /** 0 turns the background sweeper off (tests drive sweep() themselves). */
   sweepIntervalMs: number;
-  /** Group-commit queues writing in parallel (see KOBAN_WRITE_LANES). */
+  /** Batches written at once, at most (see KOBAN_WRITE_LANES). */
   writeLanes: number;
   holdTimeoutDefaultMs?: number;
 };
@@ -47,8 +48,8 @@ export class LedgerService {
   readonly #sweepIntervalMs: number;
   readonly #holdTimeoutMs: number;
   readonly balanceTypes: readonly string[];
-  /** One group-commit queue per lane; an account's operations always take the same lane. */
-  readonly #lanes: GroupCommitQueue<LedgerOperation, OperationResult>[];
+  /** Every write goes through this queue, keyed by account: batches written at once never share an account. */
+  readonly #writes: GroupCommitQueue<LedgerOperation, OperationResult>;
   /** Hold (id and balance type) → its user, for holds created through this process; a hold's user never changes. */
   readonly #holdOwners = new Map<string, string>();
   #closing = false;
@@ -64,16 +65,14 @@ export class LedgerService {
     this.#writeTimeoutMs = options.writeTimeoutMs;
     this.#sweepIntervalMs = options.sweepIntervalMs;
     this.#holdTimeoutMs = options.holdTimeoutDefaultMs ?? HOLD_TIMEOUT_DEFAULT_MS;
-    this.#lanes = Array.from(
-      { length: options.writeLanes },
-      () =>
-        new GroupCommitQueue<LedgerOperation, OperationResult>({
-          execute: (operations) => this.#writeBatch(operations),
-          batchSizeMax: WRITE_BATCH_SIZE_MAX,
-          queueDepthMax: Math.ceil(WRITE_QUEUE_DEPTH_MAX / options.writeLanes),
-          onOverload: () => new KobanError('unavailable', 'The ledger is overloaded; retry shortly', { queue_depth: WRITE_QUEUE_DEPTH_MAX }),
-        }),
-    );
+    this.#writes = new GroupCommitQueue<LedgerOperation, OperationResult>({
+      execute: (operations) => this.#writeBatch(operations),
+      batchSizeMax: WRITE_BATCH_SIZE_MAX,
+      queueDepthMax: WRITE_QUEUE_DEPTH_MAX,
+      batchesInFlightMax: options.writeLanes,
+      parallelBatchSizeMin: WRITE_PARALLEL_BATCH_SIZE_MIN,
+      onOverload: () => new KobanError('unavailable', 'The ledger is overloaded; retry shortly', { queue_depth: WRITE_QUEUE_DEPTH_MAX }),
+    });
   }
 
   async start(): Promise<void> {
@@ -147,14 +146,14 @@ export class LedgerService {
     this.#closing = true;
     clearTimeout(this.#sweepTimer);
     await this.#sweeping?.catch(() => undefined);
-    await Promise.all(this.#lanes.map((lane) => lane.flush()));
+    await this.#writes.flush();
   }
 
   async #write(operation: LedgerOperation, userId: string, balanceType: string): Promise<OperationResult> {
     if (this.#closing) throw new KobanError('unavailable', 'The ledger is shutting down; retry on another instance or shortly');
     this.#writesInProgress++;
     try {
-      return await withTimeout(this.#lane(userId, balanceType).submit(operation), this.#writeTimeoutMs);
+      return await withTimeout(this.#writes.submit(operation, pairKey(userId, balanceType)), this.#writeTimeoutMs);
     } finally {
       this.#writesInProgress--;
     }
@@ -165,20 +164,11 @@ export class LedgerService {
     return this.#writesInProgress;
   }
 
-  /**
-   * Lanes write in parallel; routing every operation on one account to the
-   * same lane keeps concurrent batches off each other's rows (no lock waits,
-   * no deadlocks), and system accounts are never updated, so they are no hot row.
-   */
-  #lane(userId: string, balanceType: string): GroupCommitQueue<LedgerOperation, OperationResult> {
-    return this.#lanes[fnv1a(pairKey(userId, balanceType)) % this.#lanes.length]!;
-  }
-
-  /** Post and void name the hold, not its user: find the user to pick the account's lane. */
+  /** Post and void name the hold, not its user: find the user, whose account is the write's key. */
   async #holdOwner(transactionId: string, balanceType: string): Promise<string> {
     const remembered = this.#holdOwners.get(pairKey(transactionId, balanceType));
     if (remembered !== undefined) return remembered;
-    // An unknown hold goes to any lane: it will be answered not_found there.
+    // An unknown hold is keyed by itself: it will be answered not_found.
     return (await this.#read(() => this.#store.findTransactionOwner(transactionId, balanceType))) ?? transactionId;
   }
 
@@ -242,7 +232,7 @@ export class LedgerService {
       const at = this.#clock.now();
       const due = await this.#store.findAccountsDueForSweep(at, SWEEP_BATCH_SIZE_MAX);
       const results = await Promise.all(
-        due.map((account) => this.#lane(account.user_id, account.balance_type).submit({ kind: 'sweep', at, account_id: account.account_id })),
+        due.map((account) => this.#writes.submit({ kind: 'sweep', at, account_id: account.account_id }, pairKey(account.user_id, account.balance_type))),
       );
       for (const result of results) if (result.outcome === 'failed') throw result.error;
       swept += due.length;
@@ -361,14 +351,4 @@ async function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T
 /** One string for a pair of ids (an account: user and balance type; a hold: transaction id and balance type). */
 function pairKey(first: string, second: string): string {
   return `${first}\u0000${second}`;
-}
-
-/** 32-bit FNV-1a: a cheap, stable spread of account keys over lanes. */
-function fnv1a(text: string): number {
-  let hash = 0x811c9dc5;
-  for (let index = 0; index < text.length; index++) {
-    hash ^= text.charCodeAt(index);
-    hash = Math.imul(hash, 0x01000193);
-  }
-  return hash >>> 0;
 }

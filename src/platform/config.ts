@@ -20,9 +20,10 @@ export type Config = Readonly<{
   /** How often expired holds and lots are recorded; 0 turns the background sweeper off. */
   sweepIntervalMs: number;
   /**
-   * Ledger group-commit queues writing in parallel, each with one batch in
-   * flight; each account always uses the same lane. More lanes let PostgreSQL
-   * work on one batch while Node answers another, but make smaller batches.
+   * Ledger batches written at once, at most: a second one starts beside the
+   * first only when enough operations wait (WRITE_PARALLEL_BATCH_SIZE_MIN), and
+   * batches written together never share an account. More let PostgreSQL use
+   * more cores under load, but make smaller batches.
    */
   writeLanes: number;
   /** Event bus adapter: postgres (default, on the bus database) or nats (JetStream at natsUrl). */
@@ -52,7 +53,7 @@ const ENV_SPECS: readonly EnvSpec[] = [
   { key: 'NATS_URL', schema: { type: 'string', pattern: '^(nats|tls)://[^\\s]+$', default: 'nats://127.0.0.1:4222' }, hint: 'a nats:// URL of a server with JetStream enabled, e.g. nats://127.0.0.1:4222' },
   { key: 'BUS_DATABASE_URL', schema: { type: 'string', pattern: '^postgres(ql)?://' }, hint: 'a postgres:// connection string for the bus database, or unset it to use DATABASE_URL' },
   { key: 'KOBAN_SWEEP_INTERVAL_MS', schema: { type: 'integer', minimum: 0, maximum: 3600000, default: 1000 }, hint: 'milliseconds between sweeps of expired holds and lots, 0–3600000 (0: off)' },
-  { key: 'KOBAN_WRITE_LANES', schema: { type: 'integer', minimum: 1, maximum: 32, default: 2 }, hint: 'an integer, 1–32 (about the number of CPU cores of the database)' },
+  { key: 'KOBAN_WRITE_LANES', schema: { type: 'integer', minimum: 1, maximum: 32, default: 2 }, hint: 'an integer, 1–32: ledger batches written at once (about the number of CPU cores of the database)' },
   { key: 'KOBAN_WRITE_TIMEOUT_MS', schema: { type: 'integer', minimum: 100, maximum: 600000, default: 5000 }, hint: 'milliseconds, 100–600000' },
 ];
 
