@@ -996,9 +996,9 @@ function cpuWindow(koban: KobanProcess | undefined): { begin(): void; end(): voi
 /** Koban's group-commit settings: batches at once from the configuration the server process sees, sizes from its limits. */
 function describeKobanLimits(): string {
   const limits = ledgerLimits as unknown as Record<string, unknown>;
-  const lanes = loadConfig(process.env).writeLanes;
+  const batchesInFlight = loadConfig(process.env).writeBatchesInFlightMax;
   return (
-    `up to ${lanes} batch(es) written at once (KOBAN_WRITE_LANES), a second one from ${String(limits.WRITE_PARALLEL_BATCH_SIZE_MIN ?? '?')} waiting operations, ` +
+    `up to ${batchesInFlight} batch(es) written at once (KOBAN_WRITE_BATCHES_IN_FLIGHT), a second one from ${String(limits.WRITE_PARALLEL_BATCH_SIZE_MIN ?? '?')} waiting operations, ` +
     `batch ≤ ${String(limits.WRITE_BATCH_SIZE_MAX ?? '?')} operations`
   );
 }

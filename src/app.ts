@@ -72,7 +72,7 @@ export async function createKoban(config: Config, deps: { logger: Logger; clock?
       balanceTypes: config.balanceTypes,
       writeTimeoutMs: config.writeTimeoutMs,
       sweepIntervalMs: config.sweepIntervalMs,
-      writeLanes: config.writeLanes,
+      writeBatchesInFlightMax: config.writeBatchesInFlightMax,
     });
     await ledger.start();
     cleanups.push(() => ledger.close());

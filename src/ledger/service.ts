@@ -35,8 +35,8 @@ export type LedgerServiceOptions = {
   writeTimeoutMs: number;
   /** 0 turns the background sweeper off (tests drive sweep() themselves). */
   sweepIntervalMs: number;
-  /** Batches written at once, at most (see KOBAN_WRITE_LANES). */
-  writeLanes: number;
+  /** Batches written at once, at most (see KOBAN_WRITE_BATCHES_IN_FLIGHT). */
+  writeBatchesInFlightMax: number;
   holdTimeoutDefaultMs?: number;
 };
 
@@ -69,7 +69,7 @@ export class LedgerService {
       execute: (operations) => this.#writeBatch(operations),
       batchSizeMax: WRITE_BATCH_SIZE_MAX,
       queueDepthMax: WRITE_QUEUE_DEPTH_MAX,
-      batchesInFlightMax: options.writeLanes,
+      batchesInFlightMax: options.writeBatchesInFlightMax,
       parallelBatchSizeMin: WRITE_PARALLEL_BATCH_SIZE_MIN,
       onOverload: () => new KobanError('unavailable', 'The ledger is overloaded; retry shortly', { queue_depth: WRITE_QUEUE_DEPTH_MAX }),
     });

@@ -25,7 +25,7 @@ export type Config = Readonly<{
    * batches written together never share an account. More let PostgreSQL use
    * more cores under load, but make smaller batches.
    */
-  writeLanes: number;
+  writeBatchesInFlightMax: number;
   /** Event bus adapter: postgres (default, on the bus database) or nats (JetStream at natsUrl). */
   bus: 'postgres' | 'nats';
   natsUrl: string;
@@ -53,7 +53,7 @@ const ENV_SPECS: readonly EnvSpec[] = [
   { key: 'NATS_URL', schema: { type: 'string', pattern: '^(nats|tls)://[^\\s]+$', default: 'nats://127.0.0.1:4222' }, hint: 'a nats:// URL of a server with JetStream enabled, e.g. nats://127.0.0.1:4222' },
   { key: 'BUS_DATABASE_URL', schema: { type: 'string', pattern: '^postgres(ql)?://' }, hint: 'a postgres:// connection string for the bus database, or unset it to use DATABASE_URL' },
   { key: 'KOBAN_SWEEP_INTERVAL_MS', schema: { type: 'integer', minimum: 0, maximum: 3600000, default: 1000 }, hint: 'milliseconds between sweeps of expired holds and lots, 0–3600000 (0: off)' },
-  { key: 'KOBAN_WRITE_LANES', schema: { type: 'integer', minimum: 1, maximum: 32, default: 2 }, hint: 'an integer, 1–32: ledger batches written at once (about the number of CPU cores of the database)' },
+  { key: 'KOBAN_WRITE_BATCHES_IN_FLIGHT', schema: { type: 'integer', minimum: 1, maximum: 32, default: 2 }, hint: 'an integer, 1–32: ledger batches written at once (about the number of CPU cores of the database)' },
   { key: 'KOBAN_WRITE_TIMEOUT_MS', schema: { type: 'integer', minimum: 100, maximum: 600000, default: 5000 }, hint: 'milliseconds, 100–600000' },
 ];
 
@@ -94,7 +94,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dbPoolSize: values.KOBAN_DB_POOL_SIZE as number,
     writeTimeoutMs: values.KOBAN_WRITE_TIMEOUT_MS as number,
     sweepIntervalMs: values.KOBAN_SWEEP_INTERVAL_MS as number,
-    writeLanes: values.KOBAN_WRITE_LANES as number,
+    writeBatchesInFlightMax: values.KOBAN_WRITE_BATCHES_IN_FLIGHT as number,
     bus: values.KOBAN_BUS as Config['bus'],
     natsUrl: values.NATS_URL as string,
     busDatabaseUrl: (values.BUS_DATABASE_URL ?? values.DATABASE_URL) as string | undefined,
