@@ -33,6 +33,8 @@ export class GroupCommitQueue<Item, Result> {
   #queue: Waiting<Item, Result>[] = [];
   /** Keys of the items in batches being written. */
   readonly #heldKeys = new Set<string>();
+  /** Queued items whose key no batch holds: kept up to date so that a submit never rescans the queue. */
+  #freeQueued = 0;
   readonly #inFlight = new Set<Promise<void>>();
   #running: Promise<void> | undefined;
   /** Wakes the dispatcher waiting for an item to arrive or a batch to end. */
@@ -59,6 +61,7 @@ export class GroupCommitQueue<Item, Result> {
     if (this.#queue.length >= this.#options.queueDepthMax) return Promise.reject(this.#options.onOverload());
     return new Promise<Result>((resolve, reject) => {
       this.#queue.push({ item, key, resolve, reject });
+      if (key === undefined || !this.#heldKeys.has(key)) this.#freeQueued++;
       this.#wake?.();
       this.#running ??= this.#dispatch();
     });
@@ -88,6 +91,7 @@ export class GroupCommitQueue<Item, Result> {
    * at least `sizeMin` of them; the others keep their places.
    */
   #takeBatch(sizeMin: number): Waiting<Item, Result>[] {
+    if (this.#freeQueued < sizeMin) return [];
     const batch: Waiting<Item, Result>[] = [];
     const left: Waiting<Item, Result>[] = [];
     for (const waiting of this.#queue) {
@@ -102,6 +106,7 @@ export class GroupCommitQueue<Item, Result> {
   #write(batch: Waiting<Item, Result>[]): void {
     const keys = batch.flatMap((waiting) => (waiting.key === undefined ? [] : [waiting.key]));
     for (const key of keys) this.#heldKeys.add(key);
+    this.#countFreeQueued();
     const writing: Promise<void> = this.#options
       .execute(batch.map((waiting) => waiting.item))
       .then(
@@ -110,10 +115,16 @@ export class GroupCommitQueue<Item, Result> {
       )
       .finally(() => {
         for (const key of keys) this.#heldKeys.delete(key);
+        this.#countFreeQueued();
         this.#inFlight.delete(writing);
         this.#wake?.();
       });
     this.#inFlight.add(writing);
+  }
+
+  /** Once per batch started or ended: which keys are held changed. */
+  #countFreeQueued(): void {
+    this.#freeQueued = this.#queue.reduce((count, waiting) => (waiting.key === undefined || !this.#heldKeys.has(waiting.key) ? count + 1 : count), 0);
   }
 
   #nextEvent(): Promise<void> {
