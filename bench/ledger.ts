@@ -11,7 +11,7 @@ import { type PgbenchFigures, findPgbench, pgbenchInit, pgbenchRun, pgbenchScale
 import { type PgServer, createDatabase, databaseUrl, dropDatabase, providePgServer, serverVersion, withClient } from './lib/pg-server.ts';
 import { readHostCpuTicks } from './lib/proc.ts';
 import { sleep } from './lib/net.ts';
-import * as ledgerLimits from '../src/ledger/limits.ts';
+import * as ledgerLimits from '../src/services/ledger/domain/limits.ts';
 import { formatTable } from './lib/report.ts';
 import { median, medianItem, medianPairedRatio } from './lib/rounds.ts';
 import { loadConfig } from '../src/platform/config.ts';

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { startEmbeddedPostgres, type EmbeddedServer } from '../src/platform/postgres/embedded.ts';
 import { createLogger } from '../src/platform/logger.ts';
-import { freePort } from './support/net.ts';
+import { freePort } from '../src/platform/net.ts';
 
 let embedded: EmbeddedServer | undefined;
 let dataDir: string | undefined;

@@ -4,7 +4,7 @@
 export const LOOPBACK_HOSTS: ReadonlySet<string> = new Set(['127.0.0.1', 'localhost']);
 
 /** Asks the kernel for a free TCP port on 127.0.0.1 (a small race with other processes is accepted). */
-export { freePort } from '../../test/support/net.ts';
+export { freePort } from '../../src/platform/net.ts';
 
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {

@@ -5,10 +5,10 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { LedgerClient } from '../ledger/client/http-client.ts';
-import { freePort } from '../../test/support/net.ts';
+import { LedgerClient } from '../services/ledger/clients/http-client.ts';
+import { freePort } from '../platform/net.ts';
 
-const MAIN = path.join(import.meta.dirname, '..', 'main.ts');
+const MAIN = path.join(import.meta.dirname, '..', 'cli', 'main.ts');
 const START_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 20_000;
 

@@ -1,6 +1,6 @@
 // A Koban instance on a fresh test database, driven in-process with inject()
 // or over a real socket with listen().
-import { createKoban, type Koban } from '../../src/app.ts';
+import { createKoban, type Koban } from '../../src/cli/app.ts';
 import type { Clock } from '../../src/platform/clock.ts';
 import { loadConfig } from '../../src/platform/config.ts';
 import { createLogger } from '../../src/platform/logger.ts';

@@ -5,10 +5,10 @@
 // after the bus accepted it, and the bus deduplicates by event id, so a relay
 // that dies between publish and mark causes a duplicate the bus absorbs.
 import type { Logger } from 'pino';
-import type { CloudEvent, CloudEventInput } from '../../bus/envelope.ts';
-import { validateEvent } from '../../bus/envelope.ts';
-import type { EventBus, PublishStatus } from '../../bus/event-bus.ts';
-import { brokerRetryDelayMs, Wakeup } from '../../bus/wakeup.ts';
+import type { CloudEvent, CloudEventInput } from '../../contracts/events/envelope.ts';
+import { validateEvent } from '../../contracts/events/envelope.ts';
+import type { EventBus, PublishStatus } from '../../contracts/bus/event-bus.ts';
+import { brokerRetryDelayMs, Wakeup } from '../wakeup.ts';
 import type { Clock } from '../clock.ts';
 import { migrate } from '../postgres/migrate.ts';
 import { createPool, type Pool, type PoolClient, pgErrorCode, withTransaction } from '../postgres/pool.ts';

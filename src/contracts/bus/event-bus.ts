@@ -1,0 +1,108 @@
+// The EventBus port. Producers publish to a topic; every subscription of the
+// topic whose filter matches gets its own copy; a consumer's handler either
+// returns (ack) or throws (retry with backoff, dead letter after
+// maxDeliveries). Delivery is at-least-once and unordered. Adapters live in
+// their own folders (postgres/, nats/); nothing here imports a driver.
+import type { CloudEvent } from '../events/envelope.ts';
+import type { FilterPolicy } from '../../services/bus/domain/filter.ts';
+import type { Topology } from '../../services/bus/domain/topology.ts';
+import { BATCH_SIZE_MAX_DEFAULT, IN_FLIGHT_MAX_DEFAULT, IN_FLIGHT_MAX_LIMIT } from '../../services/bus/domain/limits.ts';
+
+export type Delivery = Readonly<{
+  event: CloudEvent;
+  subscription: string;
+  /** 1 on the first delivery; redrive starts counting again. */
+  attempt: number;
+}>;
+
+/** Resolves to acknowledge; throws to have the message retried. */
+export type Handler = (delivery: Delivery) => Promise<void>;
+
+export type ConsumeOptions = {
+  /** Messages this consumer holds unacknowledged at once. */
+  inFlightMax?: number;
+  /** Messages claimed or pulled per round trip. */
+  batchSizeMax?: number;
+};
+
+export type Consumer = {
+  /**
+   * Stops taking messages and waits for those in flight. `abandonInFlight`
+   * returns at once and never acknowledges them, as a crash would: they come
+   * back after their ack deadline.
+   */
+  stop(options?: { abandonInFlight?: boolean }): Promise<void>;
+};
+
+export type OutgoingMessage = Readonly<{ topic: string; event: CloudEvent }>;
+
+/** Per message of a batch: stored now, already stored (same topic and id), or refused. */
+export type PublishStatus = 'published' | 'duplicate' | 'unknown_topic';
+
+export type PublishResult = { id: string; duplicate: boolean };
+
+export type SubscriptionStats = {
+  name: string;
+  topic: string;
+  filter: FilterPolicy | null;
+  /** Messages waiting to be delivered (including those waiting out a retry delay). */
+  depth: number;
+  /** Messages delivered and not yet acknowledged. */
+  in_flight: number;
+  /** Age of the oldest message not yet acknowledged; null when there is none. */
+  oldest_age_ms: number | null;
+  dead_letters: number;
+};
+
+export type DeadLetter = {
+  /** The event id. */
+  id: string;
+  event: CloudEvent;
+  attempts: number;
+  last_error: string | null;
+  dead_lettered_at: string;
+  /** Set once the dead letter is discarded: it is kept, never deleted. */
+  discarded_at: string | null;
+};
+
+export type DeadLetterQuery = {
+  limit: number;
+  cursor?: string | undefined;
+  /** `dead` (the default) lists what awaits a decision; `discarded` what was set aside. */
+  state?: 'dead' | 'discarded' | undefined;
+};
+
+export type DeadLetterPage = { data: DeadLetter[]; next_cursor: string | null };
+
+export interface EventBus {
+  readonly adapter: 'postgres' | 'nats';
+  /** Creates or updates topics and subscriptions; idempotent, safe from concurrent starts. */
+  declare(topology: Topology): Promise<void>;
+  /** Validates one event and publishes it. Throws `invalid_request` or `not_found` (unknown topic). */
+  publish(topic: string, event: unknown): Promise<PublishResult>;
+  /** Publishes already-valid events, as the outbox relay does; one status per message, in order. */
+  publishBatch(messages: readonly OutgoingMessage[]): Promise<PublishStatus[]>;
+  consume(subscription: string, handler: Handler, options?: ConsumeOptions): Promise<Consumer>;
+  subscriptions(): Promise<SubscriptionStats[]>;
+  /** Throws `not_found` for an unknown subscription. */
+  deadLetters(subscription: string, query: DeadLetterQuery): Promise<DeadLetterPage>;
+  /** Sends dead letters (all, or those ids) back to their subscription with a fresh delivery count. */
+  redrive(subscription: string, ids?: readonly string[]): Promise<{ redriven: number }>;
+  /** Marks a dead letter discarded; throws `not_found` if there is no such dead letter. */
+  discard(subscription: string, id: string): Promise<DeadLetter>;
+  /** Stops every consumer (waiting for in-flight handlers) and closes connections. */
+  close(): Promise<void>;
+}
+
+/** A consumer's limits, defaulted and checked (both adapters use it): a zero or fractional batch would spin without delivering. */
+export function consumeLimits(options: ConsumeOptions): { inFlightMax: number; batchSizeMax: number } {
+  const inFlightMax = options.inFlightMax ?? IN_FLIGHT_MAX_DEFAULT;
+  const batchSizeMax = options.batchSizeMax ?? BATCH_SIZE_MAX_DEFAULT;
+  for (const [name, value] of [
+    ['inFlightMax', inFlightMax],
+    ['batchSizeMax', batchSizeMax],
+  ] as const) {
+    if (!Number.isSafeInteger(value) || value < 1 || value > IN_FLIGHT_MAX_LIMIT) throw new Error(`${name} must be an integer 1–${IN_FLIGHT_MAX_LIMIT}`);
+  }
+  return { inFlightMax, batchSizeMax: Math.min(batchSizeMax, inFlightMax) };
+}

@@ -1,0 +1,103 @@
+// The event envelope: CloudEvents 1.0 in JSON, with string extension
+// attributes for filtering and W3C `traceparent` for tracing. One JSON schema
+// validates events at the HTTP edge (Fastify) and at in-process publish, so
+// the two can never disagree.
+import { Ajv, type ErrorObject } from 'ajv';
+import addFormats from 'ajv-formats';
+import type { Clock } from '../../platform/clock.ts';
+import { invalidRequest } from '../../platform/errors.ts';
+import { ATTRIBUTE_LENGTH_MAX, EVENT_BYTES_MAX, EVENT_ID_PATTERN, EXTENSION_ATTRIBUTES_MAX } from '../../services/bus/domain/limits.ts';
+
+type EventAttributes = {
+  specversion: '1.0';
+  id: string;
+  source: string;
+  type: string;
+  subject?: string;
+  datacontenttype?: 'application/json';
+  dataschema?: string;
+  data?: unknown;
+  traceparent?: string;
+  tracestate?: string;
+  /** Extension attributes: lower-case names, string values, used by filter policies. */
+  [attribute: string]: unknown;
+};
+
+/** An event as delivered: `time` (RFC 3339) is always set. */
+export type CloudEvent = EventAttributes & { time: string };
+
+/** What a producer hands in; `time` may be left for the bus to stamp at publish. */
+export type CloudEventInput = EventAttributes & { time?: string };
+
+const CONTEXT_ATTRIBUTES = ['specversion', 'id', 'source', 'type', 'subject', 'time', 'datacontenttype', 'dataschema', 'data', 'traceparent', 'tracestate'];
+/** CloudEvents extension names are 1–20 lower-case letters or digits; this excludes the names defined above. */
+const EXTENSION_NAME_PATTERN = `^(?!(?:${CONTEXT_ATTRIBUTES.join('|')})$)[a-z0-9]{1,20}$`;
+/** W3C trace context, version 00; all-zero trace and parent ids are invalid. */
+export const TRACEPARENT_PATTERN = '^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$';
+
+export const cloudEventSchema = {
+  type: 'object',
+  description:
+    'A CloudEvents 1.0 event in JSON. Extra top-level attributes are CloudEvents extensions: lower-case names of 1–20 letters or digits with string values; subscriptions filter on them.',
+  additionalProperties: false,
+  required: ['specversion', 'id', 'source', 'type'],
+  maxProperties: CONTEXT_ATTRIBUTES.length + EXTENSION_ATTRIBUTES_MAX,
+  properties: {
+    specversion: { type: 'string', enum: ['1.0'] },
+    id: { type: 'string', pattern: EVENT_ID_PATTERN, description: 'Unique per topic; a repeat is a duplicate and is delivered once' },
+    source: { type: 'string', minLength: 1, maxLength: 1024, format: 'uri-reference' },
+    type: { type: 'string', minLength: 1, maxLength: 256 },
+    subject: { type: 'string', minLength: 1, maxLength: 1024 },
+    time: { type: 'string', format: 'date-time', maxLength: 64 },
+    datacontenttype: { type: 'string', enum: ['application/json'] },
+    dataschema: { type: 'string', format: 'uri', maxLength: 1024 },
+    data: { description: 'Any JSON value' },
+    traceparent: { type: 'string', pattern: TRACEPARENT_PATTERN, description: 'W3C trace context' },
+    tracestate: { type: 'string', maxLength: 512 },
+  },
+  patternProperties: {
+    [EXTENSION_NAME_PATTERN]: { type: 'string', maxLength: ATTRIBUTE_LENGTH_MAX },
+  },
+} as const;
+
+const ajv = new Ajv({ coerceTypes: false, allErrors: false, strict: true });
+addFormats.default(ajv);
+const validateSchema = ajv.compile(cloudEventSchema);
+
+/**
+ * Checks an event from any producer and returns it with `time` filled in.
+ * Throws `invalid_request` naming the first offending field.
+ */
+export function validateEvent(input: unknown, clock: Clock): CloudEvent {
+  if (!validateSchema(input)) throw toInvalidRequest(validateSchema.errors?.[0]);
+  const event = input as unknown as CloudEventInput;
+  const complete: CloudEvent = event.time === undefined ? { ...event, time: clock.now().toISOString() } : (event as CloudEvent);
+  const bytes = Buffer.byteLength(JSON.stringify(complete));
+  if (bytes > EVENT_BYTES_MAX) {
+    throw invalidRequest('data', `The event is ${bytes} bytes as JSON; at most ${EVENT_BYTES_MAX} are accepted`, { limit_bytes: EVENT_BYTES_MAX });
+  }
+  return complete;
+}
+
+/** The attributes a filter policy sees: every string context attribute except id and time, plus extensions. */
+export function filterAttributes(event: CloudEvent): Record<string, string> {
+  const attributes: Record<string, string> = {};
+  for (const [name, value] of Object.entries(event)) {
+    if (typeof value !== 'string' || name === 'id' || name === 'time' || name === 'specversion') continue;
+    attributes[name] = value;
+  }
+  return attributes;
+}
+
+function toInvalidRequest(error: ErrorObject | undefined) {
+  if (error === undefined) return invalidRequest('body', 'The event is invalid');
+  const params = error.params as Record<string, unknown>;
+  const path = error.instancePath.replace(/^\//, '').replaceAll('/', '.');
+  if (typeof params.additionalProperty === 'string') {
+    const field = params.additionalProperty;
+    return invalidRequest(field, `${field} is not a known field; extension attributes are 1–20 lower-case letters or digits`);
+  }
+  if (typeof params.missingProperty === 'string') return invalidRequest(params.missingProperty, `${params.missingProperty} is required`);
+  const field = path || 'body';
+  return invalidRequest(field, `${field} ${error.message ?? 'is invalid'}`);
+}

@@ -1,0 +1,31 @@
+// Chooses and opens the configured EventBus adapter. The NATS client is
+// loaded only when the nats adapter is chosen.
+import type { Logger } from 'pino';
+import type { Clock } from '../../../platform/clock.ts';
+import type { EventBus } from '../../../contracts/bus/event-bus.ts';
+import { PostgresEventBus } from './postgres/postgres-event-bus.ts';
+
+export type BusAdapter = 'postgres' | 'nats';
+
+export async function openEventBus(options: {
+  adapter: BusAdapter;
+  /** The bus database: everything for postgres; declarations and dead letters for nats. */
+  databaseUrl: string;
+  natsUrl: string;
+  poolSize: number;
+  logger: Logger;
+  clock: Clock;
+}): Promise<EventBus> {
+  const logger = options.logger.child({ component: 'bus', adapter: options.adapter });
+  if (options.adapter === 'nats') {
+    const { NatsEventBus } = await import('./nats/nats-event-bus.ts');
+    try {
+      return await NatsEventBus.open({ natsUrl: options.natsUrl, databaseUrl: options.databaseUrl, poolSize: options.poolSize, logger, clock: options.clock });
+    } catch (error) {
+      throw new Error(`The nats event bus could not start with NATS_URL=${options.natsUrl}: start nats-server with JetStream (-js), fix NATS_URL, or set KOBAN_BUS=postgres`, {
+        cause: error,
+      });
+    }
+  }
+  return PostgresEventBus.open({ url: options.databaseUrl, poolSize: options.poolSize, logger, clock: options.clock });
+}

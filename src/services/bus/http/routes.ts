@@ -1,0 +1,49 @@
+// HTTP routes of the event bus: publish from outside, subscription stats,
+// and the dead-letter workflow (list, redrive, discard).
+import type { FastifyInstance } from 'fastify';
+import type { EventBus } from '../../../contracts/bus/event-bus.ts';
+import { EVENT_BYTES_MAX } from '../domain/limits.ts';
+import { busSchemas } from './schemas.ts';
+
+/** CloudEvents' structured-mode media type; parsed as the JSON it is. */
+const CLOUDEVENTS_JSON = 'application/cloudevents+json';
+/** The event limit plus room for whitespace a client may add. */
+const PUBLISH_BODY_BYTES_MAX = EVENT_BYTES_MAX + 1024;
+
+export function registerBusRoutes(app: FastifyInstance, bus: EventBus): void {
+  if (!app.hasContentTypeParser(CLOUDEVENTS_JSON)) {
+    app.addContentTypeParser(CLOUDEVENTS_JSON, { parseAs: 'string', bodyLimit: PUBLISH_BODY_BYTES_MAX }, app.getDefaultJsonParser('error', 'error'));
+  }
+
+  app.post<{ Params: { topic: string }; Body: unknown }>(
+    '/v1/topics/:topic/events',
+    { schema: busSchemas.publish, bodyLimit: PUBLISH_BODY_BYTES_MAX },
+    async (request, reply) => reply.code(202).send(await bus.publish(request.params.topic, request.body)),
+  );
+
+  app.get('/v1/subscriptions', { schema: busSchemas.listSubscriptions }, async () => ({ data: await bus.subscriptions() }));
+
+  app.get<{ Params: { name: string }; Querystring: { limit: number; cursor?: string; state: 'dead' | 'discarded' } }>(
+    '/v1/subscriptions/:name/dead-letters',
+    { schema: busSchemas.listDeadLetters },
+    (request) => bus.deadLetters(request.params.name, request.query),
+  );
+
+  app.post<{ Params: { name: string }; Body: { ids?: string[] } | undefined }>(
+    '/v1/subscriptions/:name/dead-letters/redrive',
+    {
+      schema: busSchemas.redrive,
+      // No body at all means the same as {}: redrive everything.
+      preValidation: async (request) => {
+        request.body ??= {};
+      },
+    },
+    (request) => bus.redrive(request.params.name, request.body?.ids),
+  );
+
+  app.post<{ Params: { name: string; id: string } }>(
+    '/v1/subscriptions/:name/dead-letters/:id/discard',
+    { schema: busSchemas.discard },
+    (request) => bus.discard(request.params.name, request.params.id),
+  );
+}
