@@ -11,14 +11,13 @@ import { KOBAN_TOPOLOGY } from '../services/bus/domain/topology.ts';
 import { registerLedgerRoutes } from '../services/ledger/http/routes.ts';
 import { REQUEST_BODY_BYTES_MAX } from '../services/ledger/domain/limits.ts';
 import { LedgerService } from '../services/ledger/service.ts';
-import { PostgresLedgerStore, migrateLedger } from '../services/ledger/store/postgres/postgres-ledger-store.ts';
+import { LEDGER_DATABASE, PostgresLedgerStore, migrateLedger } from '../services/ledger/store/postgres/postgres-ledger-store.ts';
 import { type Clock, systemClock } from '../platform/clock.ts';
 import type { Config } from '../platform/config.ts';
 import { type EmbeddedServer, startEmbeddedPostgres } from '../platform/postgres/embedded.ts';
 import { createPool, databaseUrl, ensureDatabase } from '../platform/postgres/pool.ts';
 import { createHttpServer } from '../platform/http/server.ts';
 
-export const LEDGER_DATABASE = 'koban_ledger';
 export const BUS_DATABASE = 'koban_bus';
 export const KOBAN_VERSION = '0.1.0';
 

@@ -4,9 +4,22 @@
 // maxDeliveries). Delivery is at-least-once and unordered. Adapters live in
 // their own folders (postgres/, nats/); nothing here imports a driver.
 import type { CloudEvent } from '../events/envelope.ts';
-import type { FilterPolicy } from '../../services/bus/domain/filter.ts';
-import type { Topology } from '../../services/bus/domain/topology.ts';
-import { BATCH_SIZE_MAX_DEFAULT, IN_FLIGHT_MAX_DEFAULT, IN_FLIGHT_MAX_LIMIT } from '../../services/bus/domain/limits.ts';
+import type { FilterPolicy } from './filter-policy.ts';
+
+export type SubscriptionSpec = {
+  name: string;
+  topic: string;
+  filter?: FilterPolicy;
+  /** Deliveries before the message becomes a dead letter (the first one counts). */
+  maxDeliveries?: number;
+  /** How long a delivery may stay unacknowledged before it is redelivered. */
+  ackWaitMs?: number;
+  /** First retry delay; doubles per attempt up to retryBackoffMaxMs, with jitter. */
+  retryBackoffInitialMs?: number;
+  retryBackoffMaxMs?: number;
+};
+
+export type Topology = Readonly<{ topics: readonly string[]; subscriptions: readonly SubscriptionSpec[] }>;
 
 export type Delivery = Readonly<{
   event: CloudEvent;
@@ -92,17 +105,4 @@ export interface EventBus {
   discard(subscription: string, id: string): Promise<DeadLetter>;
   /** Stops every consumer (waiting for in-flight handlers) and closes connections. */
   close(): Promise<void>;
-}
-
-/** A consumer's limits, defaulted and checked (both adapters use it): a zero or fractional batch would spin without delivering. */
-export function consumeLimits(options: ConsumeOptions): { inFlightMax: number; batchSizeMax: number } {
-  const inFlightMax = options.inFlightMax ?? IN_FLIGHT_MAX_DEFAULT;
-  const batchSizeMax = options.batchSizeMax ?? BATCH_SIZE_MAX_DEFAULT;
-  for (const [name, value] of [
-    ['inFlightMax', inFlightMax],
-    ['batchSizeMax', batchSizeMax],
-  ] as const) {
-    if (!Number.isSafeInteger(value) || value < 1 || value > IN_FLIGHT_MAX_LIMIT) throw new Error(`${name} must be an integer 1–${IN_FLIGHT_MAX_LIMIT}`);
-  }
-  return { inFlightMax, batchSizeMax: Math.min(batchSizeMax, inFlightMax) };
 }

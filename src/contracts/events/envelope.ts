@@ -6,7 +6,7 @@ import { Ajv, type ErrorObject } from 'ajv';
 import addFormats from 'ajv-formats';
 import type { Clock } from '../../platform/clock.ts';
 import { invalidRequest } from '../../platform/errors.ts';
-import { ATTRIBUTE_LENGTH_MAX, EVENT_BYTES_MAX, EVENT_ID_PATTERN, EXTENSION_ATTRIBUTES_MAX } from '../../services/bus/domain/limits.ts';
+import { ATTRIBUTE_LENGTH_MAX, EVENT_BYTES_MAX, EVENT_ID_PATTERN, EXTENSION_ATTRIBUTES_MAX } from './limits.ts';
 
 type EventAttributes = {
   specversion: '1.0';

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isErrorCode, type KobanError } from '../../platform/errors.ts';
 import { filterAttributes, validateEvent } from './envelope.ts';
-import { EVENT_BYTES_MAX } from '../../services/bus/domain/limits.ts';
+import { EVENT_BYTES_MAX } from './limits.ts';
 
 const clock = { now: () => new Date('2026-04-01T09:00:00.000Z') };
 const valid = {

@@ -1,15 +1,9 @@
 // Subscription filter policies on event attributes, with SNS's semantics:
 // keys are ANDed, the conditions listed under one key are ORed, and a
 // condition other than `exists: false` needs the attribute to be present.
+import type { FilterCondition, FilterPolicy } from '../../../contracts/bus/filter-policy.ts';
 import { FILTER_KEYS_MAX, FILTER_VALUES_MAX } from './limits.ts';
 
-export type FilterCondition =
-  | string
-  | { prefix: string }
-  | { 'anything-but': string | readonly string[] | { prefix: string } }
-  | { exists: boolean };
-
-export type FilterPolicy = Readonly<Record<string, readonly FilterCondition[]>>;
 
 export function matchesFilter(policy: FilterPolicy | null | undefined, attributes: Readonly<Record<string, string>>): boolean {
   if (!policy) return true;

@@ -1,15 +1,7 @@
 // Every limit of the event bus, named, with its unit.
 
-/** Event ids: 1–128 characters of [A-Za-z0-9._:/@+=-] (safe as a NATS header and a database key). */
-export const EVENT_ID_PATTERN = '^[A-Za-z0-9._:/@+=-]{1,128}$';
 /** Topic and subscription names: lower-case, safe as NATS stream, subject token and durable names. */
 export const NAME_PATTERN = '^[a-z][a-z0-9_-]{0,62}$';
-/** A whole event serialized as JSON, in bytes of UTF-8; also the publish endpoint's body limit. */
-export const EVENT_BYTES_MAX = 64 * 1024;
-/** Extension (filterable) attributes on one event. */
-export const EXTENSION_ATTRIBUTES_MAX = 16;
-/** Length of one extension attribute value, in characters. */
-export const ATTRIBUTE_LENGTH_MAX = 256;
 
 /** Keys in one filter policy, and values across all its conditions (SNS's own limits). */
 export const FILTER_KEYS_MAX = 5;

@@ -1,7 +1,10 @@
 // Topics and subscriptions, declared in code. A producer names only a topic;
 // a consumer declares its subscription (topic, optional filter, retry policy)
 // next to its handler, so adding a consumer touches no producer.
-import { filterPolicyProblem, type FilterPolicy } from './filter.ts';
+import type { Topology } from '../../../contracts/bus/event-bus.ts';
+import type { FilterPolicy } from '../../../contracts/bus/filter-policy.ts';
+import { KOBAN_TOPICS } from '../../../contracts/events/topics.ts';
+import { filterPolicyProblem } from './filter.ts';
 import {
   ACK_WAIT_MS_DEFAULT,
   ACK_WAIT_MS_MAX,
@@ -13,18 +16,6 @@ import {
   RETRY_BACKOFF_MAX_MS_DEFAULT,
 } from './limits.ts';
 
-export type SubscriptionSpec = {
-  name: string;
-  topic: string;
-  filter?: FilterPolicy;
-  /** Deliveries before the message becomes a dead letter (the first one counts). */
-  maxDeliveries?: number;
-  /** How long a delivery may stay unacknowledged before it is redelivered. */
-  ackWaitMs?: number;
-  /** First retry delay; doubles per attempt up to retryBackoffMaxMs, with jitter. */
-  retryBackoffInitialMs?: number;
-  retryBackoffMaxMs?: number;
-};
 
 export type Subscription = Readonly<{
   name: string;
@@ -36,10 +27,7 @@ export type Subscription = Readonly<{
   retryBackoffMaxMs: number;
 }>;
 
-export type Topology = Readonly<{ topics: readonly string[]; subscriptions: readonly SubscriptionSpec[] }>;
 
-/** The topics the design names; their subscriptions arrive with their consumers. */
-export const KOBAN_TOPICS = ['payments', 'rewards', 'referrals', 'accounts'] as const;
 
 export const KOBAN_TOPOLOGY: Topology = { topics: KOBAN_TOPICS, subscriptions: [] };
 

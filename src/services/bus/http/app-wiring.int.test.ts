@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { createTestDatabase, testServerUrl } from '../../../../test/support/database.ts';
 import { startTestKoban, type TestKoban } from '../../../../test/support/koban.ts';
-import { KOBAN_TOPICS } from '../domain/topology.ts';
+import { KOBAN_TOPICS } from '../../../contracts/events/topics.ts';
 
 describe('bus wired into the app', () => {
   let koban: TestKoban;

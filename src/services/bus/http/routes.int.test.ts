@@ -7,7 +7,7 @@ import { systemClock } from '../../../platform/clock.ts';
 import { createHttpServer } from '../../../platform/http/server.ts';
 import { createLogger } from '../../../platform/logger.ts';
 import type { EventBus } from '../../../contracts/bus/event-bus.ts';
-import { EVENT_BYTES_MAX } from '../domain/limits.ts';
+import { EVENT_BYTES_MAX } from '../../../contracts/events/limits.ts';
 import { PostgresEventBus } from '../adapters/postgres/postgres-event-bus.ts';
 import { waitFor } from '../testing/conformance.ts';
 import { registerBusRoutes } from './routes.ts';

@@ -2,7 +2,7 @@
 // and the dead-letter workflow (list, redrive, discard).
 import type { FastifyInstance } from 'fastify';
 import type { EventBus } from '../../../contracts/bus/event-bus.ts';
-import { EVENT_BYTES_MAX } from '../domain/limits.ts';
+import { EVENT_BYTES_MAX } from '../../../contracts/events/limits.ts';
 import { busSchemas } from './schemas.ts';
 
 /** CloudEvents' structured-mode media type; parsed as the JSON it is. */

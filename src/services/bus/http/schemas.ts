@@ -1,7 +1,8 @@
 // JSON schemas of the bus API: they validate requests and generate OpenAPI.
 import { ERROR_SCHEMA_ID } from '../../../platform/http/server.ts';
 import { cloudEventSchema } from '../../../contracts/events/envelope.ts';
-import { DEAD_LETTER_PAGE_LIMIT_DEFAULT, DEAD_LETTER_PAGE_LIMIT_MAX, EVENT_ID_PATTERN, REDRIVE_IDS_MAX } from '../domain/limits.ts';
+import { DEAD_LETTER_PAGE_LIMIT_DEFAULT, DEAD_LETTER_PAGE_LIMIT_MAX, REDRIVE_IDS_MAX } from '../domain/limits.ts';
+import { EVENT_ID_PATTERN } from '../../../contracts/events/limits.ts';
 
 const errorRef = { $ref: `${ERROR_SCHEMA_ID}#` } as const;
 const errors = { 400: errorRef, 404: errorRef, 415: errorRef, 500: errorRef, 503: errorRef } as const;

@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { KobanError } from '../../../platform/errors.ts';
 import { migrate } from '../../../platform/postgres/migrate.ts';
 import { createPool, pgErrorCode, type Pool, UNIQUE_VIOLATION, withTransaction } from '../../../platform/postgres/pool.ts';
-import type { FilterPolicy } from '../domain/filter.ts';
+import type { FilterPolicy } from '../../../contracts/bus/filter-policy.ts';
 import type { Subscription } from '../domain/topology.ts';
 
 export const BUS_MIGRATIONS_DIR = path.join(import.meta.dirname, '..', 'adapters', 'postgres', 'migrations');

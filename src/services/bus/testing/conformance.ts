@@ -12,8 +12,7 @@ import { createLogger } from '../../../platform/logger.ts';
 import { appendToOutbox, migrateOutbox, OutboxRelay, outboxBacklog } from '../../../platform/outbox/outbox.ts';
 import { createPool, type Pool, type PoolClient } from '../../../platform/postgres/pool.ts';
 import type { CloudEventInput } from '../../../contracts/events/envelope.ts';
-import type { Delivery, EventBus } from '../../../contracts/bus/event-bus.ts';
-import type { SubscriptionSpec } from '../domain/topology.ts';
+import type { Delivery, EventBus, SubscriptionSpec } from '../../../contracts/bus/event-bus.ts';
 import { TcpProxy } from './tcp-proxy.ts';
 
 export type BusHarness = {

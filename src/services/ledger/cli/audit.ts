@@ -3,12 +3,11 @@
 // Uses the configured ledger database; with embedded PostgreSQL it joins the
 // running server if Koban is up, or starts it for the duration of the audit.
 import pg from 'pg';
-import { LEDGER_DATABASE } from '../../../cli/app.ts';
 import { loadConfig } from '../../../platform/config.ts';
 import { createLogger } from '../../../platform/logger.ts';
 import { type EmbeddedServer, embeddedServerUrl, startEmbeddedPostgres } from '../../../platform/postgres/embedded.ts';
 import { createPool, databaseUrl } from '../../../platform/postgres/pool.ts';
-import { PostgresLedgerStore } from '../store/postgres/postgres-ledger-store.ts';
+import { LEDGER_DATABASE, PostgresLedgerStore } from '../store/postgres/postgres-ledger-store.ts';
 
 const config = loadConfig();
 const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);

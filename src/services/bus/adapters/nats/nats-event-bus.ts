@@ -27,12 +27,13 @@ import type {
   PublishResult,
   PublishStatus,
   SubscriptionStats,
+  Topology,
 } from '../../../../contracts/bus/event-bus.ts';
-import { consumeLimits } from '../../../../contracts/bus/event-bus.ts';
+import { consumeLimits } from '../../domain/consume-limits.ts';
 import { matchesFilter } from '../../domain/filter.ts';
 import { IN_FLIGHT_MAX_LIMIT, LAST_ERROR_LENGTH_MAX, REDRIVE_IDS_MAX } from '../../domain/limits.ts';
 import { declareTopology, loadSubscription, loadSubscriptions, loadTopics, migrateBus, truncateError } from '../../registry/registry.ts';
-import { resolveTopology, retryDelayMs, type Subscription, type Topology } from '../../domain/topology.ts';
+import { resolveTopology, retryDelayMs, type Subscription } from '../../domain/topology.ts';
 import { Wakeup } from '../../../../platform/wakeup.ts';
 import { decodeCursor, encodeCursor } from '../../../../platform/cursor.ts';
 

@@ -22,8 +22,9 @@ import type {
   PublishResult,
   PublishStatus,
   SubscriptionStats,
+  Topology,
 } from '../../../../contracts/bus/event-bus.ts';
-import { consumeLimits } from '../../../../contracts/bus/event-bus.ts';
+import { consumeLimits } from '../../domain/consume-limits.ts';
 import { matchesFilter } from '../../domain/filter.ts';
 import {
   BROKER_RETRY_INITIAL_MS,
@@ -33,7 +34,7 @@ import {
   LAST_ERROR_LENGTH_MAX,
   REDRIVE_IDS_MAX,
 } from '../../domain/limits.ts';
-import { resolveTopology, retryDelayMs, type Subscription, type Topology } from '../../domain/topology.ts';
+import { resolveTopology, retryDelayMs, type Subscription } from '../../domain/topology.ts';
 import { brokerRetryDelayMs, Wakeup } from '../../../../platform/wakeup.ts';
 import { PgListener } from './listener.ts';
 import { declareTopology, loadSubscription, migrateBus, truncateError } from '../../registry/registry.ts';

@@ -7,6 +7,9 @@ import { type Pool, withTransaction } from '../../../../platform/postgres/pool.t
 import type { Balance, LotDraw, Transaction } from '../../../../contracts/ledger/types.ts';
 import type { AuditMismatch, AuditReport, LedgerOperation, LedgerOutcome, LedgerStore, TransactionPage } from '../ledger-store.ts';
 
+/** The ledger's database inside embedded PostgreSQL (one database per service). */
+export const LEDGER_DATABASE = 'koban_ledger';
+
 export const LEDGER_MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations');
 /** The system accounts on the other side of user transactions, per balance type. */
 export const SYSTEM_ACCOUNTS = ['issuance', 'redemption', 'expiry'] as const;
