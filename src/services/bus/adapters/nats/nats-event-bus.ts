@@ -4,17 +4,16 @@
 // the event id, so the stream's duplicate window absorbs repeats. Retry
 // delays are explicit naks; the delivery limit is enforced here, not by the
 // server, so a message whose last lease runs out still becomes a dead letter
-// we keep. Declarations and dead letters live in the bus database (the same
-// registry as the postgres adapter), so list, redrive and discard behave the
-// same on both adapters.
+// we keep. Declarations and dead letters live in the bus's registry (its own
+// tables in the bus database, which every adapter shares), so list, redrive
+// and discard behave the same on every adapter.
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, JetStreamApiError, RetentionPolicy, StorageType } from '@nats-io/jetstream';
 import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
 import { connect, headers, nanos, type NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import type { Clock } from '../../../../platform/clock.ts';
-import { KobanError } from '../../../../platform/errors.ts';
-import { createPool, type Pool, withTransaction } from '../../../../platform/postgres/pool.ts';
-import { type CloudEvent, filterAttributes, validateEvent } from '../../../../contracts/events/envelope.ts';
+import { createPool, type Pool } from '../../../../platform/postgres/pool.ts';
+import { type CloudEvent, filterAttributes } from '../../../../contracts/events/envelope.ts';
 import type {
   Consumer,
   ConsumeOptions,
@@ -31,11 +30,13 @@ import type {
 } from '../../../../contracts/bus/event-bus.ts';
 import { consumeLimits } from '../../domain/consume-limits.ts';
 import { matchesFilter } from '../../domain/filter.ts';
-import { IN_FLIGHT_MAX_LIMIT, LAST_ERROR_LENGTH_MAX, REDRIVE_IDS_MAX } from '../../domain/limits.ts';
-import { declareTopology, loadSubscription, loadSubscriptions, loadTopics, migrateBus, truncateError } from '../../registry/registry.ts';
+import { IN_FLIGHT_MAX_LIMIT, LAST_ERROR_LENGTH_MAX } from '../../domain/limits.ts';
+import { ACK_DEADLINE_EXCEEDED, truncateError } from '../../domain/dead-letters.ts';
+import { assertOpen, firstOccurrences, publishOne } from '../../domain/publishing.ts';
+import { declareTopology, loadSubscription, loadSubscriptions, loadTopics, migrateRegistry } from '../../registry/registry.ts';
+import { countDeadLetters, discardDeadLetter, listDeadLetters, recordDeadLetter, redriveDeadLetters } from '../../registry/dead-letters.ts';
 import { resolveTopology, retryDelayMs, type Subscription } from '../../domain/topology.ts';
 import { Wakeup } from '../../../../platform/wakeup.ts';
-import { decodeCursor, encodeCursor } from '../../../../platform/cursor.ts';
 
 /** How long the stream remembers a Nats-Msg-Id: a relay down longer than this may publish a second copy. */
 export const DUPLICATE_WINDOW_MS_DEFAULT = 15 * 60 * 1000;
@@ -59,16 +60,6 @@ export type NatsEventBusOptions = {
   namespace?: string;
   duplicateWindowMs?: number;
   publishTimeoutMs?: number;
-};
-
-type DeadLetterRow = {
-  seq: number;
-  event_id: string;
-  event: CloudEvent;
-  attempts: number;
-  last_error: string | null;
-  dead_lettered_at: Date;
-  discarded_at: Date | null;
 };
 
 export class NatsEventBus implements EventBus {
@@ -98,7 +89,7 @@ export class NatsEventBus implements EventBus {
     const pool = createPool({ url: options.databaseUrl, size: options.poolSize, applicationName: 'koban-bus-nats', logger: options.logger });
     let nc: NatsConnection | undefined;
     try {
-      await migrateBus(pool, options.logger);
+      await migrateRegistry(pool, options.logger);
       nc = await connect({ servers: options.natsUrl, name: 'koban-bus', maxReconnectAttempts: -1, reconnectTimeWait: RECONNECT_WAIT_MS });
       const jsm = await jetstreamManager(nc);
       const bus = new NatsEventBus(nc, jsm, pool, options);
@@ -174,23 +165,18 @@ export class NatsEventBus implements EventBus {
   }
 
   async publish(topic: string, input: unknown): Promise<PublishResult> {
-    const event = validateEvent(input, this.#options.clock);
-    const [status] = await this.publishBatch([{ topic, event }]);
-    if (status === 'unknown_topic') throw new KobanError('not_found', `No topic named ${topic}`, { topic });
-    return { id: event.id, duplicate: status === 'duplicate' };
+    return publishOne((messages) => this.publishBatch(messages), this.#options.clock, topic, input);
   }
 
   async publishBatch(messages: readonly OutgoingMessage[]): Promise<PublishStatus[]> {
-    if (this.#closed) throw new KobanError('unavailable', 'The event bus is closed');
+    assertOpen(this.#closed);
     if (messages.some((message) => !this.#topics.has(message.topic))) this.#topics = new Set(await loadTopics(this.#pool));
     // Repeats inside one batch are settled here; repeats across batches by the stream's duplicate window.
-    const firstIndex = new Map<string, number>();
+    const first = firstOccurrences(messages);
     return Promise.all(
       messages.map(async (message, index): Promise<PublishStatus> => {
         if (!this.#topics.has(message.topic)) return 'unknown_topic';
-        const key = `${message.topic}\u0000${message.event.id}`;
-        if ((firstIndex.get(key) ?? index) !== index) return 'duplicate';
-        firstIndex.set(key, index);
+        if (!first[index]) return 'duplicate';
         const ack = await this.#js.publish(this.#eventSubject(message.topic), JSON.stringify(message.event), {
           msgID: message.event.id,
           timeout: this.#options.publishTimeoutMs ?? PUBLISH_TIMEOUT_MS_DEFAULT,
@@ -202,7 +188,7 @@ export class NatsEventBus implements EventBus {
   }
 
   async consume(subscriptionName: string, handler: Handler, options: ConsumeOptions = {}): Promise<Consumer> {
-    if (this.#closed) throw new KobanError('unavailable', 'The event bus is closed');
+    assertOpen(this.#closed);
     const subscription = await loadSubscription(this.#pool, subscriptionName);
     const { inFlightMax, batchSizeMax } = consumeLimits(options);
     const jsConsumer = await this.#js.consumers.get(this.streamName(subscription.topic), subscription.name);
@@ -214,7 +200,7 @@ export class NatsEventBus implements EventBus {
       inFlightMax,
       ownRedriveSubject: this.#redriveSubject(subscription.topic, subscription.name),
       redrivePrefix: `${this.#namespace}.${subscription.topic}.redrive.`,
-      deadLetter: (event, attempts, lastError) => this.#recordDeadLetter(subscription.name, event, attempts, lastError),
+      deadLetter: (event, attempts, lastError) => recordDeadLetter(this.#pool, subscription.name, event, attempts, lastError),
       logger: this.#logger.child({ component: 'bus-consumer', subscription: subscription.name }),
       onStopped: () => this.#consumers.delete(consumer),
     });
@@ -223,24 +209,9 @@ export class NatsEventBus implements EventBus {
     return consumer;
   }
 
-  async #recordDeadLetter(subscription: string, event: CloudEvent, attempts: number, lastError: string): Promise<void> {
-    await this.#pool.query({
-      name: 'nats_dead_letter',
-      text: `INSERT INTO nats_dead_letters AS l (subscription, event_id, event, state, attempts, last_error, dead_lettered_at)
-             VALUES ($1, $2, $3, 'dead', $4, $5, now())
-             ON CONFLICT (subscription, event_id) DO UPDATE
-               SET state = 'dead', event = EXCLUDED.event, attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, dead_lettered_at = now()
-             WHERE l.state = 'redriven'`,
-      values: [subscription, event.id, JSON.stringify(event), attempts, lastError],
-    });
-  }
-
   async subscriptions(): Promise<SubscriptionStats[]> {
     const subscriptions = await loadSubscriptions(this.#pool);
-    const dead = await this.#pool.query<{ subscription: string; count: number }>(
-      `SELECT subscription, count(*)::int AS count FROM nats_dead_letters WHERE state = 'dead' GROUP BY subscription`,
-    );
-    const deadBySubscription = new Map(dead.rows.map((row) => [row.subscription, row.count]));
+    const deadBySubscription = await countDeadLetters(this.#pool);
     return Promise.all(
       subscriptions.map(async (subscription) => {
         const stream = this.streamName(subscription.topic);
@@ -269,53 +240,21 @@ export class NatsEventBus implements EventBus {
   }
 
   async deadLetters(subscriptionName: string, query: DeadLetterQuery): Promise<DeadLetterPage> {
-    const after = query.cursor === undefined ? 0 : decodeCursor(query.cursor);
-    await loadSubscription(this.#pool, subscriptionName);
-    const result = await this.#pool.query<DeadLetterRow>(
-      `SELECT seq, event_id, event, attempts, last_error, dead_lettered_at, discarded_at FROM nats_dead_letters
-        WHERE subscription = $1 AND state = $2 AND seq > $3 ORDER BY seq LIMIT $4`,
-      [subscriptionName, query.state ?? 'dead', after, query.limit + 1],
-    );
-    const rows = result.rows.slice(0, query.limit);
-    return { data: rows.map(toDeadLetter), next_cursor: result.rows.length > query.limit ? encodeCursor(rows.at(-1)!.seq) : null };
+    return listDeadLetters(this.#pool, subscriptionName, query);
   }
 
   async redrive(subscriptionName: string, ids?: readonly string[]): Promise<{ redriven: number }> {
-    const subscription = await loadSubscription(this.#pool, subscriptionName);
-    if (ids !== undefined && ids.length > REDRIVE_IDS_MAX) throw new KobanError('invalid_request', `ids has at most ${REDRIVE_IDS_MAX} items`, { field: 'ids' });
-    return withTransaction(this.#pool, async (client) => {
-      const rows = await client.query<{ seq: number; event_id: string; event: CloudEvent; redrive_count: number }>(
-        `SELECT seq, event_id, event, redrive_count FROM nats_dead_letters
-          WHERE subscription = $1 AND state = 'dead' AND ($2::text[] IS NULL OR event_id = ANY($2::text[]))
-          ORDER BY seq FOR UPDATE`,
-        [subscription.name, ids === undefined ? null : [...ids]],
-      );
-      // The message id names the redrive, so a redrive retried after a crash is not delivered twice.
-      for (const row of rows.rows) {
-        await this.#js.publish(this.#redriveSubject(subscription.topic, subscription.name), JSON.stringify(row.event), {
-          msgID: `redrive:${subscription.name}:${row.event_id}:${row.redrive_count + 1}`,
-          timeout: this.#options.publishTimeoutMs ?? PUBLISH_TIMEOUT_MS_DEFAULT,
-        });
-      }
-      await client.query(
-        `UPDATE nats_dead_letters SET state = 'redriven', redriven_at = now(), redrive_count = redrive_count + 1 WHERE seq = ANY($1::bigint[])`,
-        [rows.rows.map((row) => row.seq)],
-      );
-      return { redriven: rows.rows.length };
+    // The message id names the redrive, so a redrive retried after a crash is not delivered twice.
+    return redriveDeadLetters(this.#pool, subscriptionName, ids, async (deadLetter, topic) => {
+      await this.#js.publish(this.#redriveSubject(topic, subscriptionName), JSON.stringify(deadLetter.event), {
+        msgID: `redrive:${subscriptionName}:${deadLetter.event_id}:${deadLetter.redrive_number}`,
+        timeout: this.#options.publishTimeoutMs ?? PUBLISH_TIMEOUT_MS_DEFAULT,
+      });
     });
   }
 
   async discard(subscriptionName: string, id: string): Promise<DeadLetter> {
-    const subscription = await loadSubscription(this.#pool, subscriptionName);
-    const result = await this.#pool.query<DeadLetterRow>(
-      `UPDATE nats_dead_letters SET state = 'discarded', discarded_at = coalesce(discarded_at, now())
-        WHERE subscription = $1 AND event_id = $2 AND state IN ('dead', 'discarded')
-        RETURNING seq, event_id, event, attempts, last_error, dead_lettered_at, discarded_at`,
-      [subscription.name, id],
-    );
-    const row = result.rows[0];
-    if (!row) throw new KobanError('not_found', `Subscription ${subscription.name} has no dead letter ${id}`, { subscription: subscription.name, id });
-    return toDeadLetter(row);
+    return discardDeadLetter(this.#pool, subscriptionName, id);
   }
 
   async close(): Promise<void> {
@@ -340,17 +279,6 @@ function traceHeaders(traceparent: string) {
 
 function isNotFound(error: unknown): boolean {
   return error instanceof JetStreamApiError && (error.code === 10059 || error.code === 10014);
-}
-
-function toDeadLetter(row: DeadLetterRow): DeadLetter {
-  return {
-    id: row.event_id,
-    event: row.event,
-    attempts: row.attempts,
-    last_error: row.last_error,
-    dead_lettered_at: row.dead_lettered_at.toISOString(),
-    discarded_at: row.discarded_at?.toISOString() ?? null,
-  };
 }
 
 class NatsConsumer implements Consumer {
@@ -448,7 +376,7 @@ class NatsConsumer implements Consumer {
   async #process(message: JsMsg, event: CloudEvent, attempt: number): Promise<void> {
     if (attempt > this.#subscription.maxDeliveries) {
       // Its last delivery went unacknowledged until the deadline (a crashed consumer).
-      await this.#deadLetter(event, attempt - 1, 'ack deadline exceeded: the consumer did not acknowledge within ack_wait_ms');
+      await this.#deadLetter(event, attempt - 1, ACK_DEADLINE_EXCEEDED);
       message.term();
       return;
     }

@@ -4,12 +4,13 @@
 // deliveries with FOR UPDATE SKIP LOCKED, hold them under a lease
 // (visible_at), and are woken by LISTEN/NOTIFY, with a slow poll as a backstop
 // for retries coming due and leases of crashed consumers running out.
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Clock } from '../../../../platform/clock.ts';
-import { KobanError } from '../../../../platform/errors.ts';
 import { GroupCommitQueue } from '../../../../platform/group-commit.ts';
+import { migrate } from '../../../../platform/postgres/migrate.ts';
 import { createPool, type Pool, withTransaction } from '../../../../platform/postgres/pool.ts';
-import { type CloudEvent, filterAttributes, validateEvent } from '../../../../contracts/events/envelope.ts';
+import { type CloudEvent, filterAttributes } from '../../../../contracts/events/envelope.ts';
 import type {
   Consumer,
   ConsumeOptions,
@@ -32,14 +33,25 @@ import {
   IDLE_POLL_MS_DEFAULT,
   IN_FLIGHT_MAX_LIMIT,
   LAST_ERROR_LENGTH_MAX,
-  REDRIVE_IDS_MAX,
 } from '../../domain/limits.ts';
 import { resolveTopology, retryDelayMs, type Subscription } from '../../domain/topology.ts';
 import { brokerRetryDelayMs, Wakeup } from '../../../../platform/wakeup.ts';
 import { PgListener } from './listener.ts';
-import { declareTopology, loadSubscription, migrateBus, truncateError } from '../../registry/registry.ts';
-import { decodeCursor, encodeCursor } from '../../../../platform/cursor.ts';
+import { declareTopology, loadSubscription, migrateRegistry } from '../../registry/registry.ts';
+import {
+  ACK_DEADLINE_EXCEEDED,
+  checkRedriveIds,
+  deadLetterPage,
+  deadLetterPageQuery,
+  type DeadLetterRow,
+  discardedDeadLetter,
+  truncateError,
+} from '../../domain/dead-letters.ts';
+import { assertOpen, firstOccurrences, messageKey, publishOne } from '../../domain/publishing.ts';
 
+/** The adapter's queue (messages, deliveries), migrated after the registry its tables refer to. */
+export const POSTGRES_MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations');
+export const POSTGRES_MIGRATION_COMPONENT = 'bus_postgres';
 /** NOTIFY channel; the payload is the subscription that has new deliveries. */
 const NOTIFY_CHANNEL = 'koban_bus';
 /** Acknowledgements written together in one statement. */
@@ -74,7 +86,8 @@ export class PostgresEventBus implements EventBus {
   static async open(options: PostgresEventBusOptions): Promise<PostgresEventBus> {
     const pool = createPool({ url: options.url, size: options.poolSize, applicationName: 'koban-bus', logger: options.logger });
     try {
-      await migrateBus(pool, options.logger);
+      await migrateRegistry(pool, options.logger);
+      await migrate(pool, POSTGRES_MIGRATIONS_DIR, options.logger, { component: POSTGRES_MIGRATION_COMPONENT });
     } catch (error) {
       await pool.end();
       throw error;
@@ -87,14 +100,11 @@ export class PostgresEventBus implements EventBus {
   }
 
   async publish(topic: string, input: unknown): Promise<PublishResult> {
-    const event = validateEvent(input, this.#options.clock);
-    const [status] = await this.publishBatch([{ topic, event }]);
-    if (status === 'unknown_topic') throw new KobanError('not_found', `No topic named ${topic}`, { topic });
-    return { id: event.id, duplicate: status === 'duplicate' };
+    return publishOne((messages) => this.publishBatch(messages), this.#options.clock, topic, input);
   }
 
   async publishBatch(messages: readonly OutgoingMessage[]): Promise<PublishStatus[]> {
-    if (this.#closed) throw new KobanError('unavailable', 'The event bus is closed');
+    assertOpen(this.#closed);
     if (messages.length === 0) return [];
     const topicNames = [...new Set(messages.map((message) => message.topic))];
     return withTransaction(this.#pool, async (client) => {
@@ -116,10 +126,10 @@ export class PostgresEventBus implements EventBus {
           [known.map((message) => message.topic), known.map((message) => message.event.id), known.map((message) => JSON.stringify(message.event))],
         );
         const eventByKey = new Map<string, CloudEvent>();
-        for (const message of known) if (!eventByKey.has(key(message.topic, message.event.id))) eventByKey.set(key(message.topic, message.event.id), message.event);
+        for (const message of known) if (!eventByKey.has(messageKey(message.topic, message.event.id))) eventByKey.set(messageKey(message.topic, message.event.id), message.event);
         for (const row of rows.rows) {
-          inserted.add(key(row.topic, row.event_id));
-          const attributes = filterAttributes(eventByKey.get(key(row.topic, row.event_id))!);
+          inserted.add(messageKey(row.topic, row.event_id));
+          const attributes = filterAttributes(eventByKey.get(messageKey(row.topic, row.event_id))!);
           for (const subscription of subscriptions.rows) {
             if (subscription.topic === row.topic && matchesFilter(subscription.filter, attributes)) {
               deliveries.subscription.push(subscription.name);
@@ -137,21 +147,16 @@ export class PostgresEventBus implements EventBus {
         }
       }
       // The first occurrence of a key in the batch is the one that was stored.
-      const claimed = new Set<string>();
-      return messages.map((message) => {
+      const first = firstOccurrences(messages);
+      return messages.map((message, index) => {
         if (!knownTopics.has(message.topic)) return 'unknown_topic';
-        const messageKey = key(message.topic, message.event.id);
-        if (inserted.has(messageKey) && !claimed.has(messageKey)) {
-          claimed.add(messageKey);
-          return 'published';
-        }
-        return 'duplicate';
+        return first[index] && inserted.has(messageKey(message.topic, message.event.id)) ? 'published' : 'duplicate';
       });
     });
   }
 
   async consume(subscriptionName: string, handler: Handler, options: ConsumeOptions = {}): Promise<Consumer> {
-    if (this.#closed) throw new KobanError('unavailable', 'The event bus is closed');
+    assertOpen(this.#closed);
     const subscription = await loadSubscription(this.#pool, subscriptionName);
     const { inFlightMax, batchSizeMax } = consumeLimits(options);
     this.#listener ??= new PgListener(this.#options.url, NOTIFY_CHANNEL, this.#logger, (name) => {
@@ -188,8 +193,8 @@ export class PostgresEventBus implements EventBus {
     return result.rows.map((row) => ({ ...row, oldest_age_ms: row.oldest_age_ms === null ? null : Math.max(0, row.oldest_age_ms) }));
   }
 
-  async deadLetters(subscriptionName: string, page: DeadLetterQuery): Promise<DeadLetterPage> {
-    const after = page.cursor === undefined ? 0 : decodeCursor(page.cursor);
+  async deadLetters(subscriptionName: string, query: DeadLetterQuery): Promise<DeadLetterPage> {
+    const { afterSeq, state, rowsMax } = deadLetterPageQuery(query);
     await loadSubscription(this.#pool, subscriptionName);
     const result = await this.#pool.query<DeadLetterRow>(
       `SELECT d.message_seq AS seq, m.event_id, m.event, d.attempts, d.last_error, d.dead_lettered_at, d.discarded_at
@@ -197,18 +202,14 @@ export class PostgresEventBus implements EventBus {
         WHERE d.subscription = $1 AND d.state = $2 AND d.message_seq > $3
         ORDER BY d.message_seq
         LIMIT $4`,
-      [subscriptionName, page.state ?? 'dead', after, page.limit + 1],
+      [subscriptionName, state, afterSeq, rowsMax],
     );
-    const rows = result.rows.slice(0, page.limit);
-    return {
-      data: rows.map(toDeadLetter),
-      next_cursor: result.rows.length > page.limit ? encodeCursor(rows.at(-1)!.seq) : null,
-    };
+    return deadLetterPage(result.rows, query);
   }
 
   async redrive(subscriptionName: string, ids?: readonly string[]): Promise<{ redriven: number }> {
     const subscription = await loadSubscription(this.#pool, subscriptionName);
-    if (ids !== undefined && ids.length > REDRIVE_IDS_MAX) throw new KobanError('invalid_request', `ids has at most ${REDRIVE_IDS_MAX} items`, { field: 'ids' });
+    checkRedriveIds(ids);
     const result = await this.#pool.query<{ redriven: number }>(
       `WITH redriven AS (
          UPDATE deliveries d
@@ -241,9 +242,7 @@ export class PostgresEventBus implements EventBus {
          FROM updated u JOIN messages m ON m.seq = u.message_seq`,
       [subscription.name, subscription.topic, id],
     );
-    const row = result.rows[0];
-    if (!row) throw new KobanError('not_found', `Subscription ${subscription.name} has no dead letter ${id}`, { subscription: subscription.name, id });
-    return toDeadLetter(row);
+    return discardedDeadLetter(result.rows[0], subscription.name, id);
   }
 
   async close(): Promise<void> {
@@ -253,31 +252,6 @@ export class PostgresEventBus implements EventBus {
     await this.#listener?.close();
     await this.#pool.end();
   }
-}
-
-function key(topic: string, id: string): string {
-  return `${topic}\u0000${id}`;
-}
-
-type DeadLetterRow = {
-  seq: number;
-  event_id: string;
-  event: CloudEvent;
-  attempts: number;
-  last_error: string | null;
-  dead_lettered_at: Date;
-  discarded_at: Date | null;
-};
-
-function toDeadLetter(row: DeadLetterRow): DeadLetter {
-  return {
-    id: row.event_id,
-    event: row.event,
-    attempts: row.attempts,
-    last_error: row.last_error,
-    dead_lettered_at: row.dead_lettered_at.toISOString(),
-    discarded_at: row.discarded_at?.toISOString() ?? null,
-  };
 }
 
 type ClaimedRow = { message_seq: number; attempts: number; event: CloudEvent };
@@ -390,7 +364,7 @@ class PostgresConsumer implements Consumer {
                ), expired AS (
                  UPDATE deliveries d
                     SET state = 'dead', dead_lettered_at = now(), leased_until = NULL,
-                        last_error = 'ack deadline exceeded: the consumer did not acknowledge within ack_wait_ms'
+                        last_error = $3
                    FROM candidates c, subscriptions s
                   WHERE d.subscription = $1 AND d.message_seq = c.message_seq AND s.name = $1 AND c.attempts >= s.max_deliveries
                  RETURNING d.message_seq
@@ -404,7 +378,7 @@ class PostgresConsumer implements Consumer {
                  RETURNING d.message_seq, d.attempts
                )
                SELECT c.message_seq, c.attempts, m.event FROM claimed c JOIN messages m ON m.seq = c.message_seq`,
-        values: [this.subscription.name, limit],
+        values: [this.subscription.name, limit, ACK_DEADLINE_EXCEEDED],
       })
       .then((result) => result.rows);
   }
