@@ -14,29 +14,16 @@ import type { Logger } from 'pino';
 import type { Clock } from '../../../../platform/clock.ts';
 import { createPool, type Pool } from '../../../../platform/postgres/pool.ts';
 import { type CloudEvent, filterAttributes } from '../../../../contracts/events/envelope.ts';
-import type {
-  Consumer,
-  ConsumeOptions,
-  DeadLetter,
-  DeadLetterPage,
-  DeadLetterQuery,
-  EventBus,
-  Handler,
-  OutgoingMessage,
-  PublishResult,
-  PublishStatus,
-  SubscriptionStats,
-  Topology,
-} from '../../../../contracts/bus/event-bus.ts';
-import { consumeLimits } from '../../domain/consume-limits.ts';
+import type { DeadLetter, DeadLetterPage, DeadLetterQuery, OutgoingMessage, PublishStatus, SubscriptionStats, Topology } from '../../../../contracts/bus/event-bus.ts';
+import { ConsumerLifecycle, type ConsumerOptions } from '../../domain/consumer-lifecycle.ts';
 import { matchesFilter } from '../../domain/filter.ts';
 import { IN_FLIGHT_MAX_LIMIT, LAST_ERROR_LENGTH_MAX } from '../../domain/limits.ts';
 import { ACK_DEADLINE_EXCEEDED, truncateError } from '../../domain/dead-letters.ts';
-import { assertOpen, firstOccurrences, publishOne } from '../../domain/publishing.ts';
-import { declareTopology, loadSubscription, loadSubscriptions, loadTopics, migrateRegistry } from '../../registry/registry.ts';
+import { firstOccurrences } from '../../domain/publishing.ts';
+import { declareTopology, loadSubscriptions, loadTopics, migrateRegistry } from '../../registry/registry.ts';
+import { RegistryEventBus } from '../../registry/registry-event-bus.ts';
 import { countDeadLetters, discardDeadLetter, listDeadLetters, recordDeadLetter, redriveDeadLetters } from '../../registry/dead-letters.ts';
-import { resolveTopology, retryDelayMs, type Subscription } from '../../domain/topology.ts';
-import { Wakeup } from '../../../../platform/wakeup.ts';
+import { resolveTopology, retryDelayMs } from '../../domain/topology.ts';
 
 /** How long the stream remembers a Nats-Msg-Id: a relay down longer than this may publish a second copy. */
 export const DUPLICATE_WINDOW_MS_DEFAULT = 15 * 60 * 1000;
@@ -62,24 +49,21 @@ export type NatsEventBusOptions = {
   publishTimeoutMs?: number;
 };
 
-export class NatsEventBus implements EventBus {
+export class NatsEventBus extends RegistryEventBus<NatsConsumer> {
   readonly adapter = 'nats' as const;
   readonly #nc: NatsConnection;
   readonly #js: JetStreamClient;
   readonly #jsm: JetStreamManager;
-  readonly #pool: Pool;
   readonly #options: NatsEventBusOptions;
   readonly #namespace: string;
   readonly #logger: Logger;
-  readonly #consumers = new Set<NatsConsumer>();
   #topics = new Set<string>();
-  #closed = false;
 
   private constructor(nc: NatsConnection, jsm: JetStreamManager, pool: Pool, options: NatsEventBusOptions) {
+    super(pool, options.clock);
     this.#nc = nc;
     this.#jsm = jsm;
     this.#js = jetstream(nc);
-    this.#pool = pool;
     this.#options = options;
     this.#namespace = options.namespace ?? 'koban';
     this.#logger = options.logger;
@@ -125,7 +109,7 @@ export class NatsEventBus implements EventBus {
 
   async declare(topology: Topology): Promise<void> {
     const resolved = resolveTopology(topology);
-    await declareTopology(this.#pool, resolved);
+    await declareTopology(this.pool, resolved);
     for (const topic of resolved.topics) {
       const config = {
         name: this.streamName(topic),
@@ -164,13 +148,9 @@ export class NatsEventBus implements EventBus {
     }
   }
 
-  async publish(topic: string, input: unknown): Promise<PublishResult> {
-    return publishOne((messages) => this.publishBatch(messages), this.#options.clock, topic, input);
-  }
-
   async publishBatch(messages: readonly OutgoingMessage[]): Promise<PublishStatus[]> {
-    assertOpen(this.#closed);
-    if (messages.some((message) => !this.#topics.has(message.topic))) this.#topics = new Set(await loadTopics(this.#pool));
+    this.assertOpen();
+    if (messages.some((message) => !this.#topics.has(message.topic))) this.#topics = new Set(await loadTopics(this.pool));
     // Repeats inside one batch are settled here; repeats across batches by the stream's duplicate window.
     const first = firstOccurrences(messages);
     return Promise.all(
@@ -187,31 +167,22 @@ export class NatsEventBus implements EventBus {
     );
   }
 
-  async consume(subscriptionName: string, handler: Handler, options: ConsumeOptions = {}): Promise<Consumer> {
-    assertOpen(this.#closed);
-    const subscription = await loadSubscription(this.#pool, subscriptionName);
-    const { inFlightMax, batchSizeMax } = consumeLimits(options);
+  protected async newConsumer(options: ConsumerOptions): Promise<NatsConsumer> {
+    const { subscription } = options;
     const jsConsumer = await this.#js.consumers.get(this.streamName(subscription.topic), subscription.name);
-    const messages = await jsConsumer.consume({ max_messages: batchSizeMax });
-    const consumer = new NatsConsumer({
-      subscription,
-      messages,
-      handler,
-      inFlightMax,
+    return new NatsConsumer({
+      ...options,
+      messages: await jsConsumer.consume({ max_messages: options.batchSizeMax }),
       ownRedriveSubject: this.#redriveSubject(subscription.topic, subscription.name),
       redrivePrefix: `${this.#namespace}.${subscription.topic}.redrive.`,
-      deadLetter: (event, attempts, lastError) => recordDeadLetter(this.#pool, subscription.name, event, attempts, lastError),
+      deadLetter: (event, attempts, lastError) => recordDeadLetter(this.pool, subscription.name, event, attempts, lastError),
       logger: this.#logger.child({ component: 'bus-consumer', subscription: subscription.name }),
-      onStopped: () => this.#consumers.delete(consumer),
     });
-    this.#consumers.add(consumer);
-    consumer.start();
-    return consumer;
   }
 
   async subscriptions(): Promise<SubscriptionStats[]> {
-    const subscriptions = await loadSubscriptions(this.#pool);
-    const deadBySubscription = await countDeadLetters(this.#pool);
+    const subscriptions = await loadSubscriptions(this.pool);
+    const deadBySubscription = await countDeadLetters(this.pool);
     return Promise.all(
       subscriptions.map(async (subscription) => {
         const stream = this.streamName(subscription.topic);
@@ -240,12 +211,12 @@ export class NatsEventBus implements EventBus {
   }
 
   async deadLetters(subscriptionName: string, query: DeadLetterQuery): Promise<DeadLetterPage> {
-    return listDeadLetters(this.#pool, subscriptionName, query);
+    return listDeadLetters(this.pool, subscriptionName, query);
   }
 
   async redrive(subscriptionName: string, ids?: readonly string[]): Promise<{ redriven: number }> {
     // The message id names the redrive, so a redrive retried after a crash is not delivered twice.
-    return redriveDeadLetters(this.#pool, subscriptionName, ids, async (deadLetter, topic) => {
+    return redriveDeadLetters(this.pool, subscriptionName, ids, async (deadLetter, topic) => {
       await this.#js.publish(this.#redriveSubject(topic, subscriptionName), JSON.stringify(deadLetter.event), {
         msgID: `redrive:${subscriptionName}:${deadLetter.event_id}:${deadLetter.redrive_number}`,
         timeout: this.#options.publishTimeoutMs ?? PUBLISH_TIMEOUT_MS_DEFAULT,
@@ -254,15 +225,11 @@ export class NatsEventBus implements EventBus {
   }
 
   async discard(subscriptionName: string, id: string): Promise<DeadLetter> {
-    return discardDeadLetter(this.#pool, subscriptionName, id);
+    return discardDeadLetter(this.pool, subscriptionName, id);
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    await Promise.all([...this.#consumers].map((consumer) => consumer.stop()));
+  protected async closeBroker(): Promise<void> {
     await this.#nc.close().catch(() => undefined);
-    await this.#pool.end();
   }
 
   /** Deletes this namespace's streams (and so their consumers): for tests and benchmarks only. */
@@ -281,61 +248,42 @@ function isNotFound(error: unknown): boolean {
   return error instanceof JetStreamApiError && (error.code === 10059 || error.code === 10014);
 }
 
-class NatsConsumer implements Consumer {
-  readonly #subscription: Subscription;
+class NatsConsumer extends ConsumerLifecycle {
   readonly #messages: ConsumerMessages;
-  readonly #handler: Handler;
-  readonly #inFlightMax: number;
   readonly #ownRedriveSubject: string;
   readonly #redrivePrefix: string;
   readonly #deadLetter: (event: CloudEvent, attempts: number, lastError: string) => Promise<void>;
   readonly #logger: Logger;
-  readonly #onStopped: () => void;
-  readonly #slotFreed = new Wakeup();
-  readonly #settling = new Set<Promise<void>>();
-  #inFlight = 0;
-  #stopping = false;
-  #abandoned = false;
-  #loop: Promise<void> | undefined;
 
-  constructor(options: {
-    subscription: Subscription;
-    messages: ConsumerMessages;
-    handler: Handler;
-    inFlightMax: number;
-    ownRedriveSubject: string;
-    redrivePrefix: string;
-    deadLetter: (event: CloudEvent, attempts: number, lastError: string) => Promise<void>;
-    logger: Logger;
-    onStopped: () => void;
-  }) {
-    this.#subscription = options.subscription;
+  constructor(
+    options: ConsumerOptions & {
+      messages: ConsumerMessages;
+      ownRedriveSubject: string;
+      redrivePrefix: string;
+      deadLetter: (event: CloudEvent, attempts: number, lastError: string) => Promise<void>;
+      logger: Logger;
+    },
+  ) {
+    super(options);
     this.#messages = options.messages;
-    this.#handler = options.handler;
-    this.#inFlightMax = options.inFlightMax;
     this.#ownRedriveSubject = options.ownRedriveSubject;
     this.#redrivePrefix = options.redrivePrefix;
     this.#deadLetter = options.deadLetter;
     this.#logger = options.logger;
-    this.#onStopped = options.onStopped;
   }
 
-  start(): void {
-    this.#loop = this.#run();
-  }
-
-  async #run(): Promise<void> {
+  protected async run(): Promise<void> {
     try {
       for await (const message of this.#messages) {
         // As a crash would: left unacknowledged, it comes back after its ack deadline.
-        if (this.#abandoned) continue;
+        if (this.abandoned) continue;
         // Already delivered to us (its delivery is counted), so it is handled
         // even during a graceful stop; pulling stopped when stop() began.
         this.#dispatch(message);
-        while (this.#inFlight >= this.#inFlightMax && !this.#abandoned) await this.#slotFreed.sleep(1_000);
+        while (this.inFlight >= this.inFlightMax && !this.abandoned) await this.wakeup.sleep(1_000);
       }
     } catch (error) {
-      if (!this.#stopping) this.#logger.error({ err: error }, 'NATS consumer stopped unexpectedly');
+      if (!this.stopping) this.#logger.error({ err: error }, 'NATS consumer stopped unexpectedly');
     }
   }
 
@@ -354,58 +302,46 @@ class NatsConsumer implements Consumer {
       message.term();
       return;
     }
-    if (!isRedrive && !matchesFilter(this.#subscription.filter, filterAttributes(event))) {
+    if (!isRedrive && !matchesFilter(this.subscription.filter, filterAttributes(event))) {
       message.ack();
       return;
     }
     const attempt = message.info.deliveryCount;
-    this.#inFlight += 1;
-    const settled = this.#process(message, event, attempt)
-      .catch((error: unknown) => {
+    this.track(() =>
+      this.#process(message, event, attempt).catch((error: unknown) => {
         this.#logger.warn({ err: error, id: event.id }, 'recording the outcome of a delivery failed; it will be redelivered');
-        if (!this.#abandoned) message.nak(retryDelayMs(this.#subscription, attempt));
-      })
-      .finally(() => {
-        this.#inFlight -= 1;
-        this.#settling.delete(settled);
-        this.#slotFreed.wake();
-      });
-    this.#settling.add(settled);
+        if (!this.abandoned) message.nak(retryDelayMs(this.subscription, attempt));
+      }),
+    );
   }
 
   async #process(message: JsMsg, event: CloudEvent, attempt: number): Promise<void> {
-    if (attempt > this.#subscription.maxDeliveries) {
+    if (attempt > this.subscription.maxDeliveries) {
       // Its last delivery went unacknowledged until the deadline (a crashed consumer).
       await this.#deadLetter(event, attempt - 1, ACK_DEADLINE_EXCEEDED);
       message.term();
       return;
     }
     try {
-      await this.#handler({ event, subscription: this.#subscription.name, attempt });
+      await this.handler({ event, subscription: this.subscription.name, attempt });
     } catch (error) {
-      if (this.#abandoned) return;
+      if (this.abandoned) return;
       const lastError = truncateError(error, LAST_ERROR_LENGTH_MAX);
-      if (attempt >= this.#subscription.maxDeliveries) {
+      if (attempt >= this.subscription.maxDeliveries) {
         await this.#deadLetter(event, attempt, lastError);
         message.term();
         this.#logger.warn({ id: event.id, attempts: attempt, lastError }, 'message dead-lettered after its last delivery failed');
       } else {
-        message.nak(retryDelayMs(this.#subscription, attempt));
+        message.nak(retryDelayMs(this.subscription, attempt));
       }
       return;
     }
-    if (!this.#abandoned) message.ack();
+    if (!this.abandoned) message.ack();
   }
 
-  async stop(options: { abandonInFlight?: boolean } = {}): Promise<void> {
-    this.#stopping = true;
-    if (options.abandonInFlight) this.#abandoned = true;
-    this.#slotFreed.wake();
-    // Stop pulling first: a consumer that kept pulling while its handlers
-    // finished would hand messages back over and over, each a counted delivery.
+  // Stop pulling first: a consumer that kept pulling while its handlers
+  // finished would hand messages back over and over, each a counted delivery.
+  protected override async stopTaking(): Promise<void> {
     await this.#messages.close().catch(() => undefined);
-    await this.#loop;
-    if (!this.#abandoned) while (this.#settling.size > 0) await Promise.all([...this.#settling]);
-    this.#onStopped();
   }
 }

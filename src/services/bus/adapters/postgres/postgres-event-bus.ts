@@ -11,21 +11,8 @@ import { GroupCommitQueue } from '../../../../platform/group-commit.ts';
 import { migrate } from '../../../../platform/postgres/migrate.ts';
 import { createPool, type Pool, withTransaction } from '../../../../platform/postgres/pool.ts';
 import { type CloudEvent, filterAttributes } from '../../../../contracts/events/envelope.ts';
-import type {
-  Consumer,
-  ConsumeOptions,
-  DeadLetter,
-  DeadLetterPage,
-  DeadLetterQuery,
-  EventBus,
-  Handler,
-  OutgoingMessage,
-  PublishResult,
-  PublishStatus,
-  SubscriptionStats,
-  Topology,
-} from '../../../../contracts/bus/event-bus.ts';
-import { consumeLimits } from '../../domain/consume-limits.ts';
+import type { DeadLetter, DeadLetterPage, DeadLetterQuery, OutgoingMessage, PublishStatus, SubscriptionStats, Topology } from '../../../../contracts/bus/event-bus.ts';
+import { ConsumerLifecycle, type ConsumerOptions } from '../../domain/consumer-lifecycle.ts';
 import { matchesFilter } from '../../domain/filter.ts';
 import {
   BROKER_RETRY_INITIAL_MS,
@@ -35,7 +22,7 @@ import {
   LAST_ERROR_LENGTH_MAX,
 } from '../../domain/limits.ts';
 import { resolveTopology, retryDelayMs, type Subscription } from '../../domain/topology.ts';
-import { brokerRetryDelayMs, Wakeup } from '../../../../platform/wakeup.ts';
+import { brokerRetryDelayMs } from '../../../../platform/wakeup.ts';
 import { PgListener } from './listener.ts';
 import { declareTopology, loadSubscription, migrateRegistry } from '../../registry/registry.ts';
 import {
@@ -47,7 +34,8 @@ import {
   discardedDeadLetter,
   truncateError,
 } from '../../domain/dead-letters.ts';
-import { assertOpen, firstOccurrences, messageKey, publishOne } from '../../domain/publishing.ts';
+import { firstOccurrences, messageKey } from '../../domain/publishing.ts';
+import { RegistryEventBus } from '../../registry/registry-event-bus.ts';
 
 /** The adapter's queue (messages, deliveries), migrated after the registry its tables refer to. */
 export const POSTGRES_MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations');
@@ -67,17 +55,14 @@ export type PostgresEventBusOptions = {
   idlePollMs?: number;
 };
 
-export class PostgresEventBus implements EventBus {
+export class PostgresEventBus extends RegistryEventBus<PostgresConsumer> {
   readonly adapter = 'postgres' as const;
-  readonly #pool: Pool;
   readonly #options: PostgresEventBusOptions;
   readonly #logger: Logger;
-  readonly #consumers = new Set<PostgresConsumer>();
   #listener: PgListener | undefined;
-  #closed = false;
 
   private constructor(pool: Pool, options: PostgresEventBusOptions) {
-    this.#pool = pool;
+    super(pool, options.clock);
     this.#options = options;
     this.#logger = options.logger;
   }
@@ -96,18 +81,14 @@ export class PostgresEventBus implements EventBus {
   }
 
   async declare(topology: Topology): Promise<void> {
-    await declareTopology(this.#pool, resolveTopology(topology));
-  }
-
-  async publish(topic: string, input: unknown): Promise<PublishResult> {
-    return publishOne((messages) => this.publishBatch(messages), this.#options.clock, topic, input);
+    await declareTopology(this.pool, resolveTopology(topology));
   }
 
   async publishBatch(messages: readonly OutgoingMessage[]): Promise<PublishStatus[]> {
-    assertOpen(this.#closed);
+    this.assertOpen();
     if (messages.length === 0) return [];
     const topicNames = [...new Set(messages.map((message) => message.topic))];
-    return withTransaction(this.#pool, async (client) => {
+    return withTransaction(this.pool, async (client) => {
       const topics = await client.query<{ name: string }>('SELECT name FROM topics WHERE name = ANY($1::text[])', [topicNames]);
       const knownTopics = new Set(topics.rows.map((row) => row.name));
       const known = messages.filter((message) => knownTopics.has(message.topic));
@@ -155,30 +136,20 @@ export class PostgresEventBus implements EventBus {
     });
   }
 
-  async consume(subscriptionName: string, handler: Handler, options: ConsumeOptions = {}): Promise<Consumer> {
-    assertOpen(this.#closed);
-    const subscription = await loadSubscription(this.#pool, subscriptionName);
-    const { inFlightMax, batchSizeMax } = consumeLimits(options);
+  protected async newConsumer(options: ConsumerOptions): Promise<PostgresConsumer> {
     this.#listener ??= new PgListener(this.#options.url, NOTIFY_CHANNEL, this.#logger, (name) => {
-      for (const consumer of this.#consumers) if (name === undefined || consumer.subscription.name === name) consumer.wake();
+      for (const consumer of this.consumers) if (name === undefined || consumer.subscription.name === name) consumer.wake();
     });
-    const consumer = new PostgresConsumer({
-      pool: this.#pool,
-      subscription,
-      handler,
-      logger: this.#logger.child({ component: 'bus-consumer', subscription: subscription.name }),
-      inFlightMax,
-      batchSizeMax,
+    return new PostgresConsumer({
+      ...options,
+      pool: this.pool,
+      logger: this.#logger.child({ component: 'bus-consumer', subscription: options.subscription.name }),
       idlePollMs: this.#options.idlePollMs ?? IDLE_POLL_MS_DEFAULT,
-      onStopped: () => this.#consumers.delete(consumer),
     });
-    this.#consumers.add(consumer);
-    consumer.start();
-    return consumer;
   }
 
   async subscriptions(): Promise<SubscriptionStats[]> {
-    const result = await this.#pool.query<SubscriptionStats>(
+    const result = await this.pool.query<SubscriptionStats>(
       `SELECT s.name, s.topic, s.filter,
               count(*) FILTER (WHERE d.state = 'pending' AND (d.leased_until IS NULL OR d.leased_until <= now()))::int AS depth,
               count(*) FILTER (WHERE d.state = 'pending' AND d.leased_until > now())::int AS in_flight,
@@ -195,8 +166,8 @@ export class PostgresEventBus implements EventBus {
 
   async deadLetters(subscriptionName: string, query: DeadLetterQuery): Promise<DeadLetterPage> {
     const { afterSeq, state, rowsMax } = deadLetterPageQuery(query);
-    await loadSubscription(this.#pool, subscriptionName);
-    const result = await this.#pool.query<DeadLetterRow>(
+    await loadSubscription(this.pool, subscriptionName);
+    const result = await this.pool.query<DeadLetterRow>(
       `SELECT d.message_seq AS seq, m.event_id, m.event, d.attempts, d.last_error, d.dead_lettered_at, d.discarded_at
          FROM deliveries d JOIN messages m ON m.seq = d.message_seq
         WHERE d.subscription = $1 AND d.state = $2 AND d.message_seq > $3
@@ -208,9 +179,9 @@ export class PostgresEventBus implements EventBus {
   }
 
   async redrive(subscriptionName: string, ids?: readonly string[]): Promise<{ redriven: number }> {
-    const subscription = await loadSubscription(this.#pool, subscriptionName);
+    const subscription = await loadSubscription(this.pool, subscriptionName);
     checkRedriveIds(ids);
-    const result = await this.#pool.query<{ redriven: number }>(
+    const result = await this.pool.query<{ redriven: number }>(
       `WITH redriven AS (
          UPDATE deliveries d
             SET state = 'pending', attempts = 0, visible_at = now(), leased_until = NULL, redriven_at = now(), redrive_count = d.redrive_count + 1
@@ -227,9 +198,9 @@ export class PostgresEventBus implements EventBus {
   }
 
   async discard(subscriptionName: string, id: string): Promise<DeadLetter> {
-    const subscription = await loadSubscription(this.#pool, subscriptionName);
+    const subscription = await loadSubscription(this.pool, subscriptionName);
     // Discarding twice returns the same record: the first discard stands.
-    const result = await this.#pool.query<DeadLetterRow>(
+    const result = await this.pool.query<DeadLetterRow>(
       `WITH target AS (
          SELECT d.subscription, d.message_seq FROM deliveries d JOIN messages m ON m.seq = d.message_seq
           WHERE d.subscription = $1 AND m.topic = $2 AND m.event_id = $3 AND d.state IN ('dead', 'discarded')
@@ -245,52 +216,24 @@ export class PostgresEventBus implements EventBus {
     return discardedDeadLetter(result.rows[0], subscription.name, id);
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    await Promise.all([...this.#consumers].map((consumer) => consumer.stop()));
+  protected async closeBroker(): Promise<void> {
     await this.#listener?.close();
-    await this.#pool.end();
   }
 }
 
 type ClaimedRow = { message_seq: number; attempts: number; event: CloudEvent };
 
-class PostgresConsumer implements Consumer {
-  readonly subscription: Subscription;
+class PostgresConsumer extends ConsumerLifecycle {
   readonly #pool: Pool;
-  readonly #handler: Handler;
   readonly #logger: Logger;
-  readonly #inFlightMax: number;
-  readonly #batchSizeMax: number;
   readonly #idlePollMs: number;
-  readonly #onStopped: () => void;
-  readonly #wakeup = new Wakeup();
   readonly #acks: GroupCommitQueue<number, void>;
-  readonly #settling = new Set<Promise<void>>();
-  #inFlight = 0;
-  #stopping = false;
-  #abandoned = false;
-  #loop: Promise<void> | undefined;
 
-  constructor(options: {
-    pool: Pool;
-    subscription: Subscription;
-    handler: Handler;
-    logger: Logger;
-    inFlightMax: number;
-    batchSizeMax: number;
-    idlePollMs: number;
-    onStopped: () => void;
-  }) {
+  constructor(options: ConsumerOptions & { pool: Pool; logger: Logger; idlePollMs: number }) {
+    super(options);
     this.#pool = options.pool;
-    this.subscription = options.subscription;
-    this.#handler = options.handler;
     this.#logger = options.logger;
-    this.#inFlightMax = options.inFlightMax;
-    this.#batchSizeMax = options.batchSizeMax;
     this.#idlePollMs = options.idlePollMs;
-    this.#onStopped = options.onStopped;
     // Acks of handlers that finish together share one statement.
     this.#acks = new GroupCommitQueue<number, void>({
       execute: async (seqs) => {
@@ -308,25 +251,17 @@ class PostgresConsumer implements Consumer {
     });
   }
 
-  start(): void {
-    this.#loop = this.#run();
-  }
-
-  wake(): void {
-    this.#wakeup.wake();
-  }
-
-  async #run(): Promise<void> {
+  protected async run(): Promise<void> {
     let failures = 0;
-    while (!this.#stopping) {
-      const capacity = this.#inFlightMax - this.#inFlight;
+    while (!this.stopping) {
+      const capacity = this.inFlightMax - this.inFlight;
       if (capacity <= 0) {
-        await this.#wakeup.sleep(this.#idlePollMs);
+        await this.wakeup.sleep(this.#idlePollMs);
         continue;
       }
       let rows: ClaimedRow[];
       try {
-        rows = await this.#claim(Math.min(capacity, this.#batchSizeMax));
+        rows = await this.#claim(Math.min(capacity, this.batchSizeMax));
         if (failures > 0) this.#logger.info('bus database reachable again; consuming');
         failures = 0;
       } catch (error) {
@@ -334,16 +269,16 @@ class PostgresConsumer implements Consumer {
         const delayMs = brokerRetryDelayMs(failures, BROKER_RETRY_INITIAL_MS, BROKER_RETRY_MAX_MS);
         this.#logger.warn({ err: error, delayMs }, 'claiming deliveries failed; backing off');
         // Woken early by stop(), or by a notification (the database is back).
-        await this.#wakeup.sleep(delayMs);
+        await this.wakeup.sleep(delayMs);
         continue;
       }
       // Claimed even if stop() came meanwhile: the attempt is already counted, so
       // handle it (stop waits for it) rather than let its lease run out unhandled.
-      if (this.#abandoned) break;
+      if (this.abandoned) break;
       for (const row of rows) this.#dispatch(row);
-      if (this.#stopping) break;
+      if (this.stopping) break;
       // A full batch means more may be waiting: claim again at once.
-      if (rows.length < Math.min(capacity, this.#batchSizeMax)) await this.#wakeup.sleep(this.#idlePollMs);
+      if (rows.length < Math.min(capacity, this.batchSizeMax)) await this.wakeup.sleep(this.#idlePollMs);
     }
   }
 
@@ -384,24 +319,20 @@ class PostgresConsumer implements Consumer {
   }
 
   #dispatch(row: ClaimedRow): void {
-    this.#inFlight += 1;
     const delivery = { event: row.event, subscription: this.subscription.name, attempt: row.attempts };
-    const settled = Promise.resolve()
-      .then(() => this.#handler(delivery))
-      .then(
-        () => (this.#abandoned ? undefined : this.#acks.submit(row.message_seq)),
-        (error: unknown) => (this.#abandoned ? undefined : this.#fail(row, error)),
-      )
-      .catch((error: unknown) => {
-        // The lease runs out and the message comes back: at-least-once holds.
-        this.#logger.warn({ err: error, id: row.event.id }, 'recording the outcome of a delivery failed');
-      })
-      .finally(() => {
-        this.#inFlight -= 1;
-        this.#settling.delete(settled);
-        this.#wakeup.wake();
-      });
-    this.#settling.add(settled);
+    this.track(() =>
+      // A handler that throws at once fails like one that rejects.
+      Promise.resolve()
+        .then(() => this.handler(delivery))
+        .then(
+          () => (this.abandoned ? undefined : this.#acks.submit(row.message_seq)),
+          (error: unknown) => (this.abandoned ? undefined : this.#fail(row, error)),
+        )
+        .catch((error: unknown) => {
+          // The lease runs out and the message comes back: at-least-once holds.
+          this.#logger.warn({ err: error, id: row.event.id }, 'recording the outcome of a delivery failed');
+        }),
+    );
   }
 
   async #fail(row: ClaimedRow, error: unknown): Promise<void> {
@@ -427,19 +358,11 @@ class PostgresConsumer implements Consumer {
     } else {
       this.#logger.debug({ id: row.event.id, attempt: row.attempts, delayMs, lastError }, 'delivery failed; will retry');
       // Come back for it when its delay is over, not only at the next idle poll.
-      setTimeout(() => this.#wakeup.wake(), delayMs + 1).unref();
+      setTimeout(() => this.wakeup.wake(), delayMs + 1).unref();
     }
   }
 
-  async stop(options: { abandonInFlight?: boolean } = {}): Promise<void> {
-    this.#stopping = true;
-    if (options.abandonInFlight) this.#abandoned = true;
-    this.#wakeup.wake();
-    await this.#loop;
-    if (!this.#abandoned) {
-      while (this.#settling.size > 0) await Promise.all([...this.#settling]);
-      await this.#acks.flush();
-    }
-    this.#onStopped();
+  protected override async flush(): Promise<void> {
+    await this.#acks.flush();
   }
 }
