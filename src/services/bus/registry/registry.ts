@@ -2,6 +2,9 @@
 // adapter, with migrations of its own (so every process reads the same
 // filters and retry policies, whichever broker carries the messages). Its
 // dead letters are in dead-letters.ts. One function per statement.
+// legacy/0001_bus.sql is the bus's single migration from before the registry
+// and each adapter had their own: no migrator reads it any more; it is kept,
+// unchanged, so upgrade.int.test.ts can build a database as it made them.
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { KobanError } from '../../../platform/errors.ts';
