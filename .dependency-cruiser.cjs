@@ -32,6 +32,14 @@ module.exports = {
       to: { path: '^src/services/[^/]+/(adapters|store)/([^/]+)/', pathNot: '^src/services/[^/]+/$1/$2/' },
     },
     {
+      name: 'adapters-do-not-reach-each-other',
+      comment: 'Nor through the code they share (domain/, registry/): an adapter runs, and a new one is written, without another one loaded.',
+      severity: 'error',
+      from: { path: '^src/services/([^/]+)/(adapters|store)/([^/]+)/', pathNot: '\\.test\\.ts$' },
+      // No group in `path`: dependency-cruiser 18 checks a reachable rule's `path` again without the groups.
+      to: { path: '^src/services/[^/]+/(adapters|store)/[^/]+/', pathNot: '^src/services/$1/$2/$3/', reachable: true },
+    },
+    {
       name: 'only-the-composition-root-imports-cli',
       comment: 'src/cli/ wires services together; nothing else imports it.',
       severity: 'error',

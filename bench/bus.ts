@@ -16,7 +16,7 @@ import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, RetentionPolicy,
 import { connect, nanos } from '@nats-io/transport-node';
 import pg from 'pg';
 import type { EventBus } from '../src/contracts/bus/event-bus.ts';
-import { openEventBus, type BusAdapter } from '../src/services/bus/adapters/open-event-bus.ts';
+import { openEventBus, type BusAdapter } from '../src/services/bus/clients/open-event-bus.ts';
 import { systemClock } from '../src/platform/clock.ts';
 import { createLogger } from '../src/platform/logger.ts';
 import { appendToOutbox, migrateOutbox, OutboxRelay } from '../src/platform/outbox/outbox.ts';

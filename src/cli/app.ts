@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { EventBus } from '../contracts/bus/event-bus.ts';
 import { registerBusRoutes } from '../services/bus/http/routes.ts';
-import { openEventBus } from '../services/bus/adapters/open-event-bus.ts';
+import { openEventBus } from '../services/bus/clients/open-event-bus.ts';
 import { busSchemaUrl } from '../services/bus/registry/registry.ts';
 import { KOBAN_TOPOLOGY } from '../services/bus/domain/topology.ts';
 import { registerLedgerRoutes } from '../services/ledger/http/routes.ts';

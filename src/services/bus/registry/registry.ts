@@ -1,7 +1,10 @@
-// The bus database's registry of topics and subscriptions, shared by both
-// adapters (the NATS adapter keeps its declarations and dead letters here too,
-// so every process reads the same filters and retry policies). One function
-// per statement.
+// The bus database's registry of topics and subscriptions, shared by every
+// adapter, with migrations of its own (so every process reads the same
+// filters and retry policies, whichever broker carries the messages). Its
+// dead letters are in dead-letters.ts. One function per statement.
+// legacy/0001_bus.sql is the bus's single migration from before the registry
+// and each adapter had their own: no migrator reads it any more; it is kept,
+// unchanged, so upgrade.int.test.ts can build a database as it made them.
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { KobanError } from '../../../platform/errors.ts';
@@ -10,10 +13,16 @@ import { createPool, pgErrorCode, type Pool, UNIQUE_VIOLATION, withTransaction }
 import type { FilterPolicy } from '../../../contracts/bus/filter-policy.ts';
 import type { Subscription } from '../domain/topology.ts';
 
-export const BUS_MIGRATIONS_DIR = path.join(import.meta.dirname, '..', 'adapters', 'postgres', 'migrations');
+export const REGISTRY_MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations');
+/**
+ * The registry's name in the migration bookkeeping. Its folder and each
+ * adapter's number their migrations on their own in the one bus database.
+ */
+export const REGISTRY_MIGRATION_COMPONENT = 'bus_registry';
 
-export async function migrateBus(pool: Pool, logger: Logger): Promise<void> {
-  await migrate(pool, BUS_MIGRATIONS_DIR, logger);
+/** Brings the registry's tables up to date; every adapter runs it before its own migrations, which may refer to them. */
+export async function migrateRegistry(pool: Pool, logger: Logger): Promise<void> {
+  await migrate(pool, REGISTRY_MIGRATIONS_DIR, logger, { component: REGISTRY_MIGRATION_COMPONENT });
 }
 
 type SubscriptionRow = {
@@ -85,11 +94,6 @@ export async function loadSubscription(pool: Pool, name: string): Promise<Subscr
 export async function loadTopics(pool: Pool): Promise<string[]> {
   const result = await pool.query<{ name: string }>('SELECT name FROM topics ORDER BY name');
   return result.rows.map((row) => row.name);
-}
-
-export function truncateError(error: unknown, lengthMax: number): string {
-  const text = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-  return text.length > lengthMax ? `${text.slice(0, lengthMax - 1)}…` : text;
 }
 
 /** Schema that holds the bus's tables when it shares another service's database. */

@@ -4,38 +4,26 @@
 // the event id, so the stream's duplicate window absorbs repeats. Retry
 // delays are explicit naks; the delivery limit is enforced here, not by the
 // server, so a message whose last lease runs out still becomes a dead letter
-// we keep. Declarations and dead letters live in the bus database (the same
-// registry as the postgres adapter), so list, redrive and discard behave the
-// same on both adapters.
+// we keep. Declarations and dead letters live in the bus's registry (its own
+// tables in the bus database, which every adapter shares), so list, redrive
+// and discard behave the same on every adapter.
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, JetStreamApiError, RetentionPolicy, StorageType } from '@nats-io/jetstream';
 import type { ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
 import { connect, headers, nanos, type NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import type { Clock } from '../../../../platform/clock.ts';
-import { KobanError } from '../../../../platform/errors.ts';
-import { createPool, type Pool, withTransaction } from '../../../../platform/postgres/pool.ts';
-import { type CloudEvent, filterAttributes, validateEvent } from '../../../../contracts/events/envelope.ts';
-import type {
-  Consumer,
-  ConsumeOptions,
-  DeadLetter,
-  DeadLetterPage,
-  DeadLetterQuery,
-  EventBus,
-  Handler,
-  OutgoingMessage,
-  PublishResult,
-  PublishStatus,
-  SubscriptionStats,
-  Topology,
-} from '../../../../contracts/bus/event-bus.ts';
-import { consumeLimits } from '../../domain/consume-limits.ts';
+import { createPool, type Pool } from '../../../../platform/postgres/pool.ts';
+import { type CloudEvent, filterAttributes } from '../../../../contracts/events/envelope.ts';
+import type { DeadLetter, DeadLetterPage, DeadLetterQuery, OutgoingMessage, PublishStatus, SubscriptionStats, Topology } from '../../../../contracts/bus/event-bus.ts';
+import { ConsumerLifecycle, type ConsumerOptions } from '../../domain/consumer-lifecycle.ts';
 import { matchesFilter } from '../../domain/filter.ts';
-import { IN_FLIGHT_MAX_LIMIT, LAST_ERROR_LENGTH_MAX, REDRIVE_IDS_MAX } from '../../domain/limits.ts';
-import { declareTopology, loadSubscription, loadSubscriptions, loadTopics, migrateBus, truncateError } from '../../registry/registry.ts';
-import { resolveTopology, retryDelayMs, type Subscription } from '../../domain/topology.ts';
-import { Wakeup } from '../../../../platform/wakeup.ts';
-import { decodeCursor, encodeCursor } from '../../../../platform/cursor.ts';
+import { IN_FLIGHT_MAX_LIMIT, LAST_ERROR_LENGTH_MAX } from '../../domain/limits.ts';
+import { ACK_DEADLINE_EXCEEDED, truncateError } from '../../domain/dead-letters.ts';
+import { firstOccurrences } from '../../domain/publishing.ts';
+import { declareTopology, loadSubscriptions, loadTopics, migrateRegistry } from '../../registry/registry.ts';
+import { RegistryEventBus } from '../../registry/registry-event-bus.ts';
+import { countDeadLetters, discardDeadLetter, listDeadLetters, recordDeadLetter, redriveDeadLetters } from '../../registry/dead-letters.ts';
+import { resolveTopology, retryDelayMs } from '../../domain/topology.ts';
 
 /** How long the stream remembers a Nats-Msg-Id: a relay down longer than this may publish a second copy. */
 export const DUPLICATE_WINDOW_MS_DEFAULT = 15 * 60 * 1000;
@@ -61,34 +49,21 @@ export type NatsEventBusOptions = {
   publishTimeoutMs?: number;
 };
 
-type DeadLetterRow = {
-  seq: number;
-  event_id: string;
-  event: CloudEvent;
-  attempts: number;
-  last_error: string | null;
-  dead_lettered_at: Date;
-  discarded_at: Date | null;
-};
-
-export class NatsEventBus implements EventBus {
+export class NatsEventBus extends RegistryEventBus<NatsConsumer> {
   readonly adapter = 'nats' as const;
   readonly #nc: NatsConnection;
   readonly #js: JetStreamClient;
   readonly #jsm: JetStreamManager;
-  readonly #pool: Pool;
   readonly #options: NatsEventBusOptions;
   readonly #namespace: string;
   readonly #logger: Logger;
-  readonly #consumers = new Set<NatsConsumer>();
   #topics = new Set<string>();
-  #closed = false;
 
   private constructor(nc: NatsConnection, jsm: JetStreamManager, pool: Pool, options: NatsEventBusOptions) {
+    super(pool, options.clock);
     this.#nc = nc;
     this.#jsm = jsm;
     this.#js = jetstream(nc);
-    this.#pool = pool;
     this.#options = options;
     this.#namespace = options.namespace ?? 'koban';
     this.#logger = options.logger;
@@ -98,7 +73,7 @@ export class NatsEventBus implements EventBus {
     const pool = createPool({ url: options.databaseUrl, size: options.poolSize, applicationName: 'koban-bus-nats', logger: options.logger });
     let nc: NatsConnection | undefined;
     try {
-      await migrateBus(pool, options.logger);
+      await migrateRegistry(pool, options.logger);
       nc = await connect({ servers: options.natsUrl, name: 'koban-bus', maxReconnectAttempts: -1, reconnectTimeWait: RECONNECT_WAIT_MS });
       const jsm = await jetstreamManager(nc);
       const bus = new NatsEventBus(nc, jsm, pool, options);
@@ -134,7 +109,7 @@ export class NatsEventBus implements EventBus {
 
   async declare(topology: Topology): Promise<void> {
     const resolved = resolveTopology(topology);
-    await declareTopology(this.#pool, resolved);
+    await declareTopology(this.pool, resolved);
     for (const topic of resolved.topics) {
       const config = {
         name: this.streamName(topic),
@@ -173,24 +148,15 @@ export class NatsEventBus implements EventBus {
     }
   }
 
-  async publish(topic: string, input: unknown): Promise<PublishResult> {
-    const event = validateEvent(input, this.#options.clock);
-    const [status] = await this.publishBatch([{ topic, event }]);
-    if (status === 'unknown_topic') throw new KobanError('not_found', `No topic named ${topic}`, { topic });
-    return { id: event.id, duplicate: status === 'duplicate' };
-  }
-
   async publishBatch(messages: readonly OutgoingMessage[]): Promise<PublishStatus[]> {
-    if (this.#closed) throw new KobanError('unavailable', 'The event bus is closed');
-    if (messages.some((message) => !this.#topics.has(message.topic))) this.#topics = new Set(await loadTopics(this.#pool));
+    this.assertOpen();
+    if (messages.some((message) => !this.#topics.has(message.topic))) this.#topics = new Set(await loadTopics(this.pool));
     // Repeats inside one batch are settled here; repeats across batches by the stream's duplicate window.
-    const firstIndex = new Map<string, number>();
+    const first = firstOccurrences(messages);
     return Promise.all(
       messages.map(async (message, index): Promise<PublishStatus> => {
         if (!this.#topics.has(message.topic)) return 'unknown_topic';
-        const key = `${message.topic}\u0000${message.event.id}`;
-        if ((firstIndex.get(key) ?? index) !== index) return 'duplicate';
-        firstIndex.set(key, index);
+        if (!first[index]) return 'duplicate';
         const ack = await this.#js.publish(this.#eventSubject(message.topic), JSON.stringify(message.event), {
           msgID: message.event.id,
           timeout: this.#options.publishTimeoutMs ?? PUBLISH_TIMEOUT_MS_DEFAULT,
@@ -201,46 +167,22 @@ export class NatsEventBus implements EventBus {
     );
   }
 
-  async consume(subscriptionName: string, handler: Handler, options: ConsumeOptions = {}): Promise<Consumer> {
-    if (this.#closed) throw new KobanError('unavailable', 'The event bus is closed');
-    const subscription = await loadSubscription(this.#pool, subscriptionName);
-    const { inFlightMax, batchSizeMax } = consumeLimits(options);
+  protected async newConsumer(options: ConsumerOptions): Promise<NatsConsumer> {
+    const { subscription } = options;
     const jsConsumer = await this.#js.consumers.get(this.streamName(subscription.topic), subscription.name);
-    const messages = await jsConsumer.consume({ max_messages: batchSizeMax });
-    const consumer = new NatsConsumer({
-      subscription,
-      messages,
-      handler,
-      inFlightMax,
+    return new NatsConsumer({
+      ...options,
+      messages: await jsConsumer.consume({ max_messages: options.batchSizeMax }),
       ownRedriveSubject: this.#redriveSubject(subscription.topic, subscription.name),
       redrivePrefix: `${this.#namespace}.${subscription.topic}.redrive.`,
-      deadLetter: (event, attempts, lastError) => this.#recordDeadLetter(subscription.name, event, attempts, lastError),
+      deadLetter: (event, attempts, lastError) => recordDeadLetter(this.pool, subscription.name, event, attempts, lastError),
       logger: this.#logger.child({ component: 'bus-consumer', subscription: subscription.name }),
-      onStopped: () => this.#consumers.delete(consumer),
-    });
-    this.#consumers.add(consumer);
-    consumer.start();
-    return consumer;
-  }
-
-  async #recordDeadLetter(subscription: string, event: CloudEvent, attempts: number, lastError: string): Promise<void> {
-    await this.#pool.query({
-      name: 'nats_dead_letter',
-      text: `INSERT INTO nats_dead_letters AS l (subscription, event_id, event, state, attempts, last_error, dead_lettered_at)
-             VALUES ($1, $2, $3, 'dead', $4, $5, now())
-             ON CONFLICT (subscription, event_id) DO UPDATE
-               SET state = 'dead', event = EXCLUDED.event, attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, dead_lettered_at = now()
-             WHERE l.state = 'redriven'`,
-      values: [subscription, event.id, JSON.stringify(event), attempts, lastError],
     });
   }
 
   async subscriptions(): Promise<SubscriptionStats[]> {
-    const subscriptions = await loadSubscriptions(this.#pool);
-    const dead = await this.#pool.query<{ subscription: string; count: number }>(
-      `SELECT subscription, count(*)::int AS count FROM nats_dead_letters WHERE state = 'dead' GROUP BY subscription`,
-    );
-    const deadBySubscription = new Map(dead.rows.map((row) => [row.subscription, row.count]));
+    const subscriptions = await loadSubscriptions(this.pool);
+    const deadBySubscription = await countDeadLetters(this.pool);
     return Promise.all(
       subscriptions.map(async (subscription) => {
         const stream = this.streamName(subscription.topic);
@@ -269,61 +211,25 @@ export class NatsEventBus implements EventBus {
   }
 
   async deadLetters(subscriptionName: string, query: DeadLetterQuery): Promise<DeadLetterPage> {
-    const after = query.cursor === undefined ? 0 : decodeCursor(query.cursor);
-    await loadSubscription(this.#pool, subscriptionName);
-    const result = await this.#pool.query<DeadLetterRow>(
-      `SELECT seq, event_id, event, attempts, last_error, dead_lettered_at, discarded_at FROM nats_dead_letters
-        WHERE subscription = $1 AND state = $2 AND seq > $3 ORDER BY seq LIMIT $4`,
-      [subscriptionName, query.state ?? 'dead', after, query.limit + 1],
-    );
-    const rows = result.rows.slice(0, query.limit);
-    return { data: rows.map(toDeadLetter), next_cursor: result.rows.length > query.limit ? encodeCursor(rows.at(-1)!.seq) : null };
+    return listDeadLetters(this.pool, subscriptionName, query);
   }
 
   async redrive(subscriptionName: string, ids?: readonly string[]): Promise<{ redriven: number }> {
-    const subscription = await loadSubscription(this.#pool, subscriptionName);
-    if (ids !== undefined && ids.length > REDRIVE_IDS_MAX) throw new KobanError('invalid_request', `ids has at most ${REDRIVE_IDS_MAX} items`, { field: 'ids' });
-    return withTransaction(this.#pool, async (client) => {
-      const rows = await client.query<{ seq: number; event_id: string; event: CloudEvent; redrive_count: number }>(
-        `SELECT seq, event_id, event, redrive_count FROM nats_dead_letters
-          WHERE subscription = $1 AND state = 'dead' AND ($2::text[] IS NULL OR event_id = ANY($2::text[]))
-          ORDER BY seq FOR UPDATE`,
-        [subscription.name, ids === undefined ? null : [...ids]],
-      );
-      // The message id names the redrive, so a redrive retried after a crash is not delivered twice.
-      for (const row of rows.rows) {
-        await this.#js.publish(this.#redriveSubject(subscription.topic, subscription.name), JSON.stringify(row.event), {
-          msgID: `redrive:${subscription.name}:${row.event_id}:${row.redrive_count + 1}`,
-          timeout: this.#options.publishTimeoutMs ?? PUBLISH_TIMEOUT_MS_DEFAULT,
-        });
-      }
-      await client.query(
-        `UPDATE nats_dead_letters SET state = 'redriven', redriven_at = now(), redrive_count = redrive_count + 1 WHERE seq = ANY($1::bigint[])`,
-        [rows.rows.map((row) => row.seq)],
-      );
-      return { redriven: rows.rows.length };
+    // The message id names the redrive, so a redrive retried after a crash is not delivered twice.
+    return redriveDeadLetters(this.pool, subscriptionName, ids, async (deadLetter, topic) => {
+      await this.#js.publish(this.#redriveSubject(topic, subscriptionName), JSON.stringify(deadLetter.event), {
+        msgID: `redrive:${subscriptionName}:${deadLetter.event_id}:${deadLetter.redrive_number}`,
+        timeout: this.#options.publishTimeoutMs ?? PUBLISH_TIMEOUT_MS_DEFAULT,
+      });
     });
   }
 
   async discard(subscriptionName: string, id: string): Promise<DeadLetter> {
-    const subscription = await loadSubscription(this.#pool, subscriptionName);
-    const result = await this.#pool.query<DeadLetterRow>(
-      `UPDATE nats_dead_letters SET state = 'discarded', discarded_at = coalesce(discarded_at, now())
-        WHERE subscription = $1 AND event_id = $2 AND state IN ('dead', 'discarded')
-        RETURNING seq, event_id, event, attempts, last_error, dead_lettered_at, discarded_at`,
-      [subscription.name, id],
-    );
-    const row = result.rows[0];
-    if (!row) throw new KobanError('not_found', `Subscription ${subscription.name} has no dead letter ${id}`, { subscription: subscription.name, id });
-    return toDeadLetter(row);
+    return discardDeadLetter(this.pool, subscriptionName, id);
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    await Promise.all([...this.#consumers].map((consumer) => consumer.stop()));
+  protected async closeBroker(): Promise<void> {
     await this.#nc.close().catch(() => undefined);
-    await this.#pool.end();
   }
 
   /** Deletes this namespace's streams (and so their consumers): for tests and benchmarks only. */
@@ -342,72 +248,42 @@ function isNotFound(error: unknown): boolean {
   return error instanceof JetStreamApiError && (error.code === 10059 || error.code === 10014);
 }
 
-function toDeadLetter(row: DeadLetterRow): DeadLetter {
-  return {
-    id: row.event_id,
-    event: row.event,
-    attempts: row.attempts,
-    last_error: row.last_error,
-    dead_lettered_at: row.dead_lettered_at.toISOString(),
-    discarded_at: row.discarded_at?.toISOString() ?? null,
-  };
-}
-
-class NatsConsumer implements Consumer {
-  readonly #subscription: Subscription;
+class NatsConsumer extends ConsumerLifecycle {
   readonly #messages: ConsumerMessages;
-  readonly #handler: Handler;
-  readonly #inFlightMax: number;
   readonly #ownRedriveSubject: string;
   readonly #redrivePrefix: string;
   readonly #deadLetter: (event: CloudEvent, attempts: number, lastError: string) => Promise<void>;
   readonly #logger: Logger;
-  readonly #onStopped: () => void;
-  readonly #slotFreed = new Wakeup();
-  readonly #settling = new Set<Promise<void>>();
-  #inFlight = 0;
-  #stopping = false;
-  #abandoned = false;
-  #loop: Promise<void> | undefined;
 
-  constructor(options: {
-    subscription: Subscription;
-    messages: ConsumerMessages;
-    handler: Handler;
-    inFlightMax: number;
-    ownRedriveSubject: string;
-    redrivePrefix: string;
-    deadLetter: (event: CloudEvent, attempts: number, lastError: string) => Promise<void>;
-    logger: Logger;
-    onStopped: () => void;
-  }) {
-    this.#subscription = options.subscription;
+  constructor(
+    options: ConsumerOptions & {
+      messages: ConsumerMessages;
+      ownRedriveSubject: string;
+      redrivePrefix: string;
+      deadLetter: (event: CloudEvent, attempts: number, lastError: string) => Promise<void>;
+      logger: Logger;
+    },
+  ) {
+    super(options);
     this.#messages = options.messages;
-    this.#handler = options.handler;
-    this.#inFlightMax = options.inFlightMax;
     this.#ownRedriveSubject = options.ownRedriveSubject;
     this.#redrivePrefix = options.redrivePrefix;
     this.#deadLetter = options.deadLetter;
     this.#logger = options.logger;
-    this.#onStopped = options.onStopped;
   }
 
-  start(): void {
-    this.#loop = this.#run();
-  }
-
-  async #run(): Promise<void> {
+  protected async run(): Promise<void> {
     try {
       for await (const message of this.#messages) {
         // As a crash would: left unacknowledged, it comes back after its ack deadline.
-        if (this.#abandoned) continue;
+        if (this.abandoned) continue;
         // Already delivered to us (its delivery is counted), so it is handled
         // even during a graceful stop; pulling stopped when stop() began.
         this.#dispatch(message);
-        while (this.#inFlight >= this.#inFlightMax && !this.#abandoned) await this.#slotFreed.sleep(1_000);
+        while (this.inFlight >= this.inFlightMax && !this.abandoned) await this.wakeup.sleep(1_000);
       }
     } catch (error) {
-      if (!this.#stopping) this.#logger.error({ err: error }, 'NATS consumer stopped unexpectedly');
+      if (!this.stopping) this.#logger.error({ err: error }, 'NATS consumer stopped unexpectedly');
     }
   }
 
@@ -426,58 +302,46 @@ class NatsConsumer implements Consumer {
       message.term();
       return;
     }
-    if (!isRedrive && !matchesFilter(this.#subscription.filter, filterAttributes(event))) {
+    if (!isRedrive && !matchesFilter(this.subscription.filter, filterAttributes(event))) {
       message.ack();
       return;
     }
     const attempt = message.info.deliveryCount;
-    this.#inFlight += 1;
-    const settled = this.#process(message, event, attempt)
-      .catch((error: unknown) => {
+    this.track(() =>
+      this.#process(message, event, attempt).catch((error: unknown) => {
         this.#logger.warn({ err: error, id: event.id }, 'recording the outcome of a delivery failed; it will be redelivered');
-        if (!this.#abandoned) message.nak(retryDelayMs(this.#subscription, attempt));
-      })
-      .finally(() => {
-        this.#inFlight -= 1;
-        this.#settling.delete(settled);
-        this.#slotFreed.wake();
-      });
-    this.#settling.add(settled);
+        if (!this.abandoned) message.nak(retryDelayMs(this.subscription, attempt));
+      }),
+    );
   }
 
   async #process(message: JsMsg, event: CloudEvent, attempt: number): Promise<void> {
-    if (attempt > this.#subscription.maxDeliveries) {
+    if (attempt > this.subscription.maxDeliveries) {
       // Its last delivery went unacknowledged until the deadline (a crashed consumer).
-      await this.#deadLetter(event, attempt - 1, 'ack deadline exceeded: the consumer did not acknowledge within ack_wait_ms');
+      await this.#deadLetter(event, attempt - 1, ACK_DEADLINE_EXCEEDED);
       message.term();
       return;
     }
     try {
-      await this.#handler({ event, subscription: this.#subscription.name, attempt });
+      await this.handler({ event, subscription: this.subscription.name, attempt });
     } catch (error) {
-      if (this.#abandoned) return;
+      if (this.abandoned) return;
       const lastError = truncateError(error, LAST_ERROR_LENGTH_MAX);
-      if (attempt >= this.#subscription.maxDeliveries) {
+      if (attempt >= this.subscription.maxDeliveries) {
         await this.#deadLetter(event, attempt, lastError);
         message.term();
         this.#logger.warn({ id: event.id, attempts: attempt, lastError }, 'message dead-lettered after its last delivery failed');
       } else {
-        message.nak(retryDelayMs(this.#subscription, attempt));
+        message.nak(retryDelayMs(this.subscription, attempt));
       }
       return;
     }
-    if (!this.#abandoned) message.ack();
+    if (!this.abandoned) message.ack();
   }
 
-  async stop(options: { abandonInFlight?: boolean } = {}): Promise<void> {
-    this.#stopping = true;
-    if (options.abandonInFlight) this.#abandoned = true;
-    this.#slotFreed.wake();
-    // Stop pulling first: a consumer that kept pulling while its handlers
-    // finished would hand messages back over and over, each a counted delivery.
+  // Stop pulling first: a consumer that kept pulling while its handlers
+  // finished would hand messages back over and over, each a counted delivery.
+  protected override async stopTaking(): Promise<void> {
     await this.#messages.close().catch(() => undefined);
-    await this.#loop;
-    if (!this.#abandoned) while (this.#settling.size > 0) await Promise.all([...this.#settling]);
-    this.#onStopped();
   }
 }

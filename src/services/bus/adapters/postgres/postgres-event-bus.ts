@@ -4,27 +4,15 @@
 // deliveries with FOR UPDATE SKIP LOCKED, hold them under a lease
 // (visible_at), and are woken by LISTEN/NOTIFY, with a slow poll as a backstop
 // for retries coming due and leases of crashed consumers running out.
+import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Clock } from '../../../../platform/clock.ts';
-import { KobanError } from '../../../../platform/errors.ts';
 import { GroupCommitQueue } from '../../../../platform/group-commit.ts';
+import { migrate } from '../../../../platform/postgres/migrate.ts';
 import { createPool, type Pool, withTransaction } from '../../../../platform/postgres/pool.ts';
-import { type CloudEvent, filterAttributes, validateEvent } from '../../../../contracts/events/envelope.ts';
-import type {
-  Consumer,
-  ConsumeOptions,
-  DeadLetter,
-  DeadLetterPage,
-  DeadLetterQuery,
-  EventBus,
-  Handler,
-  OutgoingMessage,
-  PublishResult,
-  PublishStatus,
-  SubscriptionStats,
-  Topology,
-} from '../../../../contracts/bus/event-bus.ts';
-import { consumeLimits } from '../../domain/consume-limits.ts';
+import { type CloudEvent, filterAttributes } from '../../../../contracts/events/envelope.ts';
+import type { DeadLetter, DeadLetterPage, DeadLetterQuery, OutgoingMessage, PublishStatus, SubscriptionStats, Topology } from '../../../../contracts/bus/event-bus.ts';
+import { ConsumerLifecycle, type ConsumerOptions } from '../../domain/consumer-lifecycle.ts';
 import { matchesFilter } from '../../domain/filter.ts';
 import {
   BROKER_RETRY_INITIAL_MS,
@@ -32,14 +20,26 @@ import {
   IDLE_POLL_MS_DEFAULT,
   IN_FLIGHT_MAX_LIMIT,
   LAST_ERROR_LENGTH_MAX,
-  REDRIVE_IDS_MAX,
 } from '../../domain/limits.ts';
 import { resolveTopology, retryDelayMs, type Subscription } from '../../domain/topology.ts';
-import { brokerRetryDelayMs, Wakeup } from '../../../../platform/wakeup.ts';
+import { brokerRetryDelayMs } from '../../../../platform/wakeup.ts';
 import { PgListener } from './listener.ts';
-import { declareTopology, loadSubscription, migrateBus, truncateError } from '../../registry/registry.ts';
-import { decodeCursor, encodeCursor } from '../../../../platform/cursor.ts';
+import { declareTopology, loadSubscription, migrateRegistry } from '../../registry/registry.ts';
+import {
+  ACK_DEADLINE_EXCEEDED,
+  checkRedriveIds,
+  deadLetterPage,
+  deadLetterPageQuery,
+  type DeadLetterRow,
+  discardedDeadLetter,
+  truncateError,
+} from '../../domain/dead-letters.ts';
+import { firstOccurrences, messageKey } from '../../domain/publishing.ts';
+import { RegistryEventBus } from '../../registry/registry-event-bus.ts';
 
+/** The adapter's queue (messages, deliveries), migrated after the registry its tables refer to. */
+export const POSTGRES_MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations');
+export const POSTGRES_MIGRATION_COMPONENT = 'bus_postgres';
 /** NOTIFY channel; the payload is the subscription that has new deliveries. */
 const NOTIFY_CHANNEL = 'koban_bus';
 /** Acknowledgements written together in one statement. */
@@ -55,17 +55,14 @@ export type PostgresEventBusOptions = {
   idlePollMs?: number;
 };
 
-export class PostgresEventBus implements EventBus {
+export class PostgresEventBus extends RegistryEventBus<PostgresConsumer> {
   readonly adapter = 'postgres' as const;
-  readonly #pool: Pool;
   readonly #options: PostgresEventBusOptions;
   readonly #logger: Logger;
-  readonly #consumers = new Set<PostgresConsumer>();
   #listener: PgListener | undefined;
-  #closed = false;
 
   private constructor(pool: Pool, options: PostgresEventBusOptions) {
-    this.#pool = pool;
+    super(pool, options.clock);
     this.#options = options;
     this.#logger = options.logger;
   }
@@ -74,7 +71,8 @@ export class PostgresEventBus implements EventBus {
   static async open(options: PostgresEventBusOptions): Promise<PostgresEventBus> {
     const pool = createPool({ url: options.url, size: options.poolSize, applicationName: 'koban-bus', logger: options.logger });
     try {
-      await migrateBus(pool, options.logger);
+      await migrateRegistry(pool, options.logger);
+      await migrate(pool, POSTGRES_MIGRATIONS_DIR, options.logger, { component: POSTGRES_MIGRATION_COMPONENT });
     } catch (error) {
       await pool.end();
       throw error;
@@ -83,21 +81,14 @@ export class PostgresEventBus implements EventBus {
   }
 
   async declare(topology: Topology): Promise<void> {
-    await declareTopology(this.#pool, resolveTopology(topology));
-  }
-
-  async publish(topic: string, input: unknown): Promise<PublishResult> {
-    const event = validateEvent(input, this.#options.clock);
-    const [status] = await this.publishBatch([{ topic, event }]);
-    if (status === 'unknown_topic') throw new KobanError('not_found', `No topic named ${topic}`, { topic });
-    return { id: event.id, duplicate: status === 'duplicate' };
+    await declareTopology(this.pool, resolveTopology(topology));
   }
 
   async publishBatch(messages: readonly OutgoingMessage[]): Promise<PublishStatus[]> {
-    if (this.#closed) throw new KobanError('unavailable', 'The event bus is closed');
+    this.assertOpen();
     if (messages.length === 0) return [];
     const topicNames = [...new Set(messages.map((message) => message.topic))];
-    return withTransaction(this.#pool, async (client) => {
+    return withTransaction(this.pool, async (client) => {
       const topics = await client.query<{ name: string }>('SELECT name FROM topics WHERE name = ANY($1::text[])', [topicNames]);
       const knownTopics = new Set(topics.rows.map((row) => row.name));
       const known = messages.filter((message) => knownTopics.has(message.topic));
@@ -116,10 +107,10 @@ export class PostgresEventBus implements EventBus {
           [known.map((message) => message.topic), known.map((message) => message.event.id), known.map((message) => JSON.stringify(message.event))],
         );
         const eventByKey = new Map<string, CloudEvent>();
-        for (const message of known) if (!eventByKey.has(key(message.topic, message.event.id))) eventByKey.set(key(message.topic, message.event.id), message.event);
+        for (const message of known) if (!eventByKey.has(messageKey(message.topic, message.event.id))) eventByKey.set(messageKey(message.topic, message.event.id), message.event);
         for (const row of rows.rows) {
-          inserted.add(key(row.topic, row.event_id));
-          const attributes = filterAttributes(eventByKey.get(key(row.topic, row.event_id))!);
+          inserted.add(messageKey(row.topic, row.event_id));
+          const attributes = filterAttributes(eventByKey.get(messageKey(row.topic, row.event_id))!);
           for (const subscription of subscriptions.rows) {
             if (subscription.topic === row.topic && matchesFilter(subscription.filter, attributes)) {
               deliveries.subscription.push(subscription.name);
@@ -137,43 +128,28 @@ export class PostgresEventBus implements EventBus {
         }
       }
       // The first occurrence of a key in the batch is the one that was stored.
-      const claimed = new Set<string>();
-      return messages.map((message) => {
+      const first = firstOccurrences(messages);
+      return messages.map((message, index) => {
         if (!knownTopics.has(message.topic)) return 'unknown_topic';
-        const messageKey = key(message.topic, message.event.id);
-        if (inserted.has(messageKey) && !claimed.has(messageKey)) {
-          claimed.add(messageKey);
-          return 'published';
-        }
-        return 'duplicate';
+        return first[index] && inserted.has(messageKey(message.topic, message.event.id)) ? 'published' : 'duplicate';
       });
     });
   }
 
-  async consume(subscriptionName: string, handler: Handler, options: ConsumeOptions = {}): Promise<Consumer> {
-    if (this.#closed) throw new KobanError('unavailable', 'The event bus is closed');
-    const subscription = await loadSubscription(this.#pool, subscriptionName);
-    const { inFlightMax, batchSizeMax } = consumeLimits(options);
+  protected async newConsumer(options: ConsumerOptions): Promise<PostgresConsumer> {
     this.#listener ??= new PgListener(this.#options.url, NOTIFY_CHANNEL, this.#logger, (name) => {
-      for (const consumer of this.#consumers) if (name === undefined || consumer.subscription.name === name) consumer.wake();
+      for (const consumer of this.consumers) if (name === undefined || consumer.subscription.name === name) consumer.wake();
     });
-    const consumer = new PostgresConsumer({
-      pool: this.#pool,
-      subscription,
-      handler,
-      logger: this.#logger.child({ component: 'bus-consumer', subscription: subscription.name }),
-      inFlightMax,
-      batchSizeMax,
+    return new PostgresConsumer({
+      ...options,
+      pool: this.pool,
+      logger: this.#logger.child({ component: 'bus-consumer', subscription: options.subscription.name }),
       idlePollMs: this.#options.idlePollMs ?? IDLE_POLL_MS_DEFAULT,
-      onStopped: () => this.#consumers.delete(consumer),
     });
-    this.#consumers.add(consumer);
-    consumer.start();
-    return consumer;
   }
 
   async subscriptions(): Promise<SubscriptionStats[]> {
-    const result = await this.#pool.query<SubscriptionStats>(
+    const result = await this.pool.query<SubscriptionStats>(
       `SELECT s.name, s.topic, s.filter,
               count(*) FILTER (WHERE d.state = 'pending' AND (d.leased_until IS NULL OR d.leased_until <= now()))::int AS depth,
               count(*) FILTER (WHERE d.state = 'pending' AND d.leased_until > now())::int AS in_flight,
@@ -188,28 +164,24 @@ export class PostgresEventBus implements EventBus {
     return result.rows.map((row) => ({ ...row, oldest_age_ms: row.oldest_age_ms === null ? null : Math.max(0, row.oldest_age_ms) }));
   }
 
-  async deadLetters(subscriptionName: string, page: DeadLetterQuery): Promise<DeadLetterPage> {
-    const after = page.cursor === undefined ? 0 : decodeCursor(page.cursor);
-    await loadSubscription(this.#pool, subscriptionName);
-    const result = await this.#pool.query<DeadLetterRow>(
+  async deadLetters(subscriptionName: string, query: DeadLetterQuery): Promise<DeadLetterPage> {
+    const { afterSeq, state, rowsMax } = deadLetterPageQuery(query);
+    await loadSubscription(this.pool, subscriptionName);
+    const result = await this.pool.query<DeadLetterRow>(
       `SELECT d.message_seq AS seq, m.event_id, m.event, d.attempts, d.last_error, d.dead_lettered_at, d.discarded_at
          FROM deliveries d JOIN messages m ON m.seq = d.message_seq
         WHERE d.subscription = $1 AND d.state = $2 AND d.message_seq > $3
         ORDER BY d.message_seq
         LIMIT $4`,
-      [subscriptionName, page.state ?? 'dead', after, page.limit + 1],
+      [subscriptionName, state, afterSeq, rowsMax],
     );
-    const rows = result.rows.slice(0, page.limit);
-    return {
-      data: rows.map(toDeadLetter),
-      next_cursor: result.rows.length > page.limit ? encodeCursor(rows.at(-1)!.seq) : null,
-    };
+    return deadLetterPage(result.rows, query);
   }
 
   async redrive(subscriptionName: string, ids?: readonly string[]): Promise<{ redriven: number }> {
-    const subscription = await loadSubscription(this.#pool, subscriptionName);
-    if (ids !== undefined && ids.length > REDRIVE_IDS_MAX) throw new KobanError('invalid_request', `ids has at most ${REDRIVE_IDS_MAX} items`, { field: 'ids' });
-    const result = await this.#pool.query<{ redriven: number }>(
+    const subscription = await loadSubscription(this.pool, subscriptionName);
+    checkRedriveIds(ids);
+    const result = await this.pool.query<{ redriven: number }>(
       `WITH redriven AS (
          UPDATE deliveries d
             SET state = 'pending', attempts = 0, visible_at = now(), leased_until = NULL, redriven_at = now(), redrive_count = d.redrive_count + 1
@@ -226,9 +198,9 @@ export class PostgresEventBus implements EventBus {
   }
 
   async discard(subscriptionName: string, id: string): Promise<DeadLetter> {
-    const subscription = await loadSubscription(this.#pool, subscriptionName);
+    const subscription = await loadSubscription(this.pool, subscriptionName);
     // Discarding twice returns the same record: the first discard stands.
-    const result = await this.#pool.query<DeadLetterRow>(
+    const result = await this.pool.query<DeadLetterRow>(
       `WITH target AS (
          SELECT d.subscription, d.message_seq FROM deliveries d JOIN messages m ON m.seq = d.message_seq
           WHERE d.subscription = $1 AND m.topic = $2 AND m.event_id = $3 AND d.state IN ('dead', 'discarded')
@@ -241,82 +213,27 @@ export class PostgresEventBus implements EventBus {
          FROM updated u JOIN messages m ON m.seq = u.message_seq`,
       [subscription.name, subscription.topic, id],
     );
-    const row = result.rows[0];
-    if (!row) throw new KobanError('not_found', `Subscription ${subscription.name} has no dead letter ${id}`, { subscription: subscription.name, id });
-    return toDeadLetter(row);
+    return discardedDeadLetter(result.rows[0], subscription.name, id);
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    await Promise.all([...this.#consumers].map((consumer) => consumer.stop()));
+  protected async closeBroker(): Promise<void> {
     await this.#listener?.close();
-    await this.#pool.end();
   }
-}
-
-function key(topic: string, id: string): string {
-  return `${topic}\u0000${id}`;
-}
-
-type DeadLetterRow = {
-  seq: number;
-  event_id: string;
-  event: CloudEvent;
-  attempts: number;
-  last_error: string | null;
-  dead_lettered_at: Date;
-  discarded_at: Date | null;
-};
-
-function toDeadLetter(row: DeadLetterRow): DeadLetter {
-  return {
-    id: row.event_id,
-    event: row.event,
-    attempts: row.attempts,
-    last_error: row.last_error,
-    dead_lettered_at: row.dead_lettered_at.toISOString(),
-    discarded_at: row.discarded_at?.toISOString() ?? null,
-  };
 }
 
 type ClaimedRow = { message_seq: number; attempts: number; event: CloudEvent };
 
-class PostgresConsumer implements Consumer {
-  readonly subscription: Subscription;
+class PostgresConsumer extends ConsumerLifecycle {
   readonly #pool: Pool;
-  readonly #handler: Handler;
   readonly #logger: Logger;
-  readonly #inFlightMax: number;
-  readonly #batchSizeMax: number;
   readonly #idlePollMs: number;
-  readonly #onStopped: () => void;
-  readonly #wakeup = new Wakeup();
   readonly #acks: GroupCommitQueue<number, void>;
-  readonly #settling = new Set<Promise<void>>();
-  #inFlight = 0;
-  #stopping = false;
-  #abandoned = false;
-  #loop: Promise<void> | undefined;
 
-  constructor(options: {
-    pool: Pool;
-    subscription: Subscription;
-    handler: Handler;
-    logger: Logger;
-    inFlightMax: number;
-    batchSizeMax: number;
-    idlePollMs: number;
-    onStopped: () => void;
-  }) {
+  constructor(options: ConsumerOptions & { pool: Pool; logger: Logger; idlePollMs: number }) {
+    super(options);
     this.#pool = options.pool;
-    this.subscription = options.subscription;
-    this.#handler = options.handler;
     this.#logger = options.logger;
-    this.#inFlightMax = options.inFlightMax;
-    this.#batchSizeMax = options.batchSizeMax;
     this.#idlePollMs = options.idlePollMs;
-    this.#onStopped = options.onStopped;
     // Acks of handlers that finish together share one statement.
     this.#acks = new GroupCommitQueue<number, void>({
       execute: async (seqs) => {
@@ -334,25 +251,17 @@ class PostgresConsumer implements Consumer {
     });
   }
 
-  start(): void {
-    this.#loop = this.#run();
-  }
-
-  wake(): void {
-    this.#wakeup.wake();
-  }
-
-  async #run(): Promise<void> {
+  protected async run(): Promise<void> {
     let failures = 0;
-    while (!this.#stopping) {
-      const capacity = this.#inFlightMax - this.#inFlight;
+    while (!this.stopping) {
+      const capacity = this.inFlightMax - this.inFlight;
       if (capacity <= 0) {
-        await this.#wakeup.sleep(this.#idlePollMs);
+        await this.wakeup.sleep(this.#idlePollMs);
         continue;
       }
       let rows: ClaimedRow[];
       try {
-        rows = await this.#claim(Math.min(capacity, this.#batchSizeMax));
+        rows = await this.#claim(Math.min(capacity, this.batchSizeMax));
         if (failures > 0) this.#logger.info('bus database reachable again; consuming');
         failures = 0;
       } catch (error) {
@@ -360,16 +269,16 @@ class PostgresConsumer implements Consumer {
         const delayMs = brokerRetryDelayMs(failures, BROKER_RETRY_INITIAL_MS, BROKER_RETRY_MAX_MS);
         this.#logger.warn({ err: error, delayMs }, 'claiming deliveries failed; backing off');
         // Woken early by stop(), or by a notification (the database is back).
-        await this.#wakeup.sleep(delayMs);
+        await this.wakeup.sleep(delayMs);
         continue;
       }
       // Claimed even if stop() came meanwhile: the attempt is already counted, so
       // handle it (stop waits for it) rather than let its lease run out unhandled.
-      if (this.#abandoned) break;
+      if (this.abandoned) break;
       for (const row of rows) this.#dispatch(row);
-      if (this.#stopping) break;
+      if (this.stopping) break;
       // A full batch means more may be waiting: claim again at once.
-      if (rows.length < Math.min(capacity, this.#batchSizeMax)) await this.#wakeup.sleep(this.#idlePollMs);
+      if (rows.length < Math.min(capacity, this.batchSizeMax)) await this.wakeup.sleep(this.#idlePollMs);
     }
   }
 
@@ -390,7 +299,7 @@ class PostgresConsumer implements Consumer {
                ), expired AS (
                  UPDATE deliveries d
                     SET state = 'dead', dead_lettered_at = now(), leased_until = NULL,
-                        last_error = 'ack deadline exceeded: the consumer did not acknowledge within ack_wait_ms'
+                        last_error = $3
                    FROM candidates c, subscriptions s
                   WHERE d.subscription = $1 AND d.message_seq = c.message_seq AND s.name = $1 AND c.attempts >= s.max_deliveries
                  RETURNING d.message_seq
@@ -404,30 +313,26 @@ class PostgresConsumer implements Consumer {
                  RETURNING d.message_seq, d.attempts
                )
                SELECT c.message_seq, c.attempts, m.event FROM claimed c JOIN messages m ON m.seq = c.message_seq`,
-        values: [this.subscription.name, limit],
+        values: [this.subscription.name, limit, ACK_DEADLINE_EXCEEDED],
       })
       .then((result) => result.rows);
   }
 
   #dispatch(row: ClaimedRow): void {
-    this.#inFlight += 1;
     const delivery = { event: row.event, subscription: this.subscription.name, attempt: row.attempts };
-    const settled = Promise.resolve()
-      .then(() => this.#handler(delivery))
-      .then(
-        () => (this.#abandoned ? undefined : this.#acks.submit(row.message_seq)),
-        (error: unknown) => (this.#abandoned ? undefined : this.#fail(row, error)),
-      )
-      .catch((error: unknown) => {
-        // The lease runs out and the message comes back: at-least-once holds.
-        this.#logger.warn({ err: error, id: row.event.id }, 'recording the outcome of a delivery failed');
-      })
-      .finally(() => {
-        this.#inFlight -= 1;
-        this.#settling.delete(settled);
-        this.#wakeup.wake();
-      });
-    this.#settling.add(settled);
+    this.track(() =>
+      // A handler that throws at once fails like one that rejects.
+      Promise.resolve()
+        .then(() => this.handler(delivery))
+        .then(
+          () => (this.abandoned ? undefined : this.#acks.submit(row.message_seq)),
+          (error: unknown) => (this.abandoned ? undefined : this.#fail(row, error)),
+        )
+        .catch((error: unknown) => {
+          // The lease runs out and the message comes back: at-least-once holds.
+          this.#logger.warn({ err: error, id: row.event.id }, 'recording the outcome of a delivery failed');
+        }),
+    );
   }
 
   async #fail(row: ClaimedRow, error: unknown): Promise<void> {
@@ -453,19 +358,11 @@ class PostgresConsumer implements Consumer {
     } else {
       this.#logger.debug({ id: row.event.id, attempt: row.attempts, delayMs, lastError }, 'delivery failed; will retry');
       // Come back for it when its delay is over, not only at the next idle poll.
-      setTimeout(() => this.#wakeup.wake(), delayMs + 1).unref();
+      setTimeout(() => this.wakeup.wake(), delayMs + 1).unref();
     }
   }
 
-  async stop(options: { abandonInFlight?: boolean } = {}): Promise<void> {
-    this.#stopping = true;
-    if (options.abandonInFlight) this.#abandoned = true;
-    this.#wakeup.wake();
-    await this.#loop;
-    if (!this.#abandoned) {
-      while (this.#settling.size > 0) await Promise.all([...this.#settling]);
-      await this.#acks.flush();
-    }
-    this.#onStopped();
+  protected override async flush(): Promise<void> {
+    await this.#acks.flush();
   }
 }

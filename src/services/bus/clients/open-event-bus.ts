@@ -1,15 +1,16 @@
-// Chooses and opens the configured EventBus adapter. The NATS client is
-// loaded only when the nats adapter is chosen.
+// How another service (or the composition root) gets an EventBus: chooses
+// and opens the configured adapter. The NATS client is loaded only when the
+// nats adapter is chosen.
 import type { Logger } from 'pino';
 import type { Clock } from '../../../platform/clock.ts';
 import type { EventBus } from '../../../contracts/bus/event-bus.ts';
-import { PostgresEventBus } from './postgres/postgres-event-bus.ts';
+import { PostgresEventBus } from '../adapters/postgres/postgres-event-bus.ts';
 
 export type BusAdapter = 'postgres' | 'nats';
 
 export async function openEventBus(options: {
   adapter: BusAdapter;
-  /** The bus database: everything for postgres; declarations and dead letters for nats. */
+  /** The bus database: the registry (declarations, and dead letters for nats) and, for postgres, its queue. */
   databaseUrl: string;
   natsUrl: string;
   poolSize: number;
@@ -18,7 +19,7 @@ export async function openEventBus(options: {
 }): Promise<EventBus> {
   const logger = options.logger.child({ component: 'bus', adapter: options.adapter });
   if (options.adapter === 'nats') {
-    const { NatsEventBus } = await import('./nats/nats-event-bus.ts');
+    const { NatsEventBus } = await import('../adapters/nats/nats-event-bus.ts');
     try {
       return await NatsEventBus.open({ natsUrl: options.natsUrl, databaseUrl: options.databaseUrl, poolSize: options.poolSize, logger, clock: options.clock });
     } catch (error) {
