@@ -106,6 +106,6 @@ describe('LedgerClient', () => {
 
   test('an unreachable ledger is a retryable network error after every attempt', async () => {
     const client = new LedgerClient({ baseUrl: 'http://127.0.0.1:1', backoffBaseMs: 1, attemptsMax: 2 });
-    await assert.rejects(client.listBalances('x'), (error: unknown) => isLedgerClientError(error, 'network') && error.retryable);
+    await assert.rejects(client.listBalances('x'), (error: unknown) => isLedgerClientError(error, 'unavailable') && error.retryable && error.details?.transport === 'ECONNREFUSED');
   });
 });

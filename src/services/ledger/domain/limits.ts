@@ -11,10 +11,13 @@ export const BALANCE_MAX = Number.MAX_SAFE_INTEGER;
 export const ID_LENGTH_MAX = 128;
 /** Transaction ids the ledger gives its own transactions (expiries) start with this. */
 export const SYSTEM_TRANSACTION_ID_PREFIX = 'sys:';
-/** Transaction and user ids: 1–128 characters of [A-Za-z0-9._:-]. */
-export const ID_PATTERN = `^[A-Za-z0-9._:-]{1,${ID_LENGTH_MAX}}$`;
+/**
+ * Transaction and user ids: 1–128 characters of [A-Za-z0-9._:-], but not `.`
+ * or `..`: a URL path cannot carry those (clients resolve them as dot segments).
+ */
+export const ID_PATTERN = `^(?!\\.\\.?$)[A-Za-z0-9._:-]{1,${ID_LENGTH_MAX}}$`;
 /** Caller-chosen transaction ids: the same, minus the prefix reserved for the ledger's own. */
-export const CALLER_TRANSACTION_ID_PATTERN = `^(?!${SYSTEM_TRANSACTION_ID_PREFIX})[A-Za-z0-9._:-]{1,${ID_LENGTH_MAX}}$`;
+export const CALLER_TRANSACTION_ID_PATTERN = `^(?!${SYSTEM_TRANSACTION_ID_PREFIX})(?!\\.\\.?$)[A-Za-z0-9._:-]{1,${ID_LENGTH_MAX}}$`;
 
 export const DESCRIPTION_LENGTH_MAX = 1024;
 /** Serialized size of `metadata`, in bytes of UTF-8 JSON. */

@@ -25,7 +25,8 @@ export const STORABLE_TEXT_PATTERN = '^[^\\u0000\\ud800-\\udfff]*$';
 const CURSOR_PATTERN = '^[A-Za-z0-9_-]+$';
 const CURSOR_LENGTH_MAX = 64;
 
-const idSchema = (what: string) => ({ type: 'string', pattern: ID_PATTERN, description: `${what}: 1–${ID_LENGTH_MAX} characters of [A-Za-z0-9._:-]` }) as const;
+const ID_SHAPE = `1–${ID_LENGTH_MAX} characters of [A-Za-z0-9._:-], not \`.\` or \`..\``;
+export const idSchema = (what: string) => ({ type: 'string', pattern: ID_PATTERN, description: `${what}: ${ID_SHAPE}` }) as const;
 
 export type LedgerRequestSchemas = ReturnType<typeof ledgerRequestSchemas>;
 
@@ -43,7 +44,7 @@ export function ledgerRequestSchemas(balanceTypes: readonly string[]) {
       transaction_id: {
         type: 'string',
         pattern: CALLER_TRANSACTION_ID_PATTERN,
-        description: `Caller-chosen id of the operation: 1–${ID_LENGTH_MAX} characters of [A-Za-z0-9._:-], not starting with \`${SYSTEM_TRANSACTION_ID_PREFIX}\` (reserved for the ledger)`,
+        description: `Caller-chosen id of the operation: ${ID_SHAPE}, not starting with \`${SYSTEM_TRANSACTION_ID_PREFIX}\` (reserved for the ledger)`,
       },
       type: { type: 'string', enum: [...TRANSACTION_TYPES] },
       user_id: idSchema('The user whose balance moves'),

@@ -12,7 +12,7 @@ import addFormats from 'ajv-formats';
 import { KobanError, invalidRequest } from '../../../platform/errors.ts';
 import type { PostRequest, TransactionListQuery, TransactionRequest, VoidRequest } from '../../../contracts/ledger/ledger-api.ts';
 import { EXPIRY_HORIZON_MAX_MS, INSTANT_MIN_MS, METADATA_BYTES_MAX } from './limits.ts';
-import { ledgerRequestSchemas } from './request-schemas.ts';
+import { idSchema, ledgerRequestSchemas } from './request-schemas.ts';
 
 /** Where a value travels over HTTP; error details say it, as the HTTP shell's do. */
 type RequestPart = 'params' | 'body' | 'querystring';
@@ -38,9 +38,7 @@ export class LedgerValidator {
   readonly #transactionListQuery: ValidateFunction;
 
   constructor(balanceTypes: readonly string[]) {
-    // As Fastify's body validator (platform/http/server.ts), except defaults: the caller's objects are never changed.
-    const ajv = new Ajv({ coerceTypes: false, useDefaults: false, removeAdditional: false, allErrors: false, strict: true });
-    addFormats.default(ajv);
+    const ajv = newAjv();
     const schemas = ledgerRequestSchemas(balanceTypes);
     this.#transactionRequest = ajv.compile(schemas.transactionRequest);
     this.#postRequest = ajv.compile(schemas.postRequest);
@@ -91,6 +89,34 @@ export class LedgerValidator {
     check(this.#userParams, { user_id: userId }, 'params');
     check(this.#transactionListQuery, query, 'querystring');
   }
+}
+
+/** Ids in a URL path, as the service's params schemas check them (all of them name ids the same way). */
+let pathIds: ValidateFunction | undefined;
+
+/**
+ * For an HTTP client, before it builds a URL: the ids it puts in the path,
+ * with the error the service would give. An id that is not one may not reach
+ * the service at all (`..` resolves to another route, `` leaves a segment out).
+ */
+export function checkPathIds(ids: { transaction_id?: string; user_id?: string }): void {
+  pathIds ??= newAjv().compile({ type: 'object', properties: { transaction_id: idSchema('Transaction id'), user_id: idSchema('User id') } });
+  check(pathIds, ids, 'params');
+}
+
+/** The balance type in a URL path, for an HTTP client: the values a path cannot carry are never configured ones. */
+export function checkPathBalanceType(balanceType: string): void {
+  if (balanceType === '' || balanceType === '.' || balanceType === '..') {
+    // Ajv's own wording for an enum, so that the error reads as the service's.
+    throw schemaError({ instancePath: '/balance_type', keyword: 'enum', schemaPath: '', params: {}, message: 'must be equal to one of the allowed values' }, 'params');
+  }
+}
+
+function newAjv(): Ajv {
+  // As Fastify's body validator (platform/http/server.ts), except defaults: the caller's objects are never changed.
+  const ajv = new Ajv({ coerceTypes: false, useDefaults: false, removeAdditional: false, allErrors: false, strict: true });
+  addFormats.default(ajv);
+  return ajv;
 }
 
 function check(validate: ValidateFunction, value: unknown, part: RequestPart): void {
