@@ -6,12 +6,12 @@
 import { KobanError } from '../../../platform/errors.ts';
 import type { LedgerApi, TransactionList, TransactionListQuery, WriteResult } from '../../../contracts/ledger/ledger-api.ts';
 import type { Balance, PostRequest, Transaction, TransactionRequest, VoidRequest } from '../../../contracts/ledger/types.ts';
-import type { LedgerService } from '../service.ts';
 
 export class InProcessLedgerClient implements LedgerApi {
-  readonly #ledger: LedgerService;
+  readonly #ledger: LedgerApi;
 
-  constructor(ledger: LedgerService) {
+  /** `ledger` is the LedgerService (services/ledger/service.ts), which validates every call itself. */
+  constructor(ledger: LedgerApi) {
     this.#ledger = ledger;
   }
 
