@@ -1,5 +1,6 @@
 // The balance service: idempotent add/consume/refund, holds (post/void),
-// time-limited balances with a sweeper, and plain reads. Writes go through
+// time-limited balances with a sweeper, and plain reads. Every call is
+// validated here (domain/validation.ts), whoever the caller; writes go through
 // group commit; every outcome maps to one catalogue error or a result.
 import type { Logger } from 'pino';
 import type { Clock } from '../../platform/clock.ts';
@@ -8,7 +9,6 @@ import { KobanError } from '../../platform/errors.ts';
 import { GroupCommitQueue } from '../../platform/group-commit.ts';
 import { classifyPgError } from '../../platform/postgres/pool.ts';
 import {
-  EXPIRY_HORIZON_MAX_MS,
   HOLD_OWNERS_CACHED_MAX,
   HOLD_TIMEOUT_DEFAULT_MS,
   PAGE_LIMIT_DEFAULT,
@@ -18,11 +18,12 @@ import {
   WRITE_PARALLEL_BATCH_SIZE_MIN,
   WRITE_QUEUE_DEPTH_MAX,
 } from './domain/limits.ts';
+import { LedgerValidator } from './domain/validation.ts';
 import type { AuditReport, LedgerOperation, LedgerOutcome, LedgerStore } from './store/ledger-store.ts';
+import type { LedgerApi, TransactionList, TransactionListQuery, WriteResult } from '../../contracts/ledger/ledger-api.ts';
 import type { Balance, PostRequest, Transaction, TransactionRequest, VoidRequest } from '../../contracts/ledger/types.ts';
 
-export type WriteResult = { transaction: Transaction; replayed: boolean };
-export type TransactionList = { data: Transaction[]; next_cursor: string | null };
+export type { TransactionList, WriteResult } from '../../contracts/ledger/ledger-api.ts';
 
 /** Outcome of one operation after the batch it rode in: a result, or the error for that caller alone. */
 type OperationResult = LedgerOutcome | { outcome: 'failed'; error: KobanError };
@@ -40,8 +41,9 @@ export type LedgerServiceOptions = {
   holdTimeoutDefaultMs?: number;
 };
 
-export class LedgerService {
+export class LedgerService implements LedgerApi {
   readonly #store: LedgerStore;
+  readonly #validator: LedgerValidator;
   readonly #clock: Clock;
   readonly #logger: Logger;
   readonly #writeTimeoutMs: number;
@@ -62,6 +64,7 @@ export class LedgerService {
     this.#clock = options.clock;
     this.#logger = options.logger;
     this.balanceTypes = options.balanceTypes;
+    this.#validator = new LedgerValidator(options.balanceTypes);
     this.#writeTimeoutMs = options.writeTimeoutMs;
     this.#sweepIntervalMs = options.sweepIntervalMs;
     this.#holdTimeoutMs = options.holdTimeoutDefaultMs ?? HOLD_TIMEOUT_DEFAULT_MS;
@@ -83,7 +86,7 @@ export class LedgerService {
   /** Applies an add, consume or refund — posted, or as a hold — exactly once per (transaction_id, balance_type). */
   async submit(request: TransactionRequest): Promise<WriteResult> {
     const at = this.#clock.now();
-    assertCoherent(request, at);
+    this.#validator.transactionRequest(request, at.getTime());
     const result = await this.#write({ ...request, kind: 'create', at, hold_timeout_ms: this.#holdTimeoutMs }, request.user_id, request.balance_type);
     const written = this.#toWriteResult(result, request.transaction_id, request.balance_type, request.amount);
     if (written.transaction.pending) this.#rememberHoldOwner(request.transaction_id, request.balance_type, written.transaction.user_id);
@@ -92,6 +95,7 @@ export class LedgerService {
 
   /** Posts all or part of a hold; the rest is released. At most once. */
   async post(transactionId: string, request: PostRequest): Promise<WriteResult> {
+    this.#validator.postRequest(transactionId, request);
     const owner = await this.#holdOwner(transactionId, request.balance_type);
     const result = await this.#write({ kind: 'post', at: this.#clock.now(), transaction_id: transactionId, balance_type: request.balance_type, amount: request.amount }, owner, request.balance_type);
     return this.#toWriteResult(result, transactionId, request.balance_type, request.amount);
@@ -99,6 +103,7 @@ export class LedgerService {
 
   /** Voids a hold, releasing all of it. At most once. */
   async void(transactionId: string, request: VoidRequest): Promise<WriteResult> {
+    this.#validator.voidRequest(transactionId, request);
     const owner = await this.#holdOwner(transactionId, request.balance_type);
     const result = await this.#write({ kind: 'void', at: this.#clock.now(), transaction_id: transactionId, balance_type: request.balance_type }, owner, request.balance_type);
     return this.#toWriteResult(result, transactionId, request.balance_type, undefined);
@@ -115,24 +120,28 @@ export class LedgerService {
   }
 
   async getTransactions(transactionId: string): Promise<Transaction[]> {
+    this.#validator.transactionId(transactionId);
     const transactions = await this.#read(() => this.#store.findTransactions(transactionId, this.#clock.now()));
     if (transactions.length === 0) throw new KobanError('not_found', `No transaction ${transactionId}`, { transaction_id: transactionId });
     return transactions;
   }
 
-  listBalances(userId: string): Promise<Balance[]> {
+  async listBalances(userId: string): Promise<Balance[]> {
+    this.#validator.userId(userId);
     return this.#read(() => this.#store.findBalances(userId, this.balanceTypes, this.#clock.now()));
   }
 
   async getBalance(userId: string, balanceType: string): Promise<Balance> {
+    this.#validator.balance(userId, balanceType);
     const [balance] = await this.#read(() => this.#store.findBalances(userId, [balanceType], this.#clock.now()));
     return balance!;
   }
 
-  async listTransactions(query: { userId: string; balanceType?: string | undefined; limit?: number | undefined; cursor?: string | undefined }): Promise<TransactionList> {
+  async listTransactions(userId: string, query: TransactionListQuery = {}): Promise<TransactionList> {
+    this.#validator.transactionList(userId, query);
     const beforeKey = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
     const page = await this.#read(() =>
-      this.#store.listUserTransactions({ userId: query.userId, balanceType: query.balanceType, limit: query.limit ?? PAGE_LIMIT_DEFAULT, beforeKey, at: this.#clock.now() }),
+      this.#store.listUserTransactions({ userId, balanceType: query.balance_type, limit: query.limit ?? PAGE_LIMIT_DEFAULT, beforeKey, at: this.#clock.now() }),
     );
     return { data: page.transactions, next_cursor: page.lastKey === undefined ? null : encodeCursor(page.lastKey) };
   }
@@ -292,29 +301,6 @@ export class LedgerService {
     } catch (error) {
       throw toKobanError(error, this.#logger);
     }
-  }
-}
-
-/**
- * Checks what a request says about itself: fields that belong together, and no
- * far-future instants. ("In the future" is checked at creation, in SQL, so that
- * a replay of an old request still replays.)
- */
-function assertCoherent(request: TransactionRequest, at: Date): void {
-  for (const field of ['expires_at', 'pending_expires_at'] as const) {
-    const value = request[field];
-    if (value !== undefined && Date.parse(value) - at.getTime() > EXPIRY_HORIZON_MAX_MS) {
-      throw new KobanError('invalid_request', `${field} is further in the future than the ledger accepts`, { field, horizon_days: EXPIRY_HORIZON_MAX_MS / 86_400_000 });
-    }
-  }
-  if (request.type !== 'add' && request.expires_at !== undefined) {
-    throw new KobanError('invalid_request', 'expires_at applies to adds only', { field: 'expires_at' });
-  }
-  if (request.type === 'refund' && request.refund_of === undefined) throw new KobanError('invalid_request', 'refund_of is required for a refund', { field: 'refund_of' });
-  if (request.type !== 'refund' && request.refund_of !== undefined) throw new KobanError('invalid_request', 'refund_of applies to refunds only', { field: 'refund_of' });
-  if (request.type === 'refund' && request.pending === true) throw new KobanError('invalid_request', 'a refund cannot be a hold', { field: 'pending' });
-  if (request.pending !== true && request.pending_expires_at !== undefined) {
-    throw new KobanError('invalid_request', 'pending_expires_at applies to holds (pending: true) only', { field: 'pending_expires_at' });
   }
 }
 

@@ -1,13 +1,23 @@
-// Typed client of the balance API. Retryable failures (503, 504, lost
-// connections) are retried with the same transaction id, which idempotency
-// makes safe; everything else surfaces as a LedgerClientError.
-import type { ErrorBody, ErrorCode } from '../../../platform/errors.ts';
-import type { Balance, Transaction, TransactionRequest } from '../../../contracts/ledger/types.ts';
+// LedgerApi over HTTP. Retryable failures (503, 504, lost connections) are
+// retried with the same ids, which idempotency makes safe, honouring
+// Retry-After; every failure surfaces as the error an in-process caller gets
+// (KobanError: catalogue code, status, retryable, details).
+import { KobanError, type ErrorBody, type ErrorCode } from '../../../platform/errors.ts';
+import { type LedgerApi, type TransactionList, type TransactionListQuery, type WriteResult, isLedgerError, isLedgerErrorCode } from '../../../contracts/ledger/ledger-api.ts';
+import type { Balance, PostRequest, Transaction, TransactionRequest, VoidRequest } from '../../../contracts/ledger/types.ts';
+import { checkPathBalanceType, checkPathIds } from '../domain/validation.ts';
 
 export const CLIENT_ATTEMPTS_MAX = 5;
 export const CLIENT_BACKOFF_BASE_MS = 100;
 export const CLIENT_BACKOFF_MAX_MS = 5_000;
 export const CLIENT_REQUEST_TIMEOUT_MS = 10_000;
+/** Longest wait a Retry-After header can impose between attempts; a longer one is cut to this. */
+export const CLIENT_RETRY_AFTER_MAX_MS = 30_000;
+
+/** The server's answer to a replay, as in routes.ts. */
+const REPLAY_HEADER = 'idempotent-replayed';
+/** Failures before anything reached the ledger: retrying cannot apply anything twice, and giving up means nothing happened. */
+const NOT_SENT_ERROR_CODES: ReadonlySet<string> = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
 
 export type LedgerClientOptions = {
   baseUrl: string;
@@ -18,30 +28,17 @@ export type LedgerClientOptions = {
   sleep?: (ms: number) => Promise<void>;
 };
 
-export type TransactionResult = { transaction: Transaction; replayed: boolean };
-export type TransactionList = { data: Transaction[]; next_cursor: string | null };
+export { type TransactionList, type WriteResult } from '../../../contracts/ledger/ledger-api.ts';
+/** @deprecated Use WriteResult (contracts/ledger/ledger-api.ts). */
+export type TransactionResult = WriteResult;
+/** @deprecated Every LedgerApi throws KobanError; use isLedgerError (contracts/ledger/ledger-api.ts). */
+export { KobanError as LedgerClientError } from '../../../platform/errors.ts';
+/** @deprecated Use isLedgerError (contracts/ledger/ledger-api.ts). */
+export const isLedgerClientError = isLedgerError;
 
-export class LedgerClientError extends Error {
-  override name = 'LedgerClientError';
-  readonly status: number;
-  readonly code: ErrorCode | 'network';
-  readonly retryable: boolean;
-  readonly details: Record<string, unknown> | undefined;
+type Reply = { body: unknown; replayed: boolean };
 
-  constructor(status: number, body: ErrorBody['error'] | { code: 'network'; message: string; retryable: boolean; details?: Record<string, unknown> }, options?: ErrorOptions) {
-    super(body.message, options);
-    this.status = status;
-    this.code = body.code;
-    this.retryable = body.retryable;
-    this.details = body.details;
-  }
-}
-
-export function isLedgerClientError(error: unknown, code?: LedgerClientError['code']): error is LedgerClientError {
-  return error instanceof LedgerClientError && (code === undefined || error.code === code);
-}
-
-export class LedgerClient {
+export class LedgerClient implements LedgerApi {
   readonly #baseUrl: string;
   readonly #attemptsMax: number;
   readonly #backoffBaseMs: number;
@@ -58,62 +55,78 @@ export class LedgerClient {
     this.#sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
   }
 
-  /** Add or consume; safe to call again with the same request after any failure. */
-  async postTransaction(request: TransactionRequest): Promise<TransactionResult> {
-    const response = await this.#send('POST', '/v1/transactions', request);
-    return { transaction: (await response.json()) as Transaction, replayed: response.headers.get('idempotent-replayed') === 'true' };
+  /** Add, consume or refund; safe to call again with the same request after any failure. */
+  async submit(request: TransactionRequest): Promise<WriteResult> {
+    return toWriteResult(await this.#send('POST', '/v1/transactions', request));
   }
 
-  async getTransaction(transactionId: string): Promise<Transaction[]> {
-    const response = await this.#send('GET', `/v1/transactions/${encodeURIComponent(transactionId)}`);
-    return ((await response.json()) as { data: Transaction[] }).data;
+  async post(transactionId: string, request: PostRequest): Promise<WriteResult> {
+    checkPathIds({ transaction_id: transactionId });
+    return toWriteResult(await this.#send('POST', `/v1/transactions/${encodeURIComponent(transactionId)}/post`, request));
+  }
+
+  async void(transactionId: string, request: VoidRequest): Promise<WriteResult> {
+    checkPathIds({ transaction_id: transactionId });
+    return toWriteResult(await this.#send('POST', `/v1/transactions/${encodeURIComponent(transactionId)}/void`, request));
+  }
+
+  async getTransactions(transactionId: string): Promise<Transaction[]> {
+    checkPathIds({ transaction_id: transactionId });
+    return ((await this.#send('GET', `/v1/transactions/${encodeURIComponent(transactionId)}`)).body as { data: Transaction[] }).data;
   }
 
   async getBalance(userId: string, balanceType: string): Promise<Balance> {
-    const response = await this.#send('GET', `/v1/users/${encodeURIComponent(userId)}/balances/${encodeURIComponent(balanceType)}`);
-    return (await response.json()) as Balance;
+    checkPathIds({ user_id: userId });
+    checkPathBalanceType(balanceType);
+    return (await this.#send('GET', `/v1/users/${encodeURIComponent(userId)}/balances/${encodeURIComponent(balanceType)}`)).body as Balance;
   }
 
   async listBalances(userId: string): Promise<Balance[]> {
-    const response = await this.#send('GET', `/v1/users/${encodeURIComponent(userId)}/balances`);
-    return ((await response.json()) as { data: Balance[] }).data;
+    checkPathIds({ user_id: userId });
+    return ((await this.#send('GET', `/v1/users/${encodeURIComponent(userId)}/balances`)).body as { data: Balance[] }).data;
   }
 
-  async listTransactions(userId: string, query: { balanceType?: string; limit?: number; cursor?: string } = {}): Promise<TransactionList> {
+  async listTransactions(userId: string, query: TransactionListQuery = {}): Promise<TransactionList> {
+    checkPathIds({ user_id: userId });
+    // Every key goes out, known or not, so that the server judges the query as an in-process call would be judged.
     const search = new URLSearchParams();
-    if (query.balanceType !== undefined) search.set('balance_type', query.balanceType);
-    if (query.limit !== undefined) search.set('limit', String(query.limit));
-    if (query.cursor !== undefined) search.set('cursor', query.cursor);
+    for (const [key, value] of Object.entries(query)) if (value !== undefined) search.set(key, String(value));
     const suffix = search.size > 0 ? `?${search}` : '';
-    const response = await this.#send('GET', `/v1/users/${encodeURIComponent(userId)}/transactions${suffix}`);
-    return (await response.json()) as TransactionList;
+    return (await this.#send('GET', `/v1/users/${encodeURIComponent(userId)}/transactions${suffix}`)).body as TransactionList;
   }
 
-  async #send(method: 'GET' | 'POST', path: string, body?: unknown): Promise<Response> {
+  /** @deprecated Use submit. */
+  postTransaction(request: TransactionRequest): Promise<WriteResult> {
+    return this.submit(request);
+  }
+
+  /** @deprecated Use getTransactions. */
+  getTransaction(transactionId: string): Promise<Transaction[]> {
+    return this.getTransactions(transactionId);
+  }
+
+  async #send(method: 'GET' | 'POST', path: string, body?: unknown): Promise<Reply> {
+    const payload = body === undefined ? undefined : serialize(body);
     for (let attempt = 1; ; attempt++) {
-      let error: LedgerClientError;
+      let error: KobanError;
       let retryAfterMs: number | undefined;
       try {
         const response = await this.#fetch(`${this.#baseUrl}${path}`, {
           method,
-          headers: body === undefined ? {} : { 'content-type': 'application/json' },
-          ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+          headers: payload === undefined ? {} : { 'content-type': 'application/json' },
+          ...(payload === undefined ? {} : { body: payload }),
           signal: AbortSignal.timeout(this.#requestTimeoutMs),
         });
-        if (response.ok) return response;
-        const payload = (await response.json().catch(() => undefined)) as ErrorBody | undefined;
-        error = new LedgerClientError(
-          response.status,
-          payload?.error ?? { code: response.status >= 500 ? 'unavailable' : 'invalid_request', message: `HTTP ${response.status}`, retryable: response.status === 503 || response.status === 504 },
-        );
-        const retryAfterSeconds = Number(response.headers.get('retry-after'));
-        if (Number.isFinite(retryAfterSeconds) && retryAfterSeconds > 0) retryAfterMs = retryAfterSeconds * 1000;
+        // Read inside the try: a body cut off mid-way is a lost response, retried like one.
+        const text = await response.text();
+        if (response.ok) return { body: JSON.parse(text), replayed: response.headers.get(REPLAY_HEADER) === 'true' };
+        error = errorFromResponse(response.status, text);
+        retryAfterMs = parseRetryAfterMs(response.headers.get('retry-after'));
       } catch (cause) {
-        // The request may or may not have reached the server: a retry with the same id is the safe answer.
-        error = new LedgerClientError(0, { code: 'network', message: `Could not reach the ledger: ${(cause as Error).message}`, retryable: true }, { cause });
+        error = transportError(cause);
       }
       if (!error.retryable || attempt >= this.#attemptsMax) throw error;
-      await this.#sleep(retryAfterMs ?? this.#backoffMs(attempt));
+      await this.#sleep(Math.min(retryAfterMs ?? this.#backoffMs(attempt), CLIENT_RETRY_AFTER_MAX_MS));
     }
   }
 
@@ -121,4 +134,69 @@ export class LedgerClient {
   #backoffMs(attempt: number): number {
     return Math.random() * Math.min(CLIENT_BACKOFF_MAX_MS, this.#backoffBaseMs * 2 ** (attempt - 1));
   }
+}
+
+function toWriteResult(reply: Reply): WriteResult {
+  return { transaction: reply.body as Transaction, replayed: reply.replayed };
+}
+
+/** A request that cannot be JSON (a BigInt, a cycle) never leaves: no attempt could succeed. */
+function serialize(body: unknown): string {
+  try {
+    return JSON.stringify(body);
+  } catch (cause) {
+    throw new KobanError('invalid_request', `The request cannot be sent as JSON: ${(cause as Error).message}`, { field: 'body' }, { cause });
+  }
+}
+
+/** The ledger's error body as the error it describes; anything else (a proxy's page, a code this client does not know) judged by its status. */
+function errorFromResponse(status: number, text: string): KobanError {
+  let error: Partial<ErrorBody['error']> | undefined;
+  try {
+    error = (JSON.parse(text) as Partial<ErrorBody> | null)?.error;
+  } catch {
+    error = undefined;
+  }
+  if (error !== undefined && isLedgerErrorCode(error.code)) return new KobanError(error.code, String(error.message ?? `HTTP ${status}`), error.details);
+  return new KobanError(codeForStatus(status), `HTTP ${status}${typeof error?.message === 'string' ? `: ${error.message}` : ''}`, {
+    http_status: status,
+    ...(typeof error?.code === 'string' ? { received_code: error.code } : {}),
+  });
+}
+
+function codeForStatus(status: number): ErrorCode {
+  if (status === 429 || status === 502 || status === 503) return 'unavailable';
+  if (status === 408 || status === 504) return 'timeout';
+  if (status === 404) return 'not_found';
+  if (status === 415) return 'unsupported_media_type';
+  return status >= 500 ? 'internal' : 'invalid_request';
+}
+
+/**
+ * A request that got no answer. Refused before sending: `unavailable`,
+ * nothing happened. Cut off or timed out after sending: `timeout`, it may have
+ * taken effect — either way a retry with the same ids is safe.
+ */
+function transportError(cause: unknown): KobanError {
+  const code = errorCode(cause) ?? errorCode((cause as { cause?: unknown } | undefined)?.cause);
+  const message = cause instanceof Error ? cause.message : String(cause);
+  if (code !== undefined && NOT_SENT_ERROR_CODES.has(code)) {
+    return new KobanError('unavailable', `Could not reach the ledger: ${message} (${code})`, { transport: code }, { cause });
+  }
+  return new KobanError('timeout', `No answer from the ledger (${code ?? message}); it may have applied the request, so retry with the same ids`, { transport: code ?? 'no_response' }, { cause });
+}
+
+function errorCode(error: unknown): string | undefined {
+  if (typeof error !== 'object' || error === null) return undefined;
+  if (error instanceof DOMException && (error.name === 'TimeoutError' || error.name === 'AbortError')) return error.name;
+  return 'code' in error && typeof error.code === 'string' ? error.code : undefined;
+}
+
+/** Retry-After in seconds or as an HTTP date. */
+function parseRetryAfterMs(header: string | null): number | undefined {
+  if (header === null || header.trim() === '') return undefined;
+  const seconds = Number(header);
+  if (Number.isFinite(seconds)) return seconds >= 0 ? seconds * 1000 : undefined;
+  const at = Date.parse(header);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }

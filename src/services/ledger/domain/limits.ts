@@ -7,11 +7,17 @@ export const AMOUNT_MAX = 1_000_000_000_000_000;
 /** Largest balance an account may hold; keeps every figure an exact JSON number. */
 export const BALANCE_MAX = Number.MAX_SAFE_INTEGER;
 
-/** Transaction and user ids: 1–128 characters of [A-Za-z0-9._:-]. */
-export const ID_PATTERN = '^[A-Za-z0-9._:-]{1,128}$';
-/** Caller-chosen transaction ids: the same, minus the prefix reserved for the ledger's own. */
-export const CALLER_TRANSACTION_ID_PATTERN = '^(?!sys:)[A-Za-z0-9._:-]{1,128}$';
+/** Longest transaction or user id, in characters (all ASCII). */
 export const ID_LENGTH_MAX = 128;
+/** Transaction ids the ledger gives its own transactions (expiries) start with this. */
+export const SYSTEM_TRANSACTION_ID_PREFIX = 'sys:';
+/**
+ * Transaction and user ids: 1–128 characters of [A-Za-z0-9._:-], but not `.`
+ * or `..`: a URL path cannot carry those (clients resolve them as dot segments).
+ */
+export const ID_PATTERN = `^(?!\\.\\.?$)[A-Za-z0-9._:-]{1,${ID_LENGTH_MAX}}$`;
+/** Caller-chosen transaction ids: the same, minus the prefix reserved for the ledger's own. */
+export const CALLER_TRANSACTION_ID_PATTERN = `^(?!${SYSTEM_TRANSACTION_ID_PREFIX})(?!\\.\\.?$)[A-Za-z0-9._:-]{1,${ID_LENGTH_MAX}}$`;
 
 export const DESCRIPTION_LENGTH_MAX = 1024;
 /** Serialized size of `metadata`, in bytes of UTF-8 JSON. */
@@ -42,9 +48,9 @@ export const WRITE_CONFLICT_RETRIES_MAX = 5;
 export const HOLD_TIMEOUT_DEFAULT_MS = 7 * 24 * 60 * 60 * 1000;
 /** Furthest into the future an `expires_at` or `pending_expires_at` may be: about 10 years. */
 export const EXPIRY_HORIZON_MAX_MS = 3653 * 24 * 60 * 60 * 1000;
+/** Earliest instant a request may name (the Unix epoch): earlier ones are never in the future, and year 0 is no PostgreSQL date. */
+export const INSTANT_MIN_MS = 0;
 /** Upcoming expirations listed on a balance (the SQL in ledger_balance uses the same number). */
 export const EXPIRING_LISTED_MAX = 20;
 /** Accounts swept per sweeper round trip (the interval is configuration: KOBAN_SWEEP_INTERVAL_MS). */
 export const SWEEP_BATCH_SIZE_MAX = 256;
-/** Transaction ids the ledger gives its own transactions (expiries) start with this. */
-export const SYSTEM_TRANSACTION_ID_PREFIX = 'sys:';

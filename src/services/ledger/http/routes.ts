@@ -1,9 +1,8 @@
-// HTTP routes of the balance service.
+// HTTP routes of the balance service: the LedgerApi over HTTP. The schemas
+// reject malformed requests early; the service validates every call itself.
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { invalidRequest } from '../../../platform/errors.ts';
-import { METADATA_BYTES_MAX } from '../domain/limits.ts';
-import type { LedgerService, WriteResult } from '../service.ts';
-import type { PostRequest, TransactionRequest, VoidRequest } from '../../../contracts/ledger/types.ts';
+import type { LedgerService } from '../service.ts';
+import type { PostRequest, TransactionListQuery, TransactionRequest, VoidRequest, WriteResult } from '../../../contracts/ledger/ledger-api.ts';
 import { ledgerSchemas } from './schemas.ts';
 
 export const REPLAY_HEADER = 'Idempotent-Replayed';
@@ -17,13 +16,9 @@ function sendWriteResult(reply: FastifyReply, result: WriteResult) {
 export function registerLedgerRoutes(app: FastifyInstance, ledger: LedgerService): void {
   const schemas = ledgerSchemas(ledger.balanceTypes);
 
-  app.post<{ Body: TransactionRequest }>('/v1/transactions', { schema: schemas.postTransaction }, async (request, reply) => {
-    const body = request.body;
-    if (body.metadata !== undefined && Buffer.byteLength(JSON.stringify(body.metadata)) > METADATA_BYTES_MAX) {
-      throw invalidRequest('metadata', `metadata must be at most ${METADATA_BYTES_MAX} bytes as JSON`, { limit_bytes: METADATA_BYTES_MAX });
-    }
-    return sendWriteResult(reply, await ledger.submit(body));
-  });
+  app.post<{ Body: TransactionRequest }>('/v1/transactions', { schema: schemas.postTransaction }, async (request, reply) =>
+    sendWriteResult(reply, await ledger.submit(request.body)),
+  );
 
   app.post<{ Params: { transaction_id: string }; Body: PostRequest }>('/v1/transactions/:transaction_id/post', { schema: schemas.postHold }, async (request, reply) =>
     sendWriteResult(reply, await ledger.post(request.params.transaction_id, request.body)),
@@ -47,15 +42,7 @@ export function registerLedgerRoutes(app: FastifyInstance, ledger: LedgerService
 
   app.get('/v1/audit', { schema: schemas.audit }, () => ledger.audit());
 
-  app.get<{ Params: { user_id: string }; Querystring: { balance_type?: string; limit: number; cursor?: string } }>(
-    '/v1/users/:user_id/transactions',
-    { schema: schemas.listTransactions },
-    (request) =>
-      ledger.listTransactions({
-        userId: request.params.user_id,
-        balanceType: request.query.balance_type,
-        limit: request.query.limit,
-        cursor: request.query.cursor,
-      }),
+  app.get<{ Params: { user_id: string }; Querystring: TransactionListQuery }>('/v1/users/:user_id/transactions', { schema: schemas.listTransactions }, (request) =>
+    ledger.listTransactions(request.params.user_id, request.query),
   );
 }

@@ -1,15 +1,15 @@
-// JSON schemas of the balance API: they validate requests and generate OpenAPI.
+// JSON schemas of the balance API for Fastify and OpenAPI. Requests use the
+// domain's schemas (domain/request-schemas.ts), which the service checks again
+// on every call: here they only reject early. Responses are described here.
 import { ERROR_SCHEMA_ID } from '../../../platform/http/server.ts';
-import { AMOUNT_MAX, AMOUNT_MIN, CALLER_TRANSACTION_ID_PATTERN, DESCRIPTION_LENGTH_MAX, ID_PATTERN, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX } from '../domain/limits.ts';
+import { EXPIRING_LISTED_MAX } from '../domain/limits.ts';
+import { ledgerRequestSchemas } from '../domain/request-schemas.ts';
 import { TRANSACTION_STATUSES, TRANSACTION_TYPES } from '../../../contracts/ledger/types.ts';
 
-const idSchema = (what: string) => ({ type: 'string', pattern: ID_PATTERN, description: `${what}: 1–128 characters of [A-Za-z0-9._:-]` }) as const;
 const errorRef = { $ref: `${ERROR_SCHEMA_ID}#` } as const;
 
 export function ledgerSchemas(balanceTypes: readonly string[]) {
-  const balanceType = { type: 'string', enum: [...balanceTypes], description: 'A configured balance type' } as const;
-  const amount = { type: 'integer', minimum: AMOUNT_MIN, maximum: AMOUNT_MAX, description: 'Minor units (yen, points); a JSON integer' } as const;
-  const metadata = { type: 'object', additionalProperties: true, description: 'Caller data kept with the transaction, at most 4 KiB as JSON' } as const;
+  const requests = ledgerRequestSchemas(balanceTypes);
 
   const instant = { type: ['string', 'null'], format: 'date-time' } as const;
   const transaction = {
@@ -59,7 +59,7 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
       pending_credit: { type: 'integer', description: 'To be earned from holds on adds: visible, not spendable' },
       expiring: {
         type: 'array',
-        description: 'Upcoming expirations, soonest first (at most 20)',
+        description: `Upcoming expirations, soonest first (at most ${EXPIRING_LISTED_MAX})`,
         items: { type: 'object', required: ['amount', 'expires_at'], properties: { amount: { type: 'integer' }, expires_at: { type: 'string', format: 'date-time' } } },
       },
     },
@@ -73,66 +73,40 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
       description:
         'Identified by (transaction_id, balance_type). An identical repeat returns 200 with the stored body and `Idempotent-Replayed: true`; a repeat with different content is 409 `idempotency_conflict`.',
       tags: ['balances'],
-      body: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['transaction_id', 'type', 'user_id', 'balance_type', 'amount'],
-        properties: {
-          transaction_id: {
-            type: 'string',
-            pattern: CALLER_TRANSACTION_ID_PATTERN,
-            description: 'Caller-chosen id of the operation: 1–128 characters of [A-Za-z0-9._:-], not starting with `sys:` (reserved for the ledger)',
-          },
-          type: { type: 'string', enum: [...TRANSACTION_TYPES] },
-          user_id: idSchema('The user whose balance moves'),
-          balance_type: balanceType,
-          amount,
-          pending: { type: 'boolean', description: 'Create a hold (add or consume): reserved until posted, voided or past pending_expires_at' },
-          pending_expires_at: { type: 'string', format: 'date-time', description: "The hold's deadline; 7 days from now if absent" },
-          expires_at: { type: 'string', format: 'date-time', description: 'For an add: when its value expires (a time-limited balance)' },
-          refund_of: idSchema('For a refund: the transaction id of the posted consume to give value back from'),
-          description: { type: 'string', maxLength: DESCRIPTION_LENGTH_MAX },
-          metadata,
-        },
-      },
+      body: requests.transactionRequest,
       response: { 201: transaction, 200: transaction, ...errors, 409: errorRef, 415: errorRef, 422: errorRef },
     },
     postHold: {
       summary: 'Post all or part of a hold; the rest is released',
       description: 'At most once. An identical repeat replays (200, `Idempotent-Replayed: true`); a different amount after a post is 409 `idempotency_conflict`.',
       tags: ['holds'],
-      params: { type: 'object', required: ['transaction_id'], properties: { transaction_id: idSchema('The hold') } },
-      body: {
-        type: 'object',
-        additionalProperties: false,
-        required: ['balance_type'],
-        properties: { balance_type: balanceType, amount: { ...amount, description: 'Part to post; the whole hold if absent' } },
-      },
+      params: requests.holdParams,
+      body: requests.postRequest,
       response: { 200: transaction, 201: transaction, ...errors, 409: errorRef, 415: errorRef, 422: errorRef },
     },
     voidHold: {
       summary: 'Void a hold, releasing all of it',
       tags: ['holds'],
-      params: { type: 'object', required: ['transaction_id'], properties: { transaction_id: idSchema('The hold') } },
-      body: { type: 'object', additionalProperties: false, required: ['balance_type'], properties: { balance_type: balanceType } },
+      params: requests.holdParams,
+      body: requests.voidRequest,
       response: { 200: transaction, 201: transaction, ...errors, 409: errorRef, 415: errorRef },
     },
     getTransaction: {
       summary: 'Every balance type recorded under a transaction id',
       tags: ['balances'],
-      params: { type: 'object', required: ['transaction_id'], properties: { transaction_id: idSchema('Transaction id') } },
+      params: requests.transactionParams,
       response: { 200: { type: 'object', required: ['data'], properties: { data: { type: 'array', items: transaction } } }, ...errors },
     },
     listBalances: {
       summary: "A user's balance of every configured type",
       tags: ['balances'],
-      params: { type: 'object', required: ['user_id'], properties: { user_id: idSchema('User id') } },
+      params: requests.userParams,
       response: { 200: { type: 'object', required: ['data'], properties: { data: { type: 'array', items: balance } } }, ...errors },
     },
     getBalance: {
       summary: "A user's balance of one type (zero for a user never seen)",
       tags: ['balances'],
-      params: { type: 'object', required: ['user_id', 'balance_type'], properties: { user_id: idSchema('User id'), balance_type: balanceType } },
+      params: requests.balanceParams,
       response: { 200: balance, ...errors },
     },
     audit: {
@@ -181,16 +155,8 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
       summary: "A user's transactions, newest first",
       description: 'Cursor pagination: pass `next_cursor` back as `cursor`; pages neither skip nor repeat rows while writes continue.',
       tags: ['balances'],
-      params: { type: 'object', required: ['user_id'], properties: { user_id: idSchema('User id') } },
-      querystring: {
-        type: 'object',
-        additionalProperties: false,
-        properties: {
-          balance_type: balanceType,
-          limit: { type: 'integer', minimum: 1, maximum: PAGE_LIMIT_MAX, default: PAGE_LIMIT_DEFAULT },
-          cursor: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' },
-        },
-      },
+      params: requests.userParams,
+      querystring: requests.transactionListQuery,
       response: {
         200: {
           type: 'object',
