@@ -8,7 +8,7 @@ import addFormats from 'ajv-formats';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import { ERROR_CATALOGUE, type ErrorBody, KobanError, RETRY_AFTER_SECONDS, isKobanError } from '../errors.ts';
-import { classifyPgError } from '../postgres/pool.ts';
+import { classifyPgError } from '../postgres/errors.ts';
 
 export const ERROR_SCHEMA_ID = 'Error';
 /** How long a request may take in all before Fastify answers 503 itself. */

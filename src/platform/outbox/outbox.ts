@@ -11,7 +11,8 @@ import type { EventBus, PublishStatus } from '../../contracts/bus/event-bus.ts';
 import { brokerRetryDelayMs, Wakeup } from '../wakeup.ts';
 import type { Clock } from '../clock.ts';
 import { migrate } from '../postgres/migrate.ts';
-import { createPool, type Pool, type PoolClient, pgErrorCode, withTransaction } from '../postgres/pool.ts';
+import { createPool, type Pool, type PoolClient, withTransaction } from '../postgres/pool.ts';
+import { pgErrorCode } from '../postgres/errors.ts';
 import path from 'node:path';
 
 /** The outbox's schema inside the service's database. */

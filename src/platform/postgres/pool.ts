@@ -1,16 +1,28 @@
-// Connection pools and the mapping from PostgreSQL failures to what a caller
-// can do about them (retry now, retry later, or nothing).
+// Connection pools on a service's database; what their failures mean is in errors.ts.
 import pg from 'pg';
 import type { Logger } from 'pino';
 
+import { DUPLICATE_DATABASE, pgErrorCode } from './errors.ts';
+
 const INT8_OID = 20;
-// Every bigint Koban stores is bounded by Number.MAX_SAFE_INTEGER (see the
-// ledger's limits), so it parses to an exact JS number; anything larger is a bug.
-pg.types.setTypeParser(INT8_OID, (text: string) => {
+/**
+ * Every bigint Koban stores is bounded by Number.MAX_SAFE_INTEGER (see the
+ * ledger's limits), so it parses to an exact JS number; anything larger is a
+ * bug. Set on Koban's own pools, not on pg's global parsers, so that importing
+ * this module changes nothing for other users of pg in the process.
+ */
+const kobanTypes = {
+  getTypeParser(oid: number, format?: 'text' | 'binary') {
+    if (oid === INT8_OID && format !== 'binary') return parseSafeBigint;
+    return pg.types.getTypeParser(oid, format);
+  },
+} as pg.CustomTypesConfig;
+
+function parseSafeBigint(text: string): number {
   const value = Number(text);
   if (!Number.isSafeInteger(value)) throw new RangeError(`bigint ${text} exceeds Number.MAX_SAFE_INTEGER`);
   return value;
-});
+}
 
 export type Pool = pg.Pool;
 export type PoolClient = pg.PoolClient;
@@ -28,6 +40,7 @@ export function createPool(options: { url: string; size: number; applicationName
     idleTimeoutMillis: POOL_IDLE_TIMEOUT_MS,
     application_name: options.applicationName,
     statement_timeout: STATEMENT_TIMEOUT_MS,
+    types: kobanTypes,
   });
   // An idle client losing its server is reported here; the pool replaces it.
   // A client that is checked out has no error listener of pg-pool's: a
@@ -66,40 +79,6 @@ export async function ensureDatabase(serverUrl: string, database: string): Promi
   } finally {
     await client.end();
   }
-}
-
-const DUPLICATE_DATABASE = '42P04';
-export const UNIQUE_VIOLATION = '23505';
-const DEADLOCK_DETECTED = '40P01';
-const SERIALIZATION_FAILURE = '40001';
-const QUERY_CANCELED = '57014';
-const UNAVAILABLE_CODES = new Set(['57P01', '57P02', '57P03', '53300', '53400']);
-const NETWORK_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH']);
-
-export function pgErrorCode(error: unknown): string | undefined {
-  if (typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string') return error.code;
-  return undefined;
-}
-
-/**
- * What a failed statement means to the caller:
- * - `conflict`: the transaction lost a race (deadlock, unique key, serialization); re-running it is safe and will see the winner;
- * - `unavailable`: the server is down or refused us; retry later;
- * - `timeout`: the statement ran out of time; retry later;
- * - `fatal`: a bug or bad data; retrying will not help.
- */
-export function classifyPgError(error: unknown): 'conflict' | 'unavailable' | 'timeout' | 'fatal' {
-  const code = pgErrorCode(error);
-  if (code === DEADLOCK_DETECTED || code === SERIALIZATION_FAILURE || code === UNIQUE_VIOLATION) return 'conflict';
-  if (code === QUERY_CANCELED) return 'timeout';
-  if (code !== undefined && (UNAVAILABLE_CODES.has(code) || NETWORK_ERROR_CODES.has(code) || code.startsWith('08'))) return 'unavailable';
-  // FATAL ends the session (refused connection, database closed, shutdown): the server, not the request, is the problem.
-  if (typeof error === 'object' && error !== null && 'severity' in error && (error.severity === 'FATAL' || error.severity === 'PANIC')) return 'unavailable';
-  const message = error instanceof Error ? error.message : '';
-  if (/Connection terminated|connection timeout|Client has encountered a connection error|timeout exceeded when trying to connect/i.test(message)) {
-    return 'unavailable';
-  }
-  return 'fatal';
 }
 
 /**

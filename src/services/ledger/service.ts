@@ -7,7 +7,7 @@ import type { Clock } from '../../platform/clock.ts';
 import { decodeCursor, encodeCursor } from '../../platform/cursor.ts';
 import { KobanError } from '../../platform/errors.ts';
 import { GroupCommitQueue } from '../../platform/group-commit.ts';
-import { classifyPgError } from '../../platform/postgres/pool.ts';
+import { classifyPgError } from '../../platform/postgres/errors.ts';
 import {
   HOLD_OWNERS_CACHED_MAX,
   HOLD_TIMEOUT_DEFAULT_MS,

@@ -9,7 +9,8 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { KobanError } from '../../../platform/errors.ts';
 import { migrate } from '../../../platform/postgres/migrate.ts';
-import { createPool, pgErrorCode, type Pool, UNIQUE_VIOLATION, withTransaction } from '../../../platform/postgres/pool.ts';
+import { createPool, type Pool, withTransaction } from '../../../platform/postgres/pool.ts';
+import { pgErrorCode, UNIQUE_VIOLATION } from '../../../platform/postgres/errors.ts';
 import type { FilterPolicy } from '../../../contracts/bus/filter-policy.ts';
 import type { Subscription } from '../domain/topology.ts';
 
