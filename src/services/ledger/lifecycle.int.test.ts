@@ -9,6 +9,11 @@ import { startTestKoban } from '../../../test/support/koban.ts';
 const WRITES_IN_FLIGHT = 50;
 const WAIT_TIMEOUT_MS = 10_000;
 const WAIT_POLL_MS = 10;
+/**
+ * How soon stop() must return once the last drained request is answered. Well under the process's
+ * shutdown grace (15 s), and far under the 72 s a client's kept-alive connection would otherwise hold it.
+ */
+const STOP_AFTER_LAST_ANSWER_MS_MAX = 5_000;
 
 /** Polls until `check` holds; fails with `what` after WAIT_TIMEOUT_MS. A bounded wait for a named condition, not a sleep. */
 async function waitUntil(what: string, check: () => boolean | Promise<boolean>): Promise<void> {
@@ -124,8 +129,12 @@ describe('shutdown', () => {
 
       await blocker.query('COMMIT');
       const statuses = await Promise.all(inFlight);
-      await stopping;
+      const answeredAtMs = Date.now();
       assert.deepEqual(statuses, Array(WRITES_IN_FLIGHT).fill(201), 'every write accepted before stop() committed and answered');
+      // The client keeps its connections alive, as HTTP clients do: they must not hold the shutdown.
+      await stopping;
+      const stopMs = Date.now() - answeredAtMs;
+      assert.ok(stopMs <= STOP_AFTER_LAST_ANSWER_MS_MAX, `stop() returned ${stopMs} ms after the last answer`);
     } finally {
       // After a failure above, the row must not stay held and the server up: the run would hang instead of failing.
       await blocker?.end().catch(() => undefined);
