@@ -7,14 +7,41 @@ import { ERROR_CATALOGUE, KobanError } from './errors.ts';
 
 const DOC_PATH = path.join(import.meta.dirname, '..', '..', 'docs', 'errors.md');
 
-test('docs/errors.md lists exactly the codes in the catalogue, with the same status and retryable flag', async () => {
-  const doc = await readFile(DOC_PATH, 'utf8');
-  const documented = new Map<string, { status: number; retryable: boolean }>();
-  for (const match of doc.matchAll(/^\| `([a-z_]+)` \| (\d{3}) \| (yes|no) \|/gm)) {
-    documented.set(match[1]!, { status: Number(match[2]), retryable: match[3] === 'yes' });
+/** The catalogue table's header, and the one shape every row must have: code, status, retryable, description. */
+const TABLE_HEADER = ['| code | HTTP status | retryable | meaning |', '|---|---|---|---|'];
+const TABLE_ROW = /^\| `([a-z_]+)` \| (\d{3}) \| (yes|no) \| (.+) \|$/;
+
+type Documented = { code: string; status: number; retryable: boolean; description: string };
+
+/** Parses the table under "## Catalogue"; throws on any line of it that does not have the row shape. */
+function parseCatalogueTable(doc: string): Documented[] {
+  const lines = doc.split('\n');
+  const heading = lines.indexOf('## Catalogue');
+  assert.notEqual(heading, -1, 'docs/errors.md has a "## Catalogue" section');
+  const tableStart = lines.findIndex((line, index) => index > heading && line.startsWith('|'));
+  assert.deepEqual(lines.slice(tableStart, tableStart + 2), TABLE_HEADER, 'the table header');
+  const rows: Documented[] = [];
+  for (let index = tableStart + 2; index < lines.length && lines[index]!.startsWith('|'); index++) {
+    const match = TABLE_ROW.exec(lines[index]!);
+    assert.ok(match, `docs/errors.md line ${index + 1} is not a catalogue row (| \`code\` | status | yes/no | description |): ${lines[index]}`);
+    rows.push({ code: match[1]!, status: Number(match[2]), retryable: match[3] === 'yes', description: match[4]! });
   }
-  const inCode = new Map(Object.entries(ERROR_CATALOGUE).map(([code, entry]) => [code, { status: entry.status, retryable: entry.retryable }]));
-  assert.deepEqual(Object.fromEntries(documented), Object.fromEntries(inCode));
+  return rows;
+}
+
+test('docs/errors.md lists exactly the catalogue: every code, in order, with the same status, retryable flag and description', async () => {
+  const documented = parseCatalogueTable(await readFile(DOC_PATH, 'utf8'));
+  const inCode = Object.entries(ERROR_CATALOGUE).map(([code, entry]) => ({ code, status: entry.status, retryable: entry.retryable, description: entry.description }));
+  assert.deepEqual(documented, inCode);
+});
+
+test('the table parser refuses a row it cannot read, so a malformed row cannot drop out of the comparison', () => {
+  const table = ['## Catalogue', '', ...TABLE_HEADER];
+  assert.deepEqual(parseCatalogueTable([...table, '| `timeout` | 504 | yes | Slow. |'].join('\n')), [{ code: 'timeout', status: 504, retryable: true, description: 'Slow.' }]);
+  for (const bad of ['| timeout | 504 | yes | Slow. |', '| `timeout` | 504 | maybe | Slow. |', '| `timeout` | 504 | yes |', '|`timeout`|504|yes|Slow.|']) {
+    assert.throws(() => parseCatalogueTable([...table, bad].join('\n')), /not a catalogue row/, bad);
+  }
+  assert.throws(() => parseCatalogueTable(['## Catalogue', '', '| code | status |', '|---|---|'].join('\n')), /the table header/);
 });
 
 test('only 503 and 504 are retryable, and every status is an error status', () => {

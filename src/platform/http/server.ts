@@ -103,6 +103,19 @@ export async function createHttpServer(options: { logger: Logger; bodyLimitBytes
     void reply.code(error.status).send(error.toBody() satisfies ErrorBody);
   });
 
+  // close() drains the requests in flight, then waits for their connections to end; a client
+  // keeps those alive for the server's keep-alive timeout (72 s), longer than any shutdown grace.
+  // Once closing, each response asks the client to close its connection instead.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  // A callback hook, not an async one: it runs on every response and should cost no promise.
+  app.addHook('onSend', (_request, reply, payload, done) => {
+    if (closing) void reply.header('connection', 'close');
+    done(null, payload);
+  });
+
   return app;
 }
 

@@ -211,7 +211,9 @@ describe('batches', () => {
       const created = await post({ transaction_id: hold.id, type: hold.type, user_id: userId, balance_type: 'points', amount: hold.amount, pending: true });
       assert.equal(created.status, 201, JSON.stringify(created.body));
     }
+    // Add holds 0, 3, 6, 9 (10 + 25 + 40 + 55 pending credit); the other eight are consume holds (320 pending debit).
     const before = (await koban.app.inject({ method: 'GET', url: `/v1/users/${userId}/balances/points` })).json();
+    assert.deepEqual(before, { user_id: userId, balance_type: 'points', available: 680, posted: 1_000, pending_debit: 320, pending_credit: 130, expiring: [] });
 
     const answers = await Promise.all(
       holds.map((hold) =>
@@ -239,8 +241,14 @@ describe('batches', () => {
       available += released;
       assert.equal(balanceAfter, available, JSON.stringify(resolved));
     }
+    // Posted moves by what each post settled: up for an add hold, down for a consume hold.
+    const posted = holds.reduce((sum, hold) => {
+      const settled = hold.action === 'void' ? 0 : (hold.postAmount ?? hold.amount);
+      return hold.type === 'add' ? sum + settled : sum - settled;
+    }, 1_000);
+    assert.equal(available, posted, 'with nothing pending, available is what is posted');
     const after = (await koban.app.inject({ method: 'GET', url: `/v1/users/${userId}/balances/points` })).json();
-    assert.deepEqual({ available: after.available, pending_debit: after.pending_debit, pending_credit: after.pending_credit }, { available, pending_debit: 0, pending_credit: 0 });
+    assert.deepEqual(after, { user_id: userId, balance_type: 'points', available, posted, pending_debit: 0, pending_credit: 0, expiring: [] });
     const batches = await sql.query<{ batches: string }>(`SELECT count(DISTINCT xmin::text)::text AS batches FROM transactions WHERE transaction_id LIKE 'resolver-hold-%'`);
     assert.ok(Number(batches.rows[0]!.batches) < holds.length, 'some resolutions shared a batch');
     assert.equal((await koban.ledger.audit()).ok, true);
@@ -258,7 +266,7 @@ describe('batches', () => {
     assert.equal(answer.status, 201, JSON.stringify(answer.body));
     assert.equal(answer.body.balance_after, 20, 'figured on the balance after the other process committed, not on what it first read');
     const balance = (await koban.app.inject({ method: 'GET', url: `/v1/users/${userId}/balances/points` })).json();
-    assert.equal(balance.available, 20);
+    assert.deepEqual(balance, { user_id: userId, balance_type: 'points', available: 20, posted: 20, pending_debit: 0, pending_credit: 0, expiring: [] });
     assert.equal((await koban.ledger.audit()).ok, true);
   });
 
@@ -275,7 +283,7 @@ describe('batches', () => {
     assert.equal(answer.statusCode, 201, answer.body);
     assert.equal(answer.json().balance_after, 80, 'figured after the other void, not on what it first read');
     const balance = (await koban.app.inject({ method: 'GET', url: `/v1/users/${userId}/balances/points` })).json();
-    assert.deepEqual({ available: balance.available, pending_debit: balance.pending_debit }, { available: 80, pending_debit: 0 });
+    assert.deepEqual(balance, { user_id: userId, balance_type: 'points', available: 80, posted: 80, pending_debit: 0, pending_credit: 0, expiring: [] });
     assert.equal((await koban.ledger.audit()).ok, true);
   });
 
@@ -289,6 +297,8 @@ describe('batches', () => {
     assert.equal(answer.body.balance_after, 42, 'added to the account the other process created');
     const accounts = await sql.query(`SELECT 1 FROM accounts WHERE owner_kind = 'user' AND owner_id = $1`, [userId]);
     assert.equal(accounts.rowCount, 1);
+    const balance = (await koban.app.inject({ method: 'GET', url: `/v1/users/${userId}/balances/points` })).json();
+    assert.deepEqual(balance, { user_id: userId, balance_type: 'points', available: 42, posted: 42, pending_debit: 0, pending_credit: 0, expiring: [] });
     assert.equal((await koban.ledger.audit()).ok, true);
   });
 });

@@ -40,15 +40,17 @@ describe('a slow database', () => {
       await blocker.end();
     }
     // The timed-out write was still queued and commits now; the caller's retry replays it.
+    // Bounded: a retry that never replays fails below with its last answer.
     let retry = await post({ transaction_id: 'slow-buy', type: 'consume', user_id: 'sloth', balance_type: 'cash', amount: 30 });
     for (let attempt = 0; retry.statusCode !== 200 && attempt < 100; attempt++) {
       await new Promise((resolve) => setTimeout(resolve, 50));
       retry = await post({ transaction_id: 'slow-buy', type: 'consume', user_id: 'sloth', balance_type: 'cash', amount: 30 });
     }
-    assert.equal(retry.statusCode, 200);
+    assert.equal(retry.statusCode, 200, `the retry never replayed: ${retry.statusCode} ${retry.body}`);
     assert.equal(retry.headers['idempotent-replayed'], 'true');
+    assert.equal(retry.json().balance_after, 70);
     const balance = await koban.app.inject({ method: 'GET', url: '/v1/users/sloth/balances/cash' });
-    assert.equal(balance.json().available, 70, 'applied once');
+    assert.deepEqual(balance.json(), { user_id: 'sloth', balance_type: 'cash', available: 70, posted: 70, pending_debit: 0, pending_credit: 0, expiring: [] }, 'applied once');
   });
 });
 
@@ -73,6 +75,8 @@ describe('a database that is gone', () => {
     }
     const write = await post({ transaction_id: 'gone-1', type: 'add', user_id: 'sloth', balance_type: 'cash', amount: 5 });
     assert.equal(write.statusCode, 201, 'the failed attempt stored nothing, so the retry creates');
+    const balance = await koban.app.inject({ method: 'GET', url: '/v1/users/sloth/balances/cash' });
+    assert.deepEqual(balance.json(), { user_id: 'sloth', balance_type: 'cash', available: 75, posted: 75, pending_debit: 0, pending_credit: 0, expiring: [] }, 'applied once');
     assert.equal((await koban.ledger.audit()).ok, true);
   });
 });
