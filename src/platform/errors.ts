@@ -1,57 +1,72 @@
 // The one error catalogue. Every error Koban returns is one of these codes,
 // with its HTTP status and whether retrying the same request can help.
-// docs/errors.md documents the same table; a unit test keeps the two in step.
+// docs/errors.md documents the same table; a unit test keeps the two in step,
+// and another that each code is raised only by the service that owns it.
+
+/**
+ * Who raises a code: `any` service (and the HTTP shell) for the generic ones,
+ * else the one service whose rule it names; a test holds every service to it.
+ */
+export type ErrorOwner = 'any' | 'ledger' | 'bus';
 
 export const ERROR_CATALOGUE = {
   invalid_request: {
+    owner: 'any',
     status: 400,
     retryable: false,
     description: 'The request is malformed, has a field of the wrong type or out of range, an unknown field, or is too large. `details.field` names the field.',
   },
-  not_found: { status: 404, retryable: false, description: 'No such resource (transaction, route), or no consume under `refund_of` (then `details.field` is `refund_of`).' },
+  not_found: { owner: 'any', status: 404, retryable: false, description: 'No such resource (transaction, route), or no consume under `refund_of` (then `details.field` is `refund_of`).' },
   idempotency_conflict: {
+    owner: 'ledger',
     status: 409,
     retryable: false,
     description: 'The transaction id was already used for this balance type with different content. `details.fields` lists every field that differs.',
   },
-  not_pending: { status: 409, retryable: false, description: 'Post or void of a transaction that is not a hold (it was posted at once).' },
-  pending_already_posted: { status: 409, retryable: false, description: 'Void of a hold that was already posted.' },
-  pending_already_voided: { status: 409, retryable: false, description: 'Post of a hold that was already voided.' },
+  not_pending: { owner: 'ledger', status: 409, retryable: false, description: 'Post or void of a transaction that is not a hold (it was posted at once).' },
+  pending_already_posted: { owner: 'ledger', status: 409, retryable: false, description: 'Void of a hold that was already posted.' },
+  pending_already_voided: { owner: 'ledger', status: 409, retryable: false, description: 'Post of a hold that was already voided.' },
   pending_expired: {
+    owner: 'ledger',
     status: 409,
     retryable: false,
     description: 'Post or void of a hold after its deadline (`pending_expires_at`); from that instant it behaves as voided.',
   },
-  unsupported_media_type: { status: 415, retryable: false, description: 'The request body is not `application/json`.' },
+  unsupported_media_type: { owner: 'any', status: 415, retryable: false, description: 'The request body is not `application/json`.' },
   insufficient_balance: {
+    owner: 'ledger',
     status: 422,
     retryable: false,
     description: 'A consume exceeds the available balance. Nothing was stored: the same request may succeed later, once the balance allows.',
   },
-  exceeds_pending_amount: { status: 422, retryable: false, description: 'Post of more than the hold reserved. `details.pending_amount` is the most that can be posted.' },
+  exceeds_pending_amount: { owner: 'ledger', status: 422, retryable: false, description: 'Post of more than the hold reserved. `details.pending_amount` is the most that can be posted.' },
   exceeds_refundable_amount: {
+    owner: 'ledger',
     status: 422,
     retryable: false,
     description: 'A refund larger than what remains refundable of its consume. `details.refundable` says how much remains.',
   },
-  not_refundable: { status: 422, retryable: false, description: '`refund_of` names a transaction that cannot be refunded this way (not a consume, or another user\'s).' },
+  not_refundable: { owner: 'ledger', status: 422, retryable: false, description: '`refund_of` names a transaction that cannot be refunded this way (not a consume, or another user\'s).' },
   balance_limit_exceeded: {
+    owner: 'ledger',
     status: 422,
     retryable: false,
     description: 'An add would take the balance above the largest balance Koban keeps (2^53 − 1 minor units).',
   },
-  internal: { status: 500, retryable: false, description: 'An unexpected error; it is logged with the request id.' },
+  internal: { owner: 'any', status: 500, retryable: false, description: 'An unexpected error; it is logged with the request id.' },
   unavailable: {
+    owner: 'any',
     status: 503,
     retryable: true,
     description: 'The service or its database is unavailable or overloaded, or shutting down. Retry after `Retry-After` seconds with the same transaction id.',
   },
   timeout: {
+    owner: 'any',
     status: 504,
     retryable: true,
     description: 'The operation did not finish in time; it may or may not have taken effect. Retry with the same transaction id: idempotency makes that safe.',
   },
-} as const satisfies Record<string, { status: number; retryable: boolean; description: string }>;
+} as const satisfies Record<string, { owner: ErrorOwner; status: number; retryable: boolean; description: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;
 
