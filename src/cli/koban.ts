@@ -105,7 +105,7 @@ async function serveUntilSignal(root: Logger, modules: readonly ServiceModule[],
   try {
     host = await start(logger);
     await host.listen().catch(async (error: unknown) => {
-      await host.close();
+      await host.close().catch(() => undefined);
       throw error;
     });
   } catch (error) {

@@ -49,12 +49,18 @@ export async function startServices(options: {
   const plans = planDatabases(modules, settings, { embeddedAllowed: options.embeddedAllowed });
   const cleanups: Array<() => Promise<void>> = [];
   let closing: Promise<void> | undefined;
+  // Every step runs even when one fails (a pool still closes after a failed drain); then close rejects with what failed.
   const close = () => {
     closing ??= (async () => {
+      const failures: unknown[] = [];
       while (cleanups.length > 0) {
         const cleanup = cleanups.pop()!;
-        await cleanup().catch((error: unknown) => processLogger.error({ err: error }, 'error during shutdown'));
+        await cleanup().catch((error: unknown) => {
+          processLogger.error({ err: error }, 'error during shutdown');
+          failures.push(error);
+        });
       }
+      if (failures.length > 0) throw new AggregateError(failures, 'shutdown failed');
     })();
     return closing;
   };
@@ -117,7 +123,8 @@ export async function startServices(options: {
       close,
     };
   } catch (error) {
-    await close();
+    // The start-up error is the one to report; close's own failures are logged.
+    await close().catch(() => undefined);
     throw error;
   }
 }

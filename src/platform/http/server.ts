@@ -5,7 +5,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import { REQUEST_LOG_SAMPLE_RATE_DEFAULT, REQUEST_SLOW_MS_DEFAULT } from '../config.ts';
 import { ERROR_CATALOGUE, type ErrorBody, KobanError, RETRY_AFTER_SECONDS, isKobanError } from '../errors.ts';
@@ -68,8 +68,8 @@ export async function createHttpServer(options: {
 }): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: options.logger as FastifyBaseLogger,
-    // Fastify's own two info lines per request are replaced by the onResponse hook below.
-    disableRequestLogging: true,
+    // Fastify's own two info lines per request are replaced by at most one, chosen by RequestLog.
+    logController: new RequestLog(options.logger, options.requestLog ?? { slowMs: REQUEST_SLOW_MS_DEFAULT, sampleRate: REQUEST_LOG_SAMPLE_RATE_DEFAULT }),
     bodyLimit: options.bodyLimitBytes,
     requestTimeout: REQUEST_TIMEOUT_MS,
     return503OnClosing: true,
@@ -112,8 +112,6 @@ export async function createHttpServer(options: {
     void reply.code(error.status).send(error.toBody());
   });
 
-  logRequests(app, options.logger, options.requestLog ?? { slowMs: REQUEST_SLOW_MS_DEFAULT, sampleRate: REQUEST_LOG_SAMPLE_RATE_DEFAULT });
-
   app.setErrorHandler((rawError, request, reply) => {
     const error = toCatalogueError(rawError);
     if (error.code === 'internal') request.log.error({ err: rawError }, 'unhandled error');
@@ -124,21 +122,38 @@ export async function createHttpServer(options: {
   return app;
 }
 
-function logRequests(app: FastifyInstance, logger: Logger, options: RequestLogOptions): void {
+/**
+ * One line per request at most, when it completes: 5xx at error, slower than
+ * `slowMs` at warn, a `sampleRate` fraction of the rest at info, every request
+ * at debug. Nothing when a request arrives.
+ */
+class RequestLog extends LogController {
+  readonly #options: RequestLogOptions;
   // The level is fixed for the process's life: decide once which branches can log at all.
-  const debug = logger.isLevelEnabled('debug');
-  const sampled = options.sampleRate > 0 && logger.isLevelEnabled('info');
-  app.addHook('onResponse', async (request, reply) => {
+  readonly #sampled: boolean;
+  readonly #debug: boolean;
+
+  constructor(logger: Logger, options: RequestLogOptions) {
+    super();
+    this.#options = options;
+    this.#sampled = options.sampleRate > 0 && logger.isLevelEnabled('info');
+    this.#debug = logger.isLevelEnabled('debug');
+  }
+
+  override incomingRequest(): void {}
+
+  override requestCompleted(error: Error | null | undefined, request: FastifyRequest, reply: FastifyReply): void {
     const status = reply.statusCode;
     const elapsedMs = reply.elapsedTime;
     let level: 'error' | 'warn' | 'info' | 'debug';
-    if (status >= 500) level = 'error';
-    else if (elapsedMs >= options.slowMs) level = 'warn';
-    else if (sampled && Math.random() < options.sampleRate) level = 'info';
-    else if (debug) level = 'debug';
+    if (error || status >= 500) level = 'error';
+    else if (elapsedMs >= this.#options.slowMs) level = 'warn';
+    else if (this.#sampled && Math.random() < this.#options.sampleRate) level = 'info';
+    else if (this.#debug) level = 'debug';
     else return;
-    request.log[level]({ method: request.method, url: request.url, status, elapsedMs: Math.round(elapsedMs * 100) / 100 }, level === 'warn' ? 'slow request' : 'request');
-  });
+    const line = { method: request.method, url: request.url, status, elapsedMs: Math.round(elapsedMs * 100) / 100, ...(error ? { err: error } : {}) };
+    reply.log[level](line, level === 'warn' ? 'slow request' : 'request');
+  }
 }
 
 /** Maps Fastify's and Ajv's errors onto the catalogue, naming the offending field. */

@@ -53,6 +53,7 @@ export const busModule: ServiceModule<EventBus> = {
       await bus.close();
       throw error;
     }
+    logger.info({ adapter: bus.adapter }, `event bus open on ${bus.adapter}`);
     return { api: bus, registerRoutes: (app) => registerBusRoutes(app, bus), stop: () => bus.close() };
   },
 };
