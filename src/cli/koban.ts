@@ -67,7 +67,7 @@ program
     const modules = SERVICES.filter((module) => name === undefined || module.name === name);
     const logger = serviceLogger(root, modules.map((module) => module.name).join('+'));
     warnUnknownVariables(configuration, logger);
-    await withServiceDatabases({ modules, settings: configuration.settings, platform: configuration.platform, logger, migrate: true }, async () => {
+    await withServiceDatabases({ modules, settings: configuration.settings, platform: configuration.platform, root, migrate: true }, async () => {
       logger.info({ services: modules.map((module) => module.name) }, 'migrated');
     });
     exitAfterLogs(root, 0);
@@ -84,7 +84,7 @@ for (const module of SERVICES) {
         const logger = serviceLogger(root, module.name);
         warnUnknownVariables(configuration, logger);
         const code = await withServiceDatabases(
-          { modules: [module], settings: configuration.settings, platform: configuration.platform, logger, migrate: false },
+          { modules: [module], settings: configuration.settings, platform: configuration.platform, root, migrate: false },
           (urls) => command.run({ settings: configuration.settings, platform: configuration.platform, databaseUrl: urls.get(module.name)!, logger }),
         );
         exitAfterLogs(root, code);

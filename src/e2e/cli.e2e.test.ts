@@ -84,5 +84,9 @@ describe('koban', () => {
     assert.deepEqual(await tables(database.url), ['koban_bus.schema_migrations', 'koban_bus.topics', 'public.schema_migrations', 'public.transactions']);
     assert.match(all.stderr, /KOBAN_TYPO_SETTING is not a Koban setting and is ignored/, 'unknown variables are reported, on stderr');
     assert.equal(all.stdout, '', 'commands keep stdout for their output');
+    // The ledger's migrations ran in the first command, the bus's in the second: each logged under its own name, once per line.
+    const lines = `${ledgerOnly.stderr}\n${all.stderr}`.split('\n').filter((line) => line.includes('"msg":"applying migration"'));
+    assert.ok(lines.some((line) => line.includes('"service":"ledger"')) && lines.some((line) => line.includes('"service":"bus"')), 'each service logs its migrations');
+    for (const line of lines) assert.equal(line.split('"service":').length, 2, `one service name per line: ${line}`);
   });
 });

@@ -107,7 +107,10 @@ describe('koban serve ledger + koban serve bus, two processes', () => {
     for (const served of [ledger!, bus!]) {
       const lines = served.output().split('\n').filter((line) => line.startsWith('{'));
       assert.ok(lines.some((line) => line.includes('"msg":"shutdown complete"')), `${served.name} logged its shutdown`);
-      for (const line of lines) assert.equal((JSON.parse(line) as { service?: string }).service, served.name, line);
+      for (const line of lines) {
+        assert.equal((JSON.parse(line) as { service?: string }).service, served.name, line);
+        assert.equal(line.split('"service":').length, 2, `one service name per line: ${line}`);
+      }
     }
   });
 });

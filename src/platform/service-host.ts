@@ -136,14 +136,15 @@ export async function startServices(options: {
  * for the duration.
  */
 export async function withServiceDatabases<T>(
-  options: { modules: readonly ServiceModule[]; settings: Settings; platform: PlatformConfig; logger: Logger; migrate: boolean },
+  options: { modules: readonly ServiceModule[]; settings: Settings; platform: PlatformConfig; root: Logger; migrate: boolean },
   work: (urls: ReadonlyMap<string, string>) => Promise<T>,
 ): Promise<T> {
   const plans = planDatabases(options.modules, options.settings, { embeddedAllowed: true });
-  const databases = await placeDatabases(plans, options.platform, options.logger, 'join');
+  const processLogger = serviceLogger(options.root, options.modules.map((module) => module.name).join('+'));
+  const databases = await placeDatabases(plans, options.platform, processLogger, 'join');
   try {
     if (options.migrate) {
-      for (const module of options.modules) await migrateModule(module, databases.urls.get(module.name)!, options.logger.child({ service: module.name }));
+      for (const module of options.modules) await migrateModule(module, databases.urls.get(module.name)!, serviceLogger(options.root, module.name));
     }
     return await work(databases.urls);
   } finally {
