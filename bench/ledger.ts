@@ -14,7 +14,7 @@ import { sleep } from './lib/net.ts';
 import * as ledgerLimits from '../src/services/ledger/domain/limits.ts';
 import { formatTable } from './lib/report.ts';
 import { median, medianItem, medianPairedRatio } from './lib/rounds.ts';
-import { loadConfig } from '../src/platform/config.ts';
+import { ledgerConfig } from '../src/services/ledger/module.ts';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
 
@@ -70,7 +70,7 @@ const REPLAY_CORPUS_MAX = 200_000;
 
 const HTTP_HEADERS_TIMEOUT_MS = 30_000;
 const HTTP_BODY_TIMEOUT_MS = 30_000;
-/** Koban's default (src/platform/config.ts), shown in the report when KOBAN_SWEEP_INTERVAL_MS is unset. */
+/** Koban's default (src/services/ledger/module.ts), shown in the report when KOBAN_SWEEP_INTERVAL_MS is unset. */
 const KOBAN_SWEEP_INTERVAL_MS_DEFAULT = 1_000;
 
 /** Whole-run watchdog: start-up (embedded server, pgbench -i, funding) plus the load plus checks. */
@@ -996,7 +996,7 @@ function cpuWindow(koban: KobanProcess | undefined): { begin(): void; end(): voi
 /** Koban's group-commit settings: batches at once from the configuration the server process sees, sizes from its limits. */
 function describeKobanLimits(): string {
   const limits = ledgerLimits as unknown as Record<string, unknown>;
-  const batchesInFlight = loadConfig(process.env).writeBatchesInFlightMax;
+  const batchesInFlight = ledgerConfig().writeBatchesInFlightMax;
   return (
     `up to ${batchesInFlight} batch(es) written at once (KOBAN_WRITE_BATCHES_IN_FLIGHT), a second one from ${String(limits.WRITE_PARALLEL_BATCH_SIZE_MIN ?? '?')} waiting operations, ` +
     `batch ≤ ${String(limits.WRITE_BATCH_SIZE_MAX ?? '?')} operations`

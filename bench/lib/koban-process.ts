@@ -8,7 +8,7 @@ import { readProcStat } from './proc.ts';
 const HEALTH_WAIT_MS = 60_000;
 const HEALTH_POLL_INTERVAL_MS = 100;
 const HEALTH_REQUEST_TIMEOUT_MS = 1_000;
-/** Koban drains for up to 15 s on SIGTERM (src/cli/main.ts); past this, it is killed. */
+/** Koban drains for up to 15 s on SIGTERM (src/cli/koban.ts); past this, it is killed. */
 const STOP_GRACE_MS = 20_000;
 const KILL_WAIT_MS = 5_000;
 const OUTPUT_LINES_KEPT = 40;
@@ -40,12 +40,12 @@ export async function startKoban(options: {
 }): Promise<KobanProcess> {
   const port = await freePort();
   const origin = `http://127.0.0.1:${port}`;
-  // DATABASE_URL names the benchmark's server, not a database for Koban: without it the bus
-  // shares the benchmark's database (schema koban_bus), as with embedded PostgreSQL.
+  // DATABASE_URL names the benchmark's server, not a database for Koban: the ledger gets the
+  // benchmark's database to itself (public schema) and the bus shares it in schema koban_bus.
   const { DATABASE_URL: _server, ...env } = options.env;
-  const child = spawn(process.execPath, [...options.extraNodeArgs, 'src/cli/main.ts'], {
+  const child = spawn(process.execPath, [...options.extraNodeArgs, 'src/cli/koban.ts', 'start'], {
     cwd: options.repoRoot,
-    env: { ...env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', LEDGER_DATABASE_URL: options.ledgerDatabaseUrl },
+    env: { ...env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', LEDGER_DATABASE_URL: options.ledgerDatabaseUrl, DATABASE_URL: options.ledgerDatabaseUrl },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const recent: string[] = [];

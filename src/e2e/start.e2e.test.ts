@@ -1,4 +1,4 @@
-// Goal: `npm start`'s entry point boots on embedded PostgreSQL, serves real add/consume, shuts down cleanly on SIGTERM, and keeps its data (and replays) across a restart.
+// Goal: `npm start`'s entry point (`koban start`) boots on embedded PostgreSQL, serves real add/consume, shuts down cleanly on SIGTERM, and keeps its data (and replays) across a restart.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { LedgerClient } from '../services/ledger/clients/http-client.ts';
 import { freePort } from '../platform/net.ts';
 
-const MAIN = path.join(import.meta.dirname, '..', 'cli', 'main.ts');
+const KOBAN = path.join(import.meta.dirname, '..', 'cli', 'koban.ts');
 const START_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 20_000;
 
@@ -28,7 +28,7 @@ after(async () => {
 type Running = { child: ChildProcess; baseUrl: string; output: () => string };
 
 async function startKoban(): Promise<Running> {
-  const child = spawn(process.execPath, [MAIN], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [KOBAN, 'start'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
   child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -101,7 +101,7 @@ describe('npm start', () => {
   });
 
   test('a bad configuration value stops start-up with a message naming it', async () => {
-    const child = spawn(process.execPath, [MAIN], { env: { ...env, PORT: 'eighty' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [KOBAN, 'start'], { env: { ...env, PORT: 'eighty' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));

@@ -1,102 +1,188 @@
-// Configuration is read from the environment once at start-up, validated with
-// one JSON schema, then frozen. A bad value stops start-up with a message that
-// names the variable, what was given and how to fix it.
+// Configuration machinery. Each service module declares its settings (key, JSON
+// schema with the default, a hint saying what to set); the platform declares
+// the shared ones. A process reads the environment once at start-up, validates
+// every setting with one Ajv schema, then freezes the values. A bad value stops
+// start-up with a message that names the variable, what was given and how to
+// fix it. A variable that looks like Koban's but that no setting reads is
+// reported with the closest known name; a setting's former name is refused, so
+// that a rename is never silently ignored.
 import { Ajv } from 'ajv';
 import path from 'node:path';
 
-export const BALANCE_TYPE_PATTERN = '^[a-z][a-z0-9_]{0,31}$';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
-export type Config = Readonly<{
-  host: string;
-  port: number;
-  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
-  /** Connection string of the ledger's database; unset means embedded PostgreSQL. */
-  ledgerDatabaseUrl: string | undefined;
-  dataDir: string;
-  embeddedPostgresPort: number;
-  balanceTypes: readonly string[];
-  dbPoolSize: number;
-  writeTimeoutMs: number;
-  /** How often expired holds and lots are recorded; 0 turns the background sweeper off. */
-  sweepIntervalMs: number;
-  /**
-   * Ledger batches written at once, at most: a second one starts beside the
-   * first only when enough operations wait (WRITE_PARALLEL_BATCH_SIZE_MIN), and
-   * batches written together never share an account. More let PostgreSQL use
-   * more cores under load, but make smaller batches.
-   */
-  writeBatchesInFlightMax: number;
-  /** Event bus adapter: postgres (default, on the bus database) or nats (JetStream at natsUrl). */
-  bus: 'postgres' | 'nats';
-  natsUrl: string;
-  /** Connection string of the bus database; unset means embedded PostgreSQL, or the ledger's server when only it is set. */
-  busDatabaseUrl: string | undefined;
+export type Setting = Readonly<{
+  key: string;
+  /** JSON schema of the value, with its `default` if it has one. Values arrive as strings and are coerced. */
+  schema: Readonly<Record<string, unknown>>;
+  /** What to set it to, shown when the value is refused: "a TCP port, 0–65535". */
+  hint: string;
+  /** Names this setting had before: set, they stop start-up with the new name (a rename must not be ignored). */
+  formerly?: readonly string[];
 }>;
 
-type EnvSpec = {
-  key: string;
-  schema: Record<string, unknown>;
-  hint: string;
-};
-
-const ENV_SPECS: readonly EnvSpec[] = [
-  { key: 'HOST', schema: { type: 'string', minLength: 1, default: '127.0.0.1' }, hint: 'an interface address such as 127.0.0.1 or 0.0.0.0' },
-  { key: 'PORT', schema: { type: 'integer', minimum: 0, maximum: 65535, default: 3000 }, hint: 'a TCP port, 0–65535 (0 picks a free one)' },
-  { key: 'LOG_LEVEL', schema: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' }, hint: 'one of fatal, error, warn, info, debug, trace, silent' },
-  { key: 'LEDGER_DATABASE_URL', schema: { type: 'string', pattern: '^postgres(ql)?://' }, hint: 'a postgres:// connection string for the ledger database' },
-  { key: 'DATABASE_URL', schema: { type: 'string', pattern: '^postgres(ql)?://' }, hint: 'a postgres:// connection string, or unset it to use embedded PostgreSQL' },
-  { key: 'KOBAN_DATA_DIR', schema: { type: 'string', minLength: 1, default: './.koban' }, hint: 'a directory for embedded PostgreSQL data, e.g. ./.koban' },
-  { key: 'KOBAN_EMBEDDED_PG_PORT', schema: { type: 'integer', minimum: 1024, maximum: 65535, default: 54329 }, hint: 'a free TCP port, 1024–65535, for embedded PostgreSQL' },
-  { key: 'KOBAN_BALANCE_TYPES', schema: { type: 'string', pattern: '^[a-z][a-z0-9_]{0,31}(,[a-z][a-z0-9_]{0,31})*$', default: 'cash,points' }, hint: 'a comma-separated list of lower-case names, e.g. cash,points' },
-  { key: 'KOBAN_DB_POOL_SIZE', schema: { type: 'integer', minimum: 2, maximum: 200, default: 10 }, hint: 'an integer, 2–200' },
-  { key: 'KOBAN_BUS', schema: { enum: ['postgres', 'nats'], default: 'postgres' }, hint: 'postgres (the default, on the bus database) or nats (JetStream at NATS_URL)' },
-  { key: 'NATS_URL', schema: { type: 'string', pattern: '^(nats|tls)://[^\\s]+$', default: 'nats://127.0.0.1:4222' }, hint: 'a nats:// URL of a server with JetStream enabled, e.g. nats://127.0.0.1:4222' },
-  { key: 'BUS_DATABASE_URL', schema: { type: 'string', pattern: '^postgres(ql)?://' }, hint: 'a postgres:// connection string for the bus database, or unset it to use DATABASE_URL' },
-  { key: 'KOBAN_SWEEP_INTERVAL_MS', schema: { type: 'integer', minimum: 0, maximum: 3600000, default: 1000 }, hint: 'milliseconds between sweeps of expired holds and lots, 0–3600000 (0: off)' },
-  { key: 'KOBAN_WRITE_BATCHES_IN_FLIGHT', schema: { type: 'integer', minimum: 1, maximum: 32, default: 2 }, hint: 'an integer, 1–32: ledger batches written at once (about the number of CPU cores of the database)' },
-  { key: 'KOBAN_WRITE_TIMEOUT_MS', schema: { type: 'integer', minimum: 100, maximum: 600000, default: 5000 }, hint: 'milliseconds, 100–600000' },
-];
+/** Validated values by key, frozen; an unset setting without a default is absent. */
+export type Settings = Readonly<Record<string, unknown>>;
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: true });
-  const schema = {
-    type: 'object',
-    properties: Object.fromEntries(ENV_SPECS.map((spec) => [spec.key, spec.schema])),
-  };
-  const validate = ajv.compile(schema);
-  const values: Record<string, unknown> = {};
-  for (const spec of ENV_SPECS) {
-    const raw = env[spec.key];
-    // An empty variable means "not set", as in most shells' `VAR= cmd`.
-    if (raw !== undefined && raw !== '') values[spec.key] = raw;
-  }
-  if (!validate(values)) {
-    const problems = (validate.errors ?? []).map((error) => {
-      const key = error.instancePath.replace(/^\//, '');
-      const spec = ENV_SPECS.find((candidate) => candidate.key === key);
-      return `  ${key}=${JSON.stringify(env[key])}: ${error.message ?? 'invalid'}; set it to ${spec?.hint ?? 'a valid value'}`;
-    });
-    throw new ConfigError(`Invalid configuration:\n${problems.join('\n')}`);
-  }
-  const balanceTypes = [...new Set(String(values.KOBAN_BALANCE_TYPES).split(','))];
+/** A request slower than this is logged at warn (KOBAN_REQUEST_SLOW_MS). */
+export const REQUEST_SLOW_MS_DEFAULT = 1_000;
+/** The fraction of other requests logged at info (KOBAN_REQUEST_LOG_SAMPLE_RATE). */
+export const REQUEST_LOG_SAMPLE_RATE_DEFAULT = 0.001;
+const POSTGRES_URL_PATTERN = '^postgres(ql)?://';
+/** Variables under these prefixes are Koban's own: one no setting reads is reported. Services add theirs (LEDGER_, BUS_, ...). */
+export const KOBAN_PREFIX = 'KOBAN_';
+
+/** Settings every process reads, whatever services it runs. */
+export const PLATFORM_SETTINGS: readonly Setting[] = [
+  { key: 'HOST', schema: { type: 'string', minLength: 1, default: '127.0.0.1' }, hint: 'an interface address such as 127.0.0.1 or 0.0.0.0' },
+  { key: 'PORT', schema: { type: 'integer', minimum: 0, maximum: 65535, default: 3000 }, hint: 'a TCP port, 0–65535 (0 picks a free one)' },
+  { key: 'LOG_LEVEL', schema: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' }, hint: 'one of fatal, error, warn, info, debug, trace, silent' },
+  {
+    key: 'DATABASE_URL',
+    schema: { type: 'string', pattern: POSTGRES_URL_PATTERN },
+    hint: 'a postgres:// connection string of one database every service shares (each in a schema of its own), or unset it',
+  },
+  { key: 'KOBAN_DATA_DIR', schema: { type: 'string', minLength: 1, default: './.koban' }, hint: 'a directory for embedded PostgreSQL data, e.g. ./.koban' },
+  { key: 'KOBAN_EMBEDDED_PG_PORT', schema: { type: 'integer', minimum: 1024, maximum: 65535, default: 54329 }, hint: 'a free TCP port, 1024–65535, for embedded PostgreSQL' },
+  { key: 'KOBAN_DB_POOL_SIZE', schema: { type: 'integer', minimum: 2, maximum: 200, default: 10 }, hint: 'an integer, 2–200: connections per service' },
+  {
+    key: 'KOBAN_REQUEST_SLOW_MS',
+    schema: { type: 'integer', minimum: 1, maximum: 600000, default: REQUEST_SLOW_MS_DEFAULT },
+    hint: 'milliseconds, 1–600000: a request slower than this is logged at warn',
+  },
+  {
+    key: 'KOBAN_REQUEST_LOG_SAMPLE_RATE',
+    schema: { type: 'number', minimum: 0, maximum: 1, default: REQUEST_LOG_SAMPLE_RATE_DEFAULT },
+    hint: 'a fraction, 0–1, of requests logged at info (0.001: one in a thousand)',
+  },
+];
+
+export type PlatformConfig = Readonly<{
+  host: string;
+  /** The port of `koban start`, which serves every service on one port. */
+  port: number;
+  logLevel: LogLevel;
+  /** One database for every service (each in a schema of its own), unless a service has its own URL. */
+  sharedDatabaseUrl: string | undefined;
+  dataDir: string;
+  embeddedPostgresPort: number;
+  dbPoolSize: number;
+  requestSlowMs: number;
+  requestLogSampleRate: number;
+}>;
+
+export function platformConfig(settings: Settings): PlatformConfig {
   return Object.freeze({
-    host: values.HOST as string,
-    port: values.PORT as number,
-    logLevel: values.LOG_LEVEL as Config['logLevel'],
-    ledgerDatabaseUrl: (values.LEDGER_DATABASE_URL ?? values.DATABASE_URL) as string | undefined,
-    dataDir: path.resolve(values.KOBAN_DATA_DIR as string),
-    embeddedPostgresPort: values.KOBAN_EMBEDDED_PG_PORT as number,
-    balanceTypes: Object.freeze(balanceTypes),
-    dbPoolSize: values.KOBAN_DB_POOL_SIZE as number,
-    writeTimeoutMs: values.KOBAN_WRITE_TIMEOUT_MS as number,
-    sweepIntervalMs: values.KOBAN_SWEEP_INTERVAL_MS as number,
-    writeBatchesInFlightMax: values.KOBAN_WRITE_BATCHES_IN_FLIGHT as number,
-    bus: values.KOBAN_BUS as Config['bus'],
-    natsUrl: values.NATS_URL as string,
-    busDatabaseUrl: (values.BUS_DATABASE_URL ?? values.DATABASE_URL) as string | undefined,
+    host: settings.HOST as string,
+    port: settings.PORT as number,
+    logLevel: settings.LOG_LEVEL as LogLevel,
+    sharedDatabaseUrl: settings.DATABASE_URL as string | undefined,
+    dataDir: path.resolve(settings.KOBAN_DATA_DIR as string),
+    embeddedPostgresPort: settings.KOBAN_EMBEDDED_PG_PORT as number,
+    dbPoolSize: settings.KOBAN_DB_POOL_SIZE as number,
+    requestSlowMs: settings.KOBAN_REQUEST_SLOW_MS as number,
+    requestLogSampleRate: settings.KOBAN_REQUEST_LOG_SAMPLE_RATE as number,
   });
+}
+
+/** The settings the platform adds for each service: its own database and, under `koban serve`, its own port. */
+export function serviceSettings(service: string, defaultPort: number): Setting[] {
+  const prefix = envPrefix(service);
+  return [
+    {
+      key: `${prefix}DATABASE_URL`,
+      schema: { type: 'string', pattern: POSTGRES_URL_PATTERN },
+      hint: `a postgres:// connection string of the ${service} database, or unset it to use DATABASE_URL`,
+    },
+    {
+      key: `${prefix}PORT`,
+      schema: { type: 'integer', minimum: 0, maximum: 65535, default: defaultPort },
+      hint: `a TCP port, 0–65535, for the ${service} service under \`koban serve\``,
+    },
+  ];
+}
+
+/** `ledger` → `LEDGER_`: the prefix of a service's own variables. */
+export function envPrefix(service: string): string {
+  return `${service.toUpperCase().replaceAll('-', '_')}_`;
+}
+
+/**
+ * Validates every setting at once and freezes the values. Throws ConfigError
+ * listing each bad value, and each former name still set, with how to fix it.
+ */
+export function readSettings(settings: readonly Setting[], env: NodeJS.ProcessEnv): Settings {
+  const keys = new Set<string>();
+  for (const setting of settings) {
+    if (keys.has(setting.key)) throw new Error(`Setting ${setting.key} is declared twice`);
+    keys.add(setting.key);
+  }
+  const problems: string[] = [];
+  const values: Record<string, unknown> = {};
+  for (const setting of settings) {
+    const raw = env[setting.key];
+    // An empty variable means "not set", as in most shells' `VAR= cmd`.
+    if (raw !== undefined && raw !== '') values[setting.key] = raw;
+    for (const former of setting.formerly ?? []) {
+      if (env[former] !== undefined && env[former] !== '') problems.push(`  ${former} was renamed ${setting.key}: rename the variable (${setting.hint})`);
+    }
+  }
+  const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: true });
+  const validate = ajv.compile({ type: 'object', properties: Object.fromEntries(settings.map((setting) => [setting.key, setting.schema])) });
+  if (!validate(values)) {
+    for (const error of validate.errors ?? []) {
+      const key = error.instancePath.replace(/^\//, '');
+      const setting = settings.find((candidate) => candidate.key === key);
+      problems.push(`  ${key}=${JSON.stringify(env[key])}: ${error.message ?? 'invalid'}; set it to ${setting?.hint ?? 'a valid value'}`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(`Invalid configuration:\n${problems.join('\n')}`);
+  return Object.freeze(values);
+}
+
+/**
+ * Variables that look like Koban's (under one of `prefixes`) but that no
+ * setting reads: most often a typo or a renamed setting. Each comes with the
+ * closest known name, when one is close enough to be a likely meaning.
+ */
+export function unknownVariables(
+  settings: readonly Setting[],
+  env: NodeJS.ProcessEnv,
+  prefixes: readonly string[],
+): Array<{ key: string; suggestion: string | undefined }> {
+  const known = new Set(settings.flatMap((setting) => [setting.key, ...(setting.formerly ?? [])]));
+  const names = settings.map((setting) => setting.key);
+  return Object.keys(env)
+    .filter((key) => !known.has(key) && prefixes.some((prefix) => key.startsWith(prefix)))
+    .sort()
+    .map((key) => ({ key, suggestion: closestName(key, names) }));
+}
+
+/** The candidate within a third of the name's length in edits (at least 2), or undefined. */
+export function closestName(name: string, candidates: readonly string[]): string | undefined {
+  const editsMax = Math.max(2, Math.floor(name.length / 3));
+  let best: { name: string; edits: number } | undefined;
+  for (const candidate of candidates) {
+    const edits = editDistance(name, candidate);
+    if (edits <= editsMax && (best === undefined || edits < best.edits)) best = { name: candidate, edits };
+  }
+  return best?.name;
+}
+
+/** Optimal string alignment distance: insertions, deletions, substitutions and swaps of neighbours each cost 1. */
+function editDistance(a: string, b: string): number {
+  const rows = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let distance = Math.min(rows[i - 1]![j]! + 1, rows[i]![j - 1]! + 1, rows[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) distance = Math.min(distance, rows[i - 2]![j - 2]! + 1);
+      rows[i]![j] = distance;
+    }
+  }
+  return rows[a.length]![b.length]!;
 }

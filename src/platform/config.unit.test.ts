@@ -1,43 +1,79 @@
-// Goal: configuration is validated once, defaults are sane, and a bad value stops start-up with a message that says how to fix it.
+// Goal: settings are validated once, defaults are sane, values are frozen, and a bad value, a renamed setting or an unknown variable is reported with how to fix it.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ConfigError, loadConfig } from './config.ts';
+import { closestName, ConfigError, PLATFORM_SETTINGS, platformConfig, readSettings, type Setting, serviceSettings, unknownVariables } from './config.ts';
 
-test('defaults: localhost:3000, embedded PostgreSQL, cash and points', () => {
-  const config = loadConfig({});
-  assert.equal(config.host, '127.0.0.1');
-  assert.equal(config.port, 3000);
-  assert.equal(config.ledgerDatabaseUrl, undefined);
-  assert.deepEqual(config.balanceTypes, ['cash', 'points']);
-  assert.ok(config.dataDir.endsWith('.koban'));
-  assert.ok(Object.isFrozen(config));
+const WIDGET_SETTINGS: readonly Setting[] = [
+  ...PLATFORM_SETTINGS,
+  ...serviceSettings('widget', 3009),
+  { key: 'KOBAN_WIDGET_BATCH_SIZE_MAX', schema: { type: 'integer', minimum: 1, maximum: 100, default: 10 }, hint: 'an integer, 1–100', formerly: ['KOBAN_WIDGET_LANES'] },
+];
+
+test('defaults: localhost:3000, embedded PostgreSQL, info, frozen', () => {
+  const settings = readSettings(WIDGET_SETTINGS, {});
+  const platform = platformConfig(settings);
+  assert.equal(platform.host, '127.0.0.1');
+  assert.equal(platform.port, 3000);
+  assert.equal(platform.logLevel, 'info');
+  assert.equal(platform.sharedDatabaseUrl, undefined);
+  assert.ok(platform.dataDir.endsWith('.koban'));
+  assert.equal(settings.WIDGET_PORT, 3009);
+  assert.equal(settings.WIDGET_DATABASE_URL, undefined);
+  assert.equal(settings.KOBAN_WIDGET_BATCH_SIZE_MAX, 10);
+  assert.ok(Object.isFrozen(settings));
+  assert.ok(Object.isFrozen(platform));
+  assert.throws(() => {
+    (settings as Record<string, unknown>).PORT = 1;
+  }, TypeError);
 });
 
-test('LEDGER_DATABASE_URL wins over DATABASE_URL; numbers are parsed', () => {
-  const config = loadConfig({ DATABASE_URL: 'postgres://a/db', LEDGER_DATABASE_URL: 'postgresql://b/ledger', PORT: '8080', KOBAN_BALANCE_TYPES: 'cash,points,miles' });
-  assert.equal(config.ledgerDatabaseUrl, 'postgresql://b/ledger');
-  assert.equal(config.port, 8080);
-  assert.deepEqual(config.balanceTypes, ['cash', 'points', 'miles']);
-  assert.equal(loadConfig({ DATABASE_URL: 'postgres://a/db' }).ledgerDatabaseUrl, 'postgres://a/db');
+test('numbers are parsed; an empty variable means unset', () => {
+  const settings = readSettings(WIDGET_SETTINGS, { PORT: '8080', WIDGET_PORT: '0', KOBAN_REQUEST_LOG_SAMPLE_RATE: '0.5', DATABASE_URL: '' });
+  assert.equal(settings.PORT, 8080);
+  assert.equal(settings.WIDGET_PORT, 0);
+  assert.equal(platformConfig(settings).requestLogSampleRate, 0.5);
+  assert.equal(settings.DATABASE_URL, undefined);
 });
 
 const bad: Array<[Record<string, string>, RegExp]> = [
   [{ PORT: 'eighty' }, /PORT="eighty": must be integer; set it to a TCP port/],
   [{ PORT: '70000' }, /PORT="70000"/],
+  [{ WIDGET_PORT: '-1' }, /WIDGET_PORT="-1".*widget service/],
   [{ LOG_LEVEL: 'loud' }, /LOG_LEVEL="loud".*one of fatal/],
   [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL="mysql:\/\/x".*postgres:\/\//],
-  [{ KOBAN_BALANCE_TYPES: 'Cash, points' }, /KOBAN_BALANCE_TYPES=.*comma-separated/],
-  [{ KOBAN_WRITE_TIMEOUT_MS: '5' }, /KOBAN_WRITE_TIMEOUT_MS="5"/],
+  [{ WIDGET_DATABASE_URL: 'x' }, /WIDGET_DATABASE_URL="x".*widget database/],
+  [{ KOBAN_REQUEST_LOG_SAMPLE_RATE: '2' }, /KOBAN_REQUEST_LOG_SAMPLE_RATE="2".*fraction/],
+  [{ KOBAN_WIDGET_LANES: '4' }, /KOBAN_WIDGET_LANES was renamed KOBAN_WIDGET_BATCH_SIZE_MAX: rename the variable/],
 ];
 for (const [env, message] of bad) {
   test(`refuses ${JSON.stringify(env)} with a fix-it message`, () => {
-    assert.throws(() => loadConfig(env), (error: unknown) => error instanceof ConfigError && message.test(error.message));
+    assert.throws(() => readSettings(WIDGET_SETTINGS, env), (error: unknown) => error instanceof ConfigError && message.test(error.message));
   });
 }
 
-test('every bad value is reported at once', () => {
+test('every problem is reported at once', () => {
   assert.throws(
-    () => loadConfig({ PORT: 'x', LOG_LEVEL: 'y' }),
-    (error: unknown) => error instanceof ConfigError && /PORT/.test(error.message) && /LOG_LEVEL/.test(error.message),
+    () => readSettings(WIDGET_SETTINGS, { PORT: 'x', LOG_LEVEL: 'y', KOBAN_WIDGET_LANES: '1' }),
+    (error: unknown) => error instanceof ConfigError && /PORT/.test(error.message) && /LOG_LEVEL/.test(error.message) && /KOBAN_WIDGET_LANES/.test(error.message),
   );
+});
+
+test('a setting declared twice is a programming error, not a configuration one', () => {
+  assert.throws(() => readSettings([...PLATFORM_SETTINGS, PLATFORM_SETTINGS[0]!], {}), (error: unknown) => !(error instanceof ConfigError) && /HOST is declared twice/.test(String(error)));
+});
+
+test('unknown variables under Koban prefixes are listed with the closest known name', () => {
+  const env = { KOBAN_DATA_DIRR: 'x', WIDGET_DATABASE_URI: 'postgres://x/y', KOBAN_NOTHING_LIKE_IT: '1', KOBAN_WIDGET_LANES: '1', PATH: '/bin', WIDGET_PORT: '1' };
+  assert.deepEqual(unknownVariables(WIDGET_SETTINGS, env, ['KOBAN_', 'WIDGET_']), [
+    { key: 'KOBAN_DATA_DIRR', suggestion: 'KOBAN_DATA_DIR' },
+    { key: 'KOBAN_NOTHING_LIKE_IT', suggestion: undefined },
+    { key: 'WIDGET_DATABASE_URI', suggestion: 'WIDGET_DATABASE_URL' },
+  ]);
+});
+
+test('closest name: swaps and typos count, distant names do not', () => {
+  const names = ['KOBAN_WRITE_TIMEOUT_MS', 'KOBAN_BALANCE_TYPES'];
+  assert.equal(closestName('KOBAN_WRITE_TIMOEUT_MS', names), 'KOBAN_WRITE_TIMEOUT_MS');
+  assert.equal(closestName('KOBAN_BALANCE_TYPE', names), 'KOBAN_BALANCE_TYPES');
+  assert.equal(closestName('KOBAN_BUS', names), undefined);
 });

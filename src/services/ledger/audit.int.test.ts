@@ -59,7 +59,7 @@ describe('audit', () => {
   test('npm run audit exits 1 on books that do not balance, and 0 once they do', async () => {
     const runAudit = () =>
       new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
-        const child = spawn(process.execPath, ['src/services/ledger/cli/audit.ts'], {
+        const child = spawn(process.execPath, ['src/cli/koban.ts', 'audit'], {
           cwd: path.resolve(import.meta.dirname, '../../..'),
           env: { ...process.env, LEDGER_DATABASE_URL: koban.database.url, LOG_LEVEL: 'warn' },
           stdio: ['ignore', 'ignore', 'pipe'],

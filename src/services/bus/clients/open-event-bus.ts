@@ -4,7 +4,8 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../../../platform/clock.ts';
 import type { EventBus } from '../../../contracts/bus/event-bus.ts';
-import { PostgresEventBus } from '../adapters/postgres/postgres-event-bus.ts';
+import type { Pool } from '../../../platform/postgres/pool.ts';
+import { migratePostgresBus, PostgresEventBus } from '../adapters/postgres/postgres-event-bus.ts';
 
 export type BusAdapter = 'postgres' | 'nats';
 
@@ -29,4 +30,13 @@ export async function openEventBus(options: {
     }
   }
   return PostgresEventBus.open({ url: options.databaseUrl, poolSize: options.poolSize, logger, clock: options.clock });
+}
+
+/**
+ * Brings a bus database up to date for either adapter (`koban migrate bus`):
+ * the registry, and the postgres adapter's queue tables, which stay empty
+ * under nats.
+ */
+export function migrateBusDatabase(pool: Pool, logger: Logger): Promise<void> {
+  return migratePostgresBus(pool, logger);
 }

@@ -40,6 +40,12 @@ import { RegistryEventBus } from '../../registry/registry-event-bus.ts';
 /** The adapter's queue (messages, deliveries), migrated after the registry its tables refer to. */
 export const POSTGRES_MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations');
 export const POSTGRES_MIGRATION_COMPONENT = 'bus_postgres';
+
+/** The registry's tables and this adapter's own (messages, deliveries): what `koban migrate bus` creates. */
+export async function migratePostgresBus(pool: Pool, logger: Logger): Promise<void> {
+  await migrateRegistry(pool, logger);
+  await migrate(pool, POSTGRES_MIGRATIONS_DIR, logger, { component: POSTGRES_MIGRATION_COMPONENT });
+}
 /** NOTIFY channel; the payload is the subscription that has new deliveries. */
 const NOTIFY_CHANNEL = 'koban_bus';
 /** Acknowledgements written together in one statement. */
@@ -71,8 +77,7 @@ export class PostgresEventBus extends RegistryEventBus<PostgresConsumer> {
   static async open(options: PostgresEventBusOptions): Promise<PostgresEventBus> {
     const pool = createPool({ url: options.url, size: options.poolSize, applicationName: 'koban-bus', logger: options.logger });
     try {
-      await migrateRegistry(pool, options.logger);
-      await migrate(pool, POSTGRES_MIGRATIONS_DIR, options.logger, { component: POSTGRES_MIGRATION_COMPONENT });
+      await migratePostgresBus(pool, options.logger);
     } catch (error) {
       await pool.end();
       throw error;

@@ -1,0 +1,58 @@
+// The event bus as a service: its settings (adapter, NATS), its database (the
+// registry: topics, subscriptions, dead letters; queues too with postgres), its
+// routes, its delivery loops (inside the adapter), and how it starts and stops.
+import type { Logger } from 'pino';
+import type { EventBus } from '../../contracts/bus/event-bus.ts';
+import type { Setting, Settings } from '../../platform/config.ts';
+import type { Pool } from '../../platform/postgres/pool.ts';
+import type { ServiceModule } from '../../platform/service-module.ts';
+import { type BusAdapter, migrateBusDatabase, openEventBus } from './clients/open-event-bus.ts';
+import { KOBAN_TOPOLOGY } from './domain/topology.ts';
+import { registerBusRoutes } from './http/routes.ts';
+
+/** Its database on a server of its own, and its schema in a shared one (as before services had modules). */
+const BUS_DATABASE = 'koban_bus';
+/** Room for the largest event plus its envelope; the publish route sets its own limit too. */
+const BUS_BODY_BYTES_MAX = 16 * 1024;
+
+export const BUS_SETTINGS: readonly Setting[] = [
+  { key: 'KOBAN_BUS', schema: { enum: ['postgres', 'nats'], default: 'postgres' }, hint: 'postgres (the default, on the bus database) or nats (JetStream at NATS_URL)' },
+  {
+    key: 'NATS_URL',
+    schema: { type: 'string', pattern: '^(nats|tls)://[^\\s]+$', default: 'nats://127.0.0.1:4222' },
+    hint: 'a nats:// URL of a server with JetStream enabled, e.g. nats://127.0.0.1:4222',
+  },
+];
+
+export type BusConfig = Readonly<{
+  /** Event bus adapter: postgres (default, on the bus database) or nats (JetStream at natsUrl). */
+  adapter: BusAdapter;
+  natsUrl: string;
+}>;
+
+export function busConfig(settings: Settings): BusConfig {
+  return Object.freeze({ adapter: settings.KOBAN_BUS as BusAdapter, natsUrl: settings.NATS_URL as string });
+}
+
+export const busModule: ServiceModule<EventBus> = {
+  name: 'bus',
+  title: 'Koban event bus',
+  description: 'Topics, filtered subscriptions, retries and dead letters (postgres or NATS JetStream).',
+  defaultPort: 3002,
+  settings: BUS_SETTINGS,
+  database: BUS_DATABASE,
+  bodyLimitBytes: BUS_BODY_BYTES_MAX,
+  migrate: (pool: Pool, logger: Logger) => migrateBusDatabase(pool, logger),
+  async start({ settings, platform, databaseUrl, logger, clock }) {
+    const config = busConfig(settings);
+    const bus = await openEventBus({ adapter: config.adapter, databaseUrl, natsUrl: config.natsUrl, poolSize: platform.dbPoolSize, logger, clock });
+    try {
+      await bus.declare(KOBAN_TOPOLOGY);
+    } catch (error) {
+      await bus.close();
+      throw error;
+    }
+    logger.info({ adapter: bus.adapter }, `event bus open on ${bus.adapter}`);
+    return { api: bus, registerRoutes: (app) => registerBusRoutes(app, bus), stop: () => bus.close() };
+  },
+};
