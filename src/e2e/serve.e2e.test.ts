@@ -57,17 +57,17 @@ after(async () => {
 describe('koban serve ledger + koban serve bus, two processes', () => {
   test('the ledger answers through LedgerClient: add, consume, hold, balance', async () => {
     const client = new LedgerClient({ baseUrl: ledger!.baseUrl });
-    const added = await client.postTransaction({ transaction_id: 'serve-add', type: 'add', user_id: 'u-serve', balance_type: 'cash', amount: 1_000 });
+    const added = await client.submit({ transaction_id: 'serve-add', type: 'add', user_id: 'u-serve', balance_type: 'cash', amount: 1_000 });
     assert.equal(added.transaction.balance_after, 1_000);
-    const consumed = await client.postTransaction({ transaction_id: 'serve-use', type: 'consume', user_id: 'u-serve', balance_type: 'cash', amount: 250 });
+    const consumed = await client.submit({ transaction_id: 'serve-use', type: 'consume', user_id: 'u-serve', balance_type: 'cash', amount: 250 });
     assert.equal(consumed.transaction.balance_after, 750);
-    const held = await client.postTransaction({ transaction_id: 'serve-hold', type: 'consume', user_id: 'u-serve', balance_type: 'cash', amount: 100, pending: true });
+    const held = await client.submit({ transaction_id: 'serve-hold', type: 'consume', user_id: 'u-serve', balance_type: 'cash', amount: 100, pending: true });
     assert.equal(held.transaction.status, 'pending');
     const balance = await client.getBalance('u-serve', 'cash');
     assert.equal(balance.posted, 750);
     assert.equal(balance.pending_debit, 100);
     assert.equal(balance.available, 650);
-    const replay = await client.postTransaction({ transaction_id: 'serve-use', type: 'consume', user_id: 'u-serve', balance_type: 'cash', amount: 250 });
+    const replay = await client.submit({ transaction_id: 'serve-use', type: 'consume', user_id: 'u-serve', balance_type: 'cash', amount: 250 });
     assert.equal(replay.replayed, true);
   });
 

@@ -65,9 +65,9 @@ describe('npm start', () => {
       assert.ok(openapi.paths['/v1/transactions'], 'OpenAPI documents the transactions route');
       assert.equal((await fetch(`${first.baseUrl}/docs`)).status, 200);
 
-      const added = await client.postTransaction({ transaction_id: 'e2e-add', type: 'add', user_id: 'u-e2e', balance_type: 'points', amount: 800 });
+      const added = await client.submit({ transaction_id: 'e2e-add', type: 'add', user_id: 'u-e2e', balance_type: 'points', amount: 800 });
       assert.equal(added.replayed, false);
-      const consumed = await client.postTransaction({ transaction_id: 'e2e-use', type: 'consume', user_id: 'u-e2e', balance_type: 'points', amount: 300 });
+      const consumed = await client.submit({ transaction_id: 'e2e-use', type: 'consume', user_id: 'u-e2e', balance_type: 'points', amount: 300 });
       assert.equal(consumed.transaction.balance_after, 500);
       const response = await fetch(`${first.baseUrl}/v1/transactions/e2e-use`);
       stored = await response.text();
@@ -90,7 +90,7 @@ describe('npm start', () => {
     const second = await startKoban();
     try {
       const client2 = new LedgerClient({ baseUrl: second.baseUrl });
-      const replay = await client2.postTransaction({ transaction_id: 'e2e-use', type: 'consume', user_id: 'u-e2e', balance_type: 'points', amount: 300 });
+      const replay = await client2.submit({ transaction_id: 'e2e-use', type: 'consume', user_id: 'u-e2e', balance_type: 'points', amount: 300 });
       assert.equal(replay.replayed, true, 'the restart kept the transaction, so the repeat is a replay');
       assert.equal(replay.transaction.balance_after, 500);
       assert.equal(await (await fetch(`${second.baseUrl}/v1/transactions/e2e-use`)).text(), stored, 'the stored transaction reads back byte for byte');

@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { startTestKoban, type TestKoban } from '../../../../test/support/koban.ts';
 import { isLedgerError } from '../../../contracts/ledger/ledger-api.ts';
-import { CLIENT_RETRY_AFTER_MAX_MS, LedgerClient, isLedgerClientError } from './http-client.ts';
+import { CLIENT_RETRY_AFTER_MAX_MS, LedgerClient } from './http-client.ts';
 
 let koban: TestKoban;
 let kobanUrl: string;
@@ -75,7 +75,7 @@ describe('LedgerClient', () => {
     const proxy = await flakyProxy({ failFirst: 2, dropAfterForward: 1 });
     try {
       const client = new LedgerClient({ baseUrl: proxy.url, backoffBaseMs: 1 });
-      const result = await client.postTransaction({ transaction_id: 'flaky-1', type: 'add', user_id: 'kai', balance_type: 'points', amount: 90 });
+      const result = await client.submit({ transaction_id: 'flaky-1', type: 'add', user_id: 'kai', balance_type: 'points', amount: 90 });
       assert.equal(proxy.bodies.length, 4, 'two 503s, one lost response, one success');
       assert.equal(new Set(proxy.bodies).size, 1, 'every attempt sent the same request');
       assert.equal(result.replayed, true, 'the lost attempt had committed, so the last one is a replay');
@@ -93,8 +93,8 @@ describe('LedgerClient', () => {
     try {
       const client = new LedgerClient({ baseUrl: proxy.url, backoffBaseMs: 1, attemptsMax: 3 });
       await assert.rejects(
-        client.postTransaction({ transaction_id: 'flaky-2', type: 'add', user_id: 'kai', balance_type: 'points', amount: 1 }),
-        (error: unknown) => isLedgerClientError(error, 'unavailable') && error.status === 503 && error.retryable,
+        client.submit({ transaction_id: 'flaky-2', type: 'add', user_id: 'kai', balance_type: 'points', amount: 1 }),
+        (error: unknown) => isLedgerError(error, 'unavailable') && error.status === 503 && error.retryable,
       );
       assert.equal(proxy.bodies.length, 3);
     } finally {
@@ -107,10 +107,10 @@ describe('LedgerClient', () => {
     try {
       const client = new LedgerClient({ baseUrl: proxy.url, backoffBaseMs: 1 });
       await assert.rejects(
-        client.postTransaction({ transaction_id: 'broke-1', type: 'consume', user_id: 'lee', balance_type: 'cash', amount: 5 }),
-        (error: unknown) => isLedgerClientError(error, 'insufficient_balance') && error.status === 422 && error.details?.available === 0,
+        client.submit({ transaction_id: 'broke-1', type: 'consume', user_id: 'lee', balance_type: 'cash', amount: 5 }),
+        (error: unknown) => isLedgerError(error, 'insufficient_balance') && error.status === 422 && error.details?.available === 0,
       );
-      await assert.rejects(client.getTransaction('never'), (error: unknown) => isLedgerClientError(error, 'not_found'));
+      await assert.rejects(client.getTransactions('never'), (error: unknown) => isLedgerError(error, 'not_found'));
       assert.equal(proxy.bodies.length, 2, 'one attempt each');
     } finally {
       await proxy.close();
@@ -124,7 +124,7 @@ describe('LedgerClient', () => {
     const port = (closed.address() as AddressInfo).port;
     await new Promise<void>((resolve) => closed.close(() => resolve()));
     const client = new LedgerClient({ baseUrl: `http://127.0.0.1:${port}`, backoffBaseMs: 1, attemptsMax: 2 });
-    await assert.rejects(client.listBalances('x'), (error: unknown) => isLedgerClientError(error, 'unavailable') && error.retryable && error.details?.transport === 'ECONNREFUSED');
+    await assert.rejects(client.listBalances('x'), (error: unknown) => isLedgerError(error, 'unavailable') && error.retryable && error.details?.transport === 'ECONNREFUSED');
   });
 
   test('post and void are retried with the same hold id through 503s and lost responses, and take effect once', async () => {

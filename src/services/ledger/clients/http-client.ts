@@ -28,13 +28,6 @@ export type LedgerClientOptions = {
   sleep?: (ms: number) => Promise<void>;
 };
 
-export { type TransactionList, type WriteResult } from '../../../contracts/ledger/ledger-api.ts';
-/** @deprecated Use WriteResult (contracts/ledger/ledger-api.ts). */
-export type TransactionResult = WriteResult;
-/** @deprecated Every LedgerApi throws KobanError; use isLedgerError (contracts/ledger/ledger-api.ts). */
-export { KobanError as LedgerClientError } from '../../../platform/errors.ts';
-/** @deprecated Use isLedgerError (contracts/ledger/ledger-api.ts). */
-export const isLedgerClientError = isLedgerError;
 
 type Reply = { body: unknown; replayed: boolean };
 
@@ -93,16 +86,6 @@ export class LedgerClient implements LedgerApi {
     for (const [key, value] of Object.entries(query)) if (value !== undefined) search.set(key, String(value));
     const suffix = search.size > 0 ? `?${search}` : '';
     return (await this.#send('GET', `/v1/users/${encodeURIComponent(userId)}/transactions${suffix}`)).body as TransactionList;
-  }
-
-  /** @deprecated Use submit. */
-  postTransaction(request: TransactionRequest): Promise<WriteResult> {
-    return this.submit(request);
-  }
-
-  /** @deprecated Use getTransactions. */
-  getTransaction(transactionId: string): Promise<Transaction[]> {
-    return this.getTransactions(transactionId);
   }
 
   async #send(method: 'GET' | 'POST', path: string, body?: unknown): Promise<Reply> {
