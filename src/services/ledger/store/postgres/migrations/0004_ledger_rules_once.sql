@@ -175,13 +175,14 @@ $$;
 CREATE FUNCTION ledger_draws_to_return(p_drawn_pk bigint)
 RETURNS TABLE (draw_id bigint, lot_id bigint, expires_at timestamptz, source_transaction_id text, net bigint, net_before numeric, return_rank bigint)
 LANGUAGE sql STABLE AS $$
-  SELECT d.draw_id, d.lot_id, l.expires_at, l.source_transaction_id, d.net,
-         coalesce(sum(d.net) OVER (back ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0),
+  SELECT d.draw_id, d.lot_id, l.expires_at, l.source_transaction_id, d.amount - r.returned,
+         coalesce(sum(d.amount - r.returned) OVER (back ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0),
          row_number() OVER back
-    FROM (SELECT dr.draw_id, dr.lot_id,
-                 dr.amount - coalesce((SELECT sum(r.amount) FROM lot_returns r WHERE r.draw_id = dr.draw_id), 0)::bigint AS net
-            FROM lot_draws dr WHERE dr.transaction_pk = p_drawn_pk) d
+    FROM lot_draws d
     JOIN lots l ON l.lot_id = d.lot_id
+    -- Lateral, so that the sum is taken once per draw.
+    CROSS JOIN LATERAL (SELECT coalesce(sum(x.amount), 0)::bigint AS returned FROM lot_returns x WHERE x.draw_id = d.draw_id) r
+   WHERE d.transaction_pk = p_drawn_pk
   WINDOW back AS (ORDER BY l.expires_at DESC NULLS FIRST, d.lot_id DESC)
    ORDER BY l.expires_at DESC NULLS FIRST, d.lot_id DESC
 $$;
