@@ -4,7 +4,7 @@
 export const AMOUNT_MIN = 1;
 /** Largest amount of one transaction, in minor units: 10^15. */
 export const AMOUNT_MAX = 1_000_000_000_000_000;
-/** Largest balance an account may hold; keeps every figure an exact JSON number. */
+/** Largest balance an account may hold; keeps every figure an exact JSON number. SQL: ledger_balance_max() (a test checks they agree). */
 export const BALANCE_MAX = Number.MAX_SAFE_INTEGER;
 
 /** Transaction and user ids: 1–128 characters of [A-Za-z0-9._:-]. */
@@ -42,9 +42,9 @@ export const WRITE_CONFLICT_RETRIES_MAX = 5;
 export const HOLD_TIMEOUT_DEFAULT_MS = 7 * 24 * 60 * 60 * 1000;
 /** Furthest into the future an `expires_at` or `pending_expires_at` may be: about 10 years. */
 export const EXPIRY_HORIZON_MAX_MS = 3653 * 24 * 60 * 60 * 1000;
-/** Upcoming expirations listed on a balance (the SQL in ledger_balance uses the same number). */
+/** Upcoming expirations listed on a balance. SQL: ledger_expiring_listed_max() (a test checks they agree). */
 export const EXPIRING_LISTED_MAX = 20;
 /** Accounts swept per sweeper round trip (the interval is configuration: KOBAN_SWEEP_INTERVAL_MS). */
 export const SWEEP_BATCH_SIZE_MAX = 256;
-/** Transaction ids the ledger gives its own transactions (expiries) start with this. */
+/** Transaction ids the ledger gives its own transactions (expiries) start with this. SQL: ledger_system_transaction_id_prefix() (a test checks they agree). */
 export const SYSTEM_TRANSACTION_ID_PREFIX = 'sys:';
