@@ -171,19 +171,20 @@ $$;
 
 -- What a transaction drew, net of what was given back, in the order value goes
 -- back to lots: latest-expiring first, so what stays consumed is what expires
--- soonest. `net_before` is the net of the draws before this one in that order.
+-- soonest. `net_before` is the net of the draws before this one in that
+-- order, `return_rank` their number (one window: one sort per call).
 CREATE FUNCTION ledger_draws_to_return(p_drawn_pk bigint)
 RETURNS TABLE (draw_id bigint, lot_id bigint, expires_at timestamptz, source_transaction_id text, net bigint, net_before numeric, return_rank bigint)
 LANGUAGE sql STABLE AS $$
   SELECT d.draw_id, d.lot_id, l.expires_at, l.source_transaction_id, d.amount - r.returned,
-         coalesce(sum(d.amount - r.returned) OVER (back ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0),
-         row_number() OVER back
+         coalesce(sum(d.amount - r.returned) OVER back, 0),
+         count(*) OVER back
     FROM lot_draws d
     JOIN lots l ON l.lot_id = d.lot_id
     -- Lateral, so that the sum is taken once per draw.
     CROSS JOIN LATERAL (SELECT coalesce(sum(x.amount), 0)::bigint AS returned FROM lot_returns x WHERE x.draw_id = d.draw_id) r
    WHERE d.transaction_pk = p_drawn_pk
-  WINDOW back AS (ORDER BY l.expires_at DESC NULLS FIRST, d.lot_id DESC)
+  WINDOW back AS (ORDER BY l.expires_at DESC NULLS FIRST, d.lot_id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
    ORDER BY l.expires_at DESC NULLS FIRST, d.lot_id DESC
 $$;
 
@@ -814,9 +815,14 @@ BEGIN
       FROM applied c JOIN lots_fefo f ON f.account_id = c.account_id
      WHERE c.type = 'consume' AND f.through - f.remaining < c.through AND f.through > c.through - c.amount
   ),
-  draws_listed AS MATERIALIZED (
-    SELECT ordinal, jsonb_agg(ledger_lot_json(source_transaction_id, amount::bigint, expires_at) ORDER BY lot_through) AS lots
-      FROM draws GROUP BY ordinal
+  -- Each consume's `lots`, and each transaction's ordinal, by key: the answers
+  -- look them up rather than join (the planner cannot size these sets, and a
+  -- nested loop over them costs more than the rest of the statement).
+  keyed AS MATERIALIZED (
+    SELECT (SELECT jsonb_object_agg(transaction_pk, lots) FROM (
+              SELECT transaction_pk, jsonb_agg(ledger_lot_json(source_transaction_id, amount::bigint, expires_at) ORDER BY lot_through) AS lots
+                FROM draws GROUP BY transaction_pk) listed) AS lots,
+           (SELECT jsonb_object_agg(transaction_pk, ordinal) FROM applied) AS ordinals
   ),
   balances_written AS (
     UPDATE accounts a
@@ -857,7 +863,7 @@ BEGIN
            available_before + change_through, at,
            ledger_created_status(pending), ledger_created_posted_amount(pending, amount)
       FROM applied ORDER BY ordinal
-    RETURNING t AS stored
+    RETURNING t.*
   ),
   lots_created AS (
     INSERT INTO lots (account_id, source_transaction_pk, source_transaction_id, amount, remaining, expires_at, created_at)
@@ -876,14 +882,16 @@ BEGIN
      WHERE l.lot_id = s.lot_id
     RETURNING l.lot_id
   ),
-  -- Answered from the rows as stored, as a replay will be.
+  -- Answered from the rows as stored, as a replay will be, in batch order
+  -- (OFFSET 0: each ordinal is looked up once).
   answered AS (
-    SELECT a.ordinal, jsonb_build_object('outcome', 'created', 'transaction', ledger_created_json(i.stored, dl.lots),
-                                         'ordinal', a.ordinal) AS answer
-      FROM inserted i JOIN applied a ON a.transaction_pk = (i.stored).transaction_pk
-      LEFT JOIN draws_listed dl ON dl.ordinal = a.ordinal
+    SELECT x.ordinal, jsonb_build_object('outcome', 'created', 'transaction', x.transaction, 'ordinal', x.ordinal) AS answer
+      FROM (SELECT (k.ordinals ->> i.transaction_pk::text)::integer AS ordinal,
+                   ledger_created_json(i::transactions, k.lots -> i.transaction_pk::text) AS transaction
+              FROM inserted i CROSS JOIN keyed k OFFSET 0) x
+     ORDER BY x.ordinal
   )
-  SELECT coalesce(array_agg(ordinal ORDER BY ordinal), '{}'), coalesce(array_agg(answer ORDER BY ordinal), '{}'),
+  SELECT coalesce(array_agg(ordinal), '{}'), coalesce(array_agg(answer), '{}'),
          (SELECT count(*) FROM balances_written) + (SELECT count(*) FROM accounts_created),
          (SELECT count(DISTINCT account_id) FROM applied)
     INTO ordinals, answers, v_accounts_written, v_accounts_applied
@@ -982,7 +990,7 @@ BEGIN
            resolved_at = s.at, resolved_balance_after = s.available_before + s.released_through
       FROM applied s
      WHERE t.transaction_pk = s.transaction_pk AND t.ctid = s.hold_version
-    RETURNING s.ordinal, t AS stored
+    RETURNING t.*
   ),
   returns_recorded AS (
     INSERT INTO lot_returns (draw_id, cause_pk, amount)
@@ -1001,20 +1009,25 @@ BEGIN
       FROM applied WHERE type = 'add' AND posted_amount > 0 ORDER BY ordinal
     RETURNING lot_id
   ),
-  -- A consume hold's lots, net of what its resolution gave back (as ledger_lots_json shows them).
-  lots_kept AS MATERIALIZED (
-    SELECT ordinal,
-           coalesce(jsonb_agg(ledger_lot_json(source_transaction_id, drawn - given, expires_at) ORDER BY draw_id)
-                      FILTER (WHERE drawn - given > 0), '[]'::jsonb) AS lots
-      FROM returns GROUP BY ordinal
+  -- Each consume hold's lots, net of what its resolution gave back (as
+  -- ledger_lots_json shows them), and each hold's ordinal, by key (see above).
+  keyed AS MATERIALIZED (
+    SELECT (SELECT jsonb_object_agg(transaction_pk, lots) FROM (
+              SELECT transaction_pk,
+                     coalesce(jsonb_agg(ledger_lot_json(source_transaction_id, drawn - given, expires_at) ORDER BY draw_id)
+                                FILTER (WHERE drawn - given > 0), '[]'::jsonb) AS lots
+                FROM returns GROUP BY transaction_pk) kept) AS lots,
+           (SELECT jsonb_object_agg(transaction_pk, ordinal) FROM applied) AS ordinals
   ),
-  -- Answered from the rows as stored, as a replay will be.
+  -- Answered from the rows as stored, as a replay will be, in batch order (see above).
   answered AS (
-    SELECT h.ordinal, jsonb_build_object('outcome', 'resolved', 'transaction', ledger_resolved_json(h.stored, k.lots),
-                                         'ordinal', h.ordinal) AS answer
-      FROM holds_resolved h LEFT JOIN lots_kept k USING (ordinal)
+    SELECT x.ordinal, jsonb_build_object('outcome', 'resolved', 'transaction', x.transaction, 'ordinal', x.ordinal) AS answer
+      FROM (SELECT (k.ordinals ->> h.transaction_pk::text)::integer AS ordinal,
+                   ledger_resolved_json(h::transactions, k.lots -> h.transaction_pk::text) AS transaction
+              FROM holds_resolved h CROSS JOIN keyed k OFFSET 0) x
+     ORDER BY x.ordinal
   )
-  SELECT coalesce(array_agg(ordinal ORDER BY ordinal), '{}'), coalesce(array_agg(answer ORDER BY ordinal), '{}'),
+  SELECT coalesce(array_agg(ordinal), '{}'), coalesce(array_agg(answer), '{}'),
          (SELECT count(*) FROM balances_written) + (SELECT count(*) FROM holds_resolved),
          (SELECT count(DISTINCT account_id) FROM applied) + (SELECT count(*) FROM applied)
     INTO ordinals, answers, v_written, v_applied
