@@ -22,7 +22,13 @@
 -- Small helpers are LANGUAGE sql with one expression (or one SELECT for the
 -- two set-returning ones) and declared no more volatile than their bodies, so
 -- that the planner inlines them: the hot path pays no function call for them.
--- ledger_apply is split into the set-based parts and the one-by-one loop.
+--
+-- ledger_apply is split: ledger_apply_creates_set_based, then
+-- ledger_apply_resolutions_set_based, then ledger_apply_one_by_one (each
+-- operation through ledger_apply_operation: ledger_create, with
+-- ledger_replay_or_conflict and ledger_create_refund apart, or ledger_resolve).
+-- ledger_apply_one_by_one alone is the reference the set-based parts are
+-- tested against (set-based.int.test.ts).
 
 -- Limits ----------------------------------------------------------------------
 
