@@ -46,5 +46,5 @@ export const EXPIRY_HORIZON_MAX_MS = 3653 * 24 * 60 * 60 * 1000;
 export const EXPIRING_LISTED_MAX = 20;
 /** Accounts swept per sweeper round trip (the interval is configuration: KOBAN_SWEEP_INTERVAL_MS). */
 export const SWEEP_BATCH_SIZE_MAX = 256;
-/** Transaction ids the ledger gives its own transactions (expiries) start with this. SQL: ledger_system_transaction_id_prefix() (a test checks they agree). */
+/** Transaction ids the ledger gives its own transactions (expiries) start with this. */
 export const SYSTEM_TRANSACTION_ID_PREFIX = 'sys:';
