@@ -42,7 +42,7 @@ export const WRITE_CONFLICT_RETRIES_MAX = 5;
 export const HOLD_TIMEOUT_DEFAULT_MS = 7 * 24 * 60 * 60 * 1000;
 /** Furthest into the future an `expires_at` or `pending_expires_at` may be: about 10 years. */
 export const EXPIRY_HORIZON_MAX_MS = 3653 * 24 * 60 * 60 * 1000;
-/** Upcoming expirations listed on a balance. SQL: ledger_expiring_listed_max() (a test checks they agree). */
+/** Upcoming expirations listed on a balance (the SQL in ledger_balance uses the same number). */
 export const EXPIRING_LISTED_MAX = 20;
 /** Accounts swept per sweeper round trip (the interval is configuration: KOBAN_SWEEP_INTERVAL_MS). */
 export const SWEEP_BATCH_SIZE_MAX = 256;
