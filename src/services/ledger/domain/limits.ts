@@ -4,7 +4,7 @@
 export const AMOUNT_MIN = 1;
 /** Largest amount of one transaction, in minor units: 10^15. */
 export const AMOUNT_MAX = 1_000_000_000_000_000;
-/** Largest balance an account may hold; keeps every figure an exact JSON number. */
+/** Largest balance an account may hold; keeps every figure an exact JSON number. SQL: ledger_balance_max() (a test checks they agree). */
 export const BALANCE_MAX = Number.MAX_SAFE_INTEGER;
 
 /** Longest transaction or user id, in characters (all ASCII). */

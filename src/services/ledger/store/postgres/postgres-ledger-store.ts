@@ -1,5 +1,6 @@
 // PostgreSQL adapter of the ledger store: one function per statement. The
-// write path is one call of ledger_apply (see migrations/0002) per batch.
+// write path is one call of ledger_apply per batch (migrations 0002-0004; each
+// rule of it is one SQL function, listed at the top of 0004).
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { migrate } from '../../../../platform/postgres/migrate.ts';
