@@ -15,6 +15,8 @@ const WAIT_TIMEOUT_MS = 15_000;
 const WAIT_POLL_MS = 10;
 /** Small batches, so that a refused row shares its batch with good ones and more rows wait behind it. */
 const RELAY_BATCH_SIZE = 2;
+/** A retry instant this far ahead is not yet due, with room for a slow machine between two steps. */
+const NOT_YET_DUE_MS = 10_000;
 
 const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
 let busDatabase: TestDatabase;
@@ -86,9 +88,13 @@ async function databaseNowMs(): Promise<number> {
   return result.rows[0]!.ms;
 }
 
-/** Stands in for time passing: brings the row's retry instant `byMs` closer, as the clock moving on would. */
-async function moveRetryCloser(eventId: string, byMs: number): Promise<void> {
-  await producer.query(`UPDATE ${OUTBOX_SCHEMA}.events SET available_at = available_at - $2 * interval '1 millisecond' WHERE event_id = $1`, [eventId, byMs]);
+/**
+ * Stands in for time passing: puts the row's retry instant `inMs` after the
+ * database's now (not relative to its old value, so a slow machine between
+ * two steps cannot make a row due early).
+ */
+async function setRetryIn(eventId: string, inMs: number): Promise<void> {
+  await producer.query(`UPDATE ${OUTBOX_SCHEMA}.events SET available_at = clock_timestamp() + $2 * interval '1 millisecond' WHERE event_id = $1`, [eventId, inMs]);
 }
 
 /** Runs one relay round; returns how many rows it handled and the database clock around it. */
@@ -125,11 +131,11 @@ describe('a row whose topic the bus does not know', () => {
     assert.deepEqual([...known.received].sort(), good);
     assert.equal((await rowState('refused-1')).attempts, 1, 'not tried again before its time');
 
-    // Still a second short of its retry instant: left alone.
-    await moveRetryCloser('refused-1', RELAY_REFUSED_RETRY_MS - 1_000);
-    assert.equal(await relay.relayOnce(), 0, 'not due a second before the retry instant');
+    // Still short of its retry instant: left alone.
+    await setRetryIn('refused-1', NOT_YET_DUE_MS);
+    assert.equal(await relay.relayOnce(), 0, 'not due before the retry instant');
     // At its retry instant it is tried again; the topic is still unknown, so it is set aside again.
-    await moveRetryCloser('refused-1', 1_000);
+    await setRetryIn('refused-1', 0);
     const second = await relayRound(relay);
     assert.equal(second.handled, 1, 'tried again once due');
     const again = await rowState('refused-1');
@@ -142,7 +148,7 @@ describe('a row whose topic the bus does not know', () => {
     const lateConsumer = await bus.consume(`${unknownTopic}-all`, async (delivery) => {
       late.push(delivery.event.id);
     });
-    await moveRetryCloser('refused-1', RELAY_REFUSED_RETRY_MS);
+    await setRetryIn('refused-1', 0);
     assert.equal(await relay.relayOnce(), 1);
     const published = await rowState('refused-1');
     assert.deepEqual({ published: published.published, attempts: published.attempts }, { published: true, attempts: 3 });
