@@ -1,0 +1,166 @@
+// Goal: the README's tour is true — each of its curl commands, run as written through bash against a freshly started `koban start`, answers the status and the body the README shows under it.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { freePort } from '../platform/net.ts';
+import { createTestDatabase, type TestDatabase } from '../../test/support/database.ts';
+
+const ROOT = path.join(import.meta.dirname, '..', '..');
+const KOBAN = path.join(ROOT, 'src', 'cli', 'koban.ts');
+/** The README marks each of the tour's code blocks with a comment before it that starts so. */
+const TOUR_MARKER = '<!-- tour:';
+/** The README's commands talk to the default port; the test's Koban listens on a free one. */
+const README_ADDRESS = 'localhost:3000';
+const START_TIMEOUT_MS = 60_000;
+const STOP_TIMEOUT_MS = 20_000;
+const COMMAND_TIMEOUT_MS = 10_000;
+/** Fewer commands than this means the tour was not found, not that it is short. */
+const TOUR_COMMANDS_MIN = 20;
+
+type Step = { command: string; line: number; status: number; headers: Array<[string, string]>; body: string | undefined };
+
+/**
+ * The tour's curl commands and what the README shows under each: `# 201 {…}`
+ * (or `# HTTP/1.1 201 Created` for `curl -i`), then `# Name: value` headers,
+ * then the body, continued on lines starting `#` and two spaces. `…` stands
+ * for anything. A curl command without a status under it is an error.
+ */
+function parseTour(readme: string): Step[] {
+  const lines = readme.split('\n');
+  const steps: Step[] = [];
+  let inTour = false;
+  let marked = false;
+  for (let index = 0; index < lines.length; index++) {
+    const line = lines[index]!;
+    if (line.startsWith(TOUR_MARKER)) marked = true;
+    else if (marked && line.startsWith('```sh')) [inTour, marked] = [true, false];
+    else if (inTour && line.startsWith('```')) inTour = false;
+    if (!inTour || !line.startsWith('curl ')) continue;
+    const start = index;
+    let command = line;
+    // Continuation lines stay as written: bash joins them.
+    while (command.endsWith('\\')) command = `${command}\n${lines[++index]!}`;
+    const expectation: string[] = [];
+    while (lines[index + 1]?.startsWith('#')) expectation.push(lines[++index]!);
+    const [first, ...rest] = expectation;
+    const statusLine = /^# (?:HTTP\/1\.1 )?(\d{3})(?: (.*))?$/.exec(first ?? '');
+    assert.ok(statusLine, `README line ${start + 1}: the command is followed by the status it answers (# 200 …), not ${JSON.stringify(first)}`);
+    const headers: Array<[string, string]> = [];
+    let body = /^[[{]/.test(statusLine[2] ?? '') ? statusLine[2]! : undefined;
+    for (const text of rest) {
+      const header = /^# ([A-Za-z][A-Za-z0-9-]*): (.*)$/.exec(text);
+      if (body === undefined && header) headers.push([header[1]!.toLowerCase(), header[2]!]);
+      else if (body === undefined && /^# [[{]/.test(text)) body = text.slice(2);
+      else if (body !== undefined && /^# {2,}\S/.test(text)) body += text.replace(/^# +/, '');
+      else break; // a note: the body, if any, has ended
+    }
+    steps.push({ command, line: start + 1, status: Number(statusLine[1]), headers, body });
+  }
+  return steps;
+}
+
+/** The README's body with `…` as a wildcard, as an anchored pattern. */
+function bodyPattern(shown: string): RegExp {
+  return new RegExp(`^${shown.split('…').map((part) => part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('[^]*?')}$`);
+}
+
+/** Runs one command as written through bash; curl also writes the status on a last line of its own. */
+async function run(command: string, port: number): Promise<{ status: number; head: string; body: string }> {
+  const script = `curl() { command curl --max-time ${COMMAND_TIMEOUT_MS / 1000} -w '\\n%{http_code}' "$@"; }\n${command.replaceAll(README_ADDRESS, `localhost:${port}`)}`;
+  const child = spawn('bash', ['-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  let errors = '';
+  child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr.on('data', (chunk: Buffer) => (errors += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  assert.equal(code, 0, `${command}\nexited ${code}: ${errors}`);
+  const cut = output.lastIndexOf('\n');
+  const status = Number(output.slice(cut + 1));
+  let response = output.slice(0, cut);
+  let head = '';
+  if (/^HTTP\/1\.1 /.test(response)) {
+    const end = response.indexOf('\r\n\r\n');
+    [head, response] = [response.slice(0, end), response.slice(end + 4)];
+  }
+  return { status, head, body: response };
+}
+
+describe('the README tour', () => {
+  let database: TestDatabase;
+  let koban: ChildProcess | undefined;
+  let port: number;
+  let output = '';
+
+  before(async () => {
+    database = await createTestDatabase('readme_tour');
+    port = await freePort();
+    // One database for every service, as DATABASE_URL alone gives; nothing from the caller's environment leaks in.
+    const { LEDGER_DATABASE_URL: _ledger, BUS_DATABASE_URL: _bus, KOBAN_BUS: _adapter, ...env } = process.env;
+    koban = spawn(process.execPath, [KOBAN, 'start'], { env: { ...env, DATABASE_URL: database.url, PORT: String(port), LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    koban.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    koban.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    while (!output.includes('Koban is listening')) {
+      if (koban.exitCode !== null) throw new Error(`Koban exited with ${koban.exitCode}:\n${output}`);
+      if (Date.now() > deadline) throw new Error(`Koban did not start within ${START_TIMEOUT_MS} ms:\n${output}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  });
+
+  after(async () => {
+    if (koban && koban.exitCode === null) {
+      const exited = new Promise((resolve) => koban!.once('exit', resolve));
+      koban.kill('SIGTERM');
+      const timer = setTimeout(() => koban!.kill('SIGKILL'), STOP_TIMEOUT_MS);
+      await exited;
+      clearTimeout(timer);
+    }
+    await database?.drop();
+  });
+
+  test('every curl command answers the status and body the README shows', async () => {
+    const steps = parseTour(await readFile(path.join(ROOT, 'README.md'), 'utf8'));
+    assert.ok(steps.length >= TOUR_COMMANDS_MIN, `found the tour: ${steps.length} commands`);
+    for (const step of steps) {
+      const answer = await run(step.command, port);
+      const where = `README line ${step.line}: ${step.command}\nanswered ${answer.status} ${answer.body}`;
+      assert.equal(answer.status, step.status, where);
+      for (const [name, value] of step.headers) {
+        assert.ok(answer.head.toLowerCase().includes(`\r\n${name}: ${value.toLowerCase()}`), `${where}\nwith headers\n${answer.head}\nlacks ${name}: ${value}`);
+      }
+      if (step.body !== undefined) assert.match(answer.body, bodyPattern(step.body), where);
+    }
+  });
+});
+
+describe('parseTour', () => {
+  test('reads statuses, headers and bodies, and refuses a command without a status', () => {
+    const readme = [
+      '<!-- tour: -->',
+      '```sh',
+      '# a note',
+      "curl -si localhost:3000/a -d '{}' \\",
+      "  -H 'x: y'",
+      '# HTTP/1.1 200 OK',
+      '# Idempotent-Replayed: true',
+      '# {"a":1,',
+      '#  "b":…}',
+      '# a note after',
+      'curl -s localhost:3000/b',
+      '# 404 {"error":…}',
+      '```',
+      '```sh',
+      'curl -s localhost:3000/not-in-the-tour',
+      '```',
+    ].join('\n');
+    assert.deepEqual(parseTour(readme), [
+      { command: "curl -si localhost:3000/a -d '{}' \\\n  -H 'x: y'", line: 4, status: 200, headers: [['idempotent-replayed', 'true']], body: '{"a":1,"b":…}' },
+      { command: 'curl -s localhost:3000/b', line: 11, status: 404, headers: [], body: '{"error":…}' },
+    ]);
+    assert.throws(() => parseTour('<!-- tour: -->\n```sh\ncurl -s localhost:3000/c\n# just a note\n```'), /followed by the status/);
+    assert.match('{"a":1,"b":{"c":2}}', bodyPattern('{"a":1,"b":…}'));
+    assert.doesNotMatch('{"a":2,"b":{"c":2}}', bodyPattern('{"a":1,"b":…}'));
+  });
+});
