@@ -164,3 +164,25 @@ describe('parseTour', () => {
     assert.doesNotMatch('{"a":2,"b":{"c":2}}', bodyPattern('{"a":1,"b":…}'));
   });
 });
+
+describe('the README and docs/ link only to what the repository holds', () => {
+  test('every relative link and every file path named in code spans exists inside the repository', async () => {
+    const { readdir, access } = await import('node:fs/promises');
+    const files = ['README.md', ...(await readdir(path.join(ROOT, 'docs'))).filter((name) => name.endsWith('.md')).map((name) => `docs/${name}`)];
+    const missing: string[] = [];
+    for (const file of files) {
+      const text = await readFile(path.join(ROOT, file), 'utf8');
+      const targets = [
+        ...[...text.matchAll(/\]\(([^)\s]+)\)/g)].filter(([, target]) => !/^(https?:|#)/.test(target!)).map(([, target]) => path.join(path.dirname(file), target!.split('#')[0]!)),
+        // Paths the text names: `src/…`, `docs/…`, `test/…`, `bench/…`, `../…`, placeholders (<name>, …, *) aside.
+        ...[...text.matchAll(/`((?:src|docs|test|bench|\.\.)\/[^`\s]*)`/g)].map(([, named]) => named!).filter((named) => !/[<>…*]/.test(named)),
+      ];
+      for (const target of targets) {
+        const resolved = path.resolve(ROOT, target);
+        if (!resolved.startsWith(ROOT + path.sep)) missing.push(`${file}: ${target} is outside the repository`);
+        else await access(resolved).catch(() => missing.push(`${file}: ${target} does not exist`));
+      }
+    }
+    assert.deepEqual(missing, []);
+  });
+});
