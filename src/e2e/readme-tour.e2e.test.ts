@@ -133,6 +133,41 @@ describe('the README tour', () => {
       if (step.body !== undefined) assert.match(answer.body, bodyPattern(step.body), where);
     }
   });
+
+  test('the fields the README says make a repeat a 409 are exactly those the ledger names', async () => {
+    const readme = await readFile(path.join(ROOT, 'README.md'), 'utf8');
+    const sentence = /a repeat with a different ([^]*?)\s+is\s+`409 idempotency_conflict`/.exec(readme)?.[1];
+    assert.ok(sentence, 'the README lists the fields that make a repeat a conflict');
+    const listed = [...sentence.matchAll(/`(\w+)`/g)].map(([, field]) => field!).sort();
+    const submit = async (body: object) => {
+      const response = await fetch(`http://127.0.0.1:${port}/v1/transactions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      return { status: response.status, body: (await response.json()) as { error?: { details?: { fields?: string[] } } } };
+    };
+    const user = { user_id: 'conflicts', balance_type: 'points' };
+    for (const [id, amount] of [['conflicts-funds', 1000], ['conflicts-c1', -10], ['conflicts-c2', -10]] as const) {
+      assert.equal((await submit({ ...user, transaction_id: id, type: amount > 0 ? 'add' : 'consume', amount: Math.abs(amount) })).status, 201);
+    }
+    // Per field: a first request, and a repeat that differs in that field alone.
+    const cases: Record<string, [object, object]> = {
+      type: [{ type: 'add' }, { type: 'consume' }],
+      user_id: [{ type: 'add' }, { type: 'add', user_id: 'someone-else' }],
+      amount: [{ type: 'add' }, { type: 'add', amount: 6 }],
+      pending: [{ type: 'add', pending: true }, { type: 'add' }],
+      pending_expires_at: [{ type: 'add', pending: true, pending_expires_at: '2030-01-01T00:00:00Z' }, { type: 'add', pending: true, pending_expires_at: '2030-01-02T00:00:00Z' }],
+      expires_at: [{ type: 'add', expires_at: '2030-06-30T00:00:00Z' }, { type: 'add', expires_at: '2030-07-01T00:00:00Z' }],
+      refund_of: [{ type: 'refund', refund_of: 'conflicts-c1' }, { type: 'refund', refund_of: 'conflicts-c2' }],
+      description: [{ type: 'add', description: 'first' }, { type: 'add', description: 'second' }],
+      metadata: [{ type: 'add', metadata: { campaign: 'a' } }, { type: 'add', metadata: { campaign: 'b' } }],
+    };
+    for (const [field, [first, repeat]] of Object.entries(cases)) {
+      const base = { ...user, transaction_id: `conflicts-${field}`, amount: 5 };
+      assert.equal((await submit({ ...base, ...first })).status, 201, field);
+      const refused = await submit({ ...base, ...repeat });
+      assert.equal(refused.status, 409, `${field}: ${JSON.stringify(refused.body)}`);
+      assert.deepEqual(refused.body.error?.details?.fields, [field]);
+    }
+    assert.deepEqual(listed, Object.keys(cases).sort(), 'the README names every field that makes a conflict, and only those');
+  });
 });
 
 describe('parseTour', () => {
