@@ -10,8 +10,9 @@ import type { Logger } from 'pino';
 import { REQUEST_LOG_SAMPLE_RATE_DEFAULT, REQUEST_SLOW_MS_DEFAULT } from '../config.ts';
 import { ERROR_CATALOGUE, type ErrorBody, KobanError, RETRY_AFTER_SECONDS, isKobanError } from '../errors.ts';
 import { classifyPgError } from '../postgres/errors.ts';
+import { errorSchema, hoistNamedSchemas } from './openapi.ts';
 
-export const ERROR_SCHEMA_ID = 'Error';
+export { ERROR_SCHEMA_ID } from './openapi.ts';
 /** How long a request may take in all before Fastify answers 503 itself. */
 export const REQUEST_TIMEOUT_MS = 30_000;
 /** NATS client errors (by class name, so the HTTP shell imports no broker client) that mean "try again later". */
@@ -31,24 +32,6 @@ const ROUTE_PARAM_LENGTH_MAX = 1024;
  * a `sampleRate` fraction of the rest at info, and every request at debug.
  */
 export type RequestLogOptions = Readonly<{ slowMs: number; sampleRate: number }>;
-
-const errorSchema = {
-  $id: ERROR_SCHEMA_ID,
-  type: 'object',
-  required: ['error'],
-  properties: {
-    error: {
-      type: 'object',
-      required: ['code', 'message', 'retryable'],
-      properties: {
-        code: { type: 'string', enum: Object.keys(ERROR_CATALOGUE) },
-        message: { type: 'string' },
-        retryable: { type: 'boolean' },
-        details: { type: 'object', additionalProperties: true },
-      },
-    },
-  },
-} as const;
 
 function newAjv(options: { coerceTypes: boolean }): Ajv {
   // Request bodies are never coerced: "5" is not an amount. Path and query
@@ -97,13 +80,21 @@ export async function createHttpServer(options: {
       info: { title: options.title, version: options.version, description: options.description },
     },
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, index) => String(json.$id ?? `def-${index}`) },
+    // Titled request and response schemas become named components, for client generators.
+    transformObject: (documents) => hoistNamedSchemas('openapiObject' in documents ? (documents.openapiObject as Record<string, unknown>) : (documents.swaggerObject as Record<string, unknown>)) as never,
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
   app.get(
     '/healthz',
-    { schema: { summary: 'Liveness and readiness', response: { 200: { type: 'object', properties: { status: { type: 'string' } } } } } },
+    {
+      schema: {
+        operationId: 'getHealth',
+        summary: 'Liveness and readiness',
+        response: { 200: { description: 'The process runs', content: { 'application/json': { schema: { title: 'Health', type: 'object', properties: { status: { type: 'string' } } } } } } },
+      },
+    },
     async () => ({ status: 'ok' }),
   );
 

@@ -175,7 +175,8 @@ describe('OpenAPI', () => {
         assert.ok(operation, `${method.toUpperCase()} ${path} is documented`);
         for (const status of statuses) assert.ok(operation.responses[status], `${method.toUpperCase()} ${path} documents ${status}`);
       }
-      const body = document.paths['/v1/transactions'].post.requestBody.content['application/json'].schema;
+      const bodyRef: string = document.paths['/v1/transactions'].post.requestBody.content['application/json'].schema.$ref;
+      const body = document.components.schemas[bodyRef.replace('#/components/schemas/', '')];
       assert.deepEqual(body.required, ['transaction_id', 'type', 'user_id', 'balance_type', 'amount']);
       assert.equal(body.additionalProperties, false);
       assert.deepEqual(document.components.schemas.Error.properties.error.properties.code.enum, Object.keys(ERROR_CATALOGUE), 'every catalogue code, and only those');

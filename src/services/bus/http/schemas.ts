@@ -1,18 +1,37 @@
 // JSON schemas of the bus API: they validate requests and generate OpenAPI.
-import { ERROR_SCHEMA_ID } from '../../../platform/http/server.ts';
+import { BODY_ERRORS, COMMON_ERRORS, errorResponses } from '../../../platform/http/openapi.ts';
+import type { ErrorCode } from '../../../platform/errors.ts';
 import { cloudEventSchema } from '../../../contracts/events/envelope.ts';
 import { DEAD_LETTER_PAGE_LIMIT_DEFAULT, DEAD_LETTER_PAGE_LIMIT_MAX, REDRIVE_IDS_MAX } from '../domain/limits.ts';
 import { EVENT_ID_PATTERN } from '../../../contracts/events/limits.ts';
 
-const errorRef = { $ref: `${ERROR_SCHEMA_ID}#` } as const;
-const errors = { 400: errorRef, 404: errorRef, 415: errorRef, 500: errorRef, 503: errorRef } as const;
+/** A JSON response: its schema's `title` names it in OpenAPI. */
+function json(description: string, schema: object) {
+  return { description, content: { 'application/json': { schema } } };
+}
+const readErrors = (...codes: ErrorCode[]) => errorResponses([...COMMON_ERRORS, ...codes]);
+const writeErrors = (...codes: ErrorCode[]) => errorResponses([...BODY_ERRORS, ...codes]);
+/** CloudEvents' structured-mode media type, which publish accepts besides JSON. */
+const CLOUDEVENTS_JSON = 'application/cloudevents+json';
+
+const eventExample = {
+  specversion: '1.0',
+  id: 'reward-9001',
+  source: 'partner/shop-42',
+  type: 'shopping.reward.earned',
+  subject: 'alice',
+  data: { user_id: 'alice', points: 120 },
+  tier: 'gold',
+};
 /** Longer than any valid name, so a too-long one is refused before it reaches the bus. */
 const NAME_LENGTH_MAX = 64;
 
-const storedEvent = { type: 'object', additionalProperties: true, description: 'The CloudEvent as published' } as const;
+const storedEvent = { type: 'object', additionalProperties: true, description: 'The CloudEvent as published, with `time` as stamped at publish' } as const;
 
 const deadLetter = {
+  title: 'DeadLetter',
   type: 'object',
+  additionalProperties: false,
   required: ['id', 'event', 'attempts', 'last_error', 'dead_lettered_at', 'discarded_at'],
   properties: {
     id: { type: 'string', description: 'The event id' },
@@ -35,26 +54,40 @@ export const busSchemas = {
     summary: 'Publish a CloudEvent to a topic from outside (e.g. a shopping-rewards partner)',
     description:
       'Accepted for delivery to every subscription of the topic whose filter matches. An id already published on the topic is accepted once: the repeat answers `duplicate: true` and delivers nothing (with KOBAN_BUS=nats, within the JetStream duplicate window of 15 minutes). Send `application/json` or `application/cloudevents+json`.',
+    operationId: 'publishEvent',
     tags: ['bus'],
+    consumes: ['application/json', CLOUDEVENTS_JSON],
     params: { type: 'object', required: ['topic'], properties: { topic: { type: 'string', minLength: 1, maxLength: NAME_LENGTH_MAX } } },
-    body: cloudEventSchema,
+    body: { ...cloudEventSchema, title: 'CloudEvent', examples: [eventExample] },
     response: {
-      202: { type: 'object', required: ['id', 'duplicate'], properties: { id: { type: 'string' }, duplicate: { type: 'boolean' } } },
-      ...errors,
+      202: json('Accepted for delivery, or a duplicate of an event already accepted (delivered once)', {
+        title: 'PublishResult',
+        type: 'object',
+        additionalProperties: false,
+        required: ['id', 'duplicate'],
+        properties: { id: { type: 'string' }, duplicate: { type: 'boolean', description: 'Whether the topic already had this event id' } },
+        examples: [{ id: 'reward-9001', duplicate: false }],
+      }),
+      ...writeErrors('not_found'),
     },
   },
   listSubscriptions: {
+    operationId: 'listSubscriptions',
     summary: 'Every declared subscription with its queue depth, in-flight count, oldest message age and dead letters',
     tags: ['bus'],
     response: {
-      200: {
+      200: json('Every subscription declared by a consumer', {
+        title: 'SubscriptionList',
         type: 'object',
+        additionalProperties: false,
         required: ['data'],
         properties: {
           data: {
             type: 'array',
             items: {
+              title: 'SubscriptionStats',
               type: 'object',
+              additionalProperties: false,
               required: ['name', 'topic', 'filter', 'depth', 'in_flight', 'oldest_age_ms', 'dead_letters'],
               properties: {
                 name: { type: 'string' },
@@ -68,12 +101,12 @@ export const busSchemas = {
             },
           },
         },
-      },
-      500: errorRef,
-      503: errorRef,
+      }),
+      ...errorResponses(['internal', 'unavailable', 'timeout']),
     },
   },
   listDeadLetters: {
+    operationId: 'listDeadLetters',
     summary: "A subscription's dead letters, oldest first",
     tags: ['bus'],
     params: subscriptionParams,
@@ -87,27 +120,47 @@ export const busSchemas = {
       },
     },
     response: {
-      200: { type: 'object', required: ['data', 'next_cursor'], properties: { data: { type: 'array', items: deadLetter }, next_cursor: { type: ['string', 'null'] } } },
-      ...errors,
+      200: json('One page, oldest first', {
+        title: 'DeadLetterPage',
+        type: 'object',
+        additionalProperties: false,
+        required: ['data', 'next_cursor'],
+        properties: { data: { type: 'array', items: deadLetter }, next_cursor: { type: ['string', 'null'], description: 'Pass back as `cursor` for the next page; null on the last' } },
+      }),
+      ...readErrors('not_found'),
     },
   },
   redrive: {
+    operationId: 'redriveDeadLetters',
     summary: 'Send dead letters back to their subscription (all, or the ids given) with a fresh delivery count',
     tags: ['bus'],
     params: subscriptionParams,
     body: {
+      title: 'RedriveRequest',
+      description: 'Without `ids` (or without a body), every dead letter of the subscription',
+      examples: [{}, { ids: ['reward-9001'] }],
       type: 'object',
       additionalProperties: false,
       properties: {
         ids: { type: 'array', minItems: 1, maxItems: REDRIVE_IDS_MAX, uniqueItems: true, items: { type: 'string', pattern: EVENT_ID_PATTERN } },
       },
     },
-    response: { 200: { type: 'object', required: ['redriven'], properties: { redriven: { type: 'integer' } } }, ...errors },
+    response: {
+      200: json('How many dead letters went back to the subscription', {
+        title: 'RedriveResult',
+        type: 'object',
+        additionalProperties: false,
+        required: ['redriven'],
+        properties: { redriven: { type: 'integer' } },
+      }),
+      ...writeErrors('not_found'),
+    },
   },
   discard: {
+    operationId: 'discardDeadLetter',
     summary: 'Set a dead letter aside: it is kept, marked discarded, and never redriven',
     tags: ['bus'],
     params: { type: 'object', required: ['name', 'id'], properties: { name: subscriptionParams.properties.name, id: { type: 'string', pattern: EVENT_ID_PATTERN } } },
-    response: { 200: deadLetter, ...errors },
+    response: { 200: json('The dead letter, now discarded', deadLetter), ...writeErrors('not_found') },
   },
 } as const;
