@@ -6,7 +6,7 @@
 // that dies between publish and mark causes a duplicate the bus absorbs.
 import type { Logger } from 'pino';
 import type { CloudEvent, CloudEventInput } from '../../contracts/events/envelope.ts';
-import { validateEvent } from '../../contracts/events/envelope.ts';
+import { checkTopicName, validateEvent } from '../../contracts/events/envelope.ts';
 import type { EventBus, PublishStatus } from '../../contracts/bus/event-bus.ts';
 import { brokerRetryDelayMs, Wakeup } from '../wakeup.ts';
 import type { Clock } from '../clock.ts';
@@ -52,8 +52,8 @@ export async function migrateOutbox(serviceDatabaseUrl: string, logger: Logger):
 
 /**
  * Writes events to the outbox with the caller's client: call it inside the
- * transaction that makes the state change. Validates every event first
- * (throws `invalid_request`, writing nothing) and returns them as they will
+ * transaction that makes the state change. Validates every topic name and
+ * event first (throws `invalid_request`, writing nothing) and returns them as they will
  * be delivered, `time` stamped.
  */
 export async function appendToOutbox(
@@ -61,7 +61,10 @@ export async function appendToOutbox(
   messages: readonly { topic: string; event: CloudEventInput }[],
   clock: Clock,
 ): Promise<CloudEvent[]> {
-  const events = messages.map((message) => validateEvent(message.event, clock));
+  const events = messages.map((message) => {
+    checkTopicName(message.topic);
+    return validateEvent(message.event, clock);
+  });
   if (events.length === 0) return events;
   // No NOTIFY here: PostgreSQL serializes the commits of notifying
   // transactions on one cluster-wide lock, which would cap the producer's
