@@ -1,7 +1,8 @@
 // Every limit of the event bus, named, with its unit.
+import { TOPIC_NAME_PATTERN } from '../../../contracts/events/limits.ts';
 
 /** Topic and subscription names: lower-case, safe as NATS stream, subject token and durable names. */
-export const NAME_PATTERN = '^[a-z][a-z0-9_-]{0,62}$';
+export const NAME_PATTERN = TOPIC_NAME_PATTERN;
 
 /** Keys in one filter policy, and values across all its conditions (SNS's own limits). */
 export const FILTER_KEYS_MAX = 5;

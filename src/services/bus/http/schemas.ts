@@ -34,12 +34,13 @@ export const busSchemas = {
   publish: {
     summary: 'Publish a CloudEvent to a topic from outside (e.g. a shopping-rewards partner)',
     description:
-      'Accepted for delivery to every subscription of the topic whose filter matches. An id already published on the topic is accepted once: the repeat answers `duplicate: true` and delivers nothing (with KOBAN_BUS=nats, within the JetStream duplicate window of 15 minutes). Send `application/json` or `application/cloudevents+json`.',
+      'Accepted for delivery to every subscription of the topic whose filter matches. An id already published on the topic is accepted once: an identical repeat (every attribute but `time` compared, key order and whitespace aside) answers `duplicate: true` and delivers nothing; the same id with different content is 409 `idempotency_conflict` naming the attributes that differ. Send `application/json` or `application/cloudevents+json`.',
     tags: ['bus'],
     params: { type: 'object', required: ['topic'], properties: { topic: { type: 'string', minLength: 1, maxLength: NAME_LENGTH_MAX } } },
     body: cloudEventSchema,
     response: {
       202: { type: 'object', required: ['id', 'duplicate'], properties: { id: { type: 'string' }, duplicate: { type: 'boolean' } } },
+      409: errorRef,
       ...errors,
     },
   },
