@@ -20,14 +20,14 @@ import { type CloudEvent, filterAttributes } from '../../../../contracts/events/
 import type { DeadLetter, DeadLetterPage, DeadLetterQuery, OutgoingMessage, PublishStatus, SubscriptionStats, Topology } from '../../../../contracts/bus/event-bus.ts';
 import { ConsumerLifecycle, type ConsumerOptions } from '../../domain/consumer-lifecycle.ts';
 import { matchesFilter } from '../../domain/filter.ts';
-import { IN_FLIGHT_MAX_LIMIT, LAST_ERROR_LENGTH_MAX } from '../../domain/limits.ts';
+import { IN_FLIGHT_MAX_LIMIT, LAST_ERROR_LENGTH_MAX, NATS_NAMESPACE_DEFAULT } from '../../domain/limits.ts';
 import { ACK_DEADLINE_EXCEEDED, truncateError } from '../../domain/dead-letters.ts';
 import { differingFields, type Fingerprint, fingerprint, firstOccurrences, messageKey, repeatStatus } from '../../domain/publishing.ts';
 import { claimEventIds, markEventsPublished } from '../../registry/event-fingerprints.ts';
 import { declareTopology, loadSubscriptions, loadTopics, migrateRegistry } from '../../registry/registry.ts';
 import { RegistryEventBus } from '../../registry/registry-event-bus.ts';
 import { countDeadLetters, discardDeadLetter, listDeadLetters, recordDeadLetter, redriveDeadLetters } from '../../registry/dead-letters.ts';
-import { resolveTopology, retryDelayMs } from '../../domain/topology.ts';
+import { checkNatsNamespace, resolveTopology, retryDelayMs } from '../../domain/topology.ts';
 
 /** How long the stream remembers a Nats-Msg-Id: a relay down longer than this may publish a second copy. */
 export const DUPLICATE_WINDOW_MS_DEFAULT = 15 * 60 * 1000;
@@ -47,7 +47,7 @@ export type NatsEventBusOptions = {
   poolSize: number;
   logger: Logger;
   clock: Clock;
-  /** Prefix of stream names and subjects, so several deployments (or test runs) can share a server. */
+  /** Prefix of stream names and subjects (NATS_NAMESPACE_PATTERN), so several deployments (or test runs) can share a server. */
   namespace?: string;
   duplicateWindowMs?: number;
   publishTimeoutMs?: number;
@@ -69,11 +69,12 @@ export class NatsEventBus extends RegistryEventBus<NatsConsumer> {
     this.#jsm = jsm;
     this.#js = jetstream(nc);
     this.#options = options;
-    this.#namespace = options.namespace ?? 'koban';
+    this.#namespace = options.namespace ?? NATS_NAMESPACE_DEFAULT;
     this.#logger = options.logger;
   }
 
   static async open(options: NatsEventBusOptions): Promise<NatsEventBus> {
+    checkNatsNamespace(options.namespace ?? NATS_NAMESPACE_DEFAULT);
     const pool = createPool({ url: options.databaseUrl, size: options.poolSize, applicationName: 'koban-bus-nats', logger: options.logger });
     let nc: NatsConnection | undefined;
     try {
