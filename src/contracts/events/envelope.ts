@@ -122,36 +122,47 @@ function storableText(text: string): boolean {
  * deep value cannot overflow the stack; names the first offending field.
  */
 function checkStorable(event: object): void {
-  const pending: Array<{ value: unknown; path: string; depth: number }> = [{ value: event, path: '', depth: 1 }];
+  // Paths are built only for an error: each entry points at its parent.
+  type Entry = { value: unknown; key: string; parent: Entry | undefined; depth: number };
+  const pathOf = (entry: Entry | undefined): string => {
+    const keys: string[] = [];
+    for (let at = entry; at?.parent !== undefined; at = at.parent) keys.push(at.key);
+    return fieldOf(keys.reverse().join('.'));
+  };
+  const pending: Entry[] = [{ value: event, key: '', parent: undefined, depth: 1 }];
   while (pending.length > 0) {
-    const { value, path, depth } = pending.pop()!;
+    const entry = pending.pop()!;
+    const { value, depth } = entry;
     if (typeof value === 'string') {
-      if (!storableText(value)) throw invalidRequest(fieldOf(path), `${quoted(fieldOf(path))} contains a NUL character or a lone surrogate, which cannot be stored`);
+      if (!storableText(value)) throw invalidRequest(pathOf(entry), `${quoted(pathOf(entry))} contains a NUL character or a lone surrogate, which cannot be stored`);
       continue;
     }
     if (value === null || typeof value === 'boolean') continue;
     if (typeof value === 'number') {
-      if (!Number.isFinite(value)) throw invalidRequest(fieldOf(path), `${quoted(fieldOf(path))} is not a finite number`);
+      if (!Number.isFinite(value)) throw invalidRequest(pathOf(entry), `${quoted(pathOf(entry))} is not a finite number`);
       continue;
     }
-    const prototype = typeof value === 'object' ? Object.getPrototypeOf(value) : undefined;
     const isArray = Array.isArray(value);
-    if (!isArray && prototype !== Object.prototype && prototype !== null) throw invalidRequest(fieldOf(path), `${quoted(fieldOf(path))} is not JSON data`);
+    const prototype = typeof value === 'object' ? Object.getPrototypeOf(value) : undefined;
+    if (!isArray && prototype !== Object.prototype && prototype !== null) throw invalidRequest(pathOf(entry), `${quoted(pathOf(entry))} is not JSON data`);
     if (depth > EVENT_NESTING_DEPTH_MAX) {
-      throw invalidRequest(fieldOf(path), `${quoted(fieldOf(path))} nests objects and arrays more than ${EVENT_NESTING_DEPTH_MAX} deep in the event`, {
+      throw invalidRequest(pathOf(entry), `${quoted(pathOf(entry))} nests objects and arrays more than ${EVENT_NESTING_DEPTH_MAX} deep in the event`, {
         limit_depth: EVENT_NESTING_DEPTH_MAX,
       });
     }
-    const entries: Array<[string, unknown]> = isArray ? (value as unknown[]).map((item, index) => [String(index), item]) : Object.entries(value as object);
     // Pushed in reverse, so the first offending field in document order is the one named.
-    for (let index = entries.length - 1; index >= 0; index--) {
-      const [key, child] = entries[index]!;
-      if (!isArray && !storableText(key)) {
-        throw invalidRequest(fieldOf(path), `${quoted(fieldOf(path))} has a key containing a NUL character or a lone surrogate, which cannot be stored`);
-      }
+    if (isArray) {
+      const items = value as unknown[];
+      for (let index = items.length - 1; index >= 0; index--) pending.push({ value: items[index], key: String(index), parent: entry, depth: depth + 1 });
+      continue;
+    }
+    const keys = Object.keys(value as object);
+    for (let index = keys.length - 1; index >= 0; index--) {
+      const key = keys[index]!;
+      if (!storableText(key)) throw invalidRequest(pathOf(entry), `${quoted(pathOf(entry))} has a key containing a NUL character or a lone surrogate, which cannot be stored`);
+      const child = (value as Record<string, unknown>)[key];
       // As JSON.stringify does: an absent optional field of an in-process caller.
-      if (!isArray && child === undefined) continue;
-      pending.push({ value: child, path: path === '' ? key : `${path}.${key}`, depth: depth + 1 });
+      if (child !== undefined) pending.push({ value: child, key, parent: entry, depth: depth + 1 });
     }
   }
 }
