@@ -18,10 +18,11 @@ export const ERROR_CATALOGUE = {
   },
   not_found: { owner: 'any', status: 404, retryable: false, description: 'No such resource (transaction, route), or no consume under `refund_of` (then `details.field` is `refund_of`).' },
   idempotency_conflict: {
-    owner: 'ledger',
+    owner: 'any',
     status: 409,
     retryable: false,
-    description: 'The transaction id was already used for this balance type with different content. `details.fields` lists every field that differs.',
+    description:
+      'The id was already used with different content: a transaction id for this balance type, or an event id on this topic (every attribute but `time` counts). `details.fields` lists every field that differs.',
   },
   not_pending: { owner: 'ledger', status: 409, retryable: false, description: 'Post or void of a transaction that is not a hold (it was posted at once).' },
   pending_already_posted: { owner: 'ledger', status: 409, retryable: false, description: 'Void of a hold that was already posted.' },

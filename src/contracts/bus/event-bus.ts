@@ -49,8 +49,14 @@ export type Consumer = {
 
 export type OutgoingMessage = Readonly<{ topic: string; event: CloudEvent }>;
 
-/** Per message of a batch: stored now, already stored (same topic and id), or refused. */
-export type PublishStatus = 'published' | 'duplicate' | 'unknown_topic';
+/**
+ * Per message of a batch: stored now; already stored (same topic and id, same
+ * content but `time`); refused for an unknown topic; or refused because its id
+ * was already used on the topic with different content (the attributes that differ).
+ */
+export type PublishStatus = 'published' | 'duplicate' | 'unknown_topic' | PublishConflict;
+
+export type PublishConflict = Readonly<{ conflict: readonly string[] }>;
 
 export type PublishResult = { id: string; duplicate: boolean };
 
@@ -91,7 +97,7 @@ export interface EventBus {
   readonly adapter: 'postgres' | 'nats';
   /** Creates or updates topics and subscriptions; idempotent, safe from concurrent starts. */
   declare(topology: Topology): Promise<void>;
-  /** Validates one event and publishes it. Throws `invalid_request` or `not_found` (unknown topic). */
+  /** Validates one event and publishes it. Throws `invalid_request`, `not_found` (unknown topic) or `idempotency_conflict` (id reused with other content). */
   publish(topic: string, event: unknown): Promise<PublishResult>;
   /** Publishes already-valid events, as the outbox relay does; one status per message, in order. */
   publishBatch(messages: readonly OutgoingMessage[]): Promise<PublishStatus[]>;

@@ -6,7 +6,15 @@ import { Ajv, type ErrorObject } from 'ajv';
 import addFormats from 'ajv-formats';
 import type { Clock } from '../../platform/clock.ts';
 import { invalidRequest } from '../../platform/errors.ts';
-import { ATTRIBUTE_LENGTH_MAX, EVENT_BYTES_MAX, EVENT_ID_PATTERN, EXTENSION_ATTRIBUTES_MAX } from './limits.ts';
+import {
+  ATTRIBUTE_LENGTH_MAX,
+  EVENT_BYTES_MAX,
+  EVENT_ID_PATTERN,
+  EVENT_NESTING_DEPTH_MAX,
+  EXTENSION_ATTRIBUTES_MAX,
+  QUOTED_NAME_LENGTH_MAX,
+  TOPIC_NAME_PATTERN,
+} from './limits.ts';
 
 type EventAttributes = {
   specversion: '1.0';
@@ -38,13 +46,17 @@ export const TRACEPARENT_PATTERN = '^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{
 export const cloudEventSchema = {
   type: 'object',
   description:
-    'A CloudEvents 1.0 event in JSON. Extra top-level attributes are CloudEvents extensions: lower-case names of 1–20 letters or digits with string values; subscriptions filter on them.',
+    'A CloudEvents 1.0 event in JSON. Extra top-level attributes are CloudEvents extensions: lower-case names of 1–20 letters or digits with string values; subscriptions filter on them. No text anywhere in it (keys of `data` included) may contain a NUL character or a lone surrogate, and `data` nests objects and arrays at most 31 deep.',
   additionalProperties: false,
   required: ['specversion', 'id', 'source', 'type'],
   maxProperties: CONTEXT_ATTRIBUTES.length + EXTENSION_ATTRIBUTES_MAX,
   properties: {
     specversion: { type: 'string', enum: ['1.0'] },
-    id: { type: 'string', pattern: EVENT_ID_PATTERN, description: 'Unique per topic; a repeat is a duplicate and is delivered once' },
+    id: {
+      type: 'string',
+      pattern: EVENT_ID_PATTERN,
+      description: 'Unique per topic: an identical repeat is a duplicate, delivered once; the same id with different content (any attribute but `time`) is 409 idempotency_conflict',
+    },
     source: { type: 'string', minLength: 1, maxLength: 1024, format: 'uri-reference' },
     type: { type: 'string', minLength: 1, maxLength: 256 },
     subject: { type: 'string', minLength: 1, maxLength: 1024 },
@@ -70,6 +82,7 @@ const validateSchema = ajv.compile(cloudEventSchema);
  */
 export function validateEvent(input: unknown, clock: Clock): CloudEvent {
   if (!validateSchema(input)) throw toInvalidRequest(validateSchema.errors?.[0]);
+  checkStorable(input);
   const event = input as unknown as CloudEventInput;
   const complete: CloudEvent = event.time === undefined ? { ...event, time: clock.now().toISOString() } : (event as CloudEvent);
   const bytes = Buffer.byteLength(JSON.stringify(complete));
@@ -89,13 +102,88 @@ export function filterAttributes(event: CloudEvent): Record<string, string> {
   return attributes;
 }
 
+const topicNamePattern = new RegExp(TOPIC_NAME_PATTERN);
+
+/** Throws `invalid_request` (field `topic`) unless the name could be a topic: nothing malformed reaches a query. */
+export function checkTopicName(topic: unknown): string {
+  if (typeof topic === 'string' && topicNamePattern.test(topic)) return topic;
+  throw invalidRequest('topic', `A topic name is 1–63 lower-case letters, digits, _ or -, starting with a letter; got ${quoted(String(topic))}`);
+}
+
+/** Text PostgreSQL can keep (in text, json and jsonb alike): no NUL, no lone surrogate. */
+function storableText(text: string): boolean {
+  return text.isWellFormed() && !text.includes('\u0000');
+}
+
+/**
+ * What the schema cannot say: no string anywhere (keys included) that
+ * PostgreSQL refuses, only JSON values (an in-process caller may hand in
+ * anything), and nesting within EVENT_NESTING_DEPTH_MAX. Iterative, so a
+ * deep value cannot overflow the stack; names the first offending field.
+ */
+function checkStorable(event: object): void {
+  // Paths are built only for an error: each entry points at its parent.
+  type Entry = { value: unknown; key: string; parent: Entry | undefined; depth: number };
+  const pathOf = (entry: Entry | undefined): string => {
+    const keys: string[] = [];
+    for (let at = entry; at?.parent !== undefined; at = at.parent) keys.push(at.key);
+    return fieldOf(keys.reverse().join('.'));
+  };
+  const pending: Entry[] = [{ value: event, key: '', parent: undefined, depth: 1 }];
+  while (pending.length > 0) {
+    const entry = pending.pop()!;
+    const { value, depth } = entry;
+    if (typeof value === 'string') {
+      if (!storableText(value)) throw invalidRequest(pathOf(entry), `${quoted(pathOf(entry))} contains a NUL character or a lone surrogate, which cannot be stored`);
+      continue;
+    }
+    if (value === null || typeof value === 'boolean') continue;
+    if (typeof value === 'number') {
+      if (!Number.isFinite(value)) throw invalidRequest(pathOf(entry), `${quoted(pathOf(entry))} is not a finite number`);
+      continue;
+    }
+    const isArray = Array.isArray(value);
+    const prototype = typeof value === 'object' ? Object.getPrototypeOf(value) : undefined;
+    if (!isArray && prototype !== Object.prototype && prototype !== null) throw invalidRequest(pathOf(entry), `${quoted(pathOf(entry))} is not JSON data`);
+    if (depth > EVENT_NESTING_DEPTH_MAX) {
+      throw invalidRequest(pathOf(entry), `${quoted(pathOf(entry))} nests objects and arrays more than ${EVENT_NESTING_DEPTH_MAX} deep in the event`, {
+        limit_depth: EVENT_NESTING_DEPTH_MAX,
+      });
+    }
+    // Pushed in reverse, so the first offending field in document order is the one named.
+    if (isArray) {
+      const items = value as unknown[];
+      for (let index = items.length - 1; index >= 0; index--) pending.push({ value: items[index], key: String(index), parent: entry, depth: depth + 1 });
+      continue;
+    }
+    const keys = Object.keys(value as object);
+    for (let index = keys.length - 1; index >= 0; index--) {
+      const key = keys[index]!;
+      if (!storableText(key)) throw invalidRequest(pathOf(entry), `${quoted(pathOf(entry))} has a key containing a NUL character or a lone surrogate, which cannot be stored`);
+      const child = (value as Record<string, unknown>)[key];
+      // As JSON.stringify does: an absent optional field of an in-process caller.
+      if (child !== undefined) pending.push({ value: child, key, parent: entry, depth: depth + 1 });
+    }
+  }
+}
+
+function fieldOf(path: string): string {
+  return path === '' ? 'body' : path.length > QUOTED_NAME_LENGTH_MAX ? `${path.slice(0, QUOTED_NAME_LENGTH_MAX)}…` : path;
+}
+
+/** A name as a message may show it: bounded, with control characters and lone surrogates escaped. */
+function quoted(name: string): string {
+  const bounded = name.length > QUOTED_NAME_LENGTH_MAX ? `${name.slice(0, QUOTED_NAME_LENGTH_MAX)}…` : name;
+  return JSON.stringify(bounded).slice(1, -1);
+}
+
 function toInvalidRequest(error: ErrorObject | undefined) {
   if (error === undefined) return invalidRequest('body', 'The event is invalid');
   const params = error.params as Record<string, unknown>;
   const path = error.instancePath.replace(/^\//, '').replaceAll('/', '.');
   if (typeof params.additionalProperty === 'string') {
-    const field = params.additionalProperty;
-    return invalidRequest(field, `${field} is not a known field; extension attributes are 1–20 lower-case letters or digits`);
+    const field = fieldOf(params.additionalProperty);
+    return invalidRequest(field, `${quoted(field)} is not a known field; extension attributes are 1–20 lower-case letters or digits`);
   }
   if (typeof params.missingProperty === 'string') return invalidRequest(params.missingProperty, `${params.missingProperty} is required`);
   const field = path || 'body';

@@ -9,3 +9,9 @@ export const EVENT_BYTES_MAX = 64 * 1024;
 export const EXTENSION_ATTRIBUTES_MAX = 16;
 /** Length of one extension attribute value, in characters. */
 export const ATTRIBUTE_LENGTH_MAX = 256;
+/** Objects and arrays nested in one event, the envelope itself being the first: deeper JSON is refused, not risked on a serializer's stack. */
+export const EVENT_NESTING_DEPTH_MAX = 32;
+/** Topic names: lower-case, safe as a NATS stream name, a subject token and a database key. */
+export const TOPIC_NAME_PATTERN = '^[a-z][a-z0-9_-]{0,62}$';
+/** A name or path quoted in an error message is cut to this many characters: messages never echo unbounded input. */
+export const QUOTED_NAME_LENGTH_MAX = 128;

@@ -6,7 +6,7 @@
 // that dies between publish and mark causes a duplicate the bus absorbs.
 import type { Logger } from 'pino';
 import type { CloudEvent, CloudEventInput } from '../../contracts/events/envelope.ts';
-import { validateEvent } from '../../contracts/events/envelope.ts';
+import { checkTopicName, validateEvent } from '../../contracts/events/envelope.ts';
 import type { EventBus, PublishStatus } from '../../contracts/bus/event-bus.ts';
 import { brokerRetryDelayMs, Wakeup } from '../wakeup.ts';
 import type { Clock } from '../clock.ts';
@@ -29,6 +29,8 @@ export const RELAY_RETRY_INITIAL_MS_DEFAULT = 100;
 export const RELAY_RETRY_MAX_MS_DEFAULT = 10_000;
 /** A row the bus refused (unknown topic) is retried after this long, so it never blocks the rows behind it. */
 export const RELAY_REFUSED_RETRY_MS = 60_000;
+/** Conflicting rows quoted in one log line (the rest are counted). */
+const RELAY_ERRORS_LOGGED_MAX = 10;
 
 /** Anything with pg's `query`: a PoolClient inside the caller's transaction, or a Client. */
 export type Queryable = Pick<PoolClient, 'query'>;
@@ -52,8 +54,8 @@ export async function migrateOutbox(serviceDatabaseUrl: string, logger: Logger):
 
 /**
  * Writes events to the outbox with the caller's client: call it inside the
- * transaction that makes the state change. Validates every event first
- * (throws `invalid_request`, writing nothing) and returns them as they will
+ * transaction that makes the state change. Validates every topic name and
+ * event first (throws `invalid_request`, writing nothing) and returns them as they will
  * be delivered, `time` stamped.
  */
 export async function appendToOutbox(
@@ -61,7 +63,10 @@ export async function appendToOutbox(
   messages: readonly { topic: string; event: CloudEventInput }[],
   clock: Clock,
 ): Promise<CloudEvent[]> {
-  const events = messages.map((message) => validateEvent(message.event, clock));
+  const events = messages.map((message) => {
+    checkTopicName(message.topic);
+    return validateEvent(message.event, clock);
+  });
   if (events.length === 0) return events;
   // No NOTIFY here: PostgreSQL serializes the commits of notifying
   // transactions on one cluster-wide lock, which would cap the producer's
@@ -158,8 +163,12 @@ export class OutboxRelay {
   }
 
   async #record(client: PoolClient, rows: OutboxRow[], statuses: PublishStatus[]): Promise<void> {
-    const done = rows.filter((_, index) => statuses[index] !== 'unknown_topic').map((row) => row.seq);
+    const done = rows.filter((_, index) => statuses[index] === 'published' || statuses[index] === 'duplicate').map((row) => row.seq);
     const refused = rows.filter((_, index) => statuses[index] === 'unknown_topic');
+    const conflicting = rows.flatMap((row, index) => {
+      const status = statuses[index];
+      return typeof status === 'object' ? [{ row, fields: status.conflict }] : [];
+    });
     if (done.length > 0) {
       await client.query({
         name: 'outbox_mark_published',
@@ -176,6 +185,20 @@ export class OutboxRelay {
         [refused.map((row) => row.seq), RELAY_REFUSED_RETRY_MS],
       );
     }
+    if (conflicting.length > 0) {
+      // Retrying cannot help (the bus keeps the other event under that id): the
+      // row is parked, unpublished, with its error, until a person decides
+      // (give it an id of its own and set available_at to now()).
+      const errors = conflicting.map(({ row, fields }) => `idempotency_conflict: event ${row.event.id} was already published on topic ${row.topic} with different ${fields.join(', ')}`);
+      this.#options.logger.error({ conflicts: errors.slice(0, RELAY_ERRORS_LOGGED_MAX), count: conflicting.length }, 'outbox rows reuse an event id with different content; set aside');
+      await client.query(
+        `UPDATE ${OUTBOX_SCHEMA}.events AS e
+            SET attempts = e.attempts + 1, last_error = c.error, available_at = 'infinity'
+           FROM unnest($1::bigint[], $2::text[]) AS c (seq, error)
+          WHERE e.seq = c.seq`,
+        [conflicting.map(({ row }) => row.seq), errors],
+      );
+    }
   }
 
   /** Stops after the batch in progress; rows not yet published stay for the next relay. */
@@ -186,7 +209,7 @@ export class OutboxRelay {
   }
 }
 
-/** Rows not yet published: for health checks and tests. */
+/** Rows not yet published, set-aside ones included (a conflict waits for a person): for health checks and tests. */
 export async function outboxBacklog(pool: Pool): Promise<number> {
   const result = await pool.query<{ count: number }>(`SELECT count(*)::int AS count FROM ${OUTBOX_SCHEMA}.events WHERE published_at IS NULL`);
   return result.rows[0]?.count ?? 0;

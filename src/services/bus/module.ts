@@ -7,6 +7,7 @@ import type { Setting, Settings } from '../../platform/config.ts';
 import type { Pool } from '../../platform/postgres/pool.ts';
 import type { ServiceModule } from '../../platform/service-module.ts';
 import { type BusAdapter, migrateBusDatabase, openEventBus } from './clients/open-event-bus.ts';
+import { NATS_NAMESPACE_DEFAULT, NATS_NAMESPACE_PATTERN } from './domain/limits.ts';
 import { KOBAN_TOPOLOGY } from './domain/topology.ts';
 import { registerBusRoutes } from './http/routes.ts';
 
@@ -22,16 +23,23 @@ export const BUS_SETTINGS: readonly Setting[] = [
     schema: { type: 'string', pattern: '^(nats|tls)://[^\\s]+$', default: 'nats://127.0.0.1:4222' },
     hint: 'a nats:// URL of a server with JetStream enabled, e.g. nats://127.0.0.1:4222',
   },
+  {
+    key: 'KOBAN_NATS_NAMESPACE',
+    schema: { type: 'string', pattern: NATS_NAMESPACE_PATTERN, default: NATS_NAMESPACE_DEFAULT },
+    hint: 'a name of 1–32 lower-case letters, digits or -, starting with a letter, that no other deployment on the same NATS server uses (it prefixes stream names and subjects)',
+  },
 ];
 
 export type BusConfig = Readonly<{
   /** Event bus adapter: postgres (default, on the bus database) or nats (JetStream at natsUrl). */
   adapter: BusAdapter;
   natsUrl: string;
+  /** Prefix of this deployment's streams and subjects, so deployments sharing a NATS server never meet. */
+  natsNamespace: string;
 }>;
 
 export function busConfig(settings: Settings): BusConfig {
-  return Object.freeze({ adapter: settings.KOBAN_BUS as BusAdapter, natsUrl: settings.NATS_URL as string });
+  return Object.freeze({ adapter: settings.KOBAN_BUS as BusAdapter, natsUrl: settings.NATS_URL as string, natsNamespace: settings.KOBAN_NATS_NAMESPACE as string });
 }
 
 export const busModule: ServiceModule<EventBus> = {
@@ -45,7 +53,15 @@ export const busModule: ServiceModule<EventBus> = {
   migrate: (pool: Pool, logger: Logger) => migrateBusDatabase(pool, logger),
   async start({ settings, platform, databaseUrl, logger, clock }) {
     const config = busConfig(settings);
-    const bus = await openEventBus({ adapter: config.adapter, databaseUrl, natsUrl: config.natsUrl, poolSize: platform.dbPoolSize, logger, clock });
+    const bus = await openEventBus({
+      adapter: config.adapter,
+      databaseUrl,
+      natsUrl: config.natsUrl,
+      natsNamespace: config.natsNamespace,
+      poolSize: platform.dbPoolSize,
+      logger,
+      clock,
+    });
     try {
       await bus.declare(KOBAN_TOPOLOGY);
     } catch (error) {

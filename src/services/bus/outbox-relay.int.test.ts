@@ -1,4 +1,4 @@
-// Goal: the outbox relay on the real PostgreSQL bus sets aside a row whose topic the bus does not know (marked, retried after RELAY_REFUSED_RETRY_MS, never blocking the rows behind it), and relays sharing one outbox publish each row once.
+// Goal: the outbox relay on the real PostgreSQL bus sets aside a row whose topic the bus does not know (marked, retried after RELAY_REFUSED_RETRY_MS, never blocking the rows behind it) and parks one whose event id conflicts, and relays sharing one outbox publish each row once.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
@@ -182,6 +182,48 @@ describe('a row whose topic the bus does not know', () => {
       // Later tests count the backlog: the set-aside row must not outlive this one.
       await producer.query(`DELETE FROM ${OUTBOX_SCHEMA}.events WHERE event_id = 'running-refused'`);
     }
+  });
+});
+
+describe('a row whose event id the bus already holds with different content', () => {
+  test('is set aside for good with its error while the rows behind it are published; an identical repeat is simply marked', async () => {
+    const known = await declareAndConsume();
+    // Published straight to the bus earlier (by another producer, or by hand).
+    await bus.publish(known.topic, event('taken-1'));
+    await bus.publish(known.topic, event('taken-2'));
+    await withTransaction(producer, (client) =>
+      appendToOutbox(
+        client,
+        [
+          { topic: known.topic, event: { ...event('taken-1'), data: { id: 'taken-1', amount: 500 }, subject: 'user-9' } },
+          { topic: known.topic, event: event('taken-2') },
+          { topic: known.topic, event: event('fresh-1') },
+          { topic: known.topic, event: event('fresh-2') },
+        ],
+        systemClock,
+      ),
+    );
+    const relay = new OutboxRelay({ pool: producer, bus, logger, batchSizeMax: RELAY_BATCH_SIZE });
+    assert.equal(await relay.relayOnce(), 2, 'the conflicting row and taken-2 shared the first batch');
+    const conflicting = await rowState('taken-1');
+    assert.deepEqual(
+      { published: conflicting.published, attempts: conflicting.attempts, last_error: conflicting.last_error, available_at_ms: conflicting.available_at_ms },
+      {
+        published: false,
+        attempts: 1,
+        last_error: `idempotency_conflict: event taken-1 was already published on topic ${known.topic} with different data, subject`,
+        available_at_ms: Number.POSITIVE_INFINITY,
+      },
+    );
+    assert.deepEqual(await rowState('taken-2').then((row) => [row.published, row.last_error]), [true, null], 'an identical repeat is done');
+    assert.deepEqual([await relay.relayOnce(), await relay.relayOnce()], [2, 0], 'the rows behind it go out, and it is not tried again');
+    assert.equal(relay.failures, 0, 'a conflict is not a bus failure: no backoff');
+    await waitUntil(`four events delivered (got ${known.received.join(', ')})`, () => known.received.length >= 4);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.deepEqual([...known.received].sort(), ['fresh-1', 'fresh-2', 'taken-1', 'taken-2'], 'each delivered once, taken-1 as first published');
+    await known.stop();
+    // Later tests count the backlog: the set-aside row must not outlive this one.
+    await producer.query(`DELETE FROM ${OUTBOX_SCHEMA}.events WHERE event_id = 'taken-1'`);
   });
 });
 

@@ -6,6 +6,7 @@ import type { Clock } from '../../../platform/clock.ts';
 import type { EventBus } from '../../../contracts/bus/event-bus.ts';
 import type { Pool } from '../../../platform/postgres/pool.ts';
 import { migratePostgresBus, PostgresEventBus } from '../adapters/postgres/postgres-event-bus.ts';
+import { checkNatsNamespace } from '../domain/topology.ts';
 
 export type BusAdapter = 'postgres' | 'nats';
 
@@ -14,15 +15,26 @@ export async function openEventBus(options: {
   /** The bus database: the registry (declarations, and dead letters for nats) and, for postgres, its queue. */
   databaseUrl: string;
   natsUrl: string;
+  /** Prefix of the NATS streams and subjects (KOBAN_NATS_NAMESPACE); `koban` when left out. */
+  natsNamespace?: string;
   poolSize: number;
   logger: Logger;
   clock: Clock;
 }): Promise<EventBus> {
   const logger = options.logger.child({ component: 'bus', adapter: options.adapter });
   if (options.adapter === 'nats') {
+    // A bad namespace is a configuration mistake, not an unreachable server: said before the error below could blame NATS_URL.
+    if (options.natsNamespace !== undefined) checkNatsNamespace(options.natsNamespace);
     const { NatsEventBus } = await import('../adapters/nats/nats-event-bus.ts');
     try {
-      return await NatsEventBus.open({ natsUrl: options.natsUrl, databaseUrl: options.databaseUrl, poolSize: options.poolSize, logger, clock: options.clock });
+      return await NatsEventBus.open({
+        natsUrl: options.natsUrl,
+        databaseUrl: options.databaseUrl,
+        poolSize: options.poolSize,
+        logger,
+        clock: options.clock,
+        ...(options.natsNamespace === undefined ? {} : { namespace: options.natsNamespace }),
+      });
     } catch (error) {
       throw new Error(`The nats event bus could not start with NATS_URL=${options.natsUrl}: start nats-server with JetStream (-js), fix NATS_URL, or set KOBAN_BUS=postgres`, {
         cause: error,

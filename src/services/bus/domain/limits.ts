@@ -1,7 +1,17 @@
 // Every limit of the event bus, named, with its unit.
+import { TOPIC_NAME_PATTERN } from '../../../contracts/events/limits.ts';
 
 /** Topic and subscription names: lower-case, safe as NATS stream, subject token and durable names. */
-export const NAME_PATTERN = '^[a-z][a-z0-9_-]{0,62}$';
+export const NAME_PATTERN = TOPIC_NAME_PATTERN;
+
+/**
+ * A NATS namespace (KOBAN_NATS_NAMESPACE): the prefix of this deployment's
+ * stream names (`<namespace>_<topic>`) and subjects (`<namespace>.<topic>.…`).
+ * No `_` (it ends the prefix in a stream name, so no two namespaces can make
+ * the same name) and no `.` (a subject token); at most 32 characters.
+ */
+export const NATS_NAMESPACE_PATTERN = '^[a-z][a-z0-9-]{0,31}$';
+export const NATS_NAMESPACE_DEFAULT = 'koban';
 
 /** Keys in one filter policy, and values across all its conditions (SNS's own limits). */
 export const FILTER_KEYS_MAX = 5;

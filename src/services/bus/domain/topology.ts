@@ -12,6 +12,7 @@ import {
   MAX_DELIVERIES_DEFAULT,
   MAX_DELIVERIES_LIMIT,
   NAME_PATTERN,
+  NATS_NAMESPACE_PATTERN,
   RETRY_BACKOFF_INITIAL_MS_DEFAULT,
   RETRY_BACKOFF_MAX_MS_DEFAULT,
 } from './limits.ts';
@@ -32,6 +33,13 @@ export type Subscription = Readonly<{
 export const KOBAN_TOPOLOGY: Topology = { topics: KOBAN_TOPICS, subscriptions: [] };
 
 const namePattern = new RegExp(NAME_PATTERN);
+const natsNamespacePattern = new RegExp(NATS_NAMESPACE_PATTERN);
+
+/** Returns the namespace, or throws before anything is opened: a bad one would make stream names that collide or that the server refuses. */
+export function checkNatsNamespace(namespace: string): string {
+  if (natsNamespacePattern.test(namespace)) return namespace;
+  throw new Error(`KOBAN_NATS_NAMESPACE ${JSON.stringify(namespace.slice(0, 64))} must match ${NATS_NAMESPACE_PATTERN}: 1–32 lower-case letters, digits or -, starting with a letter`);
+}
 
 /** Checks a declaration and fills in defaults; a bad one is a programming error and throws. */
 export function resolveTopology(topology: Topology): { topics: string[]; subscriptions: Subscription[] } {

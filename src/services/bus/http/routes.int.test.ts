@@ -62,16 +62,52 @@ describe('bus HTTP API', () => {
     return (response.json().data as { name: string; depth: number }[]).find((entry) => entry.name === name)?.depth;
   };
 
-  test('publish answers 202 with the id; a repeated id is accepted once', async () => {
+  test('publish answers 202 with the id; an identical repeat is accepted once, a different one is 409 naming the fields', async () => {
     const first = await publish(event('partner-1'));
     assert.equal(first.statusCode, 202);
     assert.deepEqual(first.json(), { id: 'partner-1', duplicate: false });
-    const again = await publish(event('partner-1', { data: { points: 999 } }));
-    assert.equal(again.statusCode, 202);
+    // The same event, its keys in another order and laid out with whitespace: a duplicate.
+    const again = await publish(undefined, { raw: '{ "data" : { "points" : 30 },\n  "subject": "user-7", "type": "koban.reward.earned",\n  "source": "https://partner.example/rewards", "id": "partner-1", "specversion": "1.0" }' });
+    assert.equal(again.statusCode, 202, again.body);
     assert.deepEqual(again.json(), { id: 'partner-1', duplicate: true });
+    const different = await publish(event('partner-1', { data: { points: 999 }, subject: 'user-8' }));
+    assert.equal(different.statusCode, 409, different.body);
+    assert.deepEqual(different.json().error, {
+      code: 'idempotency_conflict',
+      message: 'Event partner-1 was already published on topic rewards with different data, subject',
+      retryable: false,
+      details: { topic: 'rewards', id: 'partner-1', fields: ['data', 'subject'] },
+    });
     const structured = await publish(event('partner-2'), { contentType: 'application/cloudevents+json' });
     assert.equal(structured.statusCode, 202, structured.body);
-    assert.equal(await depthOf('reward-points'), 2);
+    assert.equal(await depthOf('reward-points'), 2, 'partner-1 once, partner-2 once');
+  });
+
+  test('text PostgreSQL cannot store is 400 naming the field, as JSON escapes or raw, and nothing is stored', async () => {
+    const before = await depthOf('reward-points');
+    const body = (id: string, extra: string) => `{"specversion":"1.0","id":"${id}","source":"/p","type":"koban.reward.earned"${extra}}`;
+    const cases: Array<[string, string]> = [
+      [body('nul-1', ',"subject":"user\\u0000"'), 'subject'],
+      [body('nul-2', ',"type":"\\u0000"'), 'type'],
+      [body('nul-3', ',"campaign":"spring\\u0000"'), 'campaign'],
+      [body('nul-4', ',"data":{"note":"a\\u0000b"}'), 'data.note'],
+      [body('nul-5', ',"data":{"k\\u0000":1}'), 'data'],
+      [body('nul-6', ',"data":[{"deep":{"x":["ok","\\u0000"]}}]'), 'data.0.deep.x.1'],
+      [body('sur-1', ',"subject":"\\ud800"'), 'subject'],
+      [body('sur-2', ',"tracestate":"a=\\udfff"'), 'tracestate'],
+      [body('sur-3', ',"data":{"\\udbff":"x"}'), 'data'],
+      [body('sur-4', ',"data":"\\ude00\\ud83d"'), 'data'],
+      [body('raw-nul', ',"subject":"user' + '\u0000' + '"'), 'body'],
+    ];
+    for (const [raw, field] of cases) {
+      const response = await publish(undefined, { raw });
+      assert.equal(response.statusCode, 400, `${raw}: ${response.body.slice(0, 200)}`);
+      assert.equal(response.json().error.code, 'invalid_request');
+      assert.equal(response.json().error.details.field, field, `${raw}: ${response.body.slice(0, 300)}`);
+    }
+    assert.equal(await depthOf('reward-points'), before, 'nothing was stored');
+    // A well-formed surrogate pair is text like any other.
+    assert.equal((await publish(undefined, { raw: body('pair-1', ',"subject":"\\ud83c\\udf89"') })).statusCode, 202);
   });
 
   test('an unknown topic is 404 not_found', async () => {

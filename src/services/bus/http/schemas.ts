@@ -53,7 +53,7 @@ export const busSchemas = {
   publish: {
     summary: 'Publish a CloudEvent to a topic from outside (e.g. a shopping-rewards partner)',
     description:
-      'Accepted for delivery to every subscription of the topic whose filter matches. An id already published on the topic is accepted once: the repeat answers `duplicate: true` and delivers nothing (with KOBAN_BUS=nats, within the JetStream duplicate window of 15 minutes). Send `application/json` or `application/cloudevents+json`.',
+      'Accepted for delivery to every subscription of the topic whose filter matches. An id already published on the topic is accepted once: an identical repeat (every attribute but `time` compared, key order and whitespace aside) answers `duplicate: true` and delivers nothing; the same id with different content is 409 `idempotency_conflict` naming the attributes that differ. Send `application/json` or `application/cloudevents+json`.',
     operationId: 'publishEvent',
     tags: ['bus'],
     consumes: ['application/json', CLOUDEVENTS_JSON],
@@ -68,7 +68,7 @@ export const busSchemas = {
         properties: { id: { type: 'string' }, duplicate: { type: 'boolean', description: 'Whether the topic already had this event id' } },
         examples: [{ id: 'reward-9001', duplicate: false }],
       }),
-      ...writeErrors('not_found'),
+      ...writeErrors('not_found', 'idempotency_conflict'),
     },
   },
   listSubscriptions: {

@@ -7,7 +7,7 @@
 import type { Clock } from '../../../platform/clock.ts';
 import { KobanError } from '../../../platform/errors.ts';
 import type { Pool } from '../../../platform/postgres/pool.ts';
-import { validateEvent } from '../../../contracts/events/envelope.ts';
+import { checkTopicName, validateEvent } from '../../../contracts/events/envelope.ts';
 import type {
   Consumer,
   ConsumeOptions,
@@ -50,11 +50,19 @@ export abstract class RegistryEventBus<C extends ConsumerLifecycle> implements E
   /** Closes the adapter's broker connections; consumers have stopped, the pool is still open. */
   protected abstract closeBroker(): Promise<void>;
 
-  /** `invalid_request` for a bad event, `not_found` for an unknown topic. */
+  /** `invalid_request` for a bad event, `not_found` for an unknown topic, `idempotency_conflict` for an id reused with other content. */
   async publish(topic: string, input: unknown): Promise<PublishResult> {
+    checkTopicName(topic);
     const event = validateEvent(input, this.clock);
     const [status] = await this.publishBatch([{ topic, event }]);
     if (status === 'unknown_topic') throw new KobanError('not_found', `No topic named ${topic}`, { topic });
+    if (typeof status === 'object') {
+      throw new KobanError('idempotency_conflict', `Event ${event.id} was already published on topic ${topic} with different ${status.conflict.join(', ')}`, {
+        topic,
+        id: event.id,
+        fields: status.conflict,
+      });
+    }
     return { id: event.id, duplicate: status === 'duplicate' };
   }
 

@@ -308,7 +308,8 @@ export function runConformance(adapter: string, factory: HarnessFactory, options
       const seen = collect();
       const consumers = await Promise.all(Object.values(names).map((name) => bus.consume(name, seen.handler)));
       assert.deepEqual(await bus.publish(topic, event({ id: 'dup-1' })), { id: 'dup-1', duplicate: false });
-      assert.deepEqual(await bus.publish(topic, event({ id: 'dup-1', data: { changed: true } })), { id: 'dup-1', duplicate: true });
+      // An identical repeat (time, left for the bus to stamp, differs) is a duplicate; different content is a conflict (next test).
+      assert.deepEqual(await bus.publish(topic, event({ id: 'dup-1' })), { id: 'dup-1', duplicate: true });
       const batch = [event({ id: 'dup-2' }), event({ id: 'dup-2' }), event({ id: 'dup-1' })].map((input) => ({ topic, event: { ...input, time: new Date().toISOString() } }));
       assert.deepEqual(await bus.publishBatch(batch), ['published', 'duplicate', 'duplicate']);
       await waitFor(() => seen.deliveries.length >= 4);
@@ -318,6 +319,87 @@ export function runConformance(adapter: string, factory: HarnessFactory, options
       await assert.rejects(bus.publish(`no-such-topic-${randomUUID().slice(0, 8)}`, event({ id: 'x' })), (error) => isErrorCode(error, 'not_found'));
       await assert.rejects(bus.publish(topic, { ...event({ id: 'y' }), Amount: 5 }), (error) => isErrorCode(error, 'invalid_request'));
       await Promise.all(consumers.map((consumer) => consumer.stop()));
+    });
+
+    test('an id reused with different content is 409 idempotency_conflict naming the fields; key order and time do not count; nothing is delivered twice', async () => {
+      const { topic, names } = await declare({ a: {}, b: { filter: { network: ['visa'] } } });
+      const seen = collect();
+      const consumers = await Promise.all(Object.values(names).map((name) => bus.consume(name, seen.handler)));
+      const original = event({ id: 'reused-1', network: 'visa', time: '2026-04-01T09:00:00.000Z', data: { amount: 1200, merchant: { name: 'Lawson', mcc: '5411' }, tags: ['a', 'b'] } });
+      assert.deepEqual(await bus.publish(topic, original), { id: 'reused-1', duplicate: false });
+      // The same event with every object's keys in another order and another time: the same content.
+      const reordered = {
+        data: { tags: ['a', 'b'], merchant: { mcc: '5411', name: 'Lawson' }, amount: 1200 },
+        time: '2026-04-02T10:00:00.000Z',
+        ...Object.fromEntries(Object.entries(original).filter(([name]) => name !== 'data' && name !== 'time').reverse()),
+      };
+      assert.deepEqual(await bus.publish(topic, reordered), { id: 'reused-1', duplicate: true });
+      const conflicts: Array<[Record<string, unknown>, string[]]> = [
+        [{ ...original, data: { ...original.data as object, amount: 1300 } }, ['data']],
+        [{ ...original, subject: 'user-2', network: 'jcb' }, ['network', 'subject']],
+        [{ ...original, campaign: 'spring' }, ['campaign']],
+        [Object.fromEntries(Object.entries(original).filter(([name]) => name !== 'subject')), ['subject']],
+        [{ ...original, data: { ...original.data as object, tags: ['b', 'a'] } }, ['data']],
+      ];
+      for (const [repeat, fields] of conflicts) {
+        await assert.rejects(bus.publish(topic, repeat), (error) => {
+          assert.ok(isErrorCode(error, 'idempotency_conflict'), String(error));
+          assert.deepEqual(error.details, { topic, id: 'reused-1', fields });
+          return true;
+        });
+      }
+      // In a batch: against the stored event, and against the batch's first for a new id.
+      const stamped = (input: CloudEventInput) => ({ topic, event: { ...input, time: input.time ?? new Date().toISOString() } });
+      assert.deepEqual(
+        await bus.publishBatch([
+          stamped(original),
+          stamped({ ...original, type: 'koban.test.other' }),
+          stamped(event({ id: 'reused-2', network: 'visa' })),
+          stamped(event({ id: 'reused-2', network: 'visa', data: { n: 2 } })),
+          stamped(event({ id: 'reused-2', network: 'visa' })),
+        ]),
+        ['duplicate', { conflict: ['type'] }, 'published', { conflict: ['data'] }, 'duplicate'],
+      );
+      assert.deepEqual(await bus.publish(topic, event({ id: 'reused-2', network: 'visa' })), { id: 'reused-2', duplicate: true });
+      await waitFor(() => seen.deliveries.length >= 4);
+      await settle();
+      for (const name of Object.values(names)) assert.deepEqual(seen.ids(name).sort(), ['reused-1', 'reused-2'], `${name} got each event once`);
+      const delivered = seen.deliveries.find((delivery) => delivery.event.id === 'reused-1')!.event;
+      assert.deepEqual({ data: delivered.data, time: delivered.time, subject: delivered.subject }, { data: original.data, time: original.time, subject: original.subject }, 'the first publish stands');
+      await Promise.all(consumers.map((consumer) => consumer.stop()));
+    });
+
+    test('text PostgreSQL cannot store is a 400 naming the field at publish and in the outbox, and nothing is stored', async () => {
+      const { topic, names } = await declare({ all: {} });
+      const seen = collect();
+      const consumer = await bus.consume(names.all!, seen.handler);
+      const bad: Array<[Record<string, unknown>, string]> = [
+        [{ subject: 'user\u0000' }, 'subject'],
+        [{ network: '\ud800' }, 'network'],
+        [{ data: { note: 'x\udc00' } }, 'data.note'],
+        [{ data: { ['k\u0000']: 1 } }, 'data'],
+      ];
+      for (const [overrides, field] of bad) {
+        const input = event({ id: `unstorable-${field}`, ...overrides });
+        await assert.rejects(bus.publish(topic, input), (error) => isErrorCode(error, 'invalid_request') && error.details?.field === field, field);
+        await assert.rejects(
+          inTransaction(producerPool, (client) => appendToOutbox(client, [{ topic, event: event({ id: 'storable-neighbour' }) }, { topic, event: input }], systemClock)),
+          (error) => isErrorCode(error, 'invalid_request') && error.details?.field === field,
+          `outbox: ${field}`,
+        );
+      }
+      await assert.rejects(bus.publish('bad\u0000topic', event({ id: 'x' })), (error) => isErrorCode(error, 'invalid_request') && error.details?.field === 'topic');
+      await assert.rejects(
+        inTransaction(producerPool, (client) => appendToOutbox(client, [{ topic: 'bad\u0000topic', event: event({ id: 'x' }) }], systemClock)),
+        (error) => isErrorCode(error, 'invalid_request') && error.details?.field === 'topic',
+      );
+      assert.equal(await outboxBacklog(producerPool), 0, 'the outbox wrote nothing, not even the good neighbour');
+      // The bus still works, and delivered none of them.
+      await bus.publish(topic, event({ id: 'after-refusals' }));
+      await waitFor(() => seen.deliveries.length >= 1);
+      await settle();
+      assert.deepEqual(seen.ids(names.all!), ['after-refusals']);
+      await consumer.stop();
     });
 
     test('a poison message never blocks the messages behind it', async () => {

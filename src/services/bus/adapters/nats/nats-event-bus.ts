@@ -1,7 +1,10 @@
 // NATS JetStream adapter of the EventBus. One stream per topic (interest
 // retention: a message stays until every subscription has acknowledged it),
-// one durable pull consumer per subscription. Publishing sets Nats-Msg-Id to
-// the event id, so the stream's duplicate window absorbs repeats. Retry
+// one durable pull consumer per subscription. The registry keeps every
+// published (topic, id) with a fingerprint of its content, so a repeat is a
+// duplicate or a conflict however late it comes; publishing also sets
+// Nats-Msg-Id to the event id, so the stream's duplicate window absorbs a
+// copy of a publish that reached the stream but was never marked. Retry
 // delays are explicit naks; the delivery limit is enforced here, not by the
 // server, so a message whose last lease runs out still becomes a dead letter
 // we keep. Declarations and dead letters live in the bus's registry (its own
@@ -17,13 +20,14 @@ import { type CloudEvent, filterAttributes } from '../../../../contracts/events/
 import type { DeadLetter, DeadLetterPage, DeadLetterQuery, OutgoingMessage, PublishStatus, SubscriptionStats, Topology } from '../../../../contracts/bus/event-bus.ts';
 import { ConsumerLifecycle, type ConsumerOptions } from '../../domain/consumer-lifecycle.ts';
 import { matchesFilter } from '../../domain/filter.ts';
-import { IN_FLIGHT_MAX_LIMIT, LAST_ERROR_LENGTH_MAX } from '../../domain/limits.ts';
+import { IN_FLIGHT_MAX_LIMIT, LAST_ERROR_LENGTH_MAX, NATS_NAMESPACE_DEFAULT } from '../../domain/limits.ts';
 import { ACK_DEADLINE_EXCEEDED, truncateError } from '../../domain/dead-letters.ts';
-import { firstOccurrences } from '../../domain/publishing.ts';
+import { differingFields, type Fingerprint, fingerprint, firstOccurrences, messageKey, repeatStatus } from '../../domain/publishing.ts';
+import { claimEventIds, markEventsPublished } from '../../registry/event-fingerprints.ts';
 import { declareTopology, loadSubscriptions, loadTopics, migrateRegistry } from '../../registry/registry.ts';
 import { RegistryEventBus } from '../../registry/registry-event-bus.ts';
 import { countDeadLetters, discardDeadLetter, listDeadLetters, recordDeadLetter, redriveDeadLetters } from '../../registry/dead-letters.ts';
-import { resolveTopology, retryDelayMs } from '../../domain/topology.ts';
+import { checkNatsNamespace, resolveTopology, retryDelayMs } from '../../domain/topology.ts';
 
 /** How long the stream remembers a Nats-Msg-Id: a relay down longer than this may publish a second copy. */
 export const DUPLICATE_WINDOW_MS_DEFAULT = 15 * 60 * 1000;
@@ -43,7 +47,7 @@ export type NatsEventBusOptions = {
   poolSize: number;
   logger: Logger;
   clock: Clock;
-  /** Prefix of stream names and subjects, so several deployments (or test runs) can share a server. */
+  /** Prefix of stream names and subjects (NATS_NAMESPACE_PATTERN), so several deployments (or test runs) can share a server. */
   namespace?: string;
   duplicateWindowMs?: number;
   publishTimeoutMs?: number;
@@ -65,11 +69,12 @@ export class NatsEventBus extends RegistryEventBus<NatsConsumer> {
     this.#jsm = jsm;
     this.#js = jetstream(nc);
     this.#options = options;
-    this.#namespace = options.namespace ?? 'koban';
+    this.#namespace = options.namespace ?? NATS_NAMESPACE_DEFAULT;
     this.#logger = options.logger;
   }
 
   static async open(options: NatsEventBusOptions): Promise<NatsEventBus> {
+    checkNatsNamespace(options.namespace ?? NATS_NAMESPACE_DEFAULT);
     const pool = createPool({ url: options.databaseUrl, size: options.poolSize, applicationName: 'koban-bus-nats', logger: options.logger });
     let nc: NatsConnection | undefined;
     try {
@@ -151,20 +156,48 @@ export class NatsEventBus extends RegistryEventBus<NatsConsumer> {
   async publishBatch(messages: readonly OutgoingMessage[]): Promise<PublishStatus[]> {
     this.assertOpen();
     if (messages.some((message) => !this.#topics.has(message.topic))) this.#topics = new Set(await loadTopics(this.pool));
-    // Repeats inside one batch are settled here; repeats across batches by the stream's duplicate window.
     const first = firstOccurrences(messages);
-    return Promise.all(
-      messages.map(async (message, index): Promise<PublishStatus> => {
-        if (!this.#topics.has(message.topic)) return 'unknown_topic';
-        if (!first[index]) return 'duplicate';
-        const ack = await this.#js.publish(this.#eventSubject(message.topic), JSON.stringify(message.event), {
+    const prints = messages.map((message) => (this.#topics.has(message.topic) ? fingerprint(message.event) : undefined));
+    const candidates = messages.flatMap((message, index) => (first[index] && this.#topics.has(message.topic) ? [index] : []));
+    // The registry decides first (the stream's window forgets ids): the first claim of an id owns it.
+    const { claimed, stored } = await claimEventIds(
+      this.pool,
+      candidates.map((index) => ({ topic: messages[index]!.topic, id: messages[index]!.event.id, fingerprint: prints[index]! })),
+    );
+    const reference = new Map<string, Fingerprint>();
+    const toPublish: number[] = [];
+    for (const index of candidates) {
+      const key = messageKey(messages[index]!.topic, messages[index]!.event.id);
+      const earlier = stored.get(key);
+      reference.set(key, earlier?.fingerprint ?? prints[index]!);
+      // Claimed now; or claimed before, identical, and never acknowledged (that publish may have failed): publish it.
+      if (earlier === undefined || (!earlier.published && differingFields(earlier.fingerprint, prints[index]!).length === 0)) toPublish.push(index);
+    }
+    const outcomes = await Promise.allSettled(
+      toPublish.map((index) => {
+        const message = messages[index]!;
+        // Nats-Msg-Id: the stream's window absorbs a copy of a publish that reached it but was never marked.
+        return this.#js.publish(this.#eventSubject(message.topic), JSON.stringify(message.event), {
           msgID: message.event.id,
           timeout: this.#options.publishTimeoutMs ?? PUBLISH_TIMEOUT_MS_DEFAULT,
           ...(typeof message.event.traceparent === 'string' ? { headers: traceHeaders(message.event.traceparent) } : {}),
         });
-        return ack.duplicate ? 'duplicate' : 'published';
       }),
     );
+    const acked = new Map<number, boolean>();
+    outcomes.forEach((outcome, position) => {
+      if (outcome.status === 'fulfilled') acked.set(toPublish[position]!, outcome.value.duplicate);
+    });
+    await markEventsPublished(this.pool, [...acked.keys()].map((index) => ({ topic: messages[index]!.topic, id: messages[index]!.event.id })));
+    const failed = outcomes.find((outcome) => outcome.status === 'rejected');
+    // The batch fails as a whole (the relay retries it): what was acknowledged is marked, and repeats as duplicates.
+    if (failed) throw failed.reason;
+    return messages.map((message, index): PublishStatus => {
+      if (!this.#topics.has(message.topic)) return 'unknown_topic';
+      const duplicateInStream = acked.get(index);
+      if (duplicateInStream !== undefined) return duplicateInStream ? 'duplicate' : 'published';
+      return repeatStatus(reference.get(messageKey(message.topic, message.event.id))!, prints[index]!);
+    });
   }
 
   protected async newConsumer(options: ConsumerOptions): Promise<NatsConsumer> {

@@ -1,5 +1,6 @@
 // PostgreSQL adapter of the EventBus: the default, on the embedded database.
-// Publish writes the message once (unique per topic and id) and one delivery
+// Publish writes the message once (unique per topic and id; a repeat is
+// compared with the stored event: a duplicate, or a conflict) and one delivery
 // row per matching subscription in the same transaction; consumers claim
 // deliveries with FOR UPDATE SKIP LOCKED, hold them under a lease
 // (visible_at), and are woken by LISTEN/NOTIFY, with a slow poll as a backstop
@@ -9,7 +10,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../../../../platform/clock.ts';
 import { GroupCommitQueue } from '../../../../platform/group-commit.ts';
 import { migrate } from '../../../../platform/postgres/migrate.ts';
-import { createPool, type Pool, withTransaction } from '../../../../platform/postgres/pool.ts';
+import { createPool, type Pool, type PoolClient, withTransaction } from '../../../../platform/postgres/pool.ts';
 import { type CloudEvent, filterAttributes } from '../../../../contracts/events/envelope.ts';
 import type { DeadLetter, DeadLetterPage, DeadLetterQuery, OutgoingMessage, PublishStatus, SubscriptionStats, Topology } from '../../../../contracts/bus/event-bus.ts';
 import { ConsumerLifecycle, type ConsumerOptions } from '../../domain/consumer-lifecycle.ts';
@@ -34,7 +35,7 @@ import {
   discardedDeadLetter,
   truncateError,
 } from '../../domain/dead-letters.ts';
-import { firstOccurrences, messageKey } from '../../domain/publishing.ts';
+import { type Fingerprint, fingerprint, firstOccurrences, messageKey, repeatStatus } from '../../domain/publishing.ts';
 import { RegistryEventBus } from '../../registry/registry-event-bus.ts';
 
 /** The adapter's queue (messages, deliveries), migrated after the registry its tables refer to. */
@@ -96,49 +97,65 @@ export class PostgresEventBus extends RegistryEventBus<PostgresConsumer> {
     return withTransaction(this.pool, async (client) => {
       const topics = await client.query<{ name: string }>('SELECT name FROM topics WHERE name = ANY($1::text[])', [topicNames]);
       const knownTopics = new Set(topics.rows.map((row) => row.name));
-      const known = messages.filter((message) => knownTopics.has(message.topic));
+      const first = firstOccurrences(messages);
+      // The first message of each key in the batch: the one that may be stored.
+      const candidates = messages.filter((message, index) => first[index] && knownTopics.has(message.topic));
+      // Per key, the fingerprint every message with that key is compared with: the stored event's, or the batch's first.
+      const reference = new Map<string, Fingerprint>();
       const inserted = new Set<string>();
-      const deliveries: { subscription: string[]; seq: number[] } = { subscription: [], seq: [] };
-      if (known.length > 0) {
-        const subscriptions = await client.query<{ name: string; topic: string; filter: Subscription['filter'] }>(
-          'SELECT name, topic, filter FROM subscriptions WHERE topic = ANY($1::text[])',
-          [[...knownTopics]],
-        );
+      if (candidates.length > 0) {
         const rows = await client.query<{ seq: number; topic: string; event_id: string }>(
           `INSERT INTO messages (topic, event_id, event)
            SELECT * FROM unnest($1::text[], $2::text[], $3::json[])
            ON CONFLICT (topic, event_id) DO NOTHING
            RETURNING seq, topic, event_id`,
-          [known.map((message) => message.topic), known.map((message) => message.event.id), known.map((message) => JSON.stringify(message.event))],
+          [candidates.map((message) => message.topic), candidates.map((message) => message.event.id), candidates.map((message) => JSON.stringify(message.event))],
         );
-        const eventByKey = new Map<string, CloudEvent>();
-        for (const message of known) if (!eventByKey.has(messageKey(message.topic, message.event.id))) eventByKey.set(messageKey(message.topic, message.event.id), message.event);
-        for (const row of rows.rows) {
-          inserted.add(messageKey(row.topic, row.event_id));
-          const attributes = filterAttributes(eventByKey.get(messageKey(row.topic, row.event_id))!);
-          for (const subscription of subscriptions.rows) {
-            if (subscription.topic === row.topic && matchesFilter(subscription.filter, attributes)) {
-              deliveries.subscription.push(subscription.name);
-              deliveries.seq.push(row.seq);
-            }
-          }
+        const eventByKey = new Map(candidates.map((message) => [messageKey(message.topic, message.event.id), message.event]));
+        for (const row of rows.rows) inserted.add(messageKey(row.topic, row.event_id));
+        await this.#deliver(client, rows.rows.map((row) => ({ seq: row.seq, topic: row.topic, event: eventByKey.get(messageKey(row.topic, row.event_id))! })));
+        const repeats = candidates.filter((message) => !inserted.has(messageKey(message.topic, message.event.id)));
+        if (repeats.length > 0) {
+          // Kept for good, so a repeat is compared with the stored event however late it comes.
+          const stored = await client.query<{ topic: string; event_id: string; event: CloudEvent }>(
+            `SELECT m.topic, m.event_id, m.event FROM messages m
+               JOIN unnest($1::text[], $2::text[]) AS r (topic, event_id) ON m.topic = r.topic AND m.event_id = r.event_id`,
+            [repeats.map((message) => message.topic), repeats.map((message) => message.event.id)],
+          );
+          for (const row of stored.rows) reference.set(messageKey(row.topic, row.event_id), fingerprint(row.event));
         }
-        if (deliveries.seq.length > 0) {
-          await client.query('INSERT INTO deliveries (subscription, message_seq) SELECT * FROM unnest($1::text[], $2::bigint[])', [
-            deliveries.subscription,
-            deliveries.seq,
-          ]);
-          // Delivered at commit, once per subscription.
-          await client.query(`SELECT pg_notify('${NOTIFY_CHANNEL}', name) FROM unnest($1::text[]) AS name`, [[...new Set(deliveries.subscription)]]);
-        }
+        for (const key of inserted) reference.set(key, fingerprint(eventByKey.get(key)!));
       }
-      // The first occurrence of a key in the batch is the one that was stored.
-      const first = firstOccurrences(messages);
-      return messages.map((message, index) => {
+      return messages.map((message, index): PublishStatus => {
         if (!knownTopics.has(message.topic)) return 'unknown_topic';
-        return first[index] && inserted.has(messageKey(message.topic, message.event.id)) ? 'published' : 'duplicate';
+        const key = messageKey(message.topic, message.event.id);
+        if (first[index] && inserted.has(key)) return 'published';
+        return repeatStatus(reference.get(key)!, fingerprint(message.event));
       });
     });
+  }
+
+  /** One delivery row per matching subscription of each newly stored message, announced at commit. */
+  async #deliver(client: PoolClient, stored: ReadonlyArray<{ seq: number; topic: string; event: CloudEvent }>): Promise<void> {
+    if (stored.length === 0) return;
+    const subscriptions = await client.query<{ name: string; topic: string; filter: Subscription['filter'] }>(
+      'SELECT name, topic, filter FROM subscriptions WHERE topic = ANY($1::text[])',
+      [[...new Set(stored.map((message) => message.topic))]],
+    );
+    const deliveries: { subscription: string[]; seq: number[] } = { subscription: [], seq: [] };
+    for (const message of stored) {
+      const attributes = filterAttributes(message.event);
+      for (const subscription of subscriptions.rows) {
+        if (subscription.topic === message.topic && matchesFilter(subscription.filter, attributes)) {
+          deliveries.subscription.push(subscription.name);
+          deliveries.seq.push(message.seq);
+        }
+      }
+    }
+    if (deliveries.seq.length === 0) return;
+    await client.query('INSERT INTO deliveries (subscription, message_seq) SELECT * FROM unnest($1::text[], $2::bigint[])', [deliveries.subscription, deliveries.seq]);
+    // Delivered at commit, once per subscription.
+    await client.query(`SELECT pg_notify('${NOTIFY_CHANNEL}', name) FROM unnest($1::text[]) AS name`, [[...new Set(deliveries.subscription)]]);
   }
 
   protected async newConsumer(options: ConsumerOptions): Promise<PostgresConsumer> {

@@ -1,0 +1,53 @@
+// The registry's record of published event ids and their fingerprints, for
+// adapters whose broker does not keep ids for good (see 0002_event_fingerprints.sql).
+// A publish claims its ids first, then publishes what it claimed, then marks
+// what the broker acknowledged; the first claim of a (topic, id) owns it.
+import type { Pool } from '../../../platform/postgres/pool.ts';
+import { type Fingerprint, messageKey } from '../domain/publishing.ts';
+
+export type Claim = Readonly<{ topic: string; id: string; fingerprint: Fingerprint }>;
+export type StoredFingerprint = Readonly<{ fingerprint: Fingerprint; published: boolean }>;
+
+/**
+ * Claims each (topic, id) not yet known; returns the keys claimed now and,
+ * for the others, what was stored by whoever claimed them first.
+ */
+export async function claimEventIds(pool: Pool, claims: readonly Claim[]): Promise<{ claimed: Set<string>; stored: Map<string, StoredFingerprint> }> {
+  const claimed = new Set<string>();
+  const stored = new Map<string, StoredFingerprint>();
+  if (claims.length === 0) return { claimed, stored };
+  const inserted = await pool.query<{ topic: string; event_id: string }>({
+    name: 'bus_claim_event_ids',
+    text: `INSERT INTO event_fingerprints (topic, event_id, fingerprint)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[])
+           ON CONFLICT (topic, event_id) DO NOTHING
+           RETURNING topic, event_id`,
+    values: [claims.map((claim) => claim.topic), claims.map((claim) => claim.id), claims.map((claim) => JSON.stringify(claim.fingerprint))],
+  });
+  for (const row of inserted.rows) claimed.add(messageKey(row.topic, row.event_id));
+  const repeats = claims.filter((claim) => !claimed.has(messageKey(claim.topic, claim.id)));
+  if (repeats.length === 0) return { claimed, stored };
+  // A statement of its own: it sees a claim that a concurrent publish committed after the insert began.
+  const rows = await pool.query<{ topic: string; event_id: string; fingerprint: Fingerprint; published: boolean }>(
+    `SELECT f.topic, f.event_id, f.fingerprint, f.published_at IS NOT NULL AS published FROM event_fingerprints f
+       JOIN unnest($1::text[], $2::text[]) AS r (topic, event_id) ON f.topic = r.topic AND f.event_id = r.event_id`,
+    [repeats.map((claim) => claim.topic), repeats.map((claim) => claim.id)],
+  );
+  for (const row of rows.rows) stored.set(messageKey(row.topic, row.event_id), { fingerprint: row.fingerprint, published: row.published });
+  for (const claim of repeats) {
+    if (!stored.has(messageKey(claim.topic, claim.id))) throw new Error(`Event ${claim.id} on topic ${claim.topic} was neither claimed nor found; try again`);
+  }
+  return { claimed, stored };
+}
+
+/** Marks events the broker acknowledged: their repeats are duplicates without asking it again. */
+export async function markEventsPublished(pool: Pool, keys: ReadonlyArray<{ topic: string; id: string }>): Promise<void> {
+  if (keys.length === 0) return;
+  await pool.query({
+    name: 'bus_mark_events_published',
+    text: `UPDATE event_fingerprints f SET published_at = now()
+             FROM unnest($1::text[], $2::text[]) AS r (topic, event_id)
+            WHERE f.topic = r.topic AND f.event_id = r.event_id AND f.published_at IS NULL`,
+    values: [keys.map((key) => key.topic), keys.map((key) => key.id)],
+  });
+}
