@@ -53,7 +53,7 @@ export type EmbeddedServer = {
   readonly serverUrl: string;
   /** The postmaster's process id. */
   readonly pid: number;
-  /** Why the server stopped when nobody asked it to (killed, crashed); undefined while it runs or after stop(). */
+  /** Why the server stopped when this process did not ask it to (killed, crashed, stopped from outside); undefined while it runs or after stop(). */
   readonly unexpectedExit: string | undefined;
   /** Called once if the server stops when nobody asked it to. */
   onUnexpectedExit(listener: (description: string) => void): void;
@@ -109,15 +109,24 @@ export async function startEmbeddedPostgres(options: {
   options.logger.info({ port: options.port, clusterDir, postgresPid: child.pid }, 'embedded PostgreSQL started');
 
   let stopping = false;
+  /** Killed or crashed: by a signal, or an exit code other than 0. */
   let unexpectedExit: string | undefined;
+  /** Gone, for whatever reason, without our asking. */
+  let gone: string | undefined;
+  let exitStatus: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   const listeners: Array<(description: string) => void> = [];
   const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
+    exitStatus = { code, signal };
+    // Asked to stop (SIGINT), PostgreSQL shuts down cleanly and exits 0.
+    const clean = signal === null && code === 0;
+    if (!clean) unexpectedExit = `pid ${child.pid} ${signal ? `killed by ${signal}` : `exited with code ${code}`}`;
     if (stopping) return;
-    unexpectedExit = `pid ${child.pid} ${signal ? `killed by ${signal}` : `exited with code ${code}`}`;
     // Its stop() would wait for an exit that already happened.
     (pg as unknown as { process?: ChildProcess }).process = undefined;
-    options.logger.error({ postgresPid: child.pid, code, signal }, `embedded PostgreSQL stopped unexpectedly (${unexpectedExit})`);
-    for (const listener of listeners) listener(unexpectedExit);
+    // A clean exit nobody here asked for: a signal from outside, e.g. Ctrl-C reaching its terminal's whole process group.
+    gone = unexpectedExit ?? `pid ${child.pid} was shut down from outside Koban`;
+    options.logger.error({ postgresPid: child.pid, code, signal }, `embedded PostgreSQL stopped unexpectedly (${gone})`);
+    for (const listener of listeners) listener(gone);
   };
   if (child.exitCode !== null || child.signalCode !== null) onExit(child.exitCode, child.signalCode);
   else child.once('exit', onExit);
@@ -126,7 +135,7 @@ export async function startEmbeddedPostgres(options: {
     serverUrl: embeddedServerUrl(options.port),
     pid: child.pid,
     get unexpectedExit() {
-      return unexpectedExit;
+      return gone;
     },
     onUnexpectedExit(listener) {
       listeners.push(listener);
@@ -134,8 +143,10 @@ export async function startEmbeddedPostgres(options: {
     async stop() {
       if (stopping) return;
       stopping = true;
+      // Killed just before we asked (its exit not yet seen), it still says so: stopped, but not cleanly.
+      if (exitStatus === undefined) await pg.stop();
+      // Killed, its data may need crash recovery (the next start does it): the shutdown was not clean.
       if (unexpectedExit !== undefined) throw new Error(`embedded PostgreSQL had already stopped unexpectedly (${unexpectedExit})`);
-      await pg.stop();
       options.logger.info('embedded PostgreSQL stopped');
     },
   };
