@@ -53,7 +53,13 @@ export const busModule: ServiceModule<EventBus> = {
       throw error;
     }
     logger.info({ adapter: bus.adapter }, `event bus open on ${bus.adapter}`);
-    const broker = config.adapter === 'nats' ? await natsReadiness(config.natsUrl) : undefined;
+    const broker =
+      config.adapter === 'nats'
+        ? await natsReadiness(config.natsUrl).catch(async (error: unknown) => {
+            await bus.close();
+            throw error;
+          })
+        : undefined;
     return {
       api: bus,
       registerRoutes: (app) => registerBusRoutes(app, bus),
