@@ -295,7 +295,7 @@ async function assertReachableByOtherUsers(clusterDir: string): Promise<void> {
   while (true) {
     const stat = await fs.stat(dir);
     if ((stat.mode & 0o001) === 0) {
-      throw new Error(
+      throw new StartupError(
         `Embedded PostgreSQL runs as the 'postgres' user, which cannot enter ${dir} (mode ${(stat.mode & 0o777).toString(8)}). ` +
           'Set KOBAN_DATA_DIR to a directory all users can reach, e.g. /var/lib/koban, or chmod o+x that directory.',
       );
