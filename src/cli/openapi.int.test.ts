@@ -154,7 +154,8 @@ describe('the OpenAPI document', () => {
     await call('listTransactions', { method: 'GET', url: '/v1/users/oa/transactions?cursor=AAAA' }, 400);
     await call('listTransactions', { method: 'GET', url: '/v1/users/oa/transactions?limit=0' }, 400);
     await call('audit', { method: 'GET', url: '/v1/audit' }, 200);
-    await call('getHealth', { method: 'GET', url: '/healthz' }, 200);
+    await call('getLiveness', { method: 'GET', url: '/livez' }, 200);
+    await call('getReadiness', { method: 'GET', url: '/readyz' }, 200);
   });
 
   test('the bus answers as documented', async () => {

@@ -59,7 +59,7 @@ describe('npm start', () => {
     const client = new LedgerClient({ baseUrl: first.baseUrl });
     let stored: string;
     try {
-      const health = await fetch(`${first.baseUrl}/healthz`);
+      const health = await fetch(`${first.baseUrl}/readyz`);
       assert.equal(health.status, 200);
       const openapi = (await (await fetch(`${first.baseUrl}/openapi.json`)).json()) as { paths: Record<string, unknown> };
       assert.ok(openapi.paths['/v1/transactions'], 'OpenAPI documents the transactions route');

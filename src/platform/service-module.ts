@@ -45,8 +45,21 @@ export type RunningService<Api = unknown> = Readonly<{
   /** What callers in the same process (and tests) use: the service's in-process API. */
   api: Api;
   registerRoutes(app: FastifyInstance): void;
+  /**
+   * What else it needs to answer, besides its database (which the host checks
+   * for every service): a broker, say. `/readyz` runs them all.
+   */
+  readiness?: readonly ReadinessCheck[];
   /** Ends background work and writes in flight, then closes its connections. Called once, after HTTP has drained. */
   stop(): Promise<void>;
+}>;
+
+/** One dependency `/readyz` checks: resolves if it answers; the host bounds it in time. */
+export type ReadinessCheck = Readonly<{
+  /** What it checks, e.g. `broker`; reported as `<service>.<name>`. */
+  name: string;
+  /** Resolves when the dependency answers; `signal` aborts when the host stops waiting. */
+  check(signal: AbortSignal): Promise<void>;
 }>;
 
 export type ServiceCommand = Readonly<{

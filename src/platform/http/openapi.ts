@@ -63,6 +63,11 @@ const retryAfterHeader = {
   'Retry-After': { type: 'integer', minimum: 0, description: `Seconds to wait before retrying the same request (${RETRY_AFTER_SECONDS})` },
 } as const;
 
+/** A documented JSON response: its description, optional headers, and its (named) schema. */
+export function jsonResponse(description: string, schema: object, headers?: object) {
+  return { description, ...(headers ? { headers } : {}), content: { 'application/json': { schema } } };
+}
+
 export const replayHeaders = {
   [REPLAY_HEADER]: { type: 'string', enum: ['true'], description: 'Present on an identical repeat: the body is the stored result of the first success' },
 } as const;

@@ -1,6 +1,6 @@
 // The HTTP shell every Koban service shares: Fastify with strict JSON-schema
 // validation, one error shape from the catalogue, OpenAPI and a docs page,
-// health check, and request draining on close.
+// and request draining on close. (Health routes: the host's, ../health.ts.)
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { Ajv } from 'ajv';
@@ -85,18 +85,6 @@ export async function createHttpServer(options: {
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
-
-  app.get(
-    '/healthz',
-    {
-      schema: {
-        operationId: 'getHealth',
-        summary: 'Liveness and readiness',
-        response: { 200: { description: 'The process runs', content: { 'application/json': { schema: { title: 'Health', type: 'object', properties: { status: { type: 'string' } } } } } } },
-      },
-    },
-    async () => ({ status: 'ok' }),
-  );
 
   app.setNotFoundHandler((request, reply) => {
     const error = new KobanError('not_found', `No route ${request.method} ${request.url.split('?')[0]}`);

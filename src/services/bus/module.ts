@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { EventBus } from '../../contracts/bus/event-bus.ts';
 import type { Setting, Settings } from '../../platform/config.ts';
 import type { Pool } from '../../platform/postgres/pool.ts';
-import type { ServiceModule } from '../../platform/service-module.ts';
+import type { ReadinessCheck, ServiceModule } from '../../platform/service-module.ts';
 import { type BusAdapter, migrateBusDatabase, openEventBus } from './clients/open-event-bus.ts';
 import { NATS_NAMESPACE_DEFAULT, NATS_NAMESPACE_PATTERN } from './domain/limits.ts';
 import { KOBAN_TOPOLOGY } from './domain/topology.ts';
@@ -69,6 +69,45 @@ export const busModule: ServiceModule<EventBus> = {
       throw error;
     }
     logger.info({ adapter: bus.adapter }, `event bus open on ${bus.adapter}`);
-    return { api: bus, registerRoutes: (app) => registerBusRoutes(app, bus), stop: () => bus.close() };
+    const broker =
+      config.adapter === 'nats'
+        ? await natsReadiness(config.natsUrl).catch(async (error: unknown) => {
+            await bus.close();
+            throw error;
+          })
+        : undefined;
+    return {
+      api: bus,
+      registerRoutes: (app) => registerBusRoutes(app, bus),
+      readiness: broker ? [broker.check] : [],
+      async stop() {
+        try {
+          await bus.close();
+        } finally {
+          await broker?.close();
+        }
+      },
+    };
   },
 };
+
+/**
+ * The broker answers: a round trip to NATS and to JetStream on a connection of
+ * the check's own (the bus's connections are its adapter's). It reconnects
+ * forever; while NATS is away the check fails.
+ */
+async function natsReadiness(natsUrl: string): Promise<{ check: ReadinessCheck; close(): Promise<void> }> {
+  const { connect } = await import('@nats-io/transport-node');
+  const { jetstreamManager } = await import('@nats-io/jetstream');
+  const nc = await connect({ servers: natsUrl, name: 'koban-bus-readiness', maxReconnectAttempts: -1 });
+  return {
+    check: {
+      name: 'broker',
+      async check() {
+        await nc.flush();
+        await (await jetstreamManager(nc)).getAccountInfo();
+      },
+    },
+    close: () => nc.close(),
+  };
+}

@@ -168,7 +168,8 @@ describe('OpenAPI', () => {
         ['/v1/users/{user_id}/balances/{balance_type}', 'get', ['200', '400']],
         ['/v1/users/{user_id}/transactions', 'get', ['200', '400']],
         ['/v1/audit', 'get', ['200']],
-        ['/healthz', 'get', ['200']],
+        ['/livez', 'get', ['200']],
+        ['/readyz', 'get', ['200', '503']],
       ];
       for (const [path, method, statuses] of expected) {
         const operation = document.paths[path]?.[method];

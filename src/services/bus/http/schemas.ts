@@ -1,14 +1,11 @@
 // JSON schemas of the bus API: they validate requests and generate OpenAPI.
-import { BODY_ERRORS, COMMON_ERRORS, errorResponses } from '../../../platform/http/openapi.ts';
+import { BODY_ERRORS, COMMON_ERRORS, errorResponses, jsonResponse } from '../../../platform/http/openapi.ts';
 import type { ErrorCode } from '../../../platform/errors.ts';
 import { cloudEventSchema } from '../../../contracts/events/envelope.ts';
 import { DEAD_LETTER_PAGE_LIMIT_DEFAULT, DEAD_LETTER_PAGE_LIMIT_MAX, REDRIVE_IDS_MAX } from '../domain/limits.ts';
 import { EVENT_ID_PATTERN } from '../../../contracts/events/limits.ts';
 
 /** A JSON response: its schema's `title` names it in OpenAPI. */
-function json(description: string, schema: object) {
-  return { description, content: { 'application/json': { schema } } };
-}
 const readErrors = (...codes: ErrorCode[]) => errorResponses([...COMMON_ERRORS, ...codes]);
 const writeErrors = (...codes: ErrorCode[]) => errorResponses([...BODY_ERRORS, ...codes]);
 /** CloudEvents' structured-mode media type, which publish accepts besides JSON. */
@@ -60,7 +57,7 @@ export const busSchemas = {
     params: { type: 'object', required: ['topic'], properties: { topic: { type: 'string', minLength: 1, maxLength: NAME_LENGTH_MAX } } },
     body: { ...cloudEventSchema, title: 'CloudEvent', examples: [eventExample] },
     response: {
-      202: json('Accepted for delivery, or a duplicate of an event already accepted (delivered once)', {
+      202: jsonResponse('Accepted for delivery, or a duplicate of an event already accepted (delivered once)', {
         title: 'PublishResult',
         type: 'object',
         additionalProperties: false,
@@ -76,7 +73,7 @@ export const busSchemas = {
     summary: 'Every declared subscription with its queue depth, in-flight count, oldest message age and dead letters',
     tags: ['bus'],
     response: {
-      200: json('Every subscription declared by a consumer', {
+      200: jsonResponse('Every subscription declared by a consumer', {
         title: 'SubscriptionList',
         type: 'object',
         additionalProperties: false,
@@ -120,7 +117,7 @@ export const busSchemas = {
       },
     },
     response: {
-      200: json('One page, oldest first', {
+      200: jsonResponse('One page, oldest first', {
         title: 'DeadLetterPage',
         type: 'object',
         additionalProperties: false,
@@ -146,7 +143,7 @@ export const busSchemas = {
       },
     },
     response: {
-      200: json('How many dead letters went back to the subscription', {
+      200: jsonResponse('How many dead letters went back to the subscription', {
         title: 'RedriveResult',
         type: 'object',
         additionalProperties: false,
@@ -161,6 +158,6 @@ export const busSchemas = {
     summary: 'Set a dead letter aside: it is kept, marked discarded, and never redriven',
     tags: ['bus'],
     params: { type: 'object', required: ['name', 'id'], properties: { name: subscriptionParams.properties.name, id: { type: 'string', pattern: EVENT_ID_PATTERN } } },
-    response: { 200: json('The dead letter, now discarded', deadLetter), ...writeErrors('not_found') },
+    response: { 200: jsonResponse('The dead letter, now discarded', deadLetter), ...writeErrors('not_found') },
   },
 } as const;

@@ -1,16 +1,13 @@
 // JSON schemas of the balance API for Fastify and OpenAPI. Requests use the
 // domain's schemas (domain/request-schemas.ts), which the service checks again
 // on every call: here they only reject early. Responses are described here.
-import { BODY_ERRORS, COMMON_ERRORS, errorResponses, replayHeaders } from '../../../platform/http/openapi.ts';
+import { BODY_ERRORS, COMMON_ERRORS, errorResponses, jsonResponse, replayHeaders } from '../../../platform/http/openapi.ts';
 import type { ErrorCode } from '../../../platform/errors.ts';
 import { EXPIRING_LISTED_MAX } from '../domain/limits.ts';
 import { ledgerRequestSchemas } from '../domain/request-schemas.ts';
 import { TRANSACTION_STATUSES, TRANSACTION_TYPES } from '../../../contracts/ledger/types.ts';
 
 /** A JSON response: its schema's `title` names it in OpenAPI. */
-function json(description: string, schema: object, headers?: object) {
-  return { description, ...(headers ? { headers } : {}), content: { 'application/json': { schema } } };
-}
 
 /** The errors a read can answer, and those of a write with its own. */
 const readErrors = (...codes: ErrorCode[]) => errorResponses([...COMMON_ERRORS, ...codes]);
@@ -112,8 +109,8 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
   } as const;
 
   const written = {
-    201: json('Applied: the transaction as stored', transaction),
-    200: json('An identical repeat: the stored transaction, byte for byte, and nothing applied again', transaction, replayHeaders),
+    201: jsonResponse('Applied: the transaction as stored', transaction),
+    200: jsonResponse('An identical repeat: the stored transaction, byte for byte, and nothing applied again', transaction, replayHeaders),
   };
 
   return {
@@ -163,7 +160,7 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
       tags: ['balances'],
       params: requests.transactionParams,
       response: {
-        200: json('The transactions under that id, one per balance type', {
+        200: jsonResponse('The transactions under that id, one per balance type', {
           title: 'TransactionsById',
           type: 'object',
           additionalProperties: false,
@@ -179,7 +176,7 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
       tags: ['balances'],
       params: requests.userParams,
       response: {
-        200: json('One balance per configured balance type (zero for a user never seen)', {
+        200: jsonResponse('One balance per configured balance type (zero for a user never seen)', {
           title: 'BalanceList',
           type: 'object',
           additionalProperties: false,
@@ -194,14 +191,14 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
       summary: "A user's balance of one type (zero for a user never seen)",
       tags: ['balances'],
       params: requests.balanceParams,
-      response: { 200: json('The balance', balance), ...readErrors() },
+      response: { 200: jsonResponse('The balance', balance), ...readErrors() },
     },
     audit: {
       operationId: 'audit',
       summary: 'Recompute every balance from the stored transactions and check each balance type sums to zero',
       tags: ['audit'],
       response: {
-        200: json('The audit report (`ok` is false when anything does not balance)', {
+        200: jsonResponse('The audit report (`ok` is false when anything does not balance)', {
           title: 'AuditReport',
           type: 'object',
           additionalProperties: false,
@@ -253,7 +250,7 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
       params: requests.userParams,
       querystring: requests.transactionListQuery,
       response: {
-        200: json('One page, newest first', {
+        200: jsonResponse('One page, newest first', {
           title: 'TransactionPage',
           type: 'object',
           additionalProperties: false,
