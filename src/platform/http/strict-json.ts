@@ -34,14 +34,14 @@ const COLON = 0x3a;
 
 /** Parses a JSON body; throws `invalid_request` naming the field for anything refused. */
 export function parseStrictJson(text: string): unknown {
-  if (text.length === 0) throw new KobanError('invalid_request', 'The body is empty; send a JSON object', { field: 'body', reason: 'empty' });
+  if (text.length === 0) throw new KobanError('invalid_request', 'The body is empty; send a JSON object', { field: 'body', in: 'body', reason: 'empty' });
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch (error) {
     // V8's message says where, with a short excerpt of the text; bounded all the same.
     const detail = boundedText(error instanceof Error ? error.message : String(error), PARSER_MESSAGE_LENGTH_MAX);
-    throw new KobanError('invalid_request', `The body is not valid JSON: ${detail}`, { field: 'body', reason: 'invalid_json' });
+    throw new KobanError('invalid_request', `The body is not valid JSON: ${detail}`, { field: 'body', in: 'body', reason: 'invalid_json' });
   }
   if (typeof value !== 'object' || value === null) return value;
   const written = keysWritten(text);
@@ -211,11 +211,8 @@ function isDelimiter(code: number): boolean {
 function checkKey(path: string, key: string, value: unknown): void {
   if (key === '__proto__' || (key === 'constructor' && typeof value === 'object' && value !== null && Object.hasOwn(value, 'prototype'))) {
     const field = boundedText(joinPath(path, key), FIELD_ECHO_LENGTH_MAX);
-    throw new KobanError(
-      'invalid_request',
-      `${field}: the key ${key === '__proto__' ? '__proto__' : 'constructor.prototype'} is valid JSON but refused, as it can alter objects in JavaScript`,
-      { field, reason: 'forbidden_key' },
-    );
+    const what = key === '__proto__' ? '__proto__' : 'constructor.prototype';
+    throw new KobanError('invalid_request', `${field} is valid JSON but refused: a key ${what} can alter objects in JavaScript`, { field, in: 'body', reason: 'forbidden_key' });
   }
 }
 
@@ -223,13 +220,14 @@ function repeated(path: string): KobanError {
   // The empty key has no path to show.
   const field = path === '' ? 'body' : boundedText(path, FIELD_ECHO_LENGTH_MAX);
   const what = field === 'body' ? 'A key' : `The key ${field}`;
-  return new KobanError('invalid_request', `${what} appears more than once in one object; send each key once`, { field, reason: 'duplicate_key' });
+  return new KobanError('invalid_request', `${what} appears more than once in one object; send each key once`, { field, in: 'body', reason: 'duplicate_key' });
 }
 
 function tooDeep(path: string): KobanError {
   const field = path === '' ? 'body' : boundedText(path, FIELD_ECHO_LENGTH_MAX);
   return new KobanError('invalid_request', `${field} nests objects and arrays deeper than ${JSON_NESTING_DEPTH_MAX} levels`, {
     field,
+    in: 'body',
     reason: 'too_deep',
     limit: JSON_NESTING_DEPTH_MAX,
   });

@@ -1,13 +1,13 @@
 // JSON schemas of the bus API: they validate requests and generate OpenAPI.
 import { ERROR_SCHEMA_ID } from '../../../platform/http/server.ts';
 import { cloudEventSchema } from '../../../contracts/events/envelope.ts';
-import { DEAD_LETTER_PAGE_LIMIT_DEFAULT, DEAD_LETTER_PAGE_LIMIT_MAX, REDRIVE_IDS_MAX } from '../domain/limits.ts';
+import { DEAD_LETTER_PAGE_LIMIT_DEFAULT, DEAD_LETTER_PAGE_LIMIT_MAX, NAME_PATTERN, REDRIVE_IDS_MAX } from '../domain/limits.ts';
 import { EVENT_ID_PATTERN } from '../../../contracts/events/limits.ts';
 
 const errorRef = { $ref: `${ERROR_SCHEMA_ID}#` } as const;
 const errors = { 400: errorRef, 404: errorRef, 415: errorRef, 500: errorRef, 503: errorRef } as const;
-/** Longer than any valid name, so a too-long one is refused before it reaches the bus. */
-const NAME_LENGTH_MAX = 64;
+/** Topic and subscription names in a path: the pattern every declared one matches, so no other reaches the bus. */
+const nameParam = (what: string) => ({ type: 'string', pattern: NAME_PATTERN, description: `${what}: a lowercase letter, then up to 62 of [a-z0-9_-]` }) as const;
 
 const storedEvent = { type: 'object', additionalProperties: true, description: 'The CloudEvent as published' } as const;
 
@@ -27,7 +27,7 @@ const deadLetter = {
 const subscriptionParams = {
   type: 'object',
   required: ['name'],
-  properties: { name: { type: 'string', minLength: 1, maxLength: NAME_LENGTH_MAX } },
+  properties: { name: nameParam('The subscription') },
 } as const;
 
 export const busSchemas = {
@@ -36,7 +36,7 @@ export const busSchemas = {
     description:
       'Accepted for delivery to every subscription of the topic whose filter matches. An id already published on the topic is accepted once: the repeat answers `duplicate: true` and delivers nothing (with KOBAN_BUS=nats, within the JetStream duplicate window of 15 minutes). Send `application/json` or `application/cloudevents+json`.',
     tags: ['bus'],
-    params: { type: 'object', required: ['topic'], properties: { topic: { type: 'string', minLength: 1, maxLength: NAME_LENGTH_MAX } } },
+    params: { type: 'object', required: ['topic'], properties: { topic: nameParam('The topic') } },
     body: cloudEventSchema,
     response: {
       202: { type: 'object', required: ['id', 'duplicate'], properties: { id: { type: 'string' }, duplicate: { type: 'boolean' } } },
