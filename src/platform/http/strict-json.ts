@@ -30,10 +30,13 @@ export const JSON_NESTING_DEPTH_MAX = 64;
 const PARSER_MESSAGE_LENGTH_MAX = 200;
 
 const BACKSLASH = 0x5c;
+const BYTE_ORDER_MARK = 0xfeff;
 const COLON = 0x3a;
 
 /** Parses a JSON body; throws `invalid_request` naming the field for anything refused. */
-export function parseStrictJson(text: string): unknown {
+export function parseStrictJson(body: string): unknown {
+  // RFC 8259 lets a parser ignore a byte order mark; Fastify's default parser did.
+  const text = body.charCodeAt(0) === BYTE_ORDER_MARK ? body.slice(1) : body;
   if (text.length === 0) throw new KobanError('invalid_request', 'The body is empty; send a JSON object', { field: 'body', in: 'body', reason: 'empty' });
   let value: unknown;
   try {

@@ -109,6 +109,11 @@ describe('everything else is JSON.parse', () => {
       assert.ok(message.length <= 250, message);
     }
     assert.equal(refusal('').reason, 'empty');
+    assert.equal(refusal('\ufeff').reason, 'empty');
+  });
+
+  test('a leading byte order mark is ignored, as RFC 8259 allows', () => {
+    assert.deepEqual(parseStrictJson('\ufeff{"a":1}'), { a: 1 });
   });
 
   test('any JSON without repeated or prototype keys reads back as the value written', () => {
