@@ -17,7 +17,7 @@ import { RouteTable } from './route-table.ts';
 import { FIELD_ECHO_LENGTH_MAX, boundedText, parseStrictJson } from './strict-json.ts';
 
 export const ERROR_SCHEMA_ID = 'Error';
-/** How long a request may take in all before Fastify answers 503 itself. */
+/** How long a request may take to arrive in full (headers and body) before it is answered 408 request_timeout. */
 export const REQUEST_TIMEOUT_MS = 30_000;
 /** NATS client errors (by class name, so the HTTP shell imports no broker client) that mean "try again later". */
 const BROKER_UNAVAILABLE_ERRORS: ReadonlySet<string> = new Set([
@@ -127,7 +127,7 @@ export async function createHttpServer(options: {
     // A path some route serves, with another method: 405 and the methods it takes.
     const allowed = routes.methodsFor(request.url);
     if (allowed.length > 0) {
-      const error = new KobanError('method_not_allowed', `${request.method} is not accepted here; use ${allowed.join(', ')}`, { allow: allowed });
+      const error = new KobanError('method_not_allowed', `${boundedText(request.method, 16)} is not accepted here; use ${allowed.join(', ')}`, { allow: allowed });
       void reply.code(error.status).header('Allow', allowed.join(', ')).send(error.toBody());
       return;
     }
