@@ -10,6 +10,6 @@ export function encodeCursor(key: number): string {
 
 export function decodeCursor(cursor: string): number {
   const match = CURSOR_PATTERN.exec(Buffer.from(cursor, 'base64url').toString('utf8'));
-  if (!match) throw new KobanError('invalid_request', 'cursor is not one this API returned', { field: 'cursor', in: 'querystring' });
+  if (!match) throw new KobanError('invalid_request', 'cursor is not one this API returned', { field: 'cursor', in: 'query' });
   return Number(match[1]);
 }

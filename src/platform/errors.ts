@@ -14,9 +14,11 @@ export const ERROR_CATALOGUE = {
     owner: 'any',
     status: 400,
     retryable: false,
-    description: 'The request is malformed, has a field of the wrong type or out of range, an unknown field, or is too large. `details.field` names the field.',
+    description: 'The request is malformed (not JSON, a repeated key), has a field of the wrong type or out of range, or an unknown field. `details.field` names the field, `details.in` where it travels.',
   },
   not_found: { owner: 'any', status: 404, retryable: false, description: 'No such resource (transaction, route), or no consume under `refund_of` (then `details.field` is `refund_of`).' },
+  method_not_allowed: { owner: 'any', status: 405, retryable: false, description: 'The path exists, but not with this method. The `Allow` header (and `details.allow`) lists the methods it takes.' },
+  request_timeout: { owner: 'any', status: 408, retryable: false, description: 'The request did not arrive in full within the time the server allows. `details.limit_ms` gives it.' },
   idempotency_conflict: {
     owner: 'any',
     status: 409,
@@ -33,6 +35,7 @@ export const ERROR_CATALOGUE = {
     retryable: false,
     description: 'Post or void of a hold after its deadline (`pending_expires_at`); from that instant it behaves as voided.',
   },
+  request_too_large: { owner: 'any', status: 413, retryable: false, description: 'The body is larger than the endpoint accepts. `details.limit_bytes` gives the limit.' },
   unsupported_media_type: { owner: 'any', status: 415, retryable: false, description: 'The request body is not `application/json`.' },
   insufficient_balance: {
     owner: 'ledger',
@@ -54,6 +57,7 @@ export const ERROR_CATALOGUE = {
     retryable: false,
     description: 'An add would take the balance above the largest balance Koban keeps (2^53 − 1 minor units).',
   },
+  headers_too_large: { owner: 'any', status: 431, retryable: false, description: 'The request line and headers together are larger than the server accepts; a long query string counts. `details.limit_bytes` gives the limit.' },
   internal: { owner: 'any', status: 500, retryable: false, description: 'An unexpected error; it is logged with the request id.' },
   unavailable: {
     owner: 'any',

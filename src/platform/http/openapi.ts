@@ -72,10 +72,14 @@ export const replayHeaders = {
   [REPLAY_HEADER]: { type: 'string', enum: ['true'], description: 'Present on an identical repeat: the body is the stored result of the first success' },
 } as const;
 
-/** Every operation can fail these ways: a malformed request, a bug, a database or broker that is down or slow. */
-export const COMMON_ERRORS = ['invalid_request', 'internal', 'unavailable', 'timeout'] as const satisfies readonly ErrorCode[];
-/** And an operation that takes a body, this one. */
-export const BODY_ERRORS = [...COMMON_ERRORS, 'unsupported_media_type'] as const satisfies readonly ErrorCode[];
+/**
+ * Every operation can fail these ways: a malformed request (or one whose
+ * headers or query string are too large, or that arrives too slowly), another
+ * method on its path, a bug, a database or broker that is down or slow.
+ */
+export const COMMON_ERRORS = ['invalid_request', 'method_not_allowed', 'request_timeout', 'headers_too_large', 'internal', 'unavailable', 'timeout'] as const satisfies readonly ErrorCode[];
+/** And an operation that takes a body, these: the wrong media type, a body over the limit. */
+export const BODY_ERRORS = [...COMMON_ERRORS, 'unsupported_media_type', 'request_too_large'] as const satisfies readonly ErrorCode[];
 
 /**
  * The error responses of one operation, grouped by status: each lists its

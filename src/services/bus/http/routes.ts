@@ -3,16 +3,17 @@
 import type { FastifyInstance } from 'fastify';
 import type { EventBus } from '../../../contracts/bus/event-bus.ts';
 import { EVENT_BYTES_MAX } from '../../../contracts/events/limits.ts';
+import { parseJsonBody } from '../../../platform/http/server.ts';
 import { busSchemas } from './schemas.ts';
 
-/** CloudEvents' structured-mode media type; parsed as the JSON it is. */
+/** CloudEvents' structured-mode media type; parsed as the JSON it is, as strictly as application/json. */
 const CLOUDEVENTS_JSON = 'application/cloudevents+json';
 /** The event limit plus room for whitespace a client may add. */
 const PUBLISH_BODY_BYTES_MAX = EVENT_BYTES_MAX + 1024;
 
 export function registerBusRoutes(app: FastifyInstance, bus: EventBus): void {
   if (!app.hasContentTypeParser(CLOUDEVENTS_JSON)) {
-    app.addContentTypeParser(CLOUDEVENTS_JSON, { parseAs: 'string', bodyLimit: PUBLISH_BODY_BYTES_MAX }, app.getDefaultJsonParser('error', 'error'));
+    app.addContentTypeParser(CLOUDEVENTS_JSON, { parseAs: 'string', bodyLimit: PUBLISH_BODY_BYTES_MAX }, parseJsonBody);
   }
 
   app.post<{ Params: { topic: string }; Body: unknown }>(

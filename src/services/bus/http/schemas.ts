@@ -2,10 +2,9 @@
 import { BODY_ERRORS, COMMON_ERRORS, errorResponses, jsonResponse } from '../../../platform/http/openapi.ts';
 import type { ErrorCode } from '../../../platform/errors.ts';
 import { cloudEventSchema } from '../../../contracts/events/envelope.ts';
-import { DEAD_LETTER_PAGE_LIMIT_DEFAULT, DEAD_LETTER_PAGE_LIMIT_MAX, REDRIVE_IDS_MAX } from '../domain/limits.ts';
+import { DEAD_LETTER_PAGE_LIMIT_DEFAULT, DEAD_LETTER_PAGE_LIMIT_MAX, NAME_PATTERN, REDRIVE_IDS_MAX } from '../domain/limits.ts';
 import { EVENT_ID_PATTERN } from '../../../contracts/events/limits.ts';
 
-/** A JSON response: its schema's `title` names it in OpenAPI. */
 const readErrors = (...codes: ErrorCode[]) => errorResponses([...COMMON_ERRORS, ...codes]);
 const writeErrors = (...codes: ErrorCode[]) => errorResponses([...BODY_ERRORS, ...codes]);
 /** CloudEvents' structured-mode media type, which publish accepts besides JSON. */
@@ -20,8 +19,8 @@ const eventExample = {
   data: { user_id: 'alice', points: 120 },
   tier: 'gold',
 };
-/** Longer than any valid name, so a too-long one is refused before it reaches the bus. */
-const NAME_LENGTH_MAX = 64;
+/** Topic and subscription names in a path: the pattern every declared one matches, so no other reaches the bus. */
+const nameParam = (what: string) => ({ type: 'string', pattern: NAME_PATTERN, description: `${what}: a lowercase letter, then up to 62 of [a-z0-9_-]` }) as const;
 
 const storedEvent = { type: 'object', additionalProperties: true, description: 'The CloudEvent as published, with `time` as stamped at publish' } as const;
 
@@ -43,7 +42,7 @@ const deadLetter = {
 const subscriptionParams = {
   type: 'object',
   required: ['name'],
-  properties: { name: { type: 'string', minLength: 1, maxLength: NAME_LENGTH_MAX } },
+  properties: { name: nameParam('The subscription') },
 } as const;
 
 export const busSchemas = {
@@ -54,7 +53,7 @@ export const busSchemas = {
     operationId: 'publishEvent',
     tags: ['bus'],
     consumes: ['application/json', CLOUDEVENTS_JSON],
-    params: { type: 'object', required: ['topic'], properties: { topic: { type: 'string', minLength: 1, maxLength: NAME_LENGTH_MAX } } },
+    params: { type: 'object', required: ['topic'], properties: { topic: nameParam('The topic') } },
     body: { ...cloudEventSchema, title: 'CloudEvent', examples: [eventExample] },
     response: {
       202: jsonResponse('Accepted for delivery, or a duplicate of an event already accepted (delivered once)', {

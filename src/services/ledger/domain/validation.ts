@@ -15,7 +15,7 @@ import { EXPIRY_HORIZON_MAX_MS, INSTANT_MIN_MS, METADATA_BYTES_MAX } from './lim
 import { idSchema, ledgerRequestSchemas } from './request-schemas.ts';
 
 /** Where a value travels over HTTP; error details say it, as the HTTP shell's do. */
-type RequestPart = 'params' | 'body' | 'querystring';
+type RequestPart = 'path' | 'body' | 'query';
 
 /**
  * In JSON.stringify's output, an escape PostgreSQL's jsonb refuses: \u0000, or
@@ -64,30 +64,30 @@ export class LedgerValidator {
   }
 
   postRequest(transactionId: string, request: PostRequest): void {
-    check(this.#holdParams, { transaction_id: transactionId }, 'params');
+    check(this.#holdParams, { transaction_id: transactionId }, 'path');
     check(this.#postRequest, request, 'body');
   }
 
   voidRequest(transactionId: string, request: VoidRequest): void {
-    check(this.#holdParams, { transaction_id: transactionId }, 'params');
+    check(this.#holdParams, { transaction_id: transactionId }, 'path');
     check(this.#voidRequest, request, 'body');
   }
 
   transactionId(transactionId: string): void {
-    check(this.#transactionParams, { transaction_id: transactionId }, 'params');
+    check(this.#transactionParams, { transaction_id: transactionId }, 'path');
   }
 
   userId(userId: string): void {
-    check(this.#userParams, { user_id: userId }, 'params');
+    check(this.#userParams, { user_id: userId }, 'path');
   }
 
   balance(userId: string, balanceType: string): void {
-    check(this.#balanceParams, { user_id: userId, balance_type: balanceType }, 'params');
+    check(this.#balanceParams, { user_id: userId, balance_type: balanceType }, 'path');
   }
 
   transactionList(userId: string, query: TransactionListQuery): void {
-    check(this.#userParams, { user_id: userId }, 'params');
-    check(this.#transactionListQuery, query, 'querystring');
+    check(this.#userParams, { user_id: userId }, 'path');
+    check(this.#transactionListQuery, query, 'query');
   }
 }
 
@@ -101,14 +101,14 @@ let pathIds: ValidateFunction | undefined;
  */
 export function checkPathIds(ids: { transaction_id?: string; user_id?: string }): void {
   pathIds ??= newAjv().compile({ type: 'object', properties: { transaction_id: idSchema('Transaction id'), user_id: idSchema('User id') } });
-  check(pathIds, ids, 'params');
+  check(pathIds, ids, 'path');
 }
 
 /** The balance type in a URL path, for an HTTP client: the values a path cannot carry are never configured ones. */
 export function checkPathBalanceType(balanceType: string): void {
   if (balanceType === '' || balanceType === '.' || balanceType === '..') {
     // Ajv's own wording for an enum, so that the error reads as the service's.
-    throw schemaError({ instancePath: '/balance_type', keyword: 'enum', schemaPath: '', params: {}, message: 'must be equal to one of the allowed values' }, 'params');
+    throw schemaError({ instancePath: '/balance_type', keyword: 'enum', schemaPath: '', params: {}, message: 'must be equal to one of the allowed values' }, 'path');
   }
 }
 

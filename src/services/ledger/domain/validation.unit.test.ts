@@ -87,7 +87,7 @@ describe('path checks for an HTTP client', () => {
   test('ids a URL cannot carry are refused as the service refuses them', () => {
     for (const id of ['', '.', '..', 'a/b', 'x'.repeat(129)]) {
       const error = rejectsNaming('transaction_id', () => checkPathIds({ transaction_id: id }));
-      assert.equal(error.details?.in, 'params');
+      assert.equal(error.details?.in, 'path');
     }
     checkPathIds({ transaction_id: '...', user_id: 'a.b' });
     for (const balanceType of ['', '.', '..']) rejectsNaming('balance_type', () => checkPathBalanceType(balanceType));

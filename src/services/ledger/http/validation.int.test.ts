@@ -64,8 +64,9 @@ const cases: Case[] = [
   { name: 'a lone surrogate in a metadata key', payload: json({ ...valid, metadata: { ['k\udc00']: 1 } }), field: 'metadata' },
   { name: 'expires_at in year 0000', payload: json({ ...valid, expires_at: '0000-01-01T00:00:00Z' }), field: 'expires_at' },
   { name: 'pending_expires_at on a leap second', payload: json({ ...valid, pending: true, pending_expires_at: '2026-12-31T23:59:60Z' }), field: 'pending_expires_at' },
-  { name: 'a __proto__ key', payload: '{"transaction_id":"tx-1","type":"add","user_id":"user-1","balance_type":"points","amount":1,"__proto__":{"x":1}}', field: 'body' },
-  { name: 'an oversized body', payload: json({ ...valid, description: 'x'.repeat(REQUEST_BODY_BYTES_MAX) }), field: 'body' },
+  { name: 'a __proto__ key', payload: '{"transaction_id":"tx-1","type":"add","user_id":"user-1","balance_type":"points","amount":1,"__proto__":{"x":1}}', field: '__proto__' },
+  { name: 'a repeated key', payload: '{"transaction_id":"tx-1","type":"add","user_id":"user-1","balance_type":"points","amount":1,"amount":7}', field: 'amount' },
+  { name: 'an oversized body', payload: json({ ...valid, description: 'x'.repeat(REQUEST_BODY_BYTES_MAX) }), field: 'body', status: 413, code: 'request_too_large' },
   { name: 'a body that is not JSON', payload: 'transaction_id=tx-1', field: 'body', contentType: 'text/plain', status: 415, code: 'unsupported_media_type' },
 ];
 
@@ -108,7 +109,7 @@ describe('POST /v1/transactions rejects bad input', () => {
 describe('reads reject bad parameters', () => {
   const reads: Array<[string, string, string]> = [
     ['transaction id with a bad character', '/v1/transactions/bad%20id', 'transaction_id'],
-    ['bad percent-encoding', '/v1/transactions/%E0%A4%A', 'url'],
+    ['bad percent-encoding', '/v1/transactions/%E0%A4%A', 'transaction_id'],
     ['user id too long', `/v1/users/${'u'.repeat(129)}/balances`, 'user_id'],
     ['unknown balance type', '/v1/users/user-1/balances/gold', 'balance_type'],
     ['limit zero', '/v1/users/user-1/transactions?limit=0', 'limit'],
