@@ -59,11 +59,23 @@ export type SnsSqsEventBusOptions = {
   credentials?: { accessKeyId: string; secretAccessKey: string };
   /** Prefix of topic and queue names, so deployments sharing an account never meet (the NATS namespace pattern). */
   namespace?: string;
+  /** Called once the clients are closed: stops an embedded emulator. */
+  onClose?: () => Promise<void>;
 };
 
-/** Visibility timeouts are whole seconds: a deadline is never shorter than asked. */
+/** Visibility timeouts are whole seconds: a delay is never shorter than asked. */
 function seconds(ms: number): number {
   return Math.min(VISIBILITY_TIMEOUT_MAX_SECONDS, Math.max(1, Math.ceil(ms / 1000)));
+}
+
+/**
+ * An ack deadline outlasts one poll: a poll cut off by a crash may still
+ * take messages at the server when they come back (the emulator does), and
+ * would count a delivery nobody saw; one that started with the crash has
+ * ended by the time the held message is visible again.
+ */
+function ackDeadlineSeconds(ackWaitMs: number): number {
+  return Math.max(RECEIVE_WAIT_SECONDS + 1, seconds(ackWaitMs));
 }
 
 /** Our filter language is SNS's (attribute scope): the translation is a copy, made explicit so a change of either side shows here. */
@@ -90,6 +102,9 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   readonly #logger: Logger;
   readonly #topicArns = new Map<string, string>();
   readonly #queueUrls = new Map<string, string>();
+  readonly #onClose: (() => Promise<void>) | undefined;
+  /** When each subscription's queue was last seen empty by this instance: the start of its oldest message's possible age. */
+  readonly #emptySince = new Map<string, Date>();
 
   private constructor(pool: Pool, options: SnsSqsEventBusOptions) {
     super(pool, options.clock);
@@ -104,6 +119,26 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
     this.#sqs = new SQSClient({ ...common, ...(options.endpoint === undefined ? {} : { useQueueUrlAsEndpoint: false }) });
     this.#namespace = options.namespace ?? NATS_NAMESPACE_DEFAULT;
     this.#logger = options.logger;
+    this.#onClose = options.onClose;
+  }
+
+  /**
+   * Opens the bus on AWS (credentials from the SDK's default chain), or on
+   * the endpoint given; with neither an endpoint nor credentials, on an
+   * emulator embedded in this process (on loopback), so the transport can be
+   * tried with no AWS account.
+   */
+  static async openConfigured(options: Omit<SnsSqsEventBusOptions, 'credentials' | 'onClose'>): Promise<SnsSqsEventBus> {
+    if (options.endpoint !== undefined || (await hasCredentials(options.region))) return SnsSqsEventBus.open(options);
+    const { startEmbeddedEmulator, EMULATOR_CREDENTIALS } = await import('./embedded-emulator.ts');
+    const emulator = await startEmbeddedEmulator({ region: options.region });
+    options.logger.warn({ endpoint: emulator.endpoint }, 'no KOBAN_SNS_SQS_ENDPOINT and no AWS credentials: SNS and SQS run on an embedded emulator (in memory, lost at exit)');
+    try {
+      return await SnsSqsEventBus.open({ ...options, endpoint: emulator.endpoint, credentials: EMULATOR_CREDENTIALS, onClose: () => emulator.stop() });
+    } catch (error) {
+      await emulator.stop();
+      throw error;
+    }
   }
 
   static async open(options: SnsSqsEventBusOptions): Promise<SnsSqsEventBus> {
@@ -138,7 +173,7 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
         new SetQueueAttributesCommand({
           QueueUrl: queueUrl,
           Attributes: {
-            VisibilityTimeout: String(seconds(subscription.ackWaitMs)),
+            VisibilityTimeout: String(ackDeadlineSeconds(subscription.ackWaitMs)),
             // Only this deployment's topic may send to the queue.
             Policy: JSON.stringify({
               Version: '2012-10-17',
@@ -251,18 +286,34 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
         );
         const depth = Number(result.Attributes?.ApproximateNumberOfMessages ?? 0);
         const inFlight = Number(result.Attributes?.ApproximateNumberOfMessagesNotVisible ?? 0);
+        const now = this.clock.now();
+        if (depth + inFlight === 0) this.#emptySince.set(subscription.name, now);
         return {
           name: subscription.name,
           topic: subscription.topic,
           filter: subscription.filter,
           depth,
           in_flight: inFlight,
-          // SQS has no API for the oldest message's age (CloudWatch's ApproximateAgeOfOldestMessage has it).
-          oldest_age_ms: null,
+          oldest_age_ms: depth + inFlight === 0 ? null : await this.#oldestAgeMs(subscription.topic, this.#emptySince.get(subscription.name), now),
           dead_letters: deadBySubscription.get(subscription.name) ?? 0,
         };
       }),
     );
+  }
+
+  /**
+   * SQS has no API for the age of a queue's oldest message (CloudWatch's
+   * ApproximateAgeOfOldestMessage has it), and peeking would count a
+   * delivery. An upper bound instead: the age of the oldest event published
+   * on the topic since the queue was last seen empty.
+   */
+  async #oldestAgeMs(topic: string, since: Date | undefined, now: Date): Promise<number | null> {
+    const result = await this.pool.query<{ oldest: Date | null }>(
+      'SELECT min(published_at) AS oldest FROM event_fingerprints WHERE topic = $1 AND published_at >= $2',
+      [topic, since ?? new Date(0)],
+    );
+    const oldest = result.rows[0]?.oldest;
+    return oldest ? Math.max(0, now.getTime() - oldest.getTime()) : null;
   }
 
   async deadLetters(subscriptionName: string, query: DeadLetterQuery): Promise<DeadLetterPage> {
@@ -285,6 +336,20 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   protected async closeBroker(): Promise<void> {
     this.#sns.destroy();
     this.#sqs.destroy();
+    await this.#onClose?.();
+  }
+}
+
+/** Whether the SDK's default chain finds credentials (environment, profile, SSO, container or instance role). */
+async function hasCredentials(region: string): Promise<boolean> {
+  const probe = new SNSClient({ region });
+  try {
+    await probe.config.credentials();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    probe.destroy();
   }
 }
 
@@ -301,6 +366,8 @@ class SqsConsumer extends ConsumerLifecycle {
   readonly #queueUrl: string;
   readonly #deadLetter: (event: CloudEvent, attempts: number, lastError: string) => Promise<void>;
   readonly #logger: Logger;
+  /** Cancels the poll in progress when the consumer is abandoned (as a crash would). */
+  readonly #abandon = new AbortController();
 
   constructor(
     options: ConsumerOptions & { sqs: SQSClient; queueUrl: string; deadLetter: (event: CloudEvent, attempts: number, lastError: string) => Promise<void>; logger: Logger },
@@ -327,6 +394,7 @@ class SqsConsumer extends ConsumerLifecycle {
             WaitTimeSeconds: RECEIVE_WAIT_SECONDS,
             MessageSystemAttributeNames: ['ApproximateReceiveCount'],
           }),
+          { abortSignal: this.#abandon.signal },
         );
         received = result.Messages ?? [];
       } catch (error) {
@@ -375,10 +443,14 @@ class SqsConsumer extends ConsumerLifecycle {
       return { kind: 'ack' };
     }
     // The deadline is extended while the handler works, so a slow handler is not redelivered under it.
-    const extendEveryMs = Math.max(1, (seconds(this.subscription.ackWaitMs) * 1000) / 2);
+    const deadlineMs = ackDeadlineSeconds(this.subscription.ackWaitMs) * 1000;
+    const extendEveryMs = deadlineMs / 2;
     const extender = setInterval(() => {
-      if (!this.abandoned) void this.#changeVisibility(receipt, this.subscription.ackWaitMs).catch(() => undefined);
+      // Abandoned (as by a crash), it is left to run out, and the handler may never settle.
+      if (this.abandoned) clearInterval(extender);
+      else void this.#changeVisibility(receipt, deadlineMs).catch(() => undefined);
     }, extendEveryMs);
+    extender.unref();
     try {
       await this.handler({ event, subscription: this.subscription.name, attempt });
     } catch (error) {
@@ -394,6 +466,12 @@ class SqsConsumer extends ConsumerLifecycle {
       clearInterval(extender);
     }
     return { kind: 'ack' };
+  }
+
+  // A graceful stop lets the poll in progress return (within RECEIVE_WAIT_SECONDS) and handles what it brought;
+  // an abandoning one cancels it, so a crashed consumer takes nothing more.
+  protected override async stopTaking(): Promise<void> {
+    if (this.abandoned) this.#abandon.abort();
   }
 
   async #delete(receipt: string): Promise<void> {
