@@ -94,7 +94,7 @@ export type DeadLetterQuery = {
 export type DeadLetterPage = { data: DeadLetter[]; next_cursor: string | null };
 
 export interface EventBus {
-  readonly adapter: 'postgres' | 'nats';
+  readonly adapter: 'postgres' | 'nats' | 'sns-sqs';
   /** Creates or updates topics and subscriptions; idempotent, safe from concurrent starts. */
   declare(topology: Topology): Promise<void>;
   /** Validates one event and publishes it. Throws `invalid_request`, `not_found` (unknown topic) or `idempotency_conflict` (id reused with other content). */

@@ -17,7 +17,11 @@ const BUS_DATABASE = 'koban_bus';
 const BUS_BODY_BYTES_MAX = 16 * 1024;
 
 export const BUS_SETTINGS: readonly Setting[] = [
-  { key: 'KOBAN_BUS', schema: { enum: ['postgres', 'nats'], default: 'postgres' }, hint: 'postgres (the default, on the bus database) or nats (JetStream at NATS_URL)' },
+  {
+    key: 'KOBAN_BUS',
+    schema: { enum: ['postgres', 'nats', 'sns-sqs'], default: 'postgres' },
+    hint: 'postgres (the default, on the bus database), nats (JetStream at NATS_URL) or sns-sqs (AWS SNS and SQS, or an emulator)',
+  },
   {
     key: 'NATS_URL',
     schema: { type: 'string', pattern: '^(nats|tls)://[^\\s]+$', default: 'nats://127.0.0.1:4222' },
@@ -28,6 +32,17 @@ export const BUS_SETTINGS: readonly Setting[] = [
     schema: { type: 'string', pattern: NATS_NAMESPACE_PATTERN, default: NATS_NAMESPACE_DEFAULT },
     hint: 'a name of 1–32 lower-case letters, digits or -, starting with a letter, that no other deployment on the same NATS server uses (it prefixes stream names and subjects)',
   },
+  { key: 'AWS_REGION', schema: { type: 'string', pattern: '^[a-z]{2}(-[a-z]+)+-[0-9]+$', default: 'us-east-1' }, hint: 'an AWS region such as us-east-1 or ap-northeast-1' },
+  {
+    key: 'KOBAN_SNS_SQS_ENDPOINT',
+    schema: { type: 'string', pattern: '^https?://[^\\s]+$' },
+    hint: 'the http(s):// URL of an SNS+SQS emulator or LocalStack; leave unset for AWS (credentials from the SDK\'s default chain)',
+  },
+  {
+    key: 'KOBAN_SNS_SQS_NAMESPACE',
+    schema: { type: 'string', pattern: NATS_NAMESPACE_PATTERN, default: NATS_NAMESPACE_DEFAULT },
+    hint: 'a name of 1–32 lower-case letters, digits or -, starting with a letter, that no other deployment in the same AWS account and region uses (it prefixes topic and queue names)',
+  },
 ];
 
 export type BusConfig = Readonly<{
@@ -36,16 +51,24 @@ export type BusConfig = Readonly<{
   natsUrl: string;
   /** Prefix of this deployment's streams and subjects, so deployments sharing a NATS server never meet. */
   natsNamespace: string;
+  /** sns-sqs: the region, an emulator's endpoint if any, and the prefix of topic and queue names. */
+  snsSqs: Readonly<{ region: string; endpoint?: string; namespace: string }>;
 }>;
 
 export function busConfig(settings: Settings): BusConfig {
-  return Object.freeze({ adapter: settings.KOBAN_BUS as BusAdapter, natsUrl: settings.NATS_URL as string, natsNamespace: settings.KOBAN_NATS_NAMESPACE as string });
+  const endpoint = settings.KOBAN_SNS_SQS_ENDPOINT as string | undefined;
+  return Object.freeze({
+    adapter: settings.KOBAN_BUS as BusAdapter,
+    natsUrl: settings.NATS_URL as string,
+    natsNamespace: settings.KOBAN_NATS_NAMESPACE as string,
+    snsSqs: Object.freeze({ region: settings.AWS_REGION as string, namespace: settings.KOBAN_SNS_SQS_NAMESPACE as string, ...(endpoint === undefined ? {} : { endpoint }) }),
+  });
 }
 
 export const busModule: ServiceModule<EventBus> = {
   name: 'bus',
   title: 'Koban event bus',
-  description: 'Topics, filtered subscriptions, retries and dead letters (postgres or NATS JetStream).',
+  description: 'Topics, filtered subscriptions, retries and dead letters (postgres, NATS JetStream, or SNS+SQS).',
   defaultPort: 3002,
   settings: BUS_SETTINGS,
   database: BUS_DATABASE,
@@ -58,6 +81,7 @@ export const busModule: ServiceModule<EventBus> = {
       databaseUrl,
       natsUrl: config.natsUrl,
       natsNamespace: config.natsNamespace,
+      snsSqs: config.snsSqs,
       poolSize: platform.dbPoolSize,
       logger,
       clock,

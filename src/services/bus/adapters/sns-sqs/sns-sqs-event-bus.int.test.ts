@@ -1,0 +1,178 @@
+// Goal: the SNS+SQS adapter passes the EventBus conformance suite against an emulator on loopback, and beyond it translates every filter operator, extends a slow handler's deadline, deletes what it acknowledges, and keeps namespaces apart (skips when the emulator cannot start).
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, describe, test } from 'node:test';
+import { systemClock } from '../../../../platform/clock.ts';
+import { createLogger } from '../../../../platform/logger.ts';
+import { createTestDatabase, type TestDatabase } from '../../../../../test/support/database.ts';
+import type { FilterPolicy } from '../../../../contracts/bus/filter-policy.ts';
+import { type CloudEvent, filterAttributes } from '../../../../contracts/events/envelope.ts';
+import { matchesFilter } from '../../domain/filter.ts';
+import { runConformance, sleep, waitFor } from '../../testing/conformance.ts';
+import { type EmbeddedEmulator, EMULATOR_CREDENTIALS, EMULATOR_REGION_DEFAULT, startEmbeddedEmulator } from './embedded-emulator.ts';
+import { SnsSqsEventBus } from './sns-sqs-event-bus.ts';
+
+let emulator: EmbeddedEmulator | undefined;
+let skip: string | false = false;
+try {
+  emulator = await startEmbeddedEmulator();
+} catch (error) {
+  skip = `the SNS+SQS emulator could not start (${error instanceof Error ? error.message : String(error)})`;
+}
+// Stopped once every suite of the file is done (whichever of them ran).
+after(() => emulator?.stop());
+// Resources of this run carry their own prefix.
+const namespace = `kobantest-${randomUUID().slice(0, 8)}`;
+
+runConformance(
+  'sns-sqs',
+  async (logger) => {
+    const busDatabase = await createTestDatabase('bus_sns');
+    const producerDatabase = await createTestDatabase('bus_sns_producer');
+    const open = (endpoint: string) =>
+      SnsSqsEventBus.open({ databaseUrl: busDatabase.url, poolSize: 4, logger, clock: systemClock, namespace, region: EMULATOR_REGION_DEFAULT, endpoint, credentials: EMULATOR_CREDENTIALS });
+    return {
+      producerDatabaseUrl: producerDatabase.url,
+      async open(options) {
+        if (!options?.via) return open(emulator!.endpoint);
+        const proxy = await options.via({ host: emulator!.host, port: emulator!.port });
+        return open(`http://127.0.0.1:${proxy.port}`);
+      },
+      async teardown() {
+        await busDatabase.drop();
+        await producerDatabase.drop();
+      },
+    };
+  },
+  { skip },
+);
+
+describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: false }, () => {
+  const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
+  const databases: TestDatabase[] = [];
+  const buses: SnsSqsEventBus[] = [];
+  after(async () => {
+    for (const bus of buses) await bus.close();
+    for (const database of databases) await database.drop();
+  });
+
+  async function openBus(busNamespace: string): Promise<SnsSqsEventBus> {
+    const database = await createTestDatabase('bus_sns_more');
+    databases.push(database);
+    const bus = await SnsSqsEventBus.open({
+      databaseUrl: database.url,
+      poolSize: 2,
+      logger,
+      clock: systemClock,
+      namespace: busNamespace,
+      region: EMULATOR_REGION_DEFAULT,
+      endpoint: emulator!.endpoint,
+      credentials: EMULATOR_CREDENTIALS,
+    });
+    buses.push(bus);
+    return bus;
+  }
+
+  const event = (id: string, extra: Record<string, string> = {}) => ({ specversion: '1.0', id, source: '/koban/tests', type: 'koban.test.happened', data: { id }, ...extra });
+
+  test('every filter operator, translated to an SNS FilterPolicy, selects in SNS exactly what the bus\'s own evaluator selects', async () => {
+    const bus = await openBus(`ns-f-${randomUUID().slice(0, 8)}`);
+    const topic = `filters-${randomUUID().slice(0, 8)}`;
+    const policies: Record<string, FilterPolicy> = {
+      exact: { network: ['visa'] },
+      either: { network: ['visa', 'jcb'] },
+      prefix: { type: [{ prefix: 'koban.payment.' }] },
+      butOne: { network: [{ 'anything-but': 'visa' }] },
+      butMany: { network: [{ 'anything-but': ['visa', 'jcb'] }] },
+      butPrefix: { type: [{ 'anything-but': { prefix: 'koban.payment.' } }] },
+      exists: { campaign: [{ exists: true }] },
+      absent: { campaign: [{ exists: false }] },
+      mixed: { network: ['quicpay', { prefix: 'vi' }], campaign: [{ exists: false }] },
+    };
+    await bus.declare({ topics: [topic], subscriptions: Object.entries(policies).map(([label, filter]) => ({ name: `${topic}-${label.toLowerCase()}`, topic, filter })) });
+    const events = [
+      event('visa', { type: 'koban.payment.authorized', network: 'visa' }),
+      event('jcb', { type: 'koban.payment.captured', network: 'jcb' }),
+      event('quicpay', { type: 'koban.payment.authorized', network: 'quicpay' }),
+      event('virtual', { type: 'koban.card.issued', network: 'virtual', campaign: 'spring' }),
+      event('reward', { type: 'koban.reward.granted', campaign: 'spring' }),
+    ];
+    const seen = new Map<string, string[]>();
+    const consumers = await Promise.all(
+      Object.keys(policies).map((label) =>
+        bus.consume(`${topic}-${label.toLowerCase()}`, async (delivery) => {
+          seen.set(label, [...(seen.get(label) ?? []), delivery.event.id]);
+        }),
+      ),
+    );
+    for (const input of events) await bus.publish(topic, input);
+    const expected = Object.fromEntries(
+      Object.entries(policies).map(([label, filter]) => [label, events.filter((input) => matchesFilter(filter, filterAttributes(input as CloudEvent))).map((input) => input.id).sort()]),
+    );
+    const total = Object.values(expected).reduce((sum, ids) => sum + ids.length, 0);
+    await waitFor(() => [...seen.values()].reduce((sum, ids) => sum + ids.length, 0) >= total);
+    await sleep(300);
+    assert.deepEqual(Object.fromEntries(Object.keys(policies).map((label) => [label, (seen.get(label) ?? []).sort()])), expected);
+    // The evaluator is not vacuous here: every subscription lets something through and holds something back.
+    for (const [label, ids] of Object.entries(expected)) assert.ok(ids.length > 0 && ids.length < events.length, label);
+    await Promise.all(consumers.map((consumer) => consumer.stop()));
+  });
+
+  test('a handler slower than its ack deadline keeps its message: the deadline is extended, it is delivered once', async () => {
+    const bus = await openBus(`ns-v-${randomUUID().slice(0, 8)}`);
+    const topic = `slow-${randomUUID().slice(0, 8)}`;
+    const ACK_WAIT_MS = 2_000;
+    await bus.declare({ topics: [topic], subscriptions: [{ name: `${topic}-worker`, topic, ackWaitMs: ACK_WAIT_MS, maxDeliveries: 5 }] });
+    const attempts: number[] = [];
+    const consumer = await bus.consume(`${topic}-worker`, async (delivery) => {
+      attempts.push(delivery.attempt);
+      if (attempts.length === 1) await sleep(ACK_WAIT_MS * 2.5);
+    });
+    await bus.publish(topic, event('slow-1'));
+    await waitFor(() => attempts.length >= 1);
+    await sleep(ACK_WAIT_MS * 3.5);
+    assert.deepEqual(attempts, [1], 'not redelivered under the slow handler, nor after it acknowledged');
+    await consumer.stop();
+  });
+
+  test('an acknowledged message is deleted, not left to come back: nothing returns after its visibility timeout', async () => {
+    const bus = await openBus(`ns-d-${randomUUID().slice(0, 8)}`);
+    const topic = `acked-${randomUUID().slice(0, 8)}`;
+    const ACK_WAIT_MS = 2_000;
+    await bus.declare({ topics: [topic], subscriptions: [{ name: `${topic}-worker`, topic, ackWaitMs: ACK_WAIT_MS }] });
+    const ids: string[] = [];
+    const consumer = await bus.consume(`${topic}-worker`, async (delivery) => {
+      ids.push(delivery.event.id);
+    });
+    for (let index = 0; index < 12; index++) await bus.publish(topic, event(`acked-${index}`));
+    await waitFor(() => ids.length >= 12);
+    // The emulator accepts any receipt handle: only the message's absence after its deadline proves the delete.
+    await sleep(ACK_WAIT_MS * 2);
+    assert.equal(ids.length, 12, 'no message came back');
+    const stats = (await bus.subscriptions()).find((entry) => entry.name === `${topic}-worker`);
+    assert.equal(stats?.depth, 0);
+    assert.equal(stats?.in_flight, 0);
+    await consumer.stop();
+  });
+
+  test('two deployments in two namespaces never see each other\'s events, even on the same topic and subscription names', async () => {
+    const suffix = randomUUID().slice(0, 8);
+    const [a, b] = [await openBus(`ns-a-${suffix}`), await openBus(`ns-b-${suffix}`)];
+    const topic = `shared-${suffix}`;
+    const seen = { a: [] as unknown[], b: [] as unknown[] };
+    const consumers = [];
+    for (const [label, bus] of [['a', a], ['b', b]] as const) {
+      await bus.declare({ topics: [topic], subscriptions: [{ name: `${topic}-all`, topic }] });
+      consumers.push(await bus.consume(`${topic}-all`, async (delivery) => void seen[label].push([delivery.event.id, delivery.event.data])));
+    }
+    assert.deepEqual(await a.publish(topic, event('same-id')), { id: 'same-id', duplicate: false });
+    assert.deepEqual(await b.publish(topic, { ...event('same-id'), data: { from: 'b' } }), { id: 'same-id', duplicate: false });
+    await a.publish(topic, event('only-a'));
+    await waitFor(() => seen.a.length >= 2 && seen.b.length >= 1);
+    await sleep(300);
+    assert.deepEqual(seen.a.sort(), [['only-a', { id: 'only-a' }], ['same-id', { id: 'same-id' }]]);
+    assert.deepEqual(seen.b, [['same-id', { from: 'b' }]]);
+    assert.notEqual(a.resourceName(topic), b.resourceName(topic));
+    await Promise.all(consumers.map((consumer) => consumer.stop()));
+  });
+});

@@ -1,0 +1,486 @@
+// SNS+SQS adapter of the EventBus, on the AWS SDK v3 clients. One SNS topic
+// per topic; one SQS queue per subscription, subscribed with raw delivery and
+// the subscription's filter policy as an SNS FilterPolicy (filtering happens
+// in SNS; CloudEvent attributes travel as message attributes). Delivery is
+// long polling; the visibility timeout is the ack deadline (extended while a
+// handler works); acks are DeleteMessageBatch; retry delays are
+// ChangeMessageVisibility; ApproximateReceiveCount is the attempt. SNS
+// standard topics do not deduplicate, so the registry's claims decide a
+// repeat (as on NATS). Dead letters are kept in the registry, so list,
+// redrive and discard behave as on every adapter; a redrive is sent to the
+// subscription's own queue only.
+import { CreateTopicCommand, PublishBatchCommand, SetSubscriptionAttributesCommand, SNSClient, SubscribeCommand } from '@aws-sdk/client-sns';
+import {
+  ChangeMessageVisibilityCommand,
+  CreateQueueCommand,
+  DeleteMessageBatchCommand,
+  GetQueueAttributesCommand,
+  type Message,
+  ReceiveMessageCommand,
+  SendMessageCommand,
+  SetQueueAttributesCommand,
+  SQSClient,
+} from '@aws-sdk/client-sqs';
+import type { Logger } from 'pino';
+import type { Clock } from '../../../../platform/clock.ts';
+import { createPool, type Pool } from '../../../../platform/postgres/pool.ts';
+import { type CloudEvent, filterAttributes } from '../../../../contracts/events/envelope.ts';
+import type { DeadLetter, DeadLetterPage, DeadLetterQuery, OutgoingMessage, PublishStatus, SubscriptionStats, Topology } from '../../../../contracts/bus/event-bus.ts';
+import type { FilterPolicy } from '../../../../contracts/bus/filter-policy.ts';
+import { ConsumerLifecycle, type ConsumerOptions } from '../../domain/consumer-lifecycle.ts';
+import { ACK_DEADLINE_EXCEEDED, truncateError } from '../../domain/dead-letters.ts';
+import { LAST_ERROR_LENGTH_MAX, NATS_NAMESPACE_DEFAULT } from '../../domain/limits.ts';
+import { differingFields, type Fingerprint, fingerprint, firstOccurrences, messageKey, repeatStatus } from '../../domain/publishing.ts';
+import { checkNatsNamespace, resolveTopology, retryDelayMs } from '../../domain/topology.ts';
+import { countDeadLetters, discardDeadLetter, listDeadLetters, recordDeadLetter, redriveDeadLetters } from '../../registry/dead-letters.ts';
+import { claimEventIds, markEventsPublished } from '../../registry/event-fingerprints.ts';
+import { declareTopology, loadSubscriptions, loadTopics, migrateRegistry } from '../../registry/registry.ts';
+import { RegistryEventBus } from '../../registry/registry-event-bus.ts';
+
+/** Entries in one PublishBatch or DeleteMessageBatch, and messages in one ReceiveMessage: SNS's and SQS's own limit. */
+const AWS_BATCH_MAX = 10;
+/** How long one ReceiveMessage waits for messages (seconds): also how long a graceful stop may wait for the poll in progress. */
+const RECEIVE_WAIT_SECONDS = 1;
+/** SQS's largest visibility timeout (seconds). */
+const VISIBILITY_TIMEOUT_MAX_SECONDS = 12 * 60 * 60;
+/** A consumer whose broker fails waits this long before polling again. */
+const RECEIVE_RETRY_MS = 200;
+
+export type SnsSqsEventBusOptions = {
+  /** The bus database: declarations, claims and dead letters. */
+  databaseUrl: string;
+  poolSize: number;
+  logger: Logger;
+  clock: Clock;
+  region: string;
+  /** An emulator's or LocalStack's URL; the SDK's own endpoints when left out. */
+  endpoint?: string;
+  /** Explicit credentials (an emulator's); the SDK's default chain when left out. */
+  credentials?: { accessKeyId: string; secretAccessKey: string };
+  /** Prefix of topic and queue names, so deployments sharing an account never meet (the NATS namespace pattern). */
+  namespace?: string;
+  /** Called once the clients are closed: stops an embedded emulator. */
+  onClose?: () => Promise<void>;
+};
+
+/** Visibility timeouts are whole seconds: a delay is never shorter than asked. */
+function seconds(ms: number): number {
+  return Math.min(VISIBILITY_TIMEOUT_MAX_SECONDS, Math.max(1, Math.ceil(ms / 1000)));
+}
+
+/**
+ * An ack deadline outlasts one poll: a poll cut off by a crash may still
+ * take messages at the server when they come back (the emulator does), and
+ * would count a delivery nobody saw; one that started with the crash has
+ * ended by the time the held message is visible again.
+ */
+function ackDeadlineSeconds(ackWaitMs: number): number {
+  return Math.max(RECEIVE_WAIT_SECONDS + 1, seconds(ackWaitMs));
+}
+
+/** Our filter language is SNS's (attribute scope): the translation is a copy, made explicit so a change of either side shows here. */
+export function snsFilterPolicy(filter: FilterPolicy): Record<string, unknown[]> {
+  return Object.fromEntries(
+    Object.entries(filter).map(([key, conditions]) => [
+      key,
+      conditions.map((condition) => {
+        if (typeof condition === 'string') return condition;
+        if ('prefix' in condition) return { prefix: condition.prefix };
+        if ('exists' in condition) return { exists: condition.exists };
+        const but = condition['anything-but'];
+        return { 'anything-but': typeof but === 'string' ? [but] : Array.isArray(but) ? [...but] : { prefix: (but as { prefix: string }).prefix } };
+      }),
+    ]),
+  );
+}
+
+export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
+  readonly adapter = 'sns-sqs' as const;
+  readonly #sns: SNSClient;
+  readonly #sqs: SQSClient;
+  readonly #namespace: string;
+  readonly #logger: Logger;
+  readonly #topicArns = new Map<string, string>();
+  readonly #queueUrls = new Map<string, string>();
+  readonly #onClose: (() => Promise<void>) | undefined;
+  /** When each subscription's queue was last seen empty by this instance: the start of its oldest message's possible age. */
+  readonly #emptySince = new Map<string, Date>();
+
+  private constructor(pool: Pool, options: SnsSqsEventBusOptions) {
+    super(pool, options.clock);
+    const common = {
+      region: options.region,
+      ...(options.endpoint === undefined ? {} : { endpoint: options.endpoint }),
+      // A copy: the SDK marks the object it is given.
+      ...(options.credentials === undefined ? {} : { credentials: { ...options.credentials } }),
+    };
+    this.#sns = new SNSClient(common);
+    // An emulator's queue URLs may name a host that does not resolve: requests go to the endpoint.
+    this.#sqs = new SQSClient({ ...common, ...(options.endpoint === undefined ? {} : { useQueueUrlAsEndpoint: false }) });
+    this.#namespace = options.namespace ?? NATS_NAMESPACE_DEFAULT;
+    this.#logger = options.logger;
+    this.#onClose = options.onClose;
+  }
+
+  /**
+   * Opens the bus on AWS (credentials from the SDK's default chain), or on
+   * the endpoint given; with neither an endpoint nor credentials, on an
+   * emulator embedded in this process (on loopback), so the transport can be
+   * tried with no AWS account.
+   */
+  static async openConfigured(options: Omit<SnsSqsEventBusOptions, 'credentials' | 'onClose'>): Promise<SnsSqsEventBus> {
+    if (options.endpoint !== undefined || (await hasCredentials(options.region))) return SnsSqsEventBus.open(options);
+    const { startEmbeddedEmulator, EMULATOR_CREDENTIALS } = await import('./embedded-emulator.ts');
+    const emulator = await startEmbeddedEmulator({ region: options.region });
+    options.logger.warn({ endpoint: emulator.endpoint }, 'no KOBAN_SNS_SQS_ENDPOINT and no AWS credentials: SNS and SQS run on an embedded emulator (in memory, lost at exit)');
+    try {
+      return await SnsSqsEventBus.open({ ...options, endpoint: emulator.endpoint, credentials: EMULATOR_CREDENTIALS, onClose: () => emulator.stop() });
+    } catch (error) {
+      await emulator.stop();
+      throw error;
+    }
+  }
+
+  static async open(options: SnsSqsEventBusOptions): Promise<SnsSqsEventBus> {
+    checkNatsNamespace(options.namespace ?? NATS_NAMESPACE_DEFAULT);
+    const pool = createPool({ url: options.databaseUrl, size: options.poolSize, applicationName: 'koban-bus-sns-sqs', logger: options.logger });
+    try {
+      await migrateRegistry(pool, options.logger);
+    } catch (error) {
+      await pool.end();
+      throw error;
+    }
+    return new SnsSqsEventBus(pool, options);
+  }
+
+  /** `_` never occurs in a namespace, so no two namespaces make the same name. */
+  resourceName(name: string): string {
+    return `${this.#namespace}_${name}`;
+  }
+
+  async declare(topology: Topology): Promise<void> {
+    const resolved = resolveTopology(topology);
+    await declareTopology(this.pool, resolved);
+    // CreateTopic, CreateQueue and Subscribe return what exists when it matches: concurrent starts meet the same resources.
+    for (const topic of resolved.topics) await this.#topicArn(topic);
+    for (const subscription of resolved.subscriptions) {
+      const topicArn = await this.#topicArn(subscription.topic);
+      const queueUrl = await this.#queueUrl(subscription.name);
+      const attributes = await this.#sqs.send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['QueueArn'] }));
+      const queueArn = attributes.Attributes?.QueueArn;
+      if (!queueArn) throw new Error(`SQS returned no QueueArn for ${queueUrl}`);
+      await this.#sqs.send(
+        new SetQueueAttributesCommand({
+          QueueUrl: queueUrl,
+          Attributes: {
+            VisibilityTimeout: String(ackDeadlineSeconds(subscription.ackWaitMs)),
+            // Only this deployment's topic may send to the queue.
+            Policy: JSON.stringify({
+              Version: '2012-10-17',
+              Statement: [{ Effect: 'Allow', Principal: { Service: 'sns.amazonaws.com' }, Action: 'sqs:SendMessage', Resource: queueArn, Condition: { ArnEquals: { 'aws:SourceArn': topicArn } } }],
+            }),
+          },
+        }),
+      );
+      const subscribed = await this.#sns.send(
+        new SubscribeCommand({ TopicArn: topicArn, Protocol: 'sqs', Endpoint: queueArn, Attributes: { RawMessageDelivery: 'true' }, ReturnSubscriptionArn: true }),
+      );
+      if (subscribed.SubscriptionArn && subscription.filter) {
+        // Set after subscribing, so a changed filter updates the subscription instead of conflicting with it.
+        await this.#sns.send(
+          new SetSubscriptionAttributesCommand({ SubscriptionArn: subscribed.SubscriptionArn, AttributeName: 'FilterPolicy', AttributeValue: JSON.stringify(snsFilterPolicy(subscription.filter)) }),
+        );
+      }
+    }
+  }
+
+  async #topicArn(topic: string): Promise<string> {
+    const known = this.#topicArns.get(topic);
+    if (known) return known;
+    const created = await this.#sns.send(new CreateTopicCommand({ Name: this.resourceName(topic) }));
+    if (!created.TopicArn) throw new Error(`SNS returned no TopicArn for ${topic}`);
+    this.#topicArns.set(topic, created.TopicArn);
+    return created.TopicArn;
+  }
+
+  async #queueUrl(subscription: string): Promise<string> {
+    const known = this.#queueUrls.get(subscription);
+    if (known) return known;
+    const created = await this.#sqs.send(new CreateQueueCommand({ QueueName: this.resourceName(subscription) }));
+    if (!created.QueueUrl) throw new Error(`SQS returned no QueueUrl for ${subscription}`);
+    this.#queueUrls.set(subscription, created.QueueUrl);
+    return created.QueueUrl;
+  }
+
+  async publishBatch(messages: readonly OutgoingMessage[]): Promise<PublishStatus[]> {
+    this.assertOpen();
+    const topics = new Set(await loadTopics(this.pool));
+    const first = firstOccurrences(messages);
+    const prints = messages.map((message) => (topics.has(message.topic) ? fingerprint(message.event) : undefined));
+    const candidates = messages.flatMap((message, index) => (first[index] && topics.has(message.topic) ? [index] : []));
+    // SNS standard topics keep no ids: the registry's first claim of an id owns it.
+    const { stored } = await claimEventIds(
+      this.pool,
+      candidates.map((index) => ({ topic: messages[index]!.topic, id: messages[index]!.event.id, fingerprint: prints[index]! })),
+    );
+    const reference = new Map<string, Fingerprint>();
+    const toPublish: number[] = [];
+    for (const index of candidates) {
+      const key = messageKey(messages[index]!.topic, messages[index]!.event.id);
+      const earlier = stored.get(key);
+      reference.set(key, earlier?.fingerprint ?? prints[index]!);
+      if (earlier === undefined || (!earlier.published && differingFields(earlier.fingerprint, prints[index]!).length === 0)) toPublish.push(index);
+    }
+    const published = new Set<number>();
+    let failure: unknown;
+    const byTopic = Map.groupBy(toPublish, (index) => messages[index]!.topic);
+    for (const [topic, indexes] of byTopic) {
+      for (let start = 0; start < indexes.length; start += AWS_BATCH_MAX) {
+        const chunk = indexes.slice(start, start + AWS_BATCH_MAX);
+        try {
+          const result = await this.#sns.send(
+            new PublishBatchCommand({
+              TopicArn: await this.#topicArn(topic),
+              PublishBatchRequestEntries: chunk.map((index) => ({
+                Id: String(index),
+                Message: JSON.stringify(messages[index]!.event),
+                MessageAttributes: messageAttributes(messages[index]!.event),
+              })),
+            }),
+          );
+          for (const entry of result.Successful ?? []) published.add(Number(entry.Id));
+          if ((result.Failed ?? []).length > 0) failure ??= new Error(`SNS refused ${result.Failed!.length} of a batch: ${result.Failed![0]!.Code} ${result.Failed![0]!.Message ?? ''}`);
+        } catch (error) {
+          failure ??= error;
+        }
+      }
+    }
+    await markEventsPublished(this.pool, [...published].map((index) => ({ topic: messages[index]!.topic, id: messages[index]!.event.id })));
+    // The batch fails as a whole (the relay retries it): what SNS took is marked, and repeats as duplicates.
+    if (failure !== undefined) throw failure;
+    return messages.map((message, index): PublishStatus => {
+      if (!topics.has(message.topic)) return 'unknown_topic';
+      if (published.has(index)) return 'published';
+      return repeatStatus(reference.get(messageKey(message.topic, message.event.id))!, prints[index]!);
+    });
+  }
+
+  protected async newConsumer(options: ConsumerOptions): Promise<SqsConsumer> {
+    const { subscription } = options;
+    return new SqsConsumer({
+      ...options,
+      sqs: this.#sqs,
+      queueUrl: await this.#queueUrl(subscription.name),
+      deadLetter: (event, attempts, lastError) => recordDeadLetter(this.pool, subscription.name, event, attempts, lastError),
+      logger: this.#logger.child({ component: 'bus-consumer', subscription: subscription.name }),
+    });
+  }
+
+  async subscriptions(): Promise<SubscriptionStats[]> {
+    const subscriptions = await loadSubscriptions(this.pool);
+    const deadBySubscription = await countDeadLetters(this.pool);
+    return Promise.all(
+      subscriptions.map(async (subscription) => {
+        const result = await this.#sqs.send(
+          new GetQueueAttributesCommand({ QueueUrl: await this.#queueUrl(subscription.name), AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }),
+        );
+        const depth = Number(result.Attributes?.ApproximateNumberOfMessages ?? 0);
+        const inFlight = Number(result.Attributes?.ApproximateNumberOfMessagesNotVisible ?? 0);
+        const now = this.clock.now();
+        if (depth + inFlight === 0) this.#emptySince.set(subscription.name, now);
+        return {
+          name: subscription.name,
+          topic: subscription.topic,
+          filter: subscription.filter,
+          depth,
+          in_flight: inFlight,
+          oldest_age_ms: depth + inFlight === 0 ? null : await this.#oldestAgeMs(subscription.topic, this.#emptySince.get(subscription.name), now),
+          dead_letters: deadBySubscription.get(subscription.name) ?? 0,
+        };
+      }),
+    );
+  }
+
+  /**
+   * SQS has no API for the age of a queue's oldest message (CloudWatch's
+   * ApproximateAgeOfOldestMessage has it), and peeking would count a
+   * delivery. An upper bound instead: the age of the oldest event published
+   * on the topic since the queue was last seen empty.
+   */
+  async #oldestAgeMs(topic: string, since: Date | undefined, now: Date): Promise<number | null> {
+    const result = await this.pool.query<{ oldest: Date | null }>(
+      'SELECT min(published_at) AS oldest FROM event_fingerprints WHERE topic = $1 AND published_at >= $2',
+      [topic, since ?? new Date(0)],
+    );
+    const oldest = result.rows[0]?.oldest;
+    return oldest ? Math.max(0, now.getTime() - oldest.getTime()) : null;
+  }
+
+  async deadLetters(subscriptionName: string, query: DeadLetterQuery): Promise<DeadLetterPage> {
+    return listDeadLetters(this.pool, subscriptionName, query);
+  }
+
+  async redrive(subscriptionName: string, ids?: readonly string[]): Promise<{ redriven: number }> {
+    // Straight to the subscription's own queue: the topic's other subscriptions never see a redrive.
+    return redriveDeadLetters(this.pool, subscriptionName, ids, async (deadLetter) => {
+      await this.#sqs.send(
+        new SendMessageCommand({ QueueUrl: await this.#queueUrl(subscriptionName), MessageBody: JSON.stringify(deadLetter.event), MessageAttributes: sqsAttributes(deadLetter.event) }),
+      );
+    });
+  }
+
+  async discard(subscriptionName: string, id: string): Promise<DeadLetter> {
+    return discardDeadLetter(this.pool, subscriptionName, id);
+  }
+
+  protected async closeBroker(): Promise<void> {
+    this.#sns.destroy();
+    this.#sqs.destroy();
+    await this.#onClose?.();
+  }
+}
+
+/** Whether the SDK's default chain finds credentials (environment, profile, SSO, container or instance role). */
+async function hasCredentials(region: string): Promise<boolean> {
+  const probe = new SNSClient({ region });
+  try {
+    await probe.config.credentials();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    probe.destroy();
+  }
+}
+
+function messageAttributes(event: CloudEvent) {
+  return Object.fromEntries(Object.entries(filterAttributes(event)).filter(([, value]) => value !== '').map(([name, value]) => [name, { DataType: 'String', StringValue: value }]));
+}
+
+const sqsAttributes = messageAttributes;
+
+type Outcome = { kind: 'ack' } | { kind: 'retry'; delayMs: number };
+
+class SqsConsumer extends ConsumerLifecycle {
+  readonly #sqs: SQSClient;
+  readonly #queueUrl: string;
+  readonly #deadLetter: (event: CloudEvent, attempts: number, lastError: string) => Promise<void>;
+  readonly #logger: Logger;
+  /** Cancels the poll in progress when the consumer is abandoned (as a crash would). */
+  readonly #abandon = new AbortController();
+
+  constructor(
+    options: ConsumerOptions & { sqs: SQSClient; queueUrl: string; deadLetter: (event: CloudEvent, attempts: number, lastError: string) => Promise<void>; logger: Logger },
+  ) {
+    super(options);
+    this.#sqs = options.sqs;
+    this.#queueUrl = options.queueUrl;
+    this.#deadLetter = options.deadLetter;
+    this.#logger = options.logger;
+  }
+
+  protected async run(): Promise<void> {
+    while (!this.stopping) {
+      if (this.inFlight >= this.inFlightMax) {
+        await this.wakeup.sleep(1_000);
+        continue;
+      }
+      let received: Message[];
+      try {
+        const result = await this.#sqs.send(
+          new ReceiveMessageCommand({
+            QueueUrl: this.#queueUrl,
+            MaxNumberOfMessages: Math.min(AWS_BATCH_MAX, this.batchSizeMax, this.inFlightMax - this.inFlight),
+            WaitTimeSeconds: RECEIVE_WAIT_SECONDS,
+            MessageSystemAttributeNames: ['ApproximateReceiveCount'],
+          }),
+          { abortSignal: this.#abandon.signal },
+        );
+        received = result.Messages ?? [];
+      } catch (error) {
+        if (this.stopping) return;
+        this.#logger.warn({ err: error }, 'receiving from SQS failed; trying again');
+        await this.wakeup.sleep(RECEIVE_RETRY_MS);
+        continue;
+      }
+      // Already received (their delivery is counted), so they are handled even during a graceful stop.
+      for (const message of received) {
+        if (this.abandoned) break;
+        this.#dispatch(message);
+      }
+    }
+  }
+
+  #dispatch(message: Message): void {
+    const receipt = message.ReceiptHandle!;
+    const attempt = Number(message.Attributes?.ApproximateReceiveCount ?? 1);
+    let event: CloudEvent;
+    try {
+      event = JSON.parse(message.Body ?? '') as CloudEvent;
+    } catch (error) {
+      // Something other than this adapter sent it: kept out of the way until the queue's retention drops it.
+      this.#logger.error({ err: error, messageId: message.MessageId }, 'message is not JSON; hiding it');
+      void this.#changeVisibility(receipt, VISIBILITY_TIMEOUT_MAX_SECONDS * 1000);
+      return;
+    }
+    this.track(async () => {
+      try {
+        const outcome = await this.#process(receipt, event, attempt);
+        if (this.abandoned) return;
+        if (outcome.kind === 'ack') await this.#delete(receipt);
+        else await this.#changeVisibility(receipt, outcome.delayMs);
+      } catch (error) {
+        // Left as it is, it comes back after its visibility timeout.
+        this.#logger.warn({ err: error, id: event.id }, 'settling a delivery failed; it will be redelivered');
+      }
+    });
+  }
+
+  async #process(receipt: string, event: CloudEvent, attempt: number): Promise<Outcome> {
+    if (attempt > this.subscription.maxDeliveries) {
+      // Its last delivery went unacknowledged until the deadline (a crashed consumer).
+      await this.#deadLetter(event, attempt - 1, ACK_DEADLINE_EXCEEDED);
+      return { kind: 'ack' };
+    }
+    // The deadline is extended while the handler works, so a slow handler is not redelivered under it.
+    const deadlineMs = ackDeadlineSeconds(this.subscription.ackWaitMs) * 1000;
+    const extendEveryMs = deadlineMs / 2;
+    const extender = setInterval(() => {
+      // Abandoned (as by a crash), it is left to run out, and the handler may never settle.
+      if (this.abandoned) clearInterval(extender);
+      else void this.#changeVisibility(receipt, deadlineMs).catch(() => undefined);
+    }, extendEveryMs);
+    extender.unref();
+    try {
+      await this.handler({ event, subscription: this.subscription.name, attempt });
+    } catch (error) {
+      const lastError = truncateError(error, LAST_ERROR_LENGTH_MAX);
+      if (attempt >= this.subscription.maxDeliveries) {
+        if (this.abandoned) return { kind: 'ack' };
+        await this.#deadLetter(event, attempt, lastError);
+        this.#logger.warn({ id: event.id, attempts: attempt, lastError }, 'message dead-lettered after its last delivery failed');
+        return { kind: 'ack' };
+      }
+      return { kind: 'retry', delayMs: retryDelayMs(this.subscription, attempt) };
+    } finally {
+      clearInterval(extender);
+    }
+    return { kind: 'ack' };
+  }
+
+  // A graceful stop lets the poll in progress return (within RECEIVE_WAIT_SECONDS) and handles what it brought;
+  // an abandoning one cancels it, so a crashed consumer takes nothing more.
+  protected override async stopTaking(): Promise<void> {
+    if (this.abandoned) this.#abandon.abort();
+  }
+
+  async #delete(receipt: string): Promise<void> {
+    const result = await this.#sqs.send(new DeleteMessageBatchCommand({ QueueUrl: this.#queueUrl, Entries: [{ Id: '0', ReceiptHandle: receipt }] }));
+    if ((result.Failed ?? []).length > 0) throw new Error(`SQS did not delete the message: ${result.Failed![0]!.Code}`);
+  }
+
+  async #changeVisibility(receipt: string, delayMs: number): Promise<void> {
+    await this.#sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl: this.#queueUrl, ReceiptHandle: receipt, VisibilityTimeout: seconds(delayMs) }));
+  }
+}
+
