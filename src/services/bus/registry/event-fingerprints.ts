@@ -3,7 +3,8 @@
 // A publish claims its ids first, then publishes what it claimed, then marks
 // what the broker acknowledged; the first claim of a (topic, id) owns it.
 import type { Pool } from '../../../platform/postgres/pool.ts';
-import { type Fingerprint, messageKey } from '../domain/publishing.ts';
+import type { OutgoingMessage, PublishStatus } from '../../../contracts/bus/event-bus.ts';
+import { differingFields, type Fingerprint, fingerprint, firstOccurrences, messageKey, repeatStatus } from '../domain/publishing.ts';
 
 export type Claim = Readonly<{ topic: string; id: string; fingerprint: Fingerprint }>;
 export type StoredFingerprint = Readonly<{ fingerprint: Fingerprint; published: boolean }>;
@@ -50,4 +51,45 @@ export async function markEventsPublished(pool: Pool, keys: ReadonlyArray<{ topi
             WHERE f.topic = r.topic AND f.event_id = r.event_id AND f.published_at IS NULL`,
     values: [keys.map((key) => key.topic), keys.map((key) => key.id)],
   });
+}
+
+/** What a batch may hand to its broker once its ids are claimed, and how every repeat in it is answered. */
+export type ClaimedBatch = Readonly<{
+  /** Indexes to publish: claimed now, or claimed before with the same content and never acknowledged. */
+  toPublish: readonly number[];
+  /** The answer for a message on a known topic that was not published now: duplicate or conflict. */
+  repeatStatus(index: number): PublishStatus;
+}>;
+
+/**
+ * Claims a batch's ids in the registry (the first claim of an id owns it) and
+ * decides what to publish. Messages on topics not in `knownTopics` are left
+ * out; the adapter answers them `unknown_topic`.
+ */
+export async function claimBatch(pool: Pool, messages: readonly OutgoingMessage[], knownTopics: ReadonlySet<string>): Promise<ClaimedBatch> {
+  const first = firstOccurrences(messages);
+  const prints = messages.map((message) => (knownTopics.has(message.topic) ? fingerprint(message.event) : undefined));
+  const candidates = messages.flatMap((message, index) => (first[index] && knownTopics.has(message.topic) ? [index] : []));
+  const { stored } = await claimEventIds(
+    pool,
+    candidates.map((index) => ({ topic: messages[index]!.topic, id: messages[index]!.event.id, fingerprint: prints[index]! })),
+  );
+  const reference = new Map<string, Fingerprint>();
+  const toPublish: number[] = [];
+  for (const index of candidates) {
+    const key = messageKey(messages[index]!.topic, messages[index]!.event.id);
+    const earlier = stored.get(key);
+    reference.set(key, earlier?.fingerprint ?? prints[index]!);
+    // Claimed now; or claimed before, identical, and never acknowledged (that publish may have failed): publish it.
+    if (earlier === undefined || (!earlier.published && differingFields(earlier.fingerprint, prints[index]!).length === 0)) toPublish.push(index);
+  }
+  return {
+    toPublish,
+    repeatStatus: (index) => repeatStatus(reference.get(messageKey(messages[index]!.topic, messages[index]!.event.id))!, prints[index]!),
+  };
+}
+
+/** Marks the messages at these indexes acknowledged by the broker. */
+export function markBatchPublished(pool: Pool, messages: readonly OutgoingMessage[], indexes: Iterable<number>): Promise<void> {
+  return markEventsPublished(pool, [...indexes].map((index) => ({ topic: messages[index]!.topic, id: messages[index]!.event.id })));
 }

@@ -22,8 +22,7 @@ import { ConsumerLifecycle, type ConsumerOptions } from '../../domain/consumer-l
 import { matchesFilter } from '../../domain/filter.ts';
 import { IN_FLIGHT_MAX_LIMIT, LAST_ERROR_LENGTH_MAX, NATS_NAMESPACE_DEFAULT } from '../../domain/limits.ts';
 import { ACK_DEADLINE_EXCEEDED, truncateError } from '../../domain/dead-letters.ts';
-import { differingFields, type Fingerprint, fingerprint, firstOccurrences, messageKey, repeatStatus } from '../../domain/publishing.ts';
-import { claimEventIds, markEventsPublished } from '../../registry/event-fingerprints.ts';
+import { claimBatch, markBatchPublished } from '../../registry/event-fingerprints.ts';
 import { declareTopology, loadSubscriptions, loadTopics, migrateRegistry } from '../../registry/registry.ts';
 import { RegistryEventBus } from '../../registry/registry-event-bus.ts';
 import { countDeadLetters, discardDeadLetter, listDeadLetters, recordDeadLetter, redriveDeadLetters } from '../../registry/dead-letters.ts';
@@ -156,23 +155,8 @@ export class NatsEventBus extends RegistryEventBus<NatsConsumer> {
   async publishBatch(messages: readonly OutgoingMessage[]): Promise<PublishStatus[]> {
     this.assertOpen();
     if (messages.some((message) => !this.#topics.has(message.topic))) this.#topics = new Set(await loadTopics(this.pool));
-    const first = firstOccurrences(messages);
-    const prints = messages.map((message) => (this.#topics.has(message.topic) ? fingerprint(message.event) : undefined));
-    const candidates = messages.flatMap((message, index) => (first[index] && this.#topics.has(message.topic) ? [index] : []));
-    // The registry decides first (the stream's window forgets ids): the first claim of an id owns it.
-    const { claimed, stored } = await claimEventIds(
-      this.pool,
-      candidates.map((index) => ({ topic: messages[index]!.topic, id: messages[index]!.event.id, fingerprint: prints[index]! })),
-    );
-    const reference = new Map<string, Fingerprint>();
-    const toPublish: number[] = [];
-    for (const index of candidates) {
-      const key = messageKey(messages[index]!.topic, messages[index]!.event.id);
-      const earlier = stored.get(key);
-      reference.set(key, earlier?.fingerprint ?? prints[index]!);
-      // Claimed now; or claimed before, identical, and never acknowledged (that publish may have failed): publish it.
-      if (earlier === undefined || (!earlier.published && differingFields(earlier.fingerprint, prints[index]!).length === 0)) toPublish.push(index);
-    }
+    // The registry decides first (the stream's window forgets ids).
+    const { toPublish, repeatStatus } = await claimBatch(this.pool, messages, this.#topics);
     const outcomes = await Promise.allSettled(
       toPublish.map((index) => {
         const message = messages[index]!;
@@ -188,7 +172,7 @@ export class NatsEventBus extends RegistryEventBus<NatsConsumer> {
     outcomes.forEach((outcome, position) => {
       if (outcome.status === 'fulfilled') acked.set(toPublish[position]!, outcome.value.duplicate);
     });
-    await markEventsPublished(this.pool, [...acked.keys()].map((index) => ({ topic: messages[index]!.topic, id: messages[index]!.event.id })));
+    await markBatchPublished(this.pool, messages, acked.keys());
     const failed = outcomes.find((outcome) => outcome.status === 'rejected');
     // The batch fails as a whole (the relay retries it): what was acknowledged is marked, and repeats as duplicates.
     if (failed) throw failed.reason;
@@ -196,7 +180,7 @@ export class NatsEventBus extends RegistryEventBus<NatsConsumer> {
       if (!this.#topics.has(message.topic)) return 'unknown_topic';
       const duplicateInStream = acked.get(index);
       if (duplicateInStream !== undefined) return duplicateInStream ? 'duplicate' : 'published';
-      return repeatStatus(reference.get(messageKey(message.topic, message.event.id))!, prints[index]!);
+      return repeatStatus(index);
     });
   }
 

@@ -30,10 +30,9 @@ import type { FilterPolicy } from '../../../../contracts/bus/filter-policy.ts';
 import { ConsumerLifecycle, type ConsumerOptions } from '../../domain/consumer-lifecycle.ts';
 import { ACK_DEADLINE_EXCEEDED, truncateError } from '../../domain/dead-letters.ts';
 import { LAST_ERROR_LENGTH_MAX, NATS_NAMESPACE_DEFAULT } from '../../domain/limits.ts';
-import { differingFields, type Fingerprint, fingerprint, firstOccurrences, messageKey, repeatStatus } from '../../domain/publishing.ts';
 import { checkNatsNamespace, resolveTopology, retryDelayMs } from '../../domain/topology.ts';
 import { countDeadLetters, discardDeadLetter, listDeadLetters, recordDeadLetter, redriveDeadLetters } from '../../registry/dead-letters.ts';
-import { claimEventIds, markEventsPublished } from '../../registry/event-fingerprints.ts';
+import { claimBatch, markBatchPublished } from '../../registry/event-fingerprints.ts';
 import { declareTopology, loadSubscriptions, loadTopics, migrateRegistry } from '../../registry/registry.ts';
 import { RegistryEventBus } from '../../registry/registry-event-bus.ts';
 
@@ -215,22 +214,8 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   async publishBatch(messages: readonly OutgoingMessage[]): Promise<PublishStatus[]> {
     this.assertOpen();
     const topics = new Set(await loadTopics(this.pool));
-    const first = firstOccurrences(messages);
-    const prints = messages.map((message) => (topics.has(message.topic) ? fingerprint(message.event) : undefined));
-    const candidates = messages.flatMap((message, index) => (first[index] && topics.has(message.topic) ? [index] : []));
-    // SNS standard topics keep no ids: the registry's first claim of an id owns it.
-    const { stored } = await claimEventIds(
-      this.pool,
-      candidates.map((index) => ({ topic: messages[index]!.topic, id: messages[index]!.event.id, fingerprint: prints[index]! })),
-    );
-    const reference = new Map<string, Fingerprint>();
-    const toPublish: number[] = [];
-    for (const index of candidates) {
-      const key = messageKey(messages[index]!.topic, messages[index]!.event.id);
-      const earlier = stored.get(key);
-      reference.set(key, earlier?.fingerprint ?? prints[index]!);
-      if (earlier === undefined || (!earlier.published && differingFields(earlier.fingerprint, prints[index]!).length === 0)) toPublish.push(index);
-    }
+    // SNS standard topics keep no ids: the registry decides.
+    const { toPublish, repeatStatus } = await claimBatch(this.pool, messages, topics);
     const published = new Set<number>();
     let failure: unknown;
     const byTopic = Map.groupBy(toPublish, (index) => messages[index]!.topic);
@@ -255,13 +240,13 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
         }
       }
     }
-    await markEventsPublished(this.pool, [...published].map((index) => ({ topic: messages[index]!.topic, id: messages[index]!.event.id })));
+    await markBatchPublished(this.pool, messages, published);
     // The batch fails as a whole (the relay retries it): what SNS took is marked, and repeats as duplicates.
     if (failure !== undefined) throw failure;
     return messages.map((message, index): PublishStatus => {
       if (!topics.has(message.topic)) return 'unknown_topic';
       if (published.has(index)) return 'published';
-      return repeatStatus(reference.get(messageKey(message.topic, message.event.id))!, prints[index]!);
+      return repeatStatus(index);
     });
   }
 
