@@ -25,11 +25,18 @@ export type TransactionRequest = {
   expires_at?: string | undefined;
   /** For a refund: the consume it gives value back from. */
   refund_of?: string | undefined;
+  /**
+   * A forced consume (or forced hold): taken even if it leaves the balance
+   * below zero, as card networks settle more than was held. The next credits
+   * pay the debt first. Only on `consume`.
+   */
+  force?: boolean | undefined;
   description?: string | undefined;
   metadata?: Metadata | undefined;
 };
 
-export type PostRequest = { balance_type: string; amount?: number | undefined };
+/** Posts all (no amount) or part of a hold; with `force`, an amount above the hold posts the hold and debits the difference. */
+export type PostRequest = { balance_type: string; amount?: number | undefined; force?: boolean | undefined };
 export type VoidRequest = { balance_type: string };
 
 export type LotDraw = { source_transaction_id: string; amount: number; expires_at: string | null };
