@@ -188,6 +188,54 @@ describe('the OpenAPI document', () => {
     await call('redriveDeadLetters', { method: 'POST', url: `/v1/subscriptions/${SUBSCRIPTION}/dead-letters/redrive`, payload: 'x', headers: { 'content-type': 'text/plain' } }, 415);
   });
 
+  test('the card routes answer as documented', async () => {
+    await koban.ledger.submit({ transaction_id: 'oa-cash', type: 'add', user_id: 'oa-card', balance_type: 'cash', amount: 50_000 });
+    const merchant = { id: 'm-1', name: 'Corner shop', category_code: '5411' };
+    const authorization = { authorization_id: 'oa-a1', user_id: 'oa-card', amount: 1_000, currency: 'JPY', merchant };
+    await call('authorizeVisa', { method: 'POST', url: '/v1/visa/authorizations', payload: authorization }, 200);
+    await call('authorizeVisa', { method: 'POST', url: '/v1/visa/authorizations', payload: authorization }, 200);
+    await call('authorizeVisa', { method: 'POST', url: '/v1/visa/authorizations', payload: { ...authorization, amount: 2 } }, 409);
+    await call('authorizeVisa', { method: 'POST', url: '/v1/visa/authorizations', payload: { ...authorization, amount: 1.5 } }, 400);
+    await call('authorizeVisa', { method: 'POST', url: '/v1/visa/authorizations', payload: { ...authorization, authorization_id: 'oa-i1', incremental_of: 'oa-none' } }, 404);
+    await call('recordVisaAdvice', { method: 'POST', url: '/v1/visa/advices', payload: { ...authorization, authorization_id: 'oa-a2' } }, 200);
+    await call('recordVisaAdvice', { method: 'POST', url: '/v1/visa/advices', payload: { ...authorization, authorization_id: 'oa-a2' } }, 200);
+    await call('recordVisaAdvice', { method: 'POST', url: '/v1/visa/advices', payload: { ...authorization, authorization_id: 'oa-a3', currency: 'USD' } }, 422);
+    const draft = { sales_draft_id: 'oa-s1', authorization_id: 'oa-a1', user_id: 'oa-card', amount: 1_000, currency: 'JPY', merchant };
+    await call('captureVisaSalesDraft', { method: 'POST', url: '/v1/visa/sales-drafts', payload: draft }, 200);
+    await call('captureVisaSalesDraft', { method: 'POST', url: '/v1/visa/sales-drafts', payload: draft }, 200);
+    await call('captureVisaSalesDraft', { method: 'POST', url: '/v1/visa/sales-drafts', payload: { ...draft, sales_draft_id: 'oa-s9', currency: 'EUR' } }, 422);
+    await call('authorizeVisa', { method: 'POST', url: '/v1/visa/authorizations', payload: { ...authorization, authorization_id: 'oa-i2', incremental_of: 'oa-a1' } }, 409);
+    const reversal = { reversal_id: 'oa-r1', authorization_id: 'oa-a2', user_id: 'oa-card' };
+    await call('reverseVisaAuthorization', { method: 'POST', url: '/v1/visa/reversals', payload: { ...reversal, amount: 5_000 } }, 422);
+    await call('reverseVisaAuthorization', { method: 'POST', url: '/v1/visa/reversals', payload: reversal }, 200);
+    await call('reverseVisaAuthorization', { method: 'POST', url: '/v1/visa/reversals', payload: reversal }, 200);
+    await call('reverseVisaAuthorization', { method: 'POST', url: '/v1/visa/reversals', payload: { ...reversal, reversal_id: 'oa-r2' } }, 409);
+    await call('reverseVisaAuthorization', { method: 'POST', url: '/v1/visa/reversals', payload: { ...reversal, reversal_id: 'oa-r3', authorization_id: 'oa-none' } }, 404);
+    const refund = { refund_id: 'oa-f1', sales_draft_id: 'oa-s1', user_id: 'oa-card', amount: 400 };
+    await call('refundVisaSalesDraft', { method: 'POST', url: '/v1/visa/refunds', payload: refund }, 200);
+    await call('refundVisaSalesDraft', { method: 'POST', url: '/v1/visa/refunds', payload: refund }, 200);
+    await call('refundVisaSalesDraft', { method: 'POST', url: '/v1/visa/refunds', payload: { ...refund, refund_id: 'oa-f2', amount: 601 } }, 422);
+    await call('refundVisaSalesDraft', { method: 'POST', url: '/v1/visa/refunds', payload: { ...refund, refund_id: 'oa-f3', sales_draft_id: 'oa-none' } }, 404);
+    await call('refundVisaSalesDraft', { method: 'POST', url: '/v1/visa/refunds', payload: 'x', headers: { 'content-type': 'text/plain' } }, 415);
+    await call('getPayment', { method: 'GET', url: '/v1/payments/visa:oa-a1' }, 200);
+    await call('getPayment', { method: 'GET', url: '/v1/payments/visa:oa-none' }, 404);
+    await call('getPayment', { method: 'GET', url: '/v1/payments/mastercard:x' }, 400);
+
+    const message = { message_type: 'authorization', transaction_number: 'oa-q1', member_id: 'oa-card', amount: 700, merchant };
+    await call('sendQuicpayMessage', { method: 'POST', url: '/v1/quicpay/messages', payload: message }, 200);
+    await call('sendQuicpayMessage', { method: 'POST', url: '/v1/quicpay/messages', payload: message }, 200);
+    await call('sendQuicpayMessage', { method: 'POST', url: '/v1/quicpay/messages', payload: { ...message, message_type: 'sales' } }, 400);
+    await call('sendQuicpayMessage', { method: 'POST', url: '/v1/quicpay/messages', payload: { ...message, message_type: 'sales', original_transaction_number: 'oa-q1' } }, 409);
+    const sale = { ...message, message_type: 'sales', transaction_number: 'oa-q2', original_transaction_number: 'oa-q1' };
+    await call('sendQuicpayMessage', { method: 'POST', url: '/v1/quicpay/messages', payload: sale }, 200);
+    await call('sendQuicpayMessage', { method: 'POST', url: '/v1/quicpay/messages', payload: { ...sale, message_type: 'refund', transaction_number: 'oa-q3', amount: 800 } }, 422);
+    await call('sendQuicpayMessage', { method: 'POST', url: '/v1/quicpay/messages', payload: { ...sale, message_type: 'cancel', transaction_number: 'oa-q4', original_transaction_number: 'oa-none' } }, 404);
+
+    const batchEvent = { specversion: '1.0', id: 'oa-b1', source: '/tests', type: 't', time: '2026-01-01T00:00:00.000Z' };
+    await call('publishBatch', { method: 'POST', url: '/v1/events/batch', payload: { messages: [{ topic: 'rewards', event: batchEvent }, { topic: 'nowhere', event: { ...batchEvent, id: 'oa-b2' } }] } }, 200);
+    await call('publishBatch', { method: 'POST', url: '/v1/events/batch', payload: { messages: [] } }, 400);
+  });
+
   test('with its database gone, each service answers 503 with Retry-After, as documented', async () => {
     const databaseName = new URL(koban.database.url).pathname.slice(1);
     const admin = new pg.Client({ connectionString: testServerUrl() });

@@ -46,7 +46,10 @@ describe('/readyz', () => {
     try {
       const ready = await readyz(koban);
       assert.equal(ready.status, 200);
-      assert.deepEqual(ready.body, { status: 'ready', checks: { 'ledger.database': { status: 'ok' }, 'bus.database': { status: 'ok' } } });
+      assert.deepEqual(ready.body, {
+        status: 'ready',
+        checks: { 'ledger.database': { status: 'ok' }, 'bus.database': { status: 'ok' }, 'visa.database': { status: 'ok' }, 'quicpay.database': { status: 'ok' } },
+      });
 
       await proxy.down();
       const down = await readyz(koban);

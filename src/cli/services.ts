@@ -2,9 +2,11 @@
 // line here.
 import { busModule } from '../services/bus/module.ts';
 import { ledgerModule } from '../services/ledger/module.ts';
+import { quicpayModule } from '../services/payments/quicpay/module.ts';
+import { visaModule } from '../services/payments/visa/module.ts';
 import type { ServiceModule } from '../platform/service-module.ts';
 
-export const SERVICES: readonly ServiceModule[] = [ledgerModule, busModule];
+export const SERVICES: readonly ServiceModule[] = [ledgerModule, busModule, visaModule, quicpayModule];
 
 export const KOBAN_VERSION = '0.1.0';
 

@@ -38,7 +38,7 @@ async function tables(url: string): Promise<string[]> {
   await client.connect();
   try {
     const result = await client.query<{ name: string }>(
-      `SELECT table_schema || '.' || table_name AS name FROM information_schema.tables WHERE table_name IN ('transactions', 'topics', 'schema_migrations') ORDER BY 1`,
+      `SELECT table_schema || '.' || table_name AS name FROM information_schema.tables WHERE table_name IN ('transactions', 'topics', 'payments', 'events', 'schema_migrations') ORDER BY 1`,
     );
     return result.rows.map((row) => row.name);
   } finally {
@@ -74,14 +74,25 @@ describe('koban', () => {
     assert.match(nowhere.stderr, /bus has no database: set BUS_DATABASE_URL/);
   });
 
-  test('migrate ledger puts its tables in its own database; migrate (all) with DATABASE_URL too gives the bus a schema beside it', async () => {
+  test('migrate ledger puts its tables in its own database; migrate (all) with DATABASE_URL too gives the other services a schema each beside it', async () => {
     const ledgerOnly = await koban(['migrate', 'ledger'], { LEDGER_DATABASE_URL: database.url });
     assert.equal(ledgerOnly.code, 0, ledgerOnly.stderr);
     assert.deepEqual(await tables(database.url), ['public.schema_migrations', 'public.transactions']);
 
     const all = await koban(['migrate'], { DATABASE_URL: database.url, LEDGER_DATABASE_URL: database.url, KOBAN_TYPO_SETTING: '1' });
     assert.equal(all.code, 0, all.stderr);
-    assert.deepEqual(await tables(database.url), ['koban_bus.schema_migrations', 'koban_bus.topics', 'public.schema_migrations', 'public.transactions']);
+    assert.deepEqual(await tables(database.url), [
+      'koban_bus.schema_migrations',
+      'koban_bus.topics',
+      'koban_outbox.events',
+      'koban_outbox.schema_migrations',
+      'koban_quicpay.payments',
+      'koban_quicpay.schema_migrations',
+      'koban_visa.payments',
+      'koban_visa.schema_migrations',
+      'public.schema_migrations',
+      'public.transactions',
+    ]);
     assert.match(all.stderr, /KOBAN_TYPO_SETTING is not a Koban setting and is ignored/, 'unknown variables are reported, on stderr');
     assert.equal(all.stdout, '', 'commands keep stdout for their output');
     // The ledger's migrations ran in the first command, the bus's in the second: each logged under its own name, once per line.

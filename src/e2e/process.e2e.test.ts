@@ -1,6 +1,7 @@
 // Goal: the real `koban start` recovers by itself after being SIGKILLed, says in one line (no stack) why it cannot start, notices that its embedded PostgreSQL died, and names the shutdown step that failed.
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -85,12 +86,22 @@ function assertOneLine(output: string, expected: RegExp): void {
   assert.doesNotMatch(output, /"stack"/, `no stack trace:\n${output}`);
 }
 
+/**
+ * Whether the process still runs. A stopped orphan whose new parent (PID 1 of
+ * a container) does not reap it lingers as a zombie: it has exited, so it
+ * counts as stopped (Linux: state Z in /proc/<pid>/stat).
+ */
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch {
     return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true;
   }
 }
 

@@ -103,6 +103,11 @@ export function serviceSettings(service: string, defaultPort: number): Setting[]
       schema: { type: 'integer', minimum: 0, maximum: 65535, default: defaultPort },
       hint: `a TCP port, 0–65535, for the ${service} service under \`koban serve\``,
     },
+    {
+      key: `${prefix}URL`,
+      schema: { type: 'string', pattern: '^https?://[^\\s/]+(/[^\\s]*)?$' },
+      hint: `the http(s):// base URL where other processes reach the ${service} service, e.g. http://127.0.0.1:${defaultPort}; needed by a service that calls ${service} and runs in another process`,
+    },
   ];
 }
 

@@ -7,7 +7,7 @@
  * Who raises a code: `any` service (and the HTTP shell) for the generic ones,
  * else the one service whose rule it names; a test holds every service to it.
  */
-export type ErrorOwner = 'any' | 'ledger' | 'bus';
+export type ErrorOwner = 'any' | 'ledger' | 'bus' | 'payments';
 
 export const ERROR_CATALOGUE = {
   invalid_request: {
@@ -56,6 +56,31 @@ export const ERROR_CATALOGUE = {
     status: 422,
     retryable: false,
     description: 'An add would take the balance above the largest balance Koban keeps (2^53 − 1 minor units).',
+  },
+  authorization_closed: {
+    owner: 'payments',
+    status: 409,
+    retryable: false,
+    description: 'A reversal or incremental authorization of a payment that holds nothing any more: declined, captured in full, reversed or expired. `details.status` is the payment\'s status.',
+  },
+  cancel_window_closed: {
+    owner: 'payments',
+    status: 409,
+    retryable: false,
+    description: 'A QUICPay+ cancel of a captured payment on a later day than its sales: send a refund instead. `details.captured_on` is the sales date (JST).',
+  },
+  exceeds_held_amount: { owner: 'payments', status: 422, retryable: false, description: 'A reversal of more than the payment still holds. `details.held_amount` is the most that can be released.' },
+  exceeds_captured_amount: {
+    owner: 'payments',
+    status: 422,
+    retryable: false,
+    description: 'A refund of more than remains refundable of what was captured (of that sales draft, or of the payment). `details.refundable` says how much remains.',
+  },
+  unsupported_currency: {
+    owner: 'payments',
+    status: 422,
+    retryable: false,
+    description: 'A capture, advice or refund in a currency the payment or the wallet does not hold (an authorization in one is declined instead). `details.supported` lists the currencies.',
   },
   headers_too_large: { owner: 'any', status: 431, retryable: false, description: 'The request line and headers together are larger than the server accepts; a long query string counts. `details.limit_bytes` gives the limit.' },
   internal: { owner: 'any', status: 500, retryable: false, description: 'An unexpected error; it is logged with the request id.' },

@@ -92,7 +92,14 @@ export async function startServices(options: {
       await migrateModule(module, url, logger).catch((error: unknown) => {
         throw databaseStartupError(module.name, plans.get(module.name)!, url, error);
       });
-      const service = await module.start({ settings, platform, databaseUrl: url, logger, clock: options.clock ?? systemClock });
+      const service = await module.start({
+        settings,
+        platform,
+        databaseUrl: url,
+        logger,
+        clock: options.clock ?? systemClock,
+        peer: <Api>(name: string) => running.get(name)?.api as Api | undefined,
+      });
       running.set(module.name, service);
       cleanups.push({ step: `stop ${module.name}`, run: () => service.stop() });
     }

@@ -39,6 +39,12 @@ export type ServiceContext = Readonly<{
   /** Carries the service's name on every line. */
   logger: Logger;
   clock: Clock;
+  /**
+   * The in-process API of a service started earlier in this process, or
+   * undefined when it runs elsewhere: then the caller uses its HTTP client at
+   * `<NAME>_URL`. Services start in the order of the composition root's list.
+   */
+  peer<Api>(name: string): Api | undefined;
 }>;
 
 export type RunningService<Api = unknown> = Readonly<{

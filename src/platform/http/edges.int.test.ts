@@ -1,4 +1,4 @@
-// Goal: every route of the composed app (ledger and bus) answers bad input at the HTTP edge — malformed JSON, repeated and prototype keys, a wrong media type, an oversized body, a 100 KB query string, huge headers, an unknown route, a wrong method, NUL, lone surrogates and over-long values in path parameters — with a catalogue error (bounded message, the field named) that changes nothing in the database.
+// Goal: every route of the composed app (ledger, bus, card routes) answers bad input at the HTTP edge — malformed JSON, repeated and prototype keys, a wrong media type, an oversized body, a 100 KB query string, huge headers, an unknown route, a wrong method, NUL, lone surrogates and over-long values in path parameters — with a catalogue error (bounded message, the field named) that changes nothing in the database.
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -24,6 +24,8 @@ type Route = {
   query?: Record<string, string>;
 };
 
+const EDGE_MERCHANT = { id: 'm-1', name: 'Shop', category_code: '5411' };
+
 const ROUTES: Route[] = [
   {
     method: 'POST',
@@ -43,6 +45,24 @@ const ROUTES: Route[] = [
   { method: 'GET', template: '/v1/subscriptions/:name/dead-letters', params: { name: 'nobody' }, query: { limit: '10', cursor: 'abc', state: 'dead' } },
   { method: 'POST', template: '/v1/subscriptions/:name/dead-letters/redrive', params: { name: 'nobody' }, body: { ids: ['ev-1'] } },
   { method: 'POST', template: '/v1/subscriptions/:name/dead-letters/:id/discard', params: { name: 'nobody', id: 'ev-1' } },
+  { method: 'POST', template: '/v1/events/batch', params: {}, body: { messages: [{ topic: 'accounts', event: { specversion: '1.0', id: 'edge-ev-2', source: '/tests', type: 'koban.edge' } }] } },
+  { method: 'POST', template: '/v1/visa/authorizations', params: {}, body: { authorization_id: 'edge-a1', user_id: 'user-1', amount: 100, currency: 'JPY', merchant: EDGE_MERCHANT } },
+  { method: 'POST', template: '/v1/visa/advices', params: {}, body: { authorization_id: 'edge-a2', user_id: 'user-1', amount: 100, currency: 'JPY', merchant: EDGE_MERCHANT } },
+  {
+    method: 'POST',
+    template: '/v1/visa/sales-drafts',
+    params: {},
+    body: { sales_draft_id: 'edge-s1', authorization_id: 'edge-a1', user_id: 'user-1', amount: 100, currency: 'JPY', merchant: EDGE_MERCHANT },
+  },
+  { method: 'POST', template: '/v1/visa/reversals', params: {}, body: { reversal_id: 'edge-r1', authorization_id: 'edge-a1', user_id: 'user-1' } },
+  { method: 'POST', template: '/v1/visa/refunds', params: {}, body: { refund_id: 'edge-f1', sales_draft_id: 'edge-s1', user_id: 'user-1', amount: 100 } },
+  { method: 'GET', template: '/v1/payments/:payment_id', params: { payment_id: 'visa:edge-a1' } },
+  {
+    method: 'POST',
+    template: '/v1/quicpay/messages',
+    params: {},
+    body: { message_type: 'authorization', transaction_number: 'edge-q1', member_id: 'user-1', amount: 100, merchant: EDGE_MERCHANT },
+  },
 ];
 
 function urlOf(route: Route, params: Record<string, string> = route.params, query = ''): string {

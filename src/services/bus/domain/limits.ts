@@ -45,3 +45,8 @@ export const LAST_ERROR_LENGTH_MAX = 2_000;
 export const DEAD_LETTER_PAGE_LIMIT_DEFAULT = 50;
 export const DEAD_LETTER_PAGE_LIMIT_MAX = 200;
 export const REDRIVE_IDS_MAX = 1_000;
+
+/** Messages in one publish-batch request (an outbox relay's batch). */
+export const PUBLISH_BATCH_MESSAGES_MAX = 256;
+/** Body of one publish-batch request, in bytes: the HTTP client splits a batch that would be larger. */
+export const PUBLISH_BATCH_BYTES_MAX = 512 * 1024;

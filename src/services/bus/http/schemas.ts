@@ -2,7 +2,7 @@
 import { BODY_ERRORS, COMMON_ERRORS, errorResponses, jsonResponse } from '../../../platform/http/openapi.ts';
 import type { ErrorCode } from '../../../platform/errors.ts';
 import { cloudEventSchema } from '../../../contracts/events/envelope.ts';
-import { DEAD_LETTER_PAGE_LIMIT_DEFAULT, DEAD_LETTER_PAGE_LIMIT_MAX, NAME_PATTERN, REDRIVE_IDS_MAX } from '../domain/limits.ts';
+import { DEAD_LETTER_PAGE_LIMIT_DEFAULT, DEAD_LETTER_PAGE_LIMIT_MAX, NAME_PATTERN, PUBLISH_BATCH_MESSAGES_MAX, REDRIVE_IDS_MAX } from '../domain/limits.ts';
 import { EVENT_ID_PATTERN } from '../../../contracts/events/limits.ts';
 
 const readErrors = (...codes: ErrorCode[]) => errorResponses([...COMMON_ERRORS, ...codes]);
@@ -46,6 +46,56 @@ const subscriptionParams = {
 } as const;
 
 export const busSchemas = {
+  publishBatch: {
+    summary: 'Publish a batch of CloudEvents, as a producing service\'s outbox relay does from another process',
+    description:
+      'One status per message, in order: `published`, `duplicate` (the id was already published on its topic with the same content), `unknown_topic`, or `conflict` (the id was used with other content; `conflict` names the attributes). A malformed event refuses the whole batch (400 naming `messages.<index>`); nothing is published then.',
+    operationId: 'publishBatch',
+    tags: ['bus'],
+    body: {
+      title: 'PublishBatch',
+      type: 'object',
+      additionalProperties: false,
+      required: ['messages'],
+      properties: {
+        messages: {
+          type: 'array',
+          minItems: 1,
+          maxItems: PUBLISH_BATCH_MESSAGES_MAX,
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['topic', 'event'],
+            properties: { topic: nameParam('The topic'), event: cloudEventSchema },
+          },
+        },
+      },
+    },
+    response: {
+      200: jsonResponse('What became of each message', {
+        title: 'PublishBatchResult',
+        type: 'object',
+        additionalProperties: false,
+        required: ['results'],
+        properties: {
+          results: {
+            type: 'array',
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['id', 'status'],
+              properties: {
+                id: { type: 'string' },
+                status: { type: 'string', enum: ['published', 'duplicate', 'unknown_topic', 'conflict'] },
+                conflict: { type: 'array', items: { type: 'string' } },
+              },
+            },
+          },
+        },
+      }),
+      ...writeErrors(),
+    },
+  },
   publish: {
     summary: 'Publish a CloudEvent to a topic from outside (e.g. a shopping-rewards partner)',
     description:

@@ -1,0 +1,129 @@
+// What makes a card route a service: its settings, its own database (payments,
+// network messages, outbox) and migrations, the ledger and bus it reaches
+// (in process under `koban start`, over HTTP at LEDGER_URL and BUS_URL when
+// it runs alone), its outbox relay and expiry sweeper, and how it stops.
+// Each route's module.ts calls this with its name and its message routes.
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { EventBus } from '../../contracts/bus/event-bus.ts';
+import type { LedgerApi } from '../../contracts/ledger/ledger-api.ts';
+import type { PaymentRoute } from '../../contracts/events/payments.ts';
+import { ConfigError, envPrefix, type Setting } from '../../platform/config.ts';
+import { OutboxRelay } from '../../platform/outbox/outbox.ts';
+import { createPool, type Pool } from '../../platform/postgres/pool.ts';
+import type { ServiceContext, ServiceModule } from '../../platform/service-module.ts';
+import { BusClient } from '../bus/clients/http-client.ts';
+import { LedgerClient } from '../ledger/clients/http-client.ts';
+import { InProcessLedgerClient } from '../ledger/clients/in-process.ts';
+import {
+  AUTHORIZATION_AMOUNT_MAX_DEFAULT,
+  EXPIRY_SWEEP_INTERVAL_MS_DEFAULT,
+  HOLD_TIMEOUT_MS_DEFAULT,
+  MESSAGE_AMOUNT_MAX,
+  PAYMENT_BODY_BYTES_MAX,
+  WALLET_CURRENCY,
+} from './domain/limits.ts';
+import type { RouteRules } from './domain/payment.ts';
+import { type NetworkDialect, PaymentService } from './service.ts';
+import type { Clock } from '../../platform/clock.ts';
+import { migratePayments, PostgresPaymentStore } from './store/postgres/postgres-payment-store.ts';
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+export function routeSettings(route: PaymentRoute): Setting[] {
+  const prefix = envPrefix(route);
+  return [
+    {
+      key: `${prefix}AUTHORIZATION_AMOUNT_MAX`,
+      schema: { type: 'integer', minimum: 1, maximum: MESSAGE_AMOUNT_MAX, default: AUTHORIZATION_AMOUNT_MAX_DEFAULT },
+      hint: `the largest ${route} authorization approved, in yen (above it: declined amount_limit_exceeded), 1–10^15`,
+    },
+    {
+      key: `${prefix}HOLD_TIMEOUT_MS`,
+      schema: { type: 'integer', minimum: 1000, maximum: 31 * DAY_MS, default: HOLD_TIMEOUT_MS_DEFAULT },
+      hint: `milliseconds a ${route} authorization holds cash before it expires, 1000–${31 * DAY_MS} (default 7 days)`,
+    },
+    {
+      key: `${prefix}EXPIRY_SWEEP_INTERVAL_MS`,
+      schema: { type: 'integer', minimum: 0, maximum: 3_600_000, default: EXPIRY_SWEEP_INTERVAL_MS_DEFAULT },
+      hint: 'milliseconds between looks for lapsed authorizations, 0–3600000 (0: off)',
+    },
+  ];
+}
+
+export function paymentRouteModule(options: {
+  route: PaymentRoute;
+  title: string;
+  description: string;
+  defaultPort: number;
+  /** How the route's network differs from the domain (message id namespace, answer shape); the domain's own if absent. */
+  dialect?: NetworkDialect;
+  registerRoutes(app: FastifyInstance, service: PaymentService, clock: Clock): void;
+}): ServiceModule<PaymentService> {
+  const { route } = options;
+  const prefix = envPrefix(route);
+  return {
+    name: route,
+    title: options.title,
+    description: options.description,
+    defaultPort: options.defaultPort,
+    settings: routeSettings(route),
+    database: `koban_${route}`,
+    bodyLimitBytes: PAYMENT_BODY_BYTES_MAX,
+    migrate: (pool: Pool, logger: Logger) => migratePayments(pool, pool.options.connectionString!, logger),
+    async start(context) {
+      const { settings, platform, databaseUrl, logger, clock } = context;
+      const ledger = ledgerFor(context, route);
+      const bus = busFor(context, route);
+      const rules: RouteRules = {
+        route,
+        currency: WALLET_CURRENCY,
+        authorizationAmountMax: settings[`${prefix}AUTHORIZATION_AMOUNT_MAX`] as number,
+        holdTimeoutMs: settings[`${prefix}HOLD_TIMEOUT_MS`] as number,
+      };
+      const pool = createPool({ url: databaseUrl, size: platform.dbPoolSize, applicationName: `koban-${route}`, logger });
+      const store = new PostgresPaymentStore(pool, clock);
+      const service = new PaymentService({
+        store,
+        ledger,
+        rules,
+        clock,
+        logger,
+        sweepIntervalMs: settings[`${prefix}EXPIRY_SWEEP_INTERVAL_MS`] as number,
+        ...(options.dialect ? { dialect: options.dialect } : {}),
+      });
+      // The relay shares the pool: a few of its connections, never waiting on a payment's lock.
+      const relay = new OutboxRelay({ pool, bus, logger });
+      service.start();
+      relay.start();
+      return {
+        api: service,
+        registerRoutes: (app) => options.registerRoutes(app, service, clock),
+        async stop() {
+          try {
+            await service.close();
+            await relay.stop();
+          } finally {
+            await store.close();
+          }
+        },
+      };
+    },
+  };
+}
+
+function ledgerFor(context: ServiceContext, route: string): LedgerApi {
+  const inProcess = context.peer<LedgerApi>('ledger');
+  if (inProcess !== undefined) return new InProcessLedgerClient(inProcess);
+  const url = context.settings.LEDGER_URL;
+  if (typeof url === 'string') return new LedgerClient({ baseUrl: url });
+  throw new ConfigError(`${route} moves cash through the ledger: run it in the same process (koban serve ledger ${route}) or set LEDGER_URL to where it runs`);
+}
+
+function busFor(context: ServiceContext, route: string): Pick<EventBus, 'publishBatch'> {
+  const inProcess = context.peer<EventBus>('bus');
+  if (inProcess !== undefined) return inProcess;
+  const url = context.settings.BUS_URL;
+  if (typeof url === 'string') return new BusClient({ baseUrl: url });
+  throw new ConfigError(`${route} publishes its payment events through the bus: run it in the same process (koban serve bus ${route}) or set BUS_URL to where it runs`);
+}

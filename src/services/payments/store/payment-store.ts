@@ -1,0 +1,57 @@
+// The payment services' store port: what the service needs from its
+// database, nothing more. One adapter: store/postgres/.
+import type { CloudEventInput } from '../../../contracts/events/envelope.ts';
+import type { Decision, Payment } from '../domain/payment.ts';
+
+export type MessageKind = 'authorization' | 'advice' | 'sales_draft' | 'reversal' | 'refund';
+
+export type StoredMessage = Readonly<{ payment_id: string; request: unknown; response: string; status_code: number }>;
+
+export type PaymentEventRow = Readonly<{ id: string; type: string; occurred_at: string; published_at: string | null }>;
+
+/** A decision about to move cash, as journalled: enough to finish it after a crash. */
+export type Intent = Readonly<{
+  /** The message that caused it, or `expiry`. */
+  kind: MessageKind | 'expiry';
+  message_id: string;
+  request: unknown;
+  occurred_at: string;
+  decision: Decision;
+}>;
+
+export type OpenIntent = Readonly<{ seq: number; intent: Intent }>;
+
+/** Work done holding one payment's lock. Reads see what is committed; `commit` is one transaction. */
+export interface PaymentSession {
+  /** A message by the key its id is unique under (its kind, or a network's own namespace). */
+  message(namespace: string, messageId: string): Promise<StoredMessage | undefined>;
+  payment(paymentId: string): Promise<Payment | undefined>;
+  /** Decisions journalled and not finished, oldest first. */
+  unfinishedIntents(paymentId: string): Promise<OpenIntent[]>;
+  /** Journals a decision, committed before it returns. */
+  recordIntent(paymentId: string, intent: Intent): Promise<number>;
+  /** Closes a journalled decision the ledger refused before moving anything. */
+  abandonIntent(seq: number): Promise<void>;
+  /** Records, in one transaction, the answer to a message, the payment after it, its events (into the outbox) and the intent finished. */
+  commit(entry: {
+    message?: Readonly<{ kind: string; id: string; request: unknown; response: string; status_code: number }> | undefined;
+    payment: Payment;
+    events: readonly Readonly<{ event: CloudEventInput; type: string; occurred_at: string }>[];
+    intentSeq?: number | undefined;
+  }): Promise<void>;
+}
+
+export interface PaymentStore {
+  /** Runs `work` holding the lock of `lockKey` (a payment id, which may not exist yet) until it settles. */
+  withPayment<T>(lockKey: string, work: (session: PaymentSession) => Promise<T>): Promise<T>;
+  /** A stored message, outside any lock (stored messages never change). */
+  storedMessage(namespace: string, messageId: string): Promise<StoredMessage | undefined>;
+  /** The payment a message belongs to, outside any lock (the mapping never changes once written). */
+  paymentOfMessage(namespace: string, messageId: string): Promise<string | undefined>;
+  /** Payments whose holds lapse at or before `now`, oldest deadline first. */
+  expiredHolds(now: Date, limit: number): Promise<string[]>;
+  /** Payments with a decision journalled before `before` and not finished. */
+  stalledIntents(before: Date, limit: number): Promise<string[]>;
+  read(paymentId: string): Promise<{ payment: Payment; events: PaymentEventRow[] } | undefined>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,159 @@
+// The payment store on PostgreSQL: every statement in one place. A payment is
+// locked with an advisory lock on its id (it may not exist yet), so two
+// messages for one payment never decide from the same state.
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { appendToOutbox, migrateOutbox, OUTBOX_SCHEMA } from '../../../../platform/outbox/outbox.ts';
+import type { Clock } from '../../../../platform/clock.ts';
+import { migrate } from '../../../../platform/postgres/migrate.ts';
+import type { Pool, PoolClient } from '../../../../platform/postgres/pool.ts';
+import type { Payment } from '../../domain/payment.ts';
+import { PAYMENTS_TOPIC } from '../../../../contracts/events/payments.ts';
+import type { Intent, MessageKind, OpenIntent, PaymentEventRow, PaymentSession, PaymentStore, StoredMessage } from '../payment-store.ts';
+
+const MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations');
+
+/** Tables of the route (payments, messages) and its outbox, in its database. */
+export async function migratePayments(pool: Pool, databaseUrl: string, logger: Logger): Promise<void> {
+  await migrate(pool, MIGRATIONS_DIR, logger);
+  await migrateOutbox(databaseUrl, logger);
+}
+
+export class PostgresPaymentStore implements PaymentStore {
+  readonly #pool: Pool;
+  readonly #clock: Clock;
+
+  constructor(pool: Pool, clock: Clock) {
+    this.#pool = pool;
+    this.#clock = clock;
+  }
+
+  /**
+   * A session-level advisory lock on one connection: the decision's journal
+   * entry must commit before the ledger writes, and its outcome after them,
+   * all under the one lock.
+   */
+  async withPayment<T>(lockKey: string, work: (session: PaymentSession) => Promise<T>): Promise<T> {
+    const client = await this.#pool.connect();
+    let healthy = false;
+    try {
+      await client.query('SELECT pg_advisory_lock(hashtextextended($1, 0))', [lockKey]);
+      try {
+        return await work(session(client, this.#clock));
+      } finally {
+        // A connection that cannot unlock is destroyed below, which ends its session and so its lock.
+        healthy = await client.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [lockKey]).then(
+          () => true,
+          () => false,
+        );
+      }
+    } finally {
+      client.release(!healthy);
+    }
+  }
+
+  async storedMessage(namespace: string, messageId: string): Promise<StoredMessage | undefined> {
+    return selectMessage(this.#pool, namespace, messageId);
+  }
+
+  async paymentOfMessage(kind: string, messageId: string): Promise<string | undefined> {
+    const result = await this.#pool.query<{ payment_id: string }>('SELECT payment_id FROM network_messages WHERE kind = $1 AND message_id = $2', [kind, messageId]);
+    return result.rows[0]?.payment_id;
+  }
+
+  async expiredHolds(now: Date, limit: number): Promise<string[]> {
+    const result = await this.#pool.query<{ payment_id: string }>('SELECT payment_id FROM payments WHERE hold_expires_at <= $1 ORDER BY hold_expires_at LIMIT $2', [now, limit]);
+    return result.rows.map((row) => row.payment_id);
+  }
+
+  async stalledIntents(before: Date, limit: number): Promise<string[]> {
+    const result = await this.#pool.query<{ payment_id: string }>(
+      'SELECT DISTINCT payment_id FROM (SELECT payment_id FROM payment_intents WHERE finished_at IS NULL AND created_at < $1 ORDER BY seq LIMIT $2) stalled',
+      [before, limit],
+    );
+    return result.rows.map((row) => row.payment_id);
+  }
+
+  async read(paymentId: string): Promise<{ payment: Payment; events: PaymentEventRow[] } | undefined> {
+    const payment = await selectPayment(this.#pool, paymentId);
+    if (payment === undefined) return undefined;
+    const events = await this.#pool.query<PaymentEventRow>(
+      `SELECT e.event_id AS id, e.type, to_json(e.occurred_at)#>>'{}' AS occurred_at, to_json(o.published_at)#>>'{}' AS published_at
+         FROM payment_events e LEFT JOIN ${OUTBOX_SCHEMA}.events o ON o.event_id = e.event_id
+        WHERE e.payment_id = $1 ORDER BY e.seq`,
+      [paymentId],
+    );
+    return { payment, events: events.rows };
+  }
+
+  close(): Promise<void> {
+    return this.#pool.end();
+  }
+}
+
+function session(client: PoolClient, clock: Clock): PaymentSession {
+  return {
+    message: (namespace, messageId) => selectMessage(client, namespace, messageId),
+    payment: (paymentId) => selectPayment(client, paymentId),
+    async unfinishedIntents(paymentId): Promise<OpenIntent[]> {
+      const result = await client.query<{ seq: string; intent: Intent }>('SELECT seq, intent FROM payment_intents WHERE payment_id = $1 AND finished_at IS NULL ORDER BY seq', [paymentId]);
+      return result.rows.map((row) => ({ seq: Number(row.seq), intent: row.intent }));
+    },
+    async recordIntent(paymentId, intent): Promise<number> {
+      const result = await client.query<{ seq: string }>('INSERT INTO payment_intents (payment_id, intent) VALUES ($1, $2) RETURNING seq', [paymentId, JSON.stringify(intent)]);
+      return Number(result.rows[0]!.seq);
+    },
+    async abandonIntent(seq): Promise<void> {
+      await client.query('UPDATE payment_intents SET finished_at = now(), abandoned = true WHERE seq = $1', [seq]);
+    },
+    async commit({ message, payment, events, intentSeq }) {
+      await client.query('BEGIN');
+      try {
+        await upsertPayment(client, payment);
+        if (message !== undefined) {
+          await client.query('INSERT INTO network_messages (kind, message_id, payment_id, request, response, status_code) VALUES ($1, $2, $3, $4, $5, $6)', [
+            message.kind,
+            message.id,
+            payment.payment_id,
+            JSON.stringify(message.request),
+            message.response,
+            message.status_code,
+          ]);
+        }
+        if (intentSeq !== undefined) await client.query('UPDATE payment_intents SET finished_at = now() WHERE seq = $1', [intentSeq]);
+        if (events.length > 0) {
+          await appendToOutbox(client, events.map(({ event }) => ({ topic: PAYMENTS_TOPIC, event })), clock);
+          await client.query(
+            `INSERT INTO payment_events (payment_id, seq, event_id, type, occurred_at)
+             SELECT $1, coalesce((SELECT max(seq) FROM payment_events WHERE payment_id = $1), 0) + n, id, type, at
+               FROM unnest($2::text[], $3::text[], $4::timestamptz[]) WITH ORDINALITY AS e(id, type, at, n)`,
+            [payment.payment_id, events.map(({ event }) => event.id), events.map(({ type }) => type), events.map(({ occurred_at }) => occurred_at)],
+          );
+        }
+        await client.query('COMMIT');
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw error;
+      }
+    },
+  };
+}
+
+async function selectMessage(client: Pick<PoolClient, 'query'>, namespace: string, messageId: string): Promise<StoredMessage | undefined> {
+  const result = await client.query<StoredMessage>('SELECT payment_id, request, response, status_code FROM network_messages WHERE kind = $1 AND message_id = $2', [namespace, messageId]);
+  return result.rows[0];
+}
+
+async function selectPayment(client: Pick<PoolClient, 'query'>, paymentId: string): Promise<Payment | undefined> {
+  const result = await client.query<{ state: Payment }>('SELECT state FROM payments WHERE payment_id = $1', [paymentId]);
+  return result.rows[0]?.state;
+}
+
+async function upsertPayment(client: Pick<PoolClient, 'query'>, payment: Payment): Promise<void> {
+  await client.query(
+    `INSERT INTO payments (payment_id, route, authorization_id, user_id, status, state, hold_expires_at, created_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     ON CONFLICT (payment_id) DO UPDATE SET status = excluded.status, state = excluded.state, hold_expires_at = excluded.hold_expires_at, updated_at = now()`,
+    [payment.payment_id, payment.route, payment.authorization_id, payment.user_id, payment.status, JSON.stringify(payment), payment.open_holds.length > 0 ? payment.hold_expires_at : null, payment.created_at],
+  );
+}
