@@ -1,14 +1,16 @@
-// Goal: the SNS+SQS adapter passes the EventBus conformance suite against an emulator on loopback, and beyond it translates every filter operator, extends a slow handler's deadline, deletes what it acknowledges, and keeps namespaces apart (skips when the emulator cannot start).
+// Goal: the SNS+SQS adapter passes the EventBus conformance suite against an emulator on loopback, and beyond it translates every filter operator, extends a slow handler's deadline, deletes what it acknowledges, drops a redelivery of what it handled, and keeps namespaces apart (skips when the emulator cannot start).
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, describe, test } from 'node:test';
 import { systemClock } from '../../../../platform/clock.ts';
 import { createLogger } from '../../../../platform/logger.ts';
+import { createPool } from '../../../../platform/postgres/pool.ts';
 import { createTestDatabase, type TestDatabase } from '../../../../../test/support/database.ts';
 import type { FilterPolicy } from '../../../../contracts/bus/filter-policy.ts';
 import { type CloudEvent, filterAttributes } from '../../../../contracts/events/envelope.ts';
 import { matchesFilter } from '../../domain/filter.ts';
 import { runConformance, sleep, waitFor } from '../../testing/conformance.ts';
+import { TcpProxy } from '../../testing/tcp-proxy.ts';
 import { type EmbeddedEmulator, EMULATOR_CREDENTIALS, EMULATOR_REGION_DEFAULT, startEmbeddedEmulator } from './embedded-emulator.ts';
 import { SnsSqsEventBus } from './sns-sqs-event-bus.ts';
 
@@ -31,14 +33,19 @@ runConformance(
     const producerDatabase = await createTestDatabase('bus_sns_producer');
     const open = (endpoint: string) =>
       SnsSqsEventBus.open({ databaseUrl: busDatabase.url, poolSize: 4, logger, clock: systemClock, namespace, region: EMULATOR_REGION_DEFAULT, endpoint, credentials: EMULATOR_CREDENTIALS });
+    const registry = createPool({ url: busDatabase.url, size: 1, applicationName: 'conformance-registry', logger });
     return {
       producerDatabaseUrl: producerDatabase.url,
+      async forgetPublished(topic, id) {
+        await registry.query('UPDATE event_fingerprints SET published_at = NULL WHERE topic = $1 AND event_id = $2', [topic, id]);
+      },
       async open(options) {
         if (!options?.via) return open(emulator!.endpoint);
         const proxy = await options.via({ host: emulator!.host, port: emulator!.port });
         return open(`http://127.0.0.1:${proxy.port}`);
       },
       async teardown() {
+        await registry.end();
         await busDatabase.drop();
         await producerDatabase.drop();
       },
@@ -51,22 +58,28 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
   const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
   const databases: TestDatabase[] = [];
   const buses: SnsSqsEventBus[] = [];
+  const proxies: TcpProxy[] = [];
   after(async () => {
     for (const bus of buses) await bus.close();
+    for (const proxy of proxies) await proxy.down();
     for (const database of databases) await database.drop();
   });
 
-  async function openBus(busNamespace: string): Promise<SnsSqsEventBus> {
-    const database = await createTestDatabase('bus_sns_more');
-    databases.push(database);
+  async function openBus(busNamespace: string, options: { endpoint?: string; databaseUrl?: string } = {}): Promise<SnsSqsEventBus> {
+    let databaseUrl = options.databaseUrl;
+    if (databaseUrl === undefined) {
+      const database = await createTestDatabase('bus_sns_more');
+      databases.push(database);
+      databaseUrl = database.url;
+    }
     const bus = await SnsSqsEventBus.open({
-      databaseUrl: database.url,
+      databaseUrl,
       poolSize: 2,
       logger,
       clock: systemClock,
       namespace: busNamespace,
       region: EMULATOR_REGION_DEFAULT,
-      endpoint: emulator!.endpoint,
+      endpoint: options.endpoint ?? emulator!.endpoint,
       credentials: EMULATOR_CREDENTIALS,
     });
     buses.push(bus);
@@ -152,6 +165,33 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     const stats = (await bus.subscriptions()).find((entry) => entry.name === `${topic}-worker`);
     assert.equal(stats?.depth, 0);
     assert.equal(stats?.in_flight, 0);
+    await consumer.stop();
+  });
+
+  test('a message handled but whose delete was lost comes back and is dropped: its handler runs once', async () => {
+    const proxy = new TcpProxy({ host: emulator!.host, port: emulator!.port });
+    await proxy.up();
+    proxies.push(proxy);
+    const bus = await openBus(`ns-l-${randomUUID().slice(0, 8)}`, { endpoint: `http://127.0.0.1:${proxy.port}` });
+    const topic = `lost-${randomUUID().slice(0, 8)}`;
+    const ACK_WAIT_MS = 2_000;
+    await bus.declare({ topics: [topic], subscriptions: [{ name: `${topic}-worker`, topic, ackWaitMs: ACK_WAIT_MS }] });
+    const attempts: number[] = [];
+    const consumer = await bus.consume(`${topic}-worker`, async (delivery) => {
+      attempts.push(delivery.attempt);
+      // SQS is cut off as the first handler returns: its success is recorded (the database is reached directly), the delete is lost.
+      if (attempts.length === 1) await proxy.down();
+    });
+    await bus.publish(topic, event('lost-delete'));
+    await waitFor(() => attempts.length >= 1);
+    await sleep(500);
+    await proxy.up();
+    // Back after its visibility timeout, received again, and dropped.
+    await waitFor(async () => {
+      const stats = (await bus.subscriptions()).find((entry) => entry.name === `${topic}-worker`);
+      return stats?.depth === 0 && stats.in_flight === 0;
+    }, ACK_WAIT_MS * 4);
+    assert.deepEqual(attempts, [1], 'the handler ran once');
     await consumer.stop();
   });
 

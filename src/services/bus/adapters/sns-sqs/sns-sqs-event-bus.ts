@@ -6,7 +6,9 @@
 // handler works); acks are DeleteMessageBatch; retry delays are
 // ChangeMessageVisibility; ApproximateReceiveCount is the attempt. SNS
 // standard topics do not deduplicate, so the registry's claims decide a
-// repeat (as on NATS). Dead letters are kept in the registry, so list,
+// repeat at publish (as on NATS), and, since a publisher that dies between
+// SNS's acceptance and its record publishes again, the consuming side drops a
+// second message of an event it has claimed (consumed-events.ts). Dead letters are kept in the registry, so list,
 // redrive and discard behave as on every adapter; a redrive is sent to the
 // subscription's own queue only.
 import { CreateTopicCommand, PublishBatchCommand, SetSubscriptionAttributesCommand, SNSClient, SubscribeCommand } from '@aws-sdk/client-sns';
@@ -35,6 +37,7 @@ import { countDeadLetters, discardDeadLetter, listDeadLetters, recordDeadLetter,
 import { claimBatch, markBatchPublished } from '../../registry/event-fingerprints.ts';
 import { declareTopology, loadSubscriptions, loadTopics, migrateRegistry } from '../../registry/registry.ts';
 import { RegistryEventBus } from '../../registry/registry-event-bus.ts';
+import { claimEvents, markEventsHandled, type Ownership, type ReceivedCopy, releaseEvents } from './consumed-events.ts';
 
 /** Entries in one PublishBatch or DeleteMessageBatch, and messages in one ReceiveMessage: SNS's and SQS's own limit. */
 const AWS_BATCH_MAX = 10;
@@ -257,6 +260,8 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
       sqs: this.#sqs,
       queueUrl: await this.#queueUrl(subscription.name),
       deadLetter: (event, attempts, lastError) => recordDeadLetter(this.pool, subscription.name, event, attempts, lastError),
+      claim: (copies) => claimEvents(this.pool, subscription.name, copies),
+      markHandled: (copies) => markEventsHandled(this.pool, subscription.name, copies),
       logger: this.#logger.child({ component: 'bus-consumer', subscription: subscription.name }),
     });
   }
@@ -308,6 +313,8 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   async redrive(subscriptionName: string, ids?: readonly string[]): Promise<{ redriven: number }> {
     // Straight to the subscription's own queue: the topic's other subscriptions never see a redrive.
     return redriveDeadLetters(this.pool, subscriptionName, ids, async (deadLetter) => {
+      // Before it is sent: the new message must own the event, or it would be dropped as a copy of the dead one.
+      await releaseEvents(this.pool, subscriptionName, [deadLetter.event_id]);
       await this.#sqs.send(
         new SendMessageCommand({ QueueUrl: await this.#queueUrl(subscriptionName), MessageBody: JSON.stringify(deadLetter.event), MessageAttributes: sqsAttributes(deadLetter.event) }),
       );
@@ -344,23 +351,35 @@ function messageAttributes(event: CloudEvent) {
 
 const sqsAttributes = messageAttributes;
 
-type Outcome = { kind: 'ack' } | { kind: 'retry'; delayMs: number };
+/** `handled`: the handler succeeded (not dead-lettered), so later copies of the event are dropped. */
+type Outcome = { kind: 'ack'; handled: boolean } | { kind: 'retry'; delayMs: number };
 
 class SqsConsumer extends ConsumerLifecycle {
   readonly #sqs: SQSClient;
   readonly #queueUrl: string;
   readonly #deadLetter: (event: CloudEvent, attempts: number, lastError: string) => Promise<void>;
+  readonly #claim: (copies: readonly ReceivedCopy[]) => Promise<Ownership[]>;
+  readonly #markHandled: (copies: readonly ReceivedCopy[]) => Promise<void>;
   readonly #logger: Logger;
   /** Cancels the poll in progress when the consumer is abandoned (as a crash would). */
   readonly #abandon = new AbortController();
 
   constructor(
-    options: ConsumerOptions & { sqs: SQSClient; queueUrl: string; deadLetter: (event: CloudEvent, attempts: number, lastError: string) => Promise<void>; logger: Logger },
+    options: ConsumerOptions & {
+      sqs: SQSClient;
+      queueUrl: string;
+      deadLetter: (event: CloudEvent, attempts: number, lastError: string) => Promise<void>;
+      claim: (copies: readonly ReceivedCopy[]) => Promise<Ownership[]>;
+      markHandled: (copies: readonly ReceivedCopy[]) => Promise<void>;
+      logger: Logger;
+    },
   ) {
     super(options);
     this.#sqs = options.sqs;
     this.#queueUrl = options.queueUrl;
     this.#deadLetter = options.deadLetter;
+    this.#claim = options.claim;
+    this.#markHandled = options.markHandled;
     this.#logger = options.logger;
   }
 
@@ -388,32 +407,52 @@ class SqsConsumer extends ConsumerLifecycle {
         await this.wakeup.sleep(RECEIVE_RETRY_MS);
         continue;
       }
-      // Already received (their delivery is counted), so they are handled even during a graceful stop.
-      for (const message of received) {
-        if (this.abandoned) break;
-        this.#dispatch(message);
-      }
+      if (received.length > 0) await this.#dispatchAll(received);
     }
   }
 
-  #dispatch(message: Message): void {
-    const receipt = message.ReceiptHandle!;
-    const attempt = Number(message.Attributes?.ApproximateReceiveCount ?? 1);
-    let event: CloudEvent;
+  /** Already received (their delivery is counted), so they are settled even during a graceful stop. */
+  async #dispatchAll(received: readonly Message[]): Promise<void> {
+    const readable: { message: Message; event: CloudEvent }[] = [];
+    for (const message of received) {
+      try {
+        readable.push({ message, event: JSON.parse(message.Body ?? '') as CloudEvent });
+      } catch (error) {
+        // Something other than this adapter sent it: kept out of the way until the queue's retention drops it.
+        this.#logger.error({ err: error, messageId: message.MessageId }, 'message is not JSON; hiding it');
+        void this.#changeVisibility(message.ReceiptHandle!, VISIBILITY_TIMEOUT_MAX_SECONDS * 1000).catch(() => undefined);
+      }
+    }
+    let ownership: Ownership[];
     try {
-      event = JSON.parse(message.Body ?? '') as CloudEvent;
+      ownership = await this.#claim(readable.map(({ message, event }) => ({ eventId: event.id, messageId: message.MessageId! })));
     } catch (error) {
-      // Something other than this adapter sent it: kept out of the way until the queue's retention drops it.
-      this.#logger.error({ err: error, messageId: message.MessageId }, 'message is not JSON; hiding it');
-      void this.#changeVisibility(receipt, VISIBILITY_TIMEOUT_MAX_SECONDS * 1000);
+      // Unclaimed, none is handled: each comes back after its visibility timeout.
+      this.#logger.warn({ err: error }, 'claiming received events failed; they will be redelivered');
       return;
     }
+    readable.forEach(({ message, event }, index) => {
+      if (this.abandoned) return;
+      this.#dispatch(message, event, ownership[index]!);
+    });
+  }
+
+  #dispatch(message: Message, event: CloudEvent, ownership: Ownership): void {
+    const receipt = message.ReceiptHandle!;
+    const attempt = Number(message.Attributes?.ApproximateReceiveCount ?? 1);
+    const copy = { eventId: event.id, messageId: message.MessageId! };
     this.track(async () => {
       try {
-        const outcome = await this.#process(receipt, event, attempt);
+        // Another message carried this event, or this one was handled and its delete was lost: its handler never sees it again.
+        const outcome = ownership === 'handle' ? await this.#process(receipt, event, attempt) : { kind: 'ack' as const, handled: false };
+        if (ownership !== 'handle') this.#logger.debug({ id: event.id, messageId: copy.messageId, ownership }, 'dropping a copy of an event already claimed');
         if (this.abandoned) return;
-        if (outcome.kind === 'ack') await this.#delete(receipt);
-        else await this.#changeVisibility(receipt, outcome.delayMs);
+        if (outcome.kind === 'ack') {
+          if (outcome.handled) await this.#markHandled([copy]);
+          await this.#delete(receipt);
+        } else {
+          await this.#changeVisibility(receipt, outcome.delayMs);
+        }
       } catch (error) {
         // Left as it is, it comes back after its visibility timeout.
         this.#logger.warn({ err: error, id: event.id }, 'settling a delivery failed; it will be redelivered');
@@ -425,7 +464,7 @@ class SqsConsumer extends ConsumerLifecycle {
     if (attempt > this.subscription.maxDeliveries) {
       // Its last delivery went unacknowledged until the deadline (a crashed consumer).
       await this.#deadLetter(event, attempt - 1, ACK_DEADLINE_EXCEEDED);
-      return { kind: 'ack' };
+      return { kind: 'ack', handled: false };
     }
     // The deadline is extended while the handler works, so a slow handler is not redelivered under it.
     const deadlineMs = ackDeadlineSeconds(this.subscription.ackWaitMs) * 1000;
@@ -441,16 +480,16 @@ class SqsConsumer extends ConsumerLifecycle {
     } catch (error) {
       const lastError = truncateError(error, LAST_ERROR_LENGTH_MAX);
       if (attempt >= this.subscription.maxDeliveries) {
-        if (this.abandoned) return { kind: 'ack' };
+        if (this.abandoned) return { kind: 'ack', handled: false };
         await this.#deadLetter(event, attempt, lastError);
         this.#logger.warn({ id: event.id, attempts: attempt, lastError }, 'message dead-lettered after its last delivery failed');
-        return { kind: 'ack' };
+        return { kind: 'ack', handled: false };
       }
       return { kind: 'retry', delayMs: retryDelayMs(this.subscription, attempt) };
     } finally {
       clearInterval(extender);
     }
-    return { kind: 'ack' };
+    return { kind: 'ack', handled: true };
   }
 
   // A graceful stop lets the poll in progress return (within RECEIVE_WAIT_SECONDS) and handles what it brought;
