@@ -2,12 +2,14 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, describe, test } from 'node:test';
+import { GetQueueAttributesCommand, GetQueueUrlCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { systemClock } from '../../../../platform/clock.ts';
 import { createLogger } from '../../../../platform/logger.ts';
 import { createPool } from '../../../../platform/postgres/pool.ts';
 import { createTestDatabase, type TestDatabase } from '../../../../../test/support/database.ts';
 import type { FilterPolicy } from '../../../../contracts/bus/filter-policy.ts';
 import { type CloudEvent, filterAttributes } from '../../../../contracts/events/envelope.ts';
+import { ACK_DEADLINE_EXCEEDED } from '../../domain/dead-letters.ts';
 import { matchesFilter } from '../../domain/filter.ts';
 import { runConformance, sleep, waitFor } from '../../testing/conformance.ts';
 import { TcpProxy } from '../../testing/tcp-proxy.ts';
@@ -59,7 +61,9 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
   const databases: TestDatabase[] = [];
   const buses: SnsSqsEventBus[] = [];
   const proxies: TcpProxy[] = [];
+  const sqs = new SQSClient({ region: EMULATOR_REGION_DEFAULT, endpoint: emulator?.endpoint ?? 'http://127.0.0.1:1', credentials: { ...EMULATOR_CREDENTIALS }, useQueueUrlAsEndpoint: false });
   after(async () => {
+    sqs.destroy();
     for (const bus of buses) await bus.close();
     for (const proxy of proxies) await proxy.down();
     for (const database of databases) await database.drop();
@@ -193,6 +197,83 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     }, ACK_WAIT_MS * 4);
     assert.deepEqual(attempts, [1], 'the handler ran once');
     await consumer.stop();
+  });
+
+  /** Messages in a queue of the bus (visible and in flight), read with a client of the test's own. */
+  async function queueDepth(bus: SnsSqsEventBus, queueName: string): Promise<number> {
+    const { QueueUrl } = await sqs.send(new GetQueueUrlCommand({ QueueName: bus.resourceName(queueName) }));
+    const result = await sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
+    return Number(result.Attributes?.ApproximateNumberOfMessages) + Number(result.Attributes?.ApproximateNumberOfMessagesNotVisible);
+  }
+
+  test('a message that fails its last delivery waits once in the subscription\'s SQS dead-letter queue; discard deletes it there, redrive sends it back from there', async () => {
+    const bus = await openBus(`ns-q-${randomUUID().slice(0, 8)}`);
+    const topic = `dlq-${randomUUID().slice(0, 8)}`;
+    const name = `${topic}-worker`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic, maxDeliveries: 2, retryBackoffInitialMs: 20, retryBackoffMaxMs: 40 }] });
+    const { QueueUrl } = await sqs.send(new GetQueueUrlCommand({ QueueName: bus.resourceName(name) }));
+    const { Attributes } = await sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['RedrivePolicy'] }));
+    const { QueueUrl: dlqUrl } = await sqs.send(new GetQueueUrlCommand({ QueueName: `${bus.resourceName(name)}-DLQ` }));
+    const dlqArn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: dlqUrl, AttributeNames: ['QueueArn'] }))).Attributes?.QueueArn;
+    assert.deepEqual(JSON.parse(Attributes?.RedrivePolicy ?? '{}'), { deadLetterTargetArn: dlqArn, maxReceiveCount: 2 });
+    let healthy = false;
+    const handled: [string, number][] = [];
+    const consumer = await bus.consume(name, async (delivery) => {
+      if (!healthy) throw new Error(`refused ${delivery.event.id}`);
+      handled.push([delivery.event.id, delivery.attempt]);
+    });
+    await bus.publish(topic, event('dies-1'));
+    await bus.publish(topic, event('dies-2'));
+    await waitFor(async () => (await queueDepth(bus, `${name}-DLQ`)) === 2 && (await queueDepth(bus, name)) === 0);
+    await sleep(300);
+    assert.equal(await queueDepth(bus, `${name}-DLQ`), 2, 'one copy of each in the dead-letter queue');
+    const listed = await bus.deadLetters(name, { limit: 10 });
+    assert.deepEqual(listed.data.map((letter) => [letter.id, letter.attempts, letter.last_error]).sort(), [['dies-1', 2, 'Error: refused dies-1'], ['dies-2', 2, 'Error: refused dies-2']]);
+    await bus.discard(name, 'dies-2');
+    assert.equal(await queueDepth(bus, `${name}-DLQ`), 1, 'the discarded one is gone from the dead-letter queue');
+    assert.deepEqual((await bus.deadLetters(name, { limit: 10, state: 'discarded' })).data.map((letter) => letter.id), ['dies-2'], 'and kept as discarded');
+    healthy = true;
+    assert.deepEqual(await bus.redrive(name), { redriven: 1 });
+    await waitFor(() => handled.length >= 1);
+    assert.equal(await queueDepth(bus, `${name}-DLQ`), 0, 'the redriven one left the dead-letter queue');
+    await sleep(300);
+    assert.deepEqual(handled, [['dies-1', 1]]);
+    assert.equal((await bus.deadLetters(name, { limit: 10 })).data.length, 0);
+    await consumer.stop();
+  });
+
+  test('a consumer that dies holding a last delivery: SQS moves the message, and the dead-letter API finds it there, once', async () => {
+    const database = await createTestDatabase('bus_sns_crash');
+    databases.push(database);
+    const busNamespace = `ns-c-${randomUUID().slice(0, 8)}`;
+    const bus = await openBus(busNamespace, { databaseUrl: database.url });
+    const crashing = await openBus(busNamespace, { databaseUrl: database.url });
+    const topic = `crash-${randomUUID().slice(0, 8)}`;
+    const name = `${topic}-worker`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic, maxDeliveries: 1, ackWaitMs: 2_000 }] });
+    let received!: () => void;
+    const receivedOnce = new Promise<void>((resolve) => (received = resolve));
+    const doomed = await crashing.consume(name, () => {
+      received();
+      return new Promise<void>(() => undefined);
+    });
+    await bus.publish(topic, event('held-at-death'));
+    await receivedOnce;
+    await doomed.stop({ abandonInFlight: true });
+    const handled: string[] = [];
+    const survivor = await bus.consume(name, async (delivery) => void handled.push(delivery.event.id));
+    // Back after its deadline, the survivor's receive is one past maxReceiveCount: SQS moves it, nobody handles it.
+    await waitFor(async () => (await queueDepth(bus, `${name}-DLQ`)) === 1, 10_000);
+    const stats = (await bus.subscriptions()).find((entry) => entry.name === name);
+    assert.equal(stats?.dead_letters, 1, 'the stats find it');
+    const listed = await bus.deadLetters(name, { limit: 10 });
+    assert.deepEqual(listed.data.map((letter) => [letter.id, letter.attempts, letter.last_error]), [['held-at-death', 1, ACK_DEADLINE_EXCEEDED]]);
+    assert.equal((await bus.deadLetters(name, { limit: 10 })).data.length, 1, 'listed again, still one');
+    assert.deepEqual(handled, []);
+    assert.deepEqual(await bus.redrive(name), { redriven: 1 });
+    await waitFor(() => handled.length === 1);
+    assert.equal(await queueDepth(bus, `${name}-DLQ`), 0);
+    await survivor.stop();
   });
 
   test('two deployments in two namespaces never see each other\'s events, even on the same topic and subscription names', async () => {

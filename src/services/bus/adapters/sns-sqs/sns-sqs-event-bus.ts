@@ -8,11 +8,17 @@
 // standard topics do not deduplicate, so the registry's claims decide a
 // repeat at publish (as on NATS), and, since a publisher that dies between
 // SNS's acceptance and its record publishes again, the consuming side drops a
-// second message of an event it has claimed (consumed-events.ts). Dead letters are kept in the registry, so list,
-// redrive and discard behave as on every adapter; a redrive is sent to the
-// subscription's own queue only.
+// second message of an event it has claimed (consumed-events.ts). Each
+// subscription's queue has a dead-letter queue (RedrivePolicy, maxReceiveCount
+// = maxDeliveries) where SQS moves what failed its last delivery; the registry
+// records each dead letter with its attempts and last error, so list, redrive
+// and discard behave as on every adapter, and finds there what SQS moved
+// unrecorded (a consumer that died holding a last delivery). A redrive is a
+// new message to the subscription's own queue, its copy deleted from the
+// dead-letter queue; a discarded one is deleted there and kept in the registry.
 import { CreateTopicCommand, PublishBatchCommand, SetSubscriptionAttributesCommand, SNSClient, SubscribeCommand } from '@aws-sdk/client-sns';
 import {
+  ChangeMessageVisibilityBatchCommand,
   ChangeMessageVisibilityCommand,
   CreateQueueCommand,
   DeleteMessageBatchCommand,
@@ -27,15 +33,16 @@ import type { Logger } from 'pino';
 import type { Clock } from '../../../../platform/clock.ts';
 import { createPool, type Pool } from '../../../../platform/postgres/pool.ts';
 import { type CloudEvent, filterAttributes } from '../../../../contracts/events/envelope.ts';
+import { EVENT_ID_PATTERN } from '../../../../contracts/events/limits.ts';
 import type { DeadLetter, DeadLetterPage, DeadLetterQuery, OutgoingMessage, PublishStatus, SubscriptionStats, Topology } from '../../../../contracts/bus/event-bus.ts';
 import type { FilterPolicy } from '../../../../contracts/bus/filter-policy.ts';
 import { ConsumerLifecycle, type ConsumerOptions } from '../../domain/consumer-lifecycle.ts';
 import { ACK_DEADLINE_EXCEEDED, truncateError } from '../../domain/dead-letters.ts';
 import { LAST_ERROR_LENGTH_MAX, NATS_NAMESPACE_DEFAULT } from '../../domain/limits.ts';
-import { checkNatsNamespace, resolveTopology, retryDelayMs } from '../../domain/topology.ts';
+import { checkNatsNamespace, resolveTopology, retryDelayMs, type Subscription } from '../../domain/topology.ts';
 import { countDeadLetters, discardDeadLetter, listDeadLetters, recordDeadLetter, redriveDeadLetters } from '../../registry/dead-letters.ts';
 import { claimBatch, markBatchPublished } from '../../registry/event-fingerprints.ts';
-import { declareTopology, loadSubscriptions, loadTopics, migrateRegistry } from '../../registry/registry.ts';
+import { declareTopology, loadSubscription, loadSubscriptions, loadTopics, migrateRegistry } from '../../registry/registry.ts';
 import { RegistryEventBus } from '../../registry/registry-event-bus.ts';
 import { claimEvents, markEventsHandled, type Ownership, type ReceivedCopy, releaseEvents } from './consumed-events.ts';
 
@@ -47,6 +54,17 @@ const RECEIVE_WAIT_SECONDS = 1;
 const VISIBILITY_TIMEOUT_MAX_SECONDS = 12 * 60 * 60;
 /** A consumer whose broker fails waits this long before polling again. */
 const RECEIVE_RETRY_MS = 200;
+/** SQS's longest retention (14 days): a dead letter waits in its queue as long as SQS allows. */
+const DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 60 * 60;
+/** How long a look through a dead-letter queue hides what it received from another look. */
+const DEAD_LETTER_SCAN_VISIBILITY_SECONDS = 30;
+/** Messages one look through a dead-letter queue receives, at most. */
+const DEAD_LETTER_SCAN_MESSAGES_MAX = 1_000;
+/**
+ * Suffix of a subscription's dead-letter queue. Upper case, which no
+ * namespace or subscription name has, so it never names another subscription's queue.
+ */
+const DEAD_LETTER_QUEUE_SUFFIX = '-DLQ';
 
 export type SnsSqsEventBusOptions = {
   /** The bus database: declarations, claims and dead letters. */
@@ -103,7 +121,9 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   readonly #namespace: string;
   readonly #logger: Logger;
   readonly #topicArns = new Map<string, string>();
+  /** Queue URLs by queue name, and ARNs by URL. */
   readonly #queueUrls = new Map<string, string>();
+  readonly #queueArns = new Map<string, string>();
   readonly #onClose: (() => Promise<void>) | undefined;
   /** When each subscription's queue was last seen empty by this instance: the start of its oldest message's possible age. */
   readonly #emptySince = new Map<string, Date>();
@@ -168,14 +188,16 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
     for (const subscription of resolved.subscriptions) {
       const topicArn = await this.#topicArn(subscription.topic);
       const queueUrl = await this.#queueUrl(subscription.name);
-      const attributes = await this.#sqs.send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['QueueArn'] }));
-      const queueArn = attributes.Attributes?.QueueArn;
-      if (!queueArn) throw new Error(`SQS returned no QueueArn for ${queueUrl}`);
+      const queueArn = await this.#queueArn(queueUrl);
+      const deadLetterQueue = await this.#deadLetterQueue(subscription.name);
+      await this.#sqs.send(new SetQueueAttributesCommand({ QueueUrl: deadLetterQueue.url, Attributes: { MessageRetentionPeriod: String(DEAD_LETTER_RETENTION_SECONDS) } }));
       await this.#sqs.send(
         new SetQueueAttributesCommand({
           QueueUrl: queueUrl,
           Attributes: {
             VisibilityTimeout: String(ackDeadlineSeconds(subscription.ackWaitMs)),
+            // SQS moves a message received once more than maxDeliveries: the consumer records why, then lets it go (see SqsConsumer).
+            RedrivePolicy: JSON.stringify({ deadLetterTargetArn: deadLetterQueue.arn, maxReceiveCount: subscription.maxDeliveries }),
             // Only this deployment's topic may send to the queue.
             Policy: JSON.stringify({
               Version: '2012-10-17',
@@ -206,12 +228,33 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   }
 
   async #queueUrl(subscription: string): Promise<string> {
-    const known = this.#queueUrls.get(subscription);
+    return this.#createQueue(this.resourceName(subscription));
+  }
+
+  /** The subscription's dead-letter queue: where SQS moves what it gave up on, and where dead letters wait. */
+  async #deadLetterQueue(subscription: string): Promise<{ url: string; arn: string }> {
+    const url = await this.#createQueue(`${this.resourceName(subscription)}${DEAD_LETTER_QUEUE_SUFFIX}`);
+    return { url, arn: await this.#queueArn(url) };
+  }
+
+  /** CreateQueue returns the queue that exists when it matches: concurrent starts meet the same one. */
+  async #createQueue(name: string): Promise<string> {
+    const known = this.#queueUrls.get(name);
     if (known) return known;
-    const created = await this.#sqs.send(new CreateQueueCommand({ QueueName: this.resourceName(subscription) }));
-    if (!created.QueueUrl) throw new Error(`SQS returned no QueueUrl for ${subscription}`);
-    this.#queueUrls.set(subscription, created.QueueUrl);
+    const created = await this.#sqs.send(new CreateQueueCommand({ QueueName: name }));
+    if (!created.QueueUrl) throw new Error(`SQS returned no QueueUrl for ${name}`);
+    this.#queueUrls.set(name, created.QueueUrl);
     return created.QueueUrl;
+  }
+
+  async #queueArn(queueUrl: string): Promise<string> {
+    const known = this.#queueArns.get(queueUrl);
+    if (known) return known;
+    const attributes = await this.#sqs.send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['QueueArn'] }));
+    const arn = attributes.Attributes?.QueueArn;
+    if (!arn) throw new Error(`SQS returned no QueueArn for ${queueUrl}`);
+    this.#queueArns.set(queueUrl, arn);
+    return arn;
   }
 
   async publishBatch(messages: readonly OutgoingMessage[]): Promise<PublishStatus[]> {
@@ -276,6 +319,12 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
         );
         const depth = Number(result.Attributes?.ApproximateNumberOfMessages ?? 0);
         const inFlight = Number(result.Attributes?.ApproximateNumberOfMessagesNotVisible ?? 0);
+        let deadLetters = deadBySubscription.get(subscription.name) ?? 0;
+        if ((await this.#deadLetterQueueDepth(subscription.name)) > deadLetters) {
+          // SQS moved messages nobody recorded (a consumer died holding their last delivery): recorded now.
+          await this.#adoptDeadLetters(subscription);
+          deadLetters = (await countDeadLetters(this.pool)).get(subscription.name) ?? 0;
+        }
         const now = this.clock.now();
         if (depth + inFlight === 0) this.#emptySince.set(subscription.name, now);
         return {
@@ -285,10 +334,90 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
           depth,
           in_flight: inFlight,
           oldest_age_ms: depth + inFlight === 0 ? null : await this.#oldestAgeMs(subscription.topic, this.#emptySince.get(subscription.name), now),
-          dead_letters: deadBySubscription.get(subscription.name) ?? 0,
+          dead_letters: deadLetters,
         };
       }),
     );
+  }
+
+  async #deadLetterQueueDepth(subscription: string): Promise<number> {
+    const { url } = await this.#deadLetterQueue(subscription);
+    const result = await this.#sqs.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
+    return Number(result.Attributes?.ApproximateNumberOfMessages ?? 0) + Number(result.Attributes?.ApproximateNumberOfMessagesNotVisible ?? 0);
+  }
+
+  /**
+   * Looks through the subscription's dead-letter queue, hiding what it
+   * receives from other looks meanwhile, and asks `visit` about each message:
+   * `delete` removes it, `keep` leaves it there. While what is kept is still
+   * hidden (its receipt handles still valid), `then` may delete some of it;
+   * the rest is made visible again.
+   */
+  async #lookThroughDeadLetterQueue<T>(
+    subscription: string,
+    visit: (message: Message, event: CloudEvent) => Promise<'keep' | 'delete'>,
+    then: (kept: readonly Message[], remove: (messages: readonly Message[]) => Promise<void>) => Promise<T>,
+  ): Promise<T> {
+    const { url } = await this.#deadLetterQueue(subscription);
+    const kept: Message[] = [];
+    const removed = new Set<Message>();
+    const remove = async (messages: readonly Message[]) => {
+      await deleteBatch(this.#sqs, url, messages.map((message) => message.ReceiptHandle!));
+      for (const message of messages) removed.add(message);
+    };
+    const seen = new Set<string>();
+    try {
+      while (seen.size < DEAD_LETTER_SCAN_MESSAGES_MAX) {
+        const result = await this.#sqs.send(
+          new ReceiveMessageCommand({ QueueUrl: url, MaxNumberOfMessages: AWS_BATCH_MAX, VisibilityTimeout: DEAD_LETTER_SCAN_VISIBILITY_SECONDS, WaitTimeSeconds: 0 }),
+        );
+        const messages = (result.Messages ?? []).filter((message) => !seen.has(message.MessageId!));
+        if (messages.length === 0) break;
+        const toDelete: Message[] = [];
+        for (const message of messages) {
+          seen.add(message.MessageId!);
+          ((await visit(message, readEnvelope(message).event)) === 'delete' ? toDelete : kept).push(message);
+        }
+        if (toDelete.length > 0) await remove(toDelete);
+      }
+      return await then(kept, remove);
+    } finally {
+      const release = kept.filter((message) => !removed.has(message));
+      for (let start = 0; start < release.length; start += AWS_BATCH_MAX) {
+        await this.#sqs
+          .send(
+            new ChangeMessageVisibilityBatchCommand({
+              QueueUrl: url,
+              Entries: release.slice(start, start + AWS_BATCH_MAX).map((message, index) => ({ Id: String(index), ReceiptHandle: message.ReceiptHandle!, VisibilityTimeout: 0 })),
+            }),
+          )
+          .catch((error: unknown) => this.#logger.warn({ err: error }, `releasing dead letters after a look failed; they are visible again within ${DEAD_LETTER_SCAN_VISIBILITY_SECONDS} s`));
+      }
+    }
+  }
+
+  /**
+   * Records what waits in the dead-letter queue and the registry does not
+   * know as dead (SQS moved it after a consumer died holding its last
+   * delivery), and removes what is no longer there to stay: a copy of a
+   * discarded dead letter, or of one redriven since (another message owns its event now).
+   */
+  async #adoptDeadLetters(subscription: Subscription): Promise<void> {
+    await this.#lookThroughDeadLetterQueue(subscription.name, async (message, event) => {
+      const state = await this.pool.query<{ state: string; owner: string | null }>(
+        `SELECT d.state, c.message_id AS owner FROM dead_letters d
+           LEFT JOIN consumed_events c ON c.subscription = d.subscription AND c.event_id = d.event_id
+          WHERE d.subscription = $1 AND d.event_id = $2`,
+        [subscription.name, event.id],
+      );
+      const row = state.rows[0];
+      if (row?.state === 'dead') return 'keep';
+      if (row?.state === 'discarded') return 'delete';
+      if (row?.state === 'redriven' && row.owner !== message.MessageId) return 'delete';
+      await recordDeadLetter(this.pool, subscription.name, event, subscription.maxDeliveries, ACK_DEADLINE_EXCEEDED);
+      this.#logger.warn({ id: event.id, subscription: subscription.name }, 'message dead-lettered by SQS after its last delivery went unacknowledged');
+      return 'keep';
+    }, async () => undefined);
   }
 
   /**
@@ -307,22 +436,47 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   }
 
   async deadLetters(subscriptionName: string, query: DeadLetterQuery): Promise<DeadLetterPage> {
+    // The first page of dead letters includes what SQS moved unrecorded.
+    if (query.cursor === undefined && (query.state ?? 'dead') === 'dead') await this.#adoptDeadLetters(await loadSubscription(this.pool, subscriptionName));
     return listDeadLetters(this.pool, subscriptionName, query);
   }
 
+  /**
+   * Sends each dead letter back to the subscription's own queue (the topic's
+   * other subscriptions never see a redrive) as a new message, and deletes
+   * its copy from the dead-letter queue. Not StartMessageMoveTask: it moves a
+   * whole queue, not chosen ids, and asynchronously, so the registry could not
+   * say what was redriven.
+   */
   async redrive(subscriptionName: string, ids?: readonly string[]): Promise<{ redriven: number }> {
-    // Straight to the subscription's own queue: the topic's other subscriptions never see a redrive.
-    return redriveDeadLetters(this.pool, subscriptionName, ids, async (deadLetter) => {
-      // Before it is sent: the new message must own the event, or it would be dropped as a copy of the dead one.
-      await releaseEvents(this.pool, subscriptionName, [deadLetter.event_id]);
-      await this.#sqs.send(
-        new SendMessageCommand({ QueueUrl: await this.#queueUrl(subscriptionName), MessageBody: JSON.stringify(deadLetter.event), MessageAttributes: sqsAttributes(deadLetter.event) }),
-      );
-    });
+    const subscription = await loadSubscription(this.pool, subscriptionName);
+    await this.#adoptDeadLetters(subscription);
+    const queueUrl = await this.#queueUrl(subscriptionName);
+    const events = new WeakMap<Message, string>();
+    // One look finds the copies to delete, hidden until each is deleted; copies of other events are left as they were.
+    return this.#lookThroughDeadLetterQueue(
+      subscriptionName,
+      async (message, event) => {
+        events.set(message, event.id);
+        return 'keep';
+      },
+      (kept, remove) =>
+        redriveDeadLetters(this.pool, subscriptionName, ids, async (deadLetter) => {
+          // Before it is sent: the new message must own the event, or it would be dropped as a copy of the dead one.
+          await releaseEvents(this.pool, subscriptionName, [deadLetter.event_id]);
+          await this.#sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: JSON.stringify(deadLetter.event), MessageAttributes: messageAttributes(deadLetter.event) }));
+          const copies = kept.filter((message) => events.get(message) === deadLetter.event_id);
+          // A copy not deleted now (hidden by another look, or not moved yet) is deleted by a later look: another message owns its event.
+          if (copies.length > 0) await remove(copies).catch(() => undefined);
+        }),
+    );
   }
 
+  /** Keeps the dead letter in the registry, marked discarded, and deletes it from the dead-letter queue, so no redrive of that queue brings it back. */
   async discard(subscriptionName: string, id: string): Promise<DeadLetter> {
-    return discardDeadLetter(this.pool, subscriptionName, id);
+    const discarded = await discardDeadLetter(this.pool, subscriptionName, id);
+    await this.#lookThroughDeadLetterQueue(subscriptionName, async (_message, event) => (event.id === id ? 'delete' : 'keep'), async () => undefined);
+    return discarded;
   }
 
   protected async closeBroker(): Promise<void> {
@@ -349,10 +503,55 @@ function messageAttributes(event: CloudEvent) {
   return Object.fromEntries(Object.entries(filterAttributes(event)).filter(([, value]) => value !== '').map(([name, value]) => [name, { DataType: 'String', StringValue: value }]));
 }
 
-const sqsAttributes = messageAttributes;
+/** The event a message carries; for a body that is not one (a poison message), a stand-in naming the message, and what is wrong. */
+function readEnvelope(message: Message): { event: CloudEvent; problem?: string } {
+  let body: unknown;
+  try {
+    body = JSON.parse(message.Body ?? '');
+  } catch (error) {
+    return unreadable(message, `the message body is not JSON (${error instanceof Error ? error.message : String(error)})`);
+  }
+  const problem = envelopeProblem(body);
+  return problem === undefined ? { event: body as CloudEvent } : unreadable(message, `the message body is not a CloudEvent: ${problem}`);
+}
 
-/** `handled`: the handler succeeded (not dead-lettered), so later copies of the event are dropped. */
-type Outcome = { kind: 'ack'; handled: boolean } | { kind: 'retry'; delayMs: number };
+const eventIdPattern = new RegExp(EVENT_ID_PATTERN);
+
+/** What a consumer relies on: what the bus checked at publish, as far as a handler needs it. */
+function envelopeProblem(body: unknown): string | undefined {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return 'not a JSON object';
+  const event = body as Record<string, unknown>;
+  if (event.specversion !== '1.0') return 'specversion is not "1.0"';
+  if (typeof event.id !== 'string' || !eventIdPattern.test(event.id)) return 'no valid id';
+  for (const name of ['source', 'type', 'time']) if (typeof event[name] !== 'string' || event[name] === '') return `no ${name}`;
+  return undefined;
+}
+
+/** Stands in for an unreadable message in the dead letters: its id is the SQS message id, its data the body as received. */
+function unreadable(message: Message, problem: string): { event: CloudEvent; problem: string } {
+  return {
+    event: { specversion: '1.0', id: `sqs-message:${message.MessageId}`, source: 'koban/bus/sns-sqs', type: 'koban.bus.unreadable', time: new Date().toISOString(), data: { body: message.Body ?? null } },
+    problem,
+  };
+}
+
+/** Deletes these received messages, in batches; throws naming the first the queue did not delete. */
+async function deleteBatch(sqs: SQSClient, queueUrl: string, receipts: readonly string[]): Promise<void> {
+  for (let start = 0; start < receipts.length; start += AWS_BATCH_MAX) {
+    const result = await sqs.send(
+      new DeleteMessageBatchCommand({ QueueUrl: queueUrl, Entries: receipts.slice(start, start + AWS_BATCH_MAX).map((receipt, index) => ({ Id: String(index), ReceiptHandle: receipt })) }),
+    );
+    if ((result.Failed ?? []).length > 0) throw new Error(`SQS did not delete ${result.Failed!.length} messages: ${result.Failed![0]!.Code} ${result.Failed![0]!.Message ?? ''}`);
+  }
+}
+
+/**
+ * `ack`: delete it (`handled`: the handler succeeded, so later copies of the
+ * event are dropped); `retry`: back after a delay; `dead`: recorded as a dead
+ * letter and made visible at once, so the next receive, past the queue's
+ * maxReceiveCount, has SQS move it to the dead-letter queue: one copy there.
+ */
+type Outcome = { kind: 'ack'; handled: boolean } | { kind: 'retry'; delayMs: number } | { kind: 'dead' };
 
 class SqsConsumer extends ConsumerLifecycle {
   readonly #sqs: SQSClient;
@@ -450,6 +649,8 @@ class SqsConsumer extends ConsumerLifecycle {
         if (outcome.kind === 'ack') {
           if (outcome.handled) await this.#markHandled([copy]);
           await this.#delete(receipt);
+        } else if (outcome.kind === 'dead') {
+          await this.#sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl: this.#queueUrl, ReceiptHandle: receipt, VisibilityTimeout: 0 }));
         } else {
           await this.#changeVisibility(receipt, outcome.delayMs);
         }
@@ -463,8 +664,9 @@ class SqsConsumer extends ConsumerLifecycle {
   async #process(receipt: string, event: CloudEvent, attempt: number): Promise<Outcome> {
     if (attempt > this.subscription.maxDeliveries) {
       // Its last delivery went unacknowledged until the deadline (a crashed consumer).
+      // (Only when maxDeliveries grew since SQS counted: SQS moves the others itself.)
       await this.#deadLetter(event, attempt - 1, ACK_DEADLINE_EXCEEDED);
-      return { kind: 'ack', handled: false };
+      return { kind: 'dead' };
     }
     // The deadline is extended while the handler works, so a slow handler is not redelivered under it.
     const deadlineMs = ackDeadlineSeconds(this.subscription.ackWaitMs) * 1000;
@@ -480,10 +682,10 @@ class SqsConsumer extends ConsumerLifecycle {
     } catch (error) {
       const lastError = truncateError(error, LAST_ERROR_LENGTH_MAX);
       if (attempt >= this.subscription.maxDeliveries) {
-        if (this.abandoned) return { kind: 'ack', handled: false };
+        if (this.abandoned) return { kind: 'dead' };
         await this.#deadLetter(event, attempt, lastError);
         this.#logger.warn({ id: event.id, attempts: attempt, lastError }, 'message dead-lettered after its last delivery failed');
-        return { kind: 'ack', handled: false };
+        return { kind: 'dead' };
       }
       return { kind: 'retry', delayMs: retryDelayMs(this.subscription, attempt) };
     } finally {
