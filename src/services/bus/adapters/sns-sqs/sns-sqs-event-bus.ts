@@ -560,6 +560,8 @@ class SqsConsumer extends ConsumerLifecycle {
   readonly #claim: (copies: readonly ReceivedCopy[]) => Promise<Ownership[]>;
   readonly #markHandled: (copies: readonly ReceivedCopy[]) => Promise<void>;
   readonly #logger: Logger;
+  /** Acks waiting for the next DeleteMessageBatch. */
+  readonly #acks: { receipt: string; handled: ReceivedCopy | undefined; resolve: () => void; reject: (error: unknown) => void }[] = [];
   /** Cancels the poll in progress when the consumer is abandoned (as a crash would). */
   readonly #abandon = new AbortController();
 
@@ -647,8 +649,7 @@ class SqsConsumer extends ConsumerLifecycle {
         if (ownership !== 'handle') this.#logger.debug({ id: event.id, messageId: copy.messageId, ownership }, 'dropping a copy of an event already claimed');
         if (this.abandoned) return;
         if (outcome.kind === 'ack') {
-          if (outcome.handled) await this.#markHandled([copy]);
-          await this.#delete(receipt);
+          await this.#acknowledge(receipt, outcome.handled ? copy : undefined);
         } else if (outcome.kind === 'dead') {
           await this.#sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl: this.#queueUrl, ReceiptHandle: receipt, VisibilityTimeout: 0 }));
         } else {
@@ -700,9 +701,38 @@ class SqsConsumer extends ConsumerLifecycle {
     if (this.abandoned) this.#abandon.abort();
   }
 
-  async #delete(receipt: string): Promise<void> {
-    const result = await this.#sqs.send(new DeleteMessageBatchCommand({ QueueUrl: this.#queueUrl, Entries: [{ Id: '0', ReceiptHandle: receipt }] }));
-    if ((result.Failed ?? []).length > 0) throw new Error(`SQS did not delete the message: ${result.Failed![0]!.Code}`);
+  /**
+   * Queues an ack; resolves once its message is deleted. Acks go out
+   * together: a DeleteMessageBatch as soon as AWS_BATCH_MAX wait, else once
+   * the handlers settling in this turn of the event loop have queued theirs.
+   * Handled events are recorded first, so a delete that is lost (or refused)
+   * brings back a message that is dropped unhandled.
+   */
+  #acknowledge(receipt: string, handled: ReceivedCopy | undefined): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#acks.push({ receipt, handled, resolve, reject });
+      if (this.#acks.length >= AWS_BATCH_MAX) void this.#flushAcks();
+      else if (this.#acks.length === 1) setImmediate(() => void this.#flushAcks());
+    });
+  }
+
+  async #flushAcks(): Promise<void> {
+    const batch = this.#acks.splice(0, AWS_BATCH_MAX);
+    if (batch.length === 0) return;
+    try {
+      await this.#markHandled(batch.flatMap((ack) => (ack.handled ? [ack.handled] : [])));
+      const result = await this.#sqs.send(
+        new DeleteMessageBatchCommand({ QueueUrl: this.#queueUrl, Entries: batch.map((ack, index) => ({ Id: String(index), ReceiptHandle: ack.receipt })) }),
+      );
+      const failed = new Map((result.Failed ?? []).map((entry) => [Number(entry.Id), entry]));
+      batch.forEach((ack, index) => {
+        const failure = failed.get(index);
+        if (failure) ack.reject(new Error(`SQS did not delete the message: ${failure.Code} ${failure.Message ?? ''}`));
+        else ack.resolve();
+      });
+    } catch (error) {
+      for (const ack of batch) ack.reject(error);
+    }
   }
 
   async #changeVisibility(receipt: string, delayMs: number): Promise<void> {
