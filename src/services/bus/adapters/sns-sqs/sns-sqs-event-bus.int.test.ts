@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, describe, test } from 'node:test';
-import { GetQueueAttributesCommand, GetQueueUrlCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { GetQueueAttributesCommand, GetQueueUrlCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { systemClock } from '../../../../platform/clock.ts';
 import { createLogger } from '../../../../platform/logger.ts';
 import { createPool } from '../../../../platform/postgres/pool.ts';
@@ -260,6 +260,32 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     await sleep(300);
     assert.deepEqual(handled, [['dies-1', 1]]);
     assert.equal((await bus.deadLetters(name, { limit: 10 })).data.length, 0);
+    await consumer.stop();
+  });
+
+  test('a body that is not JSON, or not a CloudEvent, is a dead letter at once saying so, and waits in the dead-letter queue; the messages around it are handled', async () => {
+    const bus = await openBus(`ns-p-${randomUUID().slice(0, 8)}`);
+    const topic = `poison-${randomUUID().slice(0, 8)}`;
+    const name = `${topic}-worker`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic, maxDeliveries: 3 }] });
+    const handled: string[] = [];
+    const consumer = await bus.consume(name, async (delivery) => void handled.push(delivery.event.id));
+    const { QueueUrl } = await sqs.send(new GetQueueUrlCommand({ QueueName: bus.resourceName(name) }));
+    await bus.publish(topic, event('before'));
+    const notJson = await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'hello, not json' }));
+    const notEvent = await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: JSON.stringify({ specversion: '1.0', source: '/elsewhere', type: 'x', time: new Date().toISOString() }) }));
+    await bus.publish(topic, event('after'));
+    const started = Date.now();
+    await waitFor(async () => (await bus.deadLetters(name, { limit: 10 })).data.length === 2);
+    assert.ok(Date.now() - started < 5_000, 'not hidden for hours');
+    const letters = new Map((await bus.deadLetters(name, { limit: 10 })).data.map((letter) => [letter.id, letter]));
+    assert.match(letters.get(`sqs-message:${notJson.MessageId}`)?.last_error ?? '', /not JSON/);
+    assert.deepEqual(letters.get(`sqs-message:${notJson.MessageId}`)?.event.data, { body: 'hello, not json' });
+    assert.match(letters.get(`sqs-message:${notEvent.MessageId}`)?.last_error ?? '', /not a CloudEvent: no valid id/);
+    await waitFor(async () => (await queueDepth(bus, `${name}-DLQ`)) === 2 && (await queueDepth(bus, name)) === 0);
+    await waitFor(() => handled.length >= 2);
+    assert.deepEqual(handled.sort(), ['after', 'before']);
+    assert.equal((await bus.deadLetters(name, { limit: 10 })).data.length, 2, 'one dead letter each');
     await consumer.stop();
   });
 

@@ -16,6 +16,7 @@
 // unrecorded (a consumer that died holding a last delivery). A redrive is a
 // new message to the subscription's own queue, its copy deleted from the
 // dead-letter queue; a discarded one is deleted there and kept in the registry.
+// A body that is not a CloudEvent is a dead letter at once, its body kept.
 import { CreateTopicCommand, PublishBatchCommand, SetSubscriptionAttributesCommand, SNSClient, SubscribeCommand } from '@aws-sdk/client-sns';
 import {
   ChangeMessageVisibilityBatchCommand,
@@ -464,7 +465,9 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
         redriveDeadLetters(this.pool, subscriptionName, ids, async (deadLetter) => {
           // Before it is sent: the new message must own the event, or it would be dropped as a copy of the dead one.
           await releaseEvents(this.pool, subscriptionName, [deadLetter.event_id]);
-          await this.#sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: JSON.stringify(deadLetter.event), MessageAttributes: messageAttributes(deadLetter.event) }));
+          // An unreadable message goes back as it came (and dies again): its stand-in was never published.
+          const body = isStandIn(deadLetter.event) ? String((deadLetter.event.data as { body: unknown }).body ?? '') : JSON.stringify(deadLetter.event);
+          await this.#sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: body, MessageAttributes: isStandIn(deadLetter.event) ? {} : messageAttributes(deadLetter.event) }));
           const copies = kept.filter((message) => events.get(message) === deadLetter.event_id);
           // A copy not deleted now (hidden by another look, or not moved yet) is deleted by a later look: another message owns its event.
           if (copies.length > 0) await remove(copies).catch(() => undefined);
@@ -527,12 +530,19 @@ function envelopeProblem(body: unknown): string | undefined {
   return undefined;
 }
 
+const STAND_IN_SOURCE = 'koban/bus/sns-sqs';
+const STAND_IN_TYPE = 'koban.bus.unreadable';
+
 /** Stands in for an unreadable message in the dead letters: its id is the SQS message id, its data the body as received. */
 function unreadable(message: Message, problem: string): { event: CloudEvent; problem: string } {
   return {
-    event: { specversion: '1.0', id: `sqs-message:${message.MessageId}`, source: 'koban/bus/sns-sqs', type: 'koban.bus.unreadable', time: new Date().toISOString(), data: { body: message.Body ?? null } },
+    event: { specversion: '1.0', id: `sqs-message:${message.MessageId}`, source: STAND_IN_SOURCE, type: STAND_IN_TYPE, time: new Date().toISOString(), data: { body: message.Body ?? null } },
     problem,
   };
+}
+
+function isStandIn(event: CloudEvent): boolean {
+  return event.source === STAND_IN_SOURCE && event.type === STAND_IN_TYPE;
 }
 
 /** Deletes these received messages, in batches; throws naming the first the queue did not delete. */
@@ -616,13 +626,9 @@ class SqsConsumer extends ConsumerLifecycle {
   async #dispatchAll(received: readonly Message[]): Promise<void> {
     const readable: { message: Message; event: CloudEvent }[] = [];
     for (const message of received) {
-      try {
-        readable.push({ message, event: JSON.parse(message.Body ?? '') as CloudEvent });
-      } catch (error) {
-        // Something other than this adapter sent it: kept out of the way until the queue's retention drops it.
-        this.#logger.error({ err: error, messageId: message.MessageId }, 'message is not JSON; hiding it');
-        void this.#changeVisibility(message.ReceiptHandle!, VISIBILITY_TIMEOUT_MAX_SECONDS * 1000).catch(() => undefined);
-      }
+      const { event, problem } = readEnvelope(message);
+      if (problem === undefined) readable.push({ message, event });
+      else if (!this.abandoned) this.#poisoned(message, event, problem);
     }
     let ownership: Ownership[];
     try {
@@ -635,6 +641,25 @@ class SqsConsumer extends ConsumerLifecycle {
     readable.forEach(({ message, event }, index) => {
       if (this.abandoned) return;
       this.#dispatch(message, event, ownership[index]!);
+    });
+  }
+
+  /**
+   * Something other than this adapter sent it, and no handler can read it: a
+   * dead letter at once (the stand-in keeps the body), made visible again
+   * until SQS, past maxReceiveCount, moves it to the dead-letter queue.
+   */
+  #poisoned(message: Message, standIn: CloudEvent, problem: string): void {
+    const attempt = Number(message.Attributes?.ApproximateReceiveCount ?? 1);
+    this.track(async () => {
+      try {
+        await this.#deadLetter(standIn, attempt, problem);
+        if (attempt === 1) this.#logger.error({ messageId: message.MessageId, id: standIn.id, problem }, 'unreadable message dead-lettered');
+        if (this.abandoned) return;
+        await this.#sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl: this.#queueUrl, ReceiptHandle: message.ReceiptHandle!, VisibilityTimeout: 0 }));
+      } catch (error) {
+        this.#logger.warn({ err: error, messageId: message.MessageId }, 'dead-lettering an unreadable message failed; it will be redelivered');
+      }
     });
   }
 
