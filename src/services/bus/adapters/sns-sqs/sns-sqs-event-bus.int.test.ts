@@ -135,6 +135,25 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     await Promise.all(consumers.map((consumer) => consumer.stop()));
   });
 
+  test('a filtered subscription declared again (a restart) stays as it is; its filter removed is removed in SNS, and it receives everything', async () => {
+    const bus = await openBus(`ns-r-${randomUUID().slice(0, 8)}`);
+    const topic = `unfiltered-${randomUUID().slice(0, 8)}`;
+    const name = `${topic}-visa`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic, filter: { network: ['visa'] } }] });
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic, filter: { network: ['visa'] } }] });
+    const ids: string[] = [];
+    const consumer = await bus.consume(name, async (delivery) => void ids.push(delivery.event.id));
+    await bus.publish(topic, event('jcb-before', { network: 'jcb' }));
+    await bus.publish(topic, event('visa-before', { network: 'visa' }));
+    await waitFor(() => ids.length >= 1);
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic }] });
+    await bus.publish(topic, event('jcb-after', { network: 'jcb' }));
+    await waitFor(() => ids.length >= 2);
+    await sleep(300);
+    assert.deepEqual(ids, ['visa-before', 'jcb-after']);
+    await consumer.stop();
+  });
+
   test('a handler slower than its ack deadline keeps its message: the deadline is extended, it is delivered once', async () => {
     const bus = await openBus(`ns-v-${randomUUID().slice(0, 8)}`);
     const topic = `slow-${randomUUID().slice(0, 8)}`;

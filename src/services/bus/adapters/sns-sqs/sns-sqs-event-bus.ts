@@ -17,7 +17,7 @@
 // new message to the subscription's own queue, its copy deleted from the
 // dead-letter queue; a discarded one is deleted there and kept in the registry.
 // A body that is not a CloudEvent is a dead letter at once, its body kept.
-import { CreateTopicCommand, PublishBatchCommand, SetSubscriptionAttributesCommand, SNSClient, SubscribeCommand } from '@aws-sdk/client-sns';
+import { CreateTopicCommand, ListSubscriptionsByTopicCommand, PublishBatchCommand, SetSubscriptionAttributesCommand, SNSClient, SubscribeCommand } from '@aws-sdk/client-sns';
 import {
   ChangeMessageVisibilityBatchCommand,
   ChangeMessageVisibilityCommand,
@@ -207,16 +207,46 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
           },
         }),
       );
-      const subscribed = await this.#sns.send(
-        new SubscribeCommand({ TopicArn: topicArn, Protocol: 'sqs', Endpoint: queueArn, Attributes: { RawMessageDelivery: 'true' }, ReturnSubscriptionArn: true }),
-      );
-      if (subscribed.SubscriptionArn && subscription.filter) {
-        // Set after subscribing, so a changed filter updates the subscription instead of conflicting with it.
-        await this.#sns.send(
-          new SetSubscriptionAttributesCommand({ SubscriptionArn: subscribed.SubscriptionArn, AttributeName: 'FilterPolicy', AttributeValue: JSON.stringify(snsFilterPolicy(subscription.filter)) }),
-        );
-      }
+      await this.#subscribe(topicArn, queueArn, subscription.filter === null ? undefined : JSON.stringify(snsFilterPolicy(subscription.filter)));
     }
+  }
+
+  /**
+   * Subscribes the queue to the topic with raw delivery and the filter.
+   * Subscribe returns the subscription that exists when its attributes match
+   * (concurrent starts meet the same one) and refuses one whose attributes
+   * differ: a filter changed or removed since. That one is found and updated
+   * in place; a removed filter is an empty policy, which SNS reads as none.
+   */
+  async #subscribe(topicArn: string, queueArn: string, filterPolicy: string | undefined): Promise<void> {
+    try {
+      await this.#sns.send(
+        new SubscribeCommand({
+          TopicArn: topicArn,
+          Protocol: 'sqs',
+          Endpoint: queueArn,
+          Attributes: { RawMessageDelivery: 'true', ...(filterPolicy === undefined ? {} : { FilterPolicy: filterPolicy }) },
+          ReturnSubscriptionArn: true,
+        }),
+      );
+      return;
+    } catch (error) {
+      if (!(error instanceof Error && error.name === 'InvalidParameterException' && error.message.includes('already exists'))) throw error;
+    }
+    const subscriptionArn = await this.#findSubscription(topicArn, queueArn);
+    await this.#sns.send(new SetSubscriptionAttributesCommand({ SubscriptionArn: subscriptionArn, AttributeName: 'RawMessageDelivery', AttributeValue: 'true' }));
+    await this.#sns.send(new SetSubscriptionAttributesCommand({ SubscriptionArn: subscriptionArn, AttributeName: 'FilterPolicy', AttributeValue: filterPolicy ?? '{}' }));
+  }
+
+  async #findSubscription(topicArn: string, queueArn: string): Promise<string> {
+    let nextToken: string | undefined;
+    do {
+      const page = await this.#sns.send(new ListSubscriptionsByTopicCommand({ TopicArn: topicArn, ...(nextToken === undefined ? {} : { NextToken: nextToken }) }));
+      const found = page.Subscriptions?.find((entry) => entry.Protocol === 'sqs' && entry.Endpoint === queueArn);
+      if (found?.SubscriptionArn) return found.SubscriptionArn;
+      nextToken = page.NextToken;
+    } while (nextToken);
+    throw new Error(`SNS refused to subscribe ${queueArn} to ${topicArn} as existing, but lists no such subscription`);
   }
 
   async #topicArn(topic: string): Promise<string> {
