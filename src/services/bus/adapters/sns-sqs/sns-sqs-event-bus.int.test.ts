@@ -342,6 +342,27 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     await survivor.stop();
   });
 
+  test('publishing reads the declared topics from the registry once, not per batch, and still finds a topic another process declared', async () => {
+    const database = await createTestDatabase('bus_sns_topics');
+    databases.push(database);
+    const busNamespace = `ns-t-${randomUUID().slice(0, 8)}`;
+    const publisher = await openBus(busNamespace, { databaseUrl: database.url });
+    const declarer = await openBus(busNamespace, { databaseUrl: database.url });
+    const topic = `cached-${randomUUID().slice(0, 8)}`;
+    await declarer.declare({ topics: [topic], subscriptions: [] });
+    // Counted at the bus's own pool: the statement loadTopics sends.
+    let reads = 0;
+    const pool = publisher['pool'];
+    const query = pool.query.bind(pool);
+    pool.query = ((...args: Parameters<typeof query>) => {
+      if (typeof args[0] === 'string' && args[0].startsWith('SELECT name FROM topics')) reads += 1;
+      return query(...args);
+    }) as typeof pool.query;
+    for (let index = 0; index < 5; index++) assert.deepEqual(await publisher.publish(topic, event(`cached-${index}`)), { id: `cached-${index}`, duplicate: false });
+    assert.equal(reads, 1, 'one look at the registry for a topic it had not declared, none after');
+    await assert.rejects(publisher.publish(`never-${randomUUID().slice(0, 8)}`, event('x')), /No topic named/);
+  });
+
   test('two deployments in two namespaces never see each other\'s events, even on the same topic and subscription names', async () => {
     const suffix = randomUUID().slice(0, 8);
     const [a, b] = [await openBus(`ns-a-${suffix}`), await openBus(`ns-b-${suffix}`)];

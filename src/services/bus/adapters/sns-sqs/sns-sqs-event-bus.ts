@@ -126,6 +126,8 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   readonly #queueUrls = new Map<string, string>();
   readonly #queueArns = new Map<string, string>();
   readonly #onClose: (() => Promise<void>) | undefined;
+  /** Topics known to be declared: publishBatch reads the registry only for a topic not among them. */
+  #topics = new Set<string>();
   /** When each subscription's queue was last seen empty by this instance: the start of its oldest message's possible age. */
   readonly #emptySince = new Map<string, Date>();
 
@@ -184,6 +186,7 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   async declare(topology: Topology): Promise<void> {
     const resolved = resolveTopology(topology);
     await declareTopology(this.pool, resolved);
+    for (const topic of resolved.topics) this.#topics.add(topic);
     // CreateTopic, CreateQueue and Subscribe return what exists when it matches: concurrent starts meet the same resources.
     for (const topic of resolved.topics) await this.#topicArn(topic);
     for (const subscription of resolved.subscriptions) {
@@ -290,7 +293,9 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
 
   async publishBatch(messages: readonly OutgoingMessage[]): Promise<PublishStatus[]> {
     this.assertOpen();
-    const topics = new Set(await loadTopics(this.pool));
+    // Declared topics are known; one declared by another process is looked up once.
+    if (messages.some((message) => !this.#topics.has(message.topic))) this.#topics = new Set(await loadTopics(this.pool));
+    const topics = this.#topics;
     // SNS standard topics keep no ids: the registry decides.
     const { toPublish, repeatStatus } = await claimBatch(this.pool, messages, topics);
     const published = new Set<number>();
