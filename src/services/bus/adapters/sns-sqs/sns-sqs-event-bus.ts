@@ -49,6 +49,8 @@ import { claimEvents, markEventsHandled, type Ownership, type ReceivedCopy, rele
 
 /** Entries in one PublishBatch or DeleteMessageBatch, and messages in one ReceiveMessage: SNS's and SQS's own limit. */
 const AWS_BATCH_MAX = 10;
+/** PublishBatch calls one publishBatch has awaiting an answer at once. */
+const PUBLISH_BATCHES_IN_FLIGHT_MAX = 8;
 /** How long one ReceiveMessage waits for messages (seconds): also how long a graceful stop may wait for the poll in progress. */
 const RECEIVE_WAIT_SECONDS = 1;
 /** SQS's largest visibility timeout (seconds). */
@@ -300,10 +302,14 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
     const { toPublish, repeatStatus } = await claimBatch(this.pool, messages, topics);
     const published = new Set<number>();
     let failure: unknown;
-    const byTopic = Map.groupBy(toPublish, (index) => messages[index]!.topic);
-    for (const [topic, indexes] of byTopic) {
-      for (let start = 0; start < indexes.length; start += AWS_BATCH_MAX) {
-        const chunk = indexes.slice(start, start + AWS_BATCH_MAX);
+    const chunks = [...Map.groupBy(toPublish, (index) => messages[index]!.topic)].flatMap(([topic, indexes]) =>
+      Array.from({ length: Math.ceil(indexes.length / AWS_BATCH_MAX) }, (_, chunk) => ({ topic, indexes: indexes.slice(chunk * AWS_BATCH_MAX, (chunk + 1) * AWS_BATCH_MAX) })),
+    );
+    // A few PublishBatch calls at once: a relay's batch of hundreds is not sent ten by ten in turn.
+    let next = 0;
+    const sender = async () => {
+      while (next < chunks.length) {
+        const { topic, indexes: chunk } = chunks[next++]!;
         try {
           const result = await this.#sns.send(
             new PublishBatchCommand({
@@ -321,7 +327,8 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
           failure ??= error;
         }
       }
-    }
+    };
+    await Promise.all(Array.from({ length: Math.min(PUBLISH_BATCHES_IN_FLIGHT_MAX, chunks.length) }, sender));
     await markBatchPublished(this.pool, messages, published);
     // The batch fails as a whole (the relay retries it): what SNS took is marked, and repeats as duplicates.
     if (failure !== undefined) throw failure;
@@ -605,6 +612,8 @@ class SqsConsumer extends ConsumerLifecycle {
   readonly #claim: (copies: readonly ReceivedCopy[]) => Promise<Ownership[]>;
   readonly #markHandled: (copies: readonly ReceivedCopy[]) => Promise<void>;
   readonly #logger: Logger;
+  /** Messages received and not yet handed to a handler (their events being claimed). */
+  #claiming = 0;
   /** Acks waiting for the next DeleteMessageBatch. */
   readonly #acks: { receipt: string; handled: ReceivedCopy | undefined; resolve: () => void; reject: (error: unknown) => void }[] = [];
   /** Cancels the poll in progress when the consumer is abandoned (as a crash would). */
@@ -631,7 +640,9 @@ class SqsConsumer extends ConsumerLifecycle {
 
   protected async run(): Promise<void> {
     while (!this.stopping) {
-      if (this.inFlight >= this.inFlightMax) {
+      // Messages still being claimed count against the limit as much as those their handlers hold.
+      const room = this.inFlightMax - this.inFlight - this.#claiming;
+      if (room <= 0) {
         await this.wakeup.sleep(1_000);
         continue;
       }
@@ -640,7 +651,7 @@ class SqsConsumer extends ConsumerLifecycle {
         const result = await this.#sqs.send(
           new ReceiveMessageCommand({
             QueueUrl: this.#queueUrl,
-            MaxNumberOfMessages: Math.min(AWS_BATCH_MAX, this.batchSizeMax, this.inFlightMax - this.inFlight),
+            MaxNumberOfMessages: Math.min(AWS_BATCH_MAX, this.batchSizeMax, room),
             WaitTimeSeconds: RECEIVE_WAIT_SECONDS,
             MessageSystemAttributeNames: ['ApproximateReceiveCount'],
           }),
@@ -653,7 +664,14 @@ class SqsConsumer extends ConsumerLifecycle {
         await this.wakeup.sleep(RECEIVE_RETRY_MS);
         continue;
       }
-      if (received.length > 0) await this.#dispatchAll(received);
+      if (received.length === 0) continue;
+      // Claimed while the next poll waits: the poll loop never waits on the database.
+      this.#claiming += received.length;
+      this.track(() =>
+        this.#dispatchAll(received).finally(() => {
+          this.#claiming -= received.length;
+        }),
+      );
     }
   }
 
