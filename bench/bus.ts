@@ -8,6 +8,12 @@
 // through the transactional outbox (as a payment service would), a relay
 // publishes, a consumer handles and acks. Latency is taken per event from the
 // instant its transaction committed to the instant its handler returned.
+//
+// sns-sqs runs on the fauxqs emulator embedded here on loopback (its figures
+// say what the adapter adds, not what AWS does): the adapter's publishBatch and
+// its consumer, each beside a raw AWS SDK loop on the same emulator in the same
+// run (PublishBatch of 10; ReceiveMessage of 10 then DeleteMessageBatch),
+// alternating, SNS_SQS_ROUNDS rounds, medians compared.
 import { randomUUID } from 'node:crypto';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -22,6 +28,10 @@ import { createLogger } from '../src/platform/logger.ts';
 import { appendToOutbox, migrateOutbox, OutboxRelay } from '../src/platform/outbox/outbox.ts';
 import { startEmbeddedPostgres, type EmbeddedServer } from '../src/platform/postgres/embedded.ts';
 import { createPool, databaseUrl } from '../src/platform/postgres/pool.ts';
+import { PublishBatchCommand, SNSClient, SubscribeCommand, CreateTopicCommand } from '@aws-sdk/client-sns';
+import { CreateQueueCommand, DeleteMessageBatchCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { EMULATOR_CREDENTIALS, EMULATOR_REGION_DEFAULT, startEmbeddedEmulator } from '../src/services/bus/adapters/sns-sqs/embedded-emulator.ts';
+import { SnsSqsEventBus } from '../src/services/bus/adapters/sns-sqs/sns-sqs-event-bus.ts';
 import { freePort } from './lib/net.ts';
 
 /** Events per adapter run (after warm-up). */
@@ -46,7 +56,14 @@ const RAW_MESSAGES = Number(process.env.BENCH_BUS_RAW_MESSAGES ?? 100_000);
 const RAW_PUBLISH_WINDOW = 1_000;
 /** One phase gives up after this long, so the whole run stays under five minutes. */
 const PHASE_TIMEOUT_MS = 60_000;
-const TARGETS = { postgresEventsPerSecond: 5_000, postgresP99Ms: 100, natsShareOfRawConsume: 0.5 };
+/** Messages per sns-sqs round, each way (adapter and raw), and rounds (medians are reported). */
+const SNS_SQS_MESSAGES = Number(process.env.BENCH_BUS_SNS_SQS_MESSAGES ?? 3_000);
+const SNS_SQS_ROUNDS = Number(process.env.BENCH_BUS_SNS_SQS_ROUNDS ?? 3);
+/** PublishBatch calls (of 10) awaiting their answer at once, raw and adapter alike (the adapter: publishBatch calls of 10). */
+const SNS_SQS_PUBLISH_WINDOW = 8;
+/** Which adapters run (comma-separated): all by default. */
+const ADAPTERS = (process.env.BENCH_BUS_ADAPTERS ?? 'postgres,nats,sns-sqs').split(',');
+const TARGETS = { postgresEventsPerSecond: 5_000, postgresP99Ms: 100, natsShareOfRawConsume: 0.5, snsSqsShareOfRaw: 0.5 };
 
 const logger = createLogger(process.env.LOG_LEVEL ?? 'warn');
 const natsUrl = process.env.NATS_URL || 'nats://127.0.0.1:4222';
@@ -70,9 +87,10 @@ async function main(): Promise<void> {
   const databases: string[] = [];
   const results: Result[] = [];
   let raw: { publishPerSecond: number; consumePerSecond: number } | undefined;
+  let snsSqs: SnsSqsFigures | undefined;
   try {
     console.log(`bench:bus — ${EVENTS} events per adapter, ${WRITERS} writers, ${EVENTS_PER_TRANSACTION} events per producer transaction, ${os.cpus().length} cores`);
-    for (const adapter of ['postgres', 'nats'] as BusAdapter[]) {
+    for (const adapter of (['postgres', 'nats'] as BusAdapter[]).filter((name) => ADAPTERS.includes(name))) {
       if (adapter === 'nats' && !natsReachable) {
         console.log(`nats: skipped, NATS not reachable at ${natsUrl}`);
         continue;
@@ -83,7 +101,12 @@ async function main(): Promise<void> {
       results.push(await runAdapter(adapter, databaseUrl(serverUrl, busDb), databaseUrl(serverUrl, producerDb)));
       printResult(results.at(-1)!);
     }
-    if (natsReachable) {
+    if (ADAPTERS.includes('sns-sqs')) {
+      const busDb = await createDatabase(serverUrl, 'bench_bus_sns_sqs');
+      databases.push(busDb);
+      snsSqs = await snsSqsVersusRaw(databaseUrl(serverUrl, busDb));
+    }
+    if (natsReachable && ADAPTERS.includes('nats')) {
       raw = await rawJetStream();
       console.log(`raw JetStream: publish ${fmt(raw.publishPerSecond)} msg/s, consume ${fmt(raw.consumePerSecond)} msg/s (${RAW_MESSAGES} messages, file storage)`);
     }
@@ -109,7 +132,115 @@ async function main(): Promise<void> {
       `  nats: consumer drains ${fmt(nats.drainPerSecond)} events/s = ${(share * 100).toFixed(0)}% of raw JetStream consume (${fmt(raw.consumePerSecond)}/s) — target ≥ ${TARGETS.natsShareOfRawConsume * 100}%: ${share >= TARGETS.natsShareOfRawConsume ? 'met' : 'NOT met'}; outbox→ack ${fmt(nats.burst.eventsPerSecond)} events/s = ${(endToEnd * 100).toFixed(0)}% of raw consume`,
     );
   }
+  if (snsSqs) {
+    const publishShare = snsSqs.adapter.publish / snsSqs.raw.publish;
+    const consumeShare = snsSqs.adapter.consume / snsSqs.raw.consume;
+    const met = publishShare >= TARGETS.snsSqsShareOfRaw && consumeShare >= TARGETS.snsSqsShareOfRaw;
+    console.log(
+      `  sns-sqs (emulator): publish ${fmt(snsSqs.adapter.publish)}/s = ${(publishShare * 100).toFixed(0)}% of raw SDK (${fmt(snsSqs.raw.publish)}/s); consume ${fmt(snsSqs.adapter.consume)}/s = ${(consumeShare * 100).toFixed(0)}% of raw SDK (${fmt(snsSqs.raw.consume)}/s) — target ≥ ${TARGETS.snsSqsShareOfRaw * 100}% each: ${met ? 'met' : 'NOT met'}`,
+    );
+  }
   console.log(`  run took ${((now() - started) / 1000).toFixed(1)} s`);
+}
+
+type SnsSqsRate = { publish: number; consume: number };
+type SnsSqsFigures = { adapter: SnsSqsRate; raw: SnsSqsRate };
+
+/**
+ * Rounds of: the raw SDK publishing SNS_SQS_MESSAGES through a topic to a
+ * queue and draining it, then the adapter doing the same through its own
+ * topic and subscription (claims in the registry, dedupe records, batched
+ * deletes included). Medians of each.
+ */
+async function snsSqsVersusRaw(busUrl: string): Promise<SnsSqsFigures> {
+  const emulator = await startEmbeddedEmulator();
+  const client = { region: EMULATOR_REGION_DEFAULT, endpoint: emulator.endpoint, credentials: { ...EMULATOR_CREDENTIALS } };
+  const sns = new SNSClient(client);
+  const sqs = new SQSClient({ ...client, useQueueUrlAsEndpoint: false });
+  const bus = await SnsSqsEventBus.open({ databaseUrl: busUrl, poolSize: 8, logger, clock: systemClock, ...client, namespace: `bench-${randomUUID().slice(0, 8)}` });
+  const rates: { adapter: SnsSqsRate[]; raw: SnsSqsRate[] } = { adapter: [], raw: [] };
+  const time = new Date().toISOString();
+  const eventOf = (id: string) => ({ specversion: '1.0' as const, id, source: '/bench', type: 'koban.bench.event', time, data: { n: 1 } });
+  try {
+    // Round 0 warms both sides up (the emulator too) and is not counted.
+    for (let round = 0; round <= SNS_SQS_ROUNDS; round++) {
+      // Raw: a topic, a queue subscribed with raw delivery, PublishBatch of 10, then receive and delete in batches of 10.
+      const name = `raw-${round}-${randomUUID().slice(0, 8)}`;
+      const topicArn = (await sns.send(new CreateTopicCommand({ Name: name }))).TopicArn!;
+      const queueUrl = (await sqs.send(new CreateQueueCommand({ QueueName: name }))).QueueUrl!;
+      const queueArn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['QueueArn'] }))).Attributes!.QueueArn!;
+      await sns.send(new SubscribeCommand({ TopicArn: topicArn, Protocol: 'sqs', Endpoint: queueArn, Attributes: { RawMessageDelivery: 'true' } }));
+      const rawPublish = await timed(SNS_SQS_MESSAGES, (start, count) =>
+        sns.send(new PublishBatchCommand({ TopicArn: topicArn, PublishBatchRequestEntries: Array.from({ length: count }, (_, index) => ({ Id: String(index), Message: JSON.stringify(eventOf(`raw-${start + index}`)) })) })),
+      );
+      const rawConsumeStart = now();
+      for (let received = 0; received < SNS_SQS_MESSAGES; ) {
+        const result = await sqs.send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 1, MessageSystemAttributeNames: ['ApproximateReceiveCount'] }));
+        const messages = result.Messages ?? [];
+        if (messages.length === 0) continue;
+        for (const message of messages) JSON.parse(message.Body!);
+        await sqs.send(new DeleteMessageBatchCommand({ QueueUrl: queueUrl, Entries: messages.map((message, index) => ({ Id: String(index), ReceiptHandle: message.ReceiptHandle! })) }));
+        received += messages.length;
+      }
+      const rawRate = { publish: rawPublish, consume: SNS_SQS_MESSAGES / ((now() - rawConsumeStart) / 1000) };
+
+      // The adapter: publishBatch of 10, then its consumer (default limits) handling each.
+      const topic = `adapter-${round}-${randomUUID().slice(0, 8)}`;
+      await bus.declare({ topics: [topic], subscriptions: [{ name: `${topic}-sink`, topic }] });
+      // As a relay calls it: one batch at a time, as many messages as the raw loop has in flight (the adapter sends them 10 to a PublishBatch, as many at once).
+      const adapterPublish = await timed(
+        SNS_SQS_MESSAGES,
+        (start, count) => bus.publishBatch(Array.from({ length: count }, (_, index) => ({ topic, event: eventOf(`adapter-${start + index}`) }))),
+        { window: 1, batch: 10 * SNS_SQS_PUBLISH_WINDOW },
+      );
+      let handled = 0;
+      let allHandled!: () => void;
+      const done = new Promise<void>((resolve) => (allHandled = resolve));
+      const consumeStart = now();
+      const consumer = await bus.consume(`${topic}-sink`, async () => {
+        if (++handled === SNS_SQS_MESSAGES) allHandled();
+      });
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([done, new Promise<void>((resolve) => (timer = setTimeout(resolve, PHASE_TIMEOUT_MS)))]);
+      clearTimeout(timer);
+      const adapterRate = { publish: adapterPublish, consume: handled / ((now() - consumeStart) / 1000) };
+      await consumer.stop();
+      if (round > 0) {
+        rates.raw.push(rawRate);
+        rates.adapter.push(adapterRate);
+      }
+      console.log(
+        `sns-sqs ${round === 0 ? 'warm-up' : `round ${round}`}: raw SDK publish ${fmt(rawRate.publish)}/s, consume ${fmt(rawRate.consume)}/s; adapter publish ${fmt(adapterRate.publish)}/s, consume ${fmt(adapterRate.consume)}/s${handled < SNS_SQS_MESSAGES ? ` (INCOMPLETE: ${handled} handled)` : ''}`,
+      );
+    }
+  } finally {
+    await bus.close();
+    sns.destroy();
+    sqs.destroy();
+    await emulator.stop();
+  }
+  const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+  const medians = (list: SnsSqsRate[]) => ({ publish: median(list.map((rate) => rate.publish)), consume: median(list.map((rate) => rate.consume)) });
+  const figures = { adapter: medians(rates.adapter), raw: medians(rates.raw) };
+  console.log(`sns-sqs medians of ${SNS_SQS_ROUNDS} rounds of ${SNS_SQS_MESSAGES} messages: raw SDK publish ${fmt(figures.raw.publish)}/s, consume ${fmt(figures.raw.consume)}/s; adapter publish ${fmt(figures.adapter.publish)}/s, consume ${fmt(figures.adapter.consume)}/s`);
+  return figures;
+}
+
+/** Messages per second of `send` over `total` messages in batches (of 10), `window` (SNS_SQS_PUBLISH_WINDOW) batches awaiting their answer at once. */
+async function timed(total: number, send: (start: number, count: number) => Promise<unknown>, shape = { window: SNS_SQS_PUBLISH_WINDOW, batch: 10 }): Promise<number> {
+  const start = now();
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: shape.window }, async () => {
+      while (next < total) {
+        const first = next;
+        const count = Math.min(shape.batch, total - first);
+        next += count;
+        await send(first, count);
+      }
+    }),
+  );
+  return total / ((now() - start) / 1000);
 }
 
 async function runAdapter(adapter: BusAdapter, busUrl: string, producerUrl: string): Promise<Result> {

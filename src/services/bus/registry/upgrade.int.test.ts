@@ -100,7 +100,7 @@ describe('bus database from before the registry had its own migrations', () => {
     const bookkeeping = await legacyPool.query<{ row: string }>(`SELECT component || ':' || version || ':' || name AS row FROM schema_migrations ORDER BY 1`);
     assert.deepEqual(
       bookkeeping.rows.map((row) => row.row),
-      [':1:bus', 'bus_postgres:1:deliveries', 'bus_registry:1:registry', 'bus_registry:2:event_fingerprints'],
+      [':1:bus', 'bus_postgres:1:deliveries', 'bus_registry:1:registry', 'bus_registry:2:event_fingerprints', 'bus_registry:3:consumed_events'],
     );
     // Opening again applies nothing and still starts.
     await open(legacy.url);
@@ -131,6 +131,6 @@ describe('bus database from before the registry had its own migrations', () => {
   test('the registry alone (as the NATS adapter migrates it) makes only its own tables', async () => {
     const registryPool = pool(registryOnly.url);
     await migrateRegistry(registryPool, logger);
-    assert.deepEqual(await tableNames(registryPool), ['dead_letters', 'event_fingerprints', 'schema_migrations', 'subscriptions', 'topics']);
+    assert.deepEqual(await tableNames(registryPool), ['consumed_events', 'dead_letters', 'event_fingerprints', 'schema_migrations', 'subscriptions', 'topics']);
   });
 });

@@ -20,6 +20,12 @@ export type BusHarness = {
   open(options?: { via?: (target: { host: string; port: number }) => Promise<TcpProxy> }): Promise<EventBus>;
   /** A database for a pretend producer service's outbox. */
   producerDatabaseUrl: string;
+  /**
+   * Leaves the bus's store as a publisher that died after the broker accepted
+   * this event and before it recorded so would leave it. Left out by adapters
+   * whose publish and record commit together (postgres), which have no such state.
+   */
+  forgetPublished?(topic: string, id: string): Promise<void>;
   teardown(): Promise<void>;
 };
 
@@ -300,6 +306,22 @@ export function runConformance(adapter: string, factory: HarnessFactory, options
       await settle();
       assert.deepEqual(seen.ids(names.points!), ['crash-before-mark']);
       assert.deepEqual(seen.ids(names.notices!), ['crash-before-mark']);
+      await Promise.all(consumers.map((consumer) => consumer.stop()));
+    });
+
+    test('an event the broker took but the publisher never recorded, published again, reaches each handler once', async () => {
+      const { topic, names } = await declare({ points: {}, notices: { filter: { network: ['visa'] } } });
+      const seen = collect();
+      const consumers = await Promise.all(Object.values(names).map((name) => bus.consume(name, seen.handler)));
+      await bus.publish(topic, event({ id: 'taken-unrecorded', network: 'visa' }));
+      await waitFor(() => seen.deliveries.length >= 2);
+      // The publisher "died" between the broker's acceptance and its record: the relay publishes the row again.
+      await harness.forgetPublished?.(topic, 'taken-unrecorded');
+      await bus.publish(topic, event({ id: 'taken-unrecorded', network: 'visa' }));
+      await bus.publish(topic, event({ id: 'after-it', network: 'visa' }));
+      await waitFor(() => seen.deliveries.length >= 4);
+      await settle();
+      for (const name of Object.values(names)) assert.deepEqual(seen.ids(name), ['taken-unrecorded', 'after-it'], `${name} handled it once`);
       await Promise.all(consumers.map((consumer) => consumer.stop()));
     });
 

@@ -42,8 +42,12 @@ runConformance(
     const open = async (url: string) =>
       NatsEventBus.open({ natsUrl: url, databaseUrl: busDatabase.url, poolSize: 4, logger, clock: systemClock, namespace, publishTimeoutMs: 500 });
     const janitor = await open(natsUrl);
+    const registry = createPool({ url: busDatabase.url, size: 1, applicationName: 'conformance-registry', logger });
     return {
       producerDatabaseUrl: producerDatabase.url,
+      async forgetPublished(topic, id) {
+        await registry.query('UPDATE event_fingerprints SET published_at = NULL WHERE topic = $1 AND event_id = $2', [topic, id]);
+      },
       async open(options) {
         if (!options?.via) return open(natsUrl);
         const parsed = new URL(natsUrl);
@@ -55,6 +59,7 @@ runConformance(
         const topics = await loadTopics(pool).finally(() => pool.end());
         await janitor.deleteStreams(topics);
         await janitor.close();
+        await registry.end();
         await busDatabase.drop();
         await producerDatabase.drop();
       },

@@ -1,14 +1,18 @@
-// Goal: the SNS+SQS adapter passes the EventBus conformance suite against an emulator on loopback, and beyond it translates every filter operator, extends a slow handler's deadline, deletes what it acknowledges, and keeps namespaces apart (skips when the emulator cannot start).
+// Goal: the SNS+SQS adapter passes the EventBus conformance suite against an emulator on loopback, and beyond it translates every filter operator, extends a slow handler's deadline, deletes what it acknowledges, drops a redelivery of what it handled, and keeps namespaces apart (skips when the emulator cannot start).
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, describe, test } from 'node:test';
+import { GetQueueAttributesCommand, GetQueueUrlCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { systemClock } from '../../../../platform/clock.ts';
 import { createLogger } from '../../../../platform/logger.ts';
+import { createPool } from '../../../../platform/postgres/pool.ts';
 import { createTestDatabase, type TestDatabase } from '../../../../../test/support/database.ts';
 import type { FilterPolicy } from '../../../../contracts/bus/filter-policy.ts';
 import { type CloudEvent, filterAttributes } from '../../../../contracts/events/envelope.ts';
+import { ACK_DEADLINE_EXCEEDED } from '../../domain/dead-letters.ts';
 import { matchesFilter } from '../../domain/filter.ts';
 import { runConformance, sleep, waitFor } from '../../testing/conformance.ts';
+import { TcpProxy } from '../../testing/tcp-proxy.ts';
 import { type EmbeddedEmulator, EMULATOR_CREDENTIALS, EMULATOR_REGION_DEFAULT, startEmbeddedEmulator } from './embedded-emulator.ts';
 import { SnsSqsEventBus } from './sns-sqs-event-bus.ts';
 
@@ -31,14 +35,19 @@ runConformance(
     const producerDatabase = await createTestDatabase('bus_sns_producer');
     const open = (endpoint: string) =>
       SnsSqsEventBus.open({ databaseUrl: busDatabase.url, poolSize: 4, logger, clock: systemClock, namespace, region: EMULATOR_REGION_DEFAULT, endpoint, credentials: EMULATOR_CREDENTIALS });
+    const registry = createPool({ url: busDatabase.url, size: 1, applicationName: 'conformance-registry', logger });
     return {
       producerDatabaseUrl: producerDatabase.url,
+      async forgetPublished(topic, id) {
+        await registry.query('UPDATE event_fingerprints SET published_at = NULL WHERE topic = $1 AND event_id = $2', [topic, id]);
+      },
       async open(options) {
         if (!options?.via) return open(emulator!.endpoint);
         const proxy = await options.via({ host: emulator!.host, port: emulator!.port });
         return open(`http://127.0.0.1:${proxy.port}`);
       },
       async teardown() {
+        await registry.end();
         await busDatabase.drop();
         await producerDatabase.drop();
       },
@@ -51,29 +60,37 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
   const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
   const databases: TestDatabase[] = [];
   const buses: SnsSqsEventBus[] = [];
+  const proxies: TcpProxy[] = [];
+  const sqs = new SQSClient({ region: EMULATOR_REGION_DEFAULT, endpoint: emulator?.endpoint ?? 'http://127.0.0.1:1', credentials: { ...EMULATOR_CREDENTIALS }, useQueueUrlAsEndpoint: false });
   after(async () => {
+    sqs.destroy();
     for (const bus of buses) await bus.close();
+    for (const proxy of proxies) await proxy.down();
     for (const database of databases) await database.drop();
   });
 
-  async function openBus(busNamespace: string): Promise<SnsSqsEventBus> {
-    const database = await createTestDatabase('bus_sns_more');
-    databases.push(database);
+  async function openBus(busNamespace: string, options: { endpoint?: string; databaseUrl?: string } = {}): Promise<SnsSqsEventBus> {
+    let databaseUrl = options.databaseUrl;
+    if (databaseUrl === undefined) {
+      const database = await createTestDatabase('bus_sns_more');
+      databases.push(database);
+      databaseUrl = database.url;
+    }
     const bus = await SnsSqsEventBus.open({
-      databaseUrl: database.url,
+      databaseUrl,
       poolSize: 2,
       logger,
       clock: systemClock,
       namespace: busNamespace,
       region: EMULATOR_REGION_DEFAULT,
-      endpoint: emulator!.endpoint,
+      endpoint: options.endpoint ?? emulator!.endpoint,
       credentials: EMULATOR_CREDENTIALS,
     });
     buses.push(bus);
     return bus;
   }
 
-  const event = (id: string, extra: Record<string, string> = {}) => ({ specversion: '1.0', id, source: '/koban/tests', type: 'koban.test.happened', data: { id }, ...extra });
+  const event = (id: string, extra: Record<string, string> = {}) => ({ specversion: '1.0' as const, id, source: '/koban/tests', type: 'koban.test.happened', data: { id }, ...extra });
 
   test('every filter operator, translated to an SNS FilterPolicy, selects in SNS exactly what the bus\'s own evaluator selects', async () => {
     const bus = await openBus(`ns-f-${randomUUID().slice(0, 8)}`);
@@ -118,6 +135,25 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     await Promise.all(consumers.map((consumer) => consumer.stop()));
   });
 
+  test('a filtered subscription declared again (a restart) stays as it is; its filter removed is removed in SNS, and it receives everything', async () => {
+    const bus = await openBus(`ns-r-${randomUUID().slice(0, 8)}`);
+    const topic = `unfiltered-${randomUUID().slice(0, 8)}`;
+    const name = `${topic}-visa`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic, filter: { network: ['visa'] } }] });
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic, filter: { network: ['visa'] } }] });
+    const ids: string[] = [];
+    const consumer = await bus.consume(name, async (delivery) => void ids.push(delivery.event.id));
+    await bus.publish(topic, event('jcb-before', { network: 'jcb' }));
+    await bus.publish(topic, event('visa-before', { network: 'visa' }));
+    await waitFor(() => ids.length >= 1);
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic }] });
+    await bus.publish(topic, event('jcb-after', { network: 'jcb' }));
+    await waitFor(() => ids.length >= 2);
+    await sleep(300);
+    assert.deepEqual(ids, ['visa-before', 'jcb-after']);
+    await consumer.stop();
+  });
+
   test('a handler slower than its ack deadline keeps its message: the deadline is extended, it is delivered once', async () => {
     const bus = await openBus(`ns-v-${randomUUID().slice(0, 8)}`);
     const topic = `slow-${randomUUID().slice(0, 8)}`;
@@ -153,6 +189,178 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     assert.equal(stats?.depth, 0);
     assert.equal(stats?.in_flight, 0);
     await consumer.stop();
+  });
+
+  test('acks are deleted together, each by its own receipt handle: the queue is empty long before any deadline could bring one back', async () => {
+    const bus = await openBus(`ns-b-${randomUUID().slice(0, 8)}`);
+    const topic = `batched-${randomUUID().slice(0, 8)}`;
+    const ACK_WAIT_MS = 30_000;
+    await bus.declare({ topics: [topic], subscriptions: [{ name: `${topic}-worker`, topic, ackWaitMs: ACK_WAIT_MS }] });
+    const ids: string[] = [];
+    const consumer = await bus.consume(`${topic}-worker`, async (delivery) => {
+      ids.push(delivery.event.id);
+    });
+    const messages = Array.from({ length: 25 }, (_, index) => ({ topic, event: { ...event(`batched-${index}`), time: new Date().toISOString() } }));
+    await bus.publishBatch(messages);
+    await waitFor(() => ids.length >= 25);
+    // The emulator deletes nothing for a wrong (or another message's) handle and says nothing: a message left in flight shows it.
+    await waitFor(async () => {
+      const stats = (await bus.subscriptions()).find((entry) => entry.name === `${topic}-worker`);
+      return stats?.depth === 0 && stats.in_flight === 0;
+    }, 3_000);
+    assert.equal(new Set(ids).size, 25);
+    await consumer.stop();
+  });
+
+  test('a message handled but whose delete was lost comes back and is dropped: its handler runs once', async () => {
+    const proxy = new TcpProxy({ host: emulator!.host, port: emulator!.port });
+    await proxy.up();
+    proxies.push(proxy);
+    const bus = await openBus(`ns-l-${randomUUID().slice(0, 8)}`, { endpoint: `http://127.0.0.1:${proxy.port}` });
+    const topic = `lost-${randomUUID().slice(0, 8)}`;
+    const ACK_WAIT_MS = 2_000;
+    await bus.declare({ topics: [topic], subscriptions: [{ name: `${topic}-worker`, topic, ackWaitMs: ACK_WAIT_MS }] });
+    const attempts: number[] = [];
+    const consumer = await bus.consume(`${topic}-worker`, async (delivery) => {
+      attempts.push(delivery.attempt);
+      // SQS is cut off as the first handler returns: its success is recorded (the database is reached directly), the delete is lost.
+      if (attempts.length === 1) await proxy.down();
+    });
+    await bus.publish(topic, event('lost-delete'));
+    await waitFor(() => attempts.length >= 1);
+    await sleep(500);
+    await proxy.up();
+    // Back after its visibility timeout, received again, and dropped.
+    await waitFor(async () => {
+      const stats = (await bus.subscriptions()).find((entry) => entry.name === `${topic}-worker`);
+      return stats?.depth === 0 && stats.in_flight === 0;
+    }, ACK_WAIT_MS * 4);
+    assert.deepEqual(attempts, [1], 'the handler ran once');
+    await consumer.stop();
+  });
+
+  /** Messages in a queue of the bus (visible and in flight), read with a client of the test's own. */
+  async function queueDepth(bus: SnsSqsEventBus, queueName: string): Promise<number> {
+    const { QueueUrl } = await sqs.send(new GetQueueUrlCommand({ QueueName: bus.resourceName(queueName) }));
+    const result = await sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
+    return Number(result.Attributes?.ApproximateNumberOfMessages) + Number(result.Attributes?.ApproximateNumberOfMessagesNotVisible);
+  }
+
+  test('a message that fails its last delivery waits once in the subscription\'s SQS dead-letter queue; discard deletes it there, redrive sends it back from there', async () => {
+    const bus = await openBus(`ns-q-${randomUUID().slice(0, 8)}`);
+    const topic = `dlq-${randomUUID().slice(0, 8)}`;
+    const name = `${topic}-worker`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic, maxDeliveries: 2, retryBackoffInitialMs: 20, retryBackoffMaxMs: 40 }] });
+    const { QueueUrl } = await sqs.send(new GetQueueUrlCommand({ QueueName: bus.resourceName(name) }));
+    const { Attributes } = await sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['RedrivePolicy'] }));
+    const { QueueUrl: dlqUrl } = await sqs.send(new GetQueueUrlCommand({ QueueName: `${bus.resourceName(name)}-DLQ` }));
+    const dlqArn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: dlqUrl, AttributeNames: ['QueueArn'] }))).Attributes?.QueueArn;
+    assert.deepEqual(JSON.parse(Attributes?.RedrivePolicy ?? '{}'), { deadLetterTargetArn: dlqArn, maxReceiveCount: 2 });
+    let healthy = false;
+    const handled: [string, number][] = [];
+    const consumer = await bus.consume(name, async (delivery) => {
+      if (!healthy) throw new Error(`refused ${delivery.event.id}`);
+      handled.push([delivery.event.id, delivery.attempt]);
+    });
+    await bus.publish(topic, event('dies-1'));
+    await bus.publish(topic, event('dies-2'));
+    await waitFor(async () => (await queueDepth(bus, `${name}-DLQ`)) === 2 && (await queueDepth(bus, name)) === 0);
+    await sleep(300);
+    assert.equal(await queueDepth(bus, `${name}-DLQ`), 2, 'one copy of each in the dead-letter queue');
+    const listed = await bus.deadLetters(name, { limit: 10 });
+    assert.deepEqual(listed.data.map((letter) => [letter.id, letter.attempts, letter.last_error]).sort(), [['dies-1', 2, 'Error: refused dies-1'], ['dies-2', 2, 'Error: refused dies-2']]);
+    await bus.discard(name, 'dies-2');
+    assert.equal(await queueDepth(bus, `${name}-DLQ`), 1, 'the discarded one is gone from the dead-letter queue');
+    assert.deepEqual((await bus.deadLetters(name, { limit: 10, state: 'discarded' })).data.map((letter) => letter.id), ['dies-2'], 'and kept as discarded');
+    healthy = true;
+    assert.deepEqual(await bus.redrive(name), { redriven: 1 });
+    await waitFor(() => handled.length >= 1);
+    assert.equal(await queueDepth(bus, `${name}-DLQ`), 0, 'the redriven one left the dead-letter queue');
+    await sleep(300);
+    assert.deepEqual(handled, [['dies-1', 1]]);
+    assert.equal((await bus.deadLetters(name, { limit: 10 })).data.length, 0);
+    await consumer.stop();
+  });
+
+  test('a body that is not JSON, or not a CloudEvent, is a dead letter at once saying so, and waits in the dead-letter queue; the messages around it are handled', async () => {
+    const bus = await openBus(`ns-p-${randomUUID().slice(0, 8)}`);
+    const topic = `poison-${randomUUID().slice(0, 8)}`;
+    const name = `${topic}-worker`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic, maxDeliveries: 3 }] });
+    const handled: string[] = [];
+    const consumer = await bus.consume(name, async (delivery) => void handled.push(delivery.event.id));
+    const { QueueUrl } = await sqs.send(new GetQueueUrlCommand({ QueueName: bus.resourceName(name) }));
+    await bus.publish(topic, event('before'));
+    const notJson = await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'hello, not json' }));
+    const notEvent = await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: JSON.stringify({ specversion: '1.0', source: '/elsewhere', type: 'x', time: new Date().toISOString() }) }));
+    await bus.publish(topic, event('after'));
+    const started = Date.now();
+    await waitFor(async () => (await bus.deadLetters(name, { limit: 10 })).data.length === 2);
+    assert.ok(Date.now() - started < 5_000, 'not hidden for hours');
+    const letters = new Map((await bus.deadLetters(name, { limit: 10 })).data.map((letter) => [letter.id, letter]));
+    assert.match(letters.get(`sqs-message:${notJson.MessageId}`)?.last_error ?? '', /not JSON/);
+    assert.deepEqual(letters.get(`sqs-message:${notJson.MessageId}`)?.event.data, { body: 'hello, not json' });
+    assert.match(letters.get(`sqs-message:${notEvent.MessageId}`)?.last_error ?? '', /not a CloudEvent: no valid id/);
+    await waitFor(async () => (await queueDepth(bus, `${name}-DLQ`)) === 2 && (await queueDepth(bus, name)) === 0);
+    await waitFor(() => handled.length >= 2);
+    assert.deepEqual(handled.sort(), ['after', 'before']);
+    assert.equal((await bus.deadLetters(name, { limit: 10 })).data.length, 2, 'one dead letter each');
+    await consumer.stop();
+  });
+
+  test('a consumer that dies holding a last delivery: SQS moves the message, and the dead-letter API finds it there, once', async () => {
+    const database = await createTestDatabase('bus_sns_crash');
+    databases.push(database);
+    const busNamespace = `ns-c-${randomUUID().slice(0, 8)}`;
+    const bus = await openBus(busNamespace, { databaseUrl: database.url });
+    const crashing = await openBus(busNamespace, { databaseUrl: database.url });
+    const topic = `crash-${randomUUID().slice(0, 8)}`;
+    const name = `${topic}-worker`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic, maxDeliveries: 1, ackWaitMs: 2_000 }] });
+    let received!: () => void;
+    const receivedOnce = new Promise<void>((resolve) => (received = resolve));
+    const doomed = await crashing.consume(name, () => {
+      received();
+      return new Promise<void>(() => undefined);
+    });
+    await bus.publish(topic, event('held-at-death'));
+    await receivedOnce;
+    await doomed.stop({ abandonInFlight: true });
+    const handled: string[] = [];
+    const survivor = await bus.consume(name, async (delivery) => void handled.push(delivery.event.id));
+    // Back after its deadline, the survivor's receive is one past maxReceiveCount: SQS moves it, nobody handles it.
+    await waitFor(async () => (await queueDepth(bus, `${name}-DLQ`)) === 1, 10_000);
+    const stats = (await bus.subscriptions()).find((entry) => entry.name === name);
+    assert.equal(stats?.dead_letters, 1, 'the stats find it');
+    const listed = await bus.deadLetters(name, { limit: 10 });
+    assert.deepEqual(listed.data.map((letter) => [letter.id, letter.attempts, letter.last_error]), [['held-at-death', 1, ACK_DEADLINE_EXCEEDED]]);
+    assert.equal((await bus.deadLetters(name, { limit: 10 })).data.length, 1, 'listed again, still one');
+    assert.deepEqual(handled, []);
+    assert.deepEqual(await bus.redrive(name), { redriven: 1 });
+    await waitFor(() => handled.length === 1);
+    assert.equal(await queueDepth(bus, `${name}-DLQ`), 0);
+    await survivor.stop();
+  });
+
+  test('publishing reads the declared topics from the registry once, not per batch, and still finds a topic another process declared', async () => {
+    const database = await createTestDatabase('bus_sns_topics');
+    databases.push(database);
+    const busNamespace = `ns-t-${randomUUID().slice(0, 8)}`;
+    const publisher = await openBus(busNamespace, { databaseUrl: database.url });
+    const declarer = await openBus(busNamespace, { databaseUrl: database.url });
+    const topic = `cached-${randomUUID().slice(0, 8)}`;
+    await declarer.declare({ topics: [topic], subscriptions: [] });
+    // Counted at the bus's own pool: the statement loadTopics sends.
+    let reads = 0;
+    const pool = publisher['pool'];
+    const query = pool.query.bind(pool);
+    pool.query = ((...args: Parameters<typeof query>) => {
+      if (typeof args[0] === 'string' && args[0].startsWith('SELECT name FROM topics')) reads += 1;
+      return query(...args);
+    }) as typeof pool.query;
+    for (let index = 0; index < 5; index++) assert.deepEqual(await publisher.publish(topic, event(`cached-${index}`)), { id: `cached-${index}`, duplicate: false });
+    assert.equal(reads, 1, 'one look at the registry for a topic it had not declared, none after');
+    await assert.rejects(publisher.publish(`never-${randomUUID().slice(0, 8)}`, event('x')), /No topic named/);
   });
 
   test('two deployments in two namespaces never see each other\'s events, even on the same topic and subscription names', async () => {

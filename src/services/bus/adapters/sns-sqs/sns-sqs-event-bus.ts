@@ -6,11 +6,20 @@
 // handler works); acks are DeleteMessageBatch; retry delays are
 // ChangeMessageVisibility; ApproximateReceiveCount is the attempt. SNS
 // standard topics do not deduplicate, so the registry's claims decide a
-// repeat (as on NATS). Dead letters are kept in the registry, so list,
-// redrive and discard behave as on every adapter; a redrive is sent to the
-// subscription's own queue only.
-import { CreateTopicCommand, PublishBatchCommand, SetSubscriptionAttributesCommand, SNSClient, SubscribeCommand } from '@aws-sdk/client-sns';
+// repeat at publish (as on NATS), and, since a publisher that dies between
+// SNS's acceptance and its record publishes again, the consuming side drops a
+// second message of an event it has claimed (consumed-events.ts). Each
+// subscription's queue has a dead-letter queue (RedrivePolicy, maxReceiveCount
+// = maxDeliveries) where SQS moves what failed its last delivery; the registry
+// records each dead letter with its attempts and last error, so list, redrive
+// and discard behave as on every adapter, and finds there what SQS moved
+// unrecorded (a consumer that died holding a last delivery). A redrive is a
+// new message to the subscription's own queue, its copy deleted from the
+// dead-letter queue; a discarded one is deleted there and kept in the registry.
+// A body that is not a CloudEvent is a dead letter at once, its body kept.
+import { CreateTopicCommand, ListSubscriptionsByTopicCommand, PublishBatchCommand, SetSubscriptionAttributesCommand, SNSClient, SubscribeCommand } from '@aws-sdk/client-sns';
 import {
+  ChangeMessageVisibilityBatchCommand,
   ChangeMessageVisibilityCommand,
   CreateQueueCommand,
   DeleteMessageBatchCommand,
@@ -25,25 +34,40 @@ import type { Logger } from 'pino';
 import type { Clock } from '../../../../platform/clock.ts';
 import { createPool, type Pool } from '../../../../platform/postgres/pool.ts';
 import { type CloudEvent, filterAttributes } from '../../../../contracts/events/envelope.ts';
+import { EVENT_ID_PATTERN } from '../../../../contracts/events/limits.ts';
 import type { DeadLetter, DeadLetterPage, DeadLetterQuery, OutgoingMessage, PublishStatus, SubscriptionStats, Topology } from '../../../../contracts/bus/event-bus.ts';
 import type { FilterPolicy } from '../../../../contracts/bus/filter-policy.ts';
 import { ConsumerLifecycle, type ConsumerOptions } from '../../domain/consumer-lifecycle.ts';
 import { ACK_DEADLINE_EXCEEDED, truncateError } from '../../domain/dead-letters.ts';
 import { LAST_ERROR_LENGTH_MAX, NATS_NAMESPACE_DEFAULT } from '../../domain/limits.ts';
-import { checkNatsNamespace, resolveTopology, retryDelayMs } from '../../domain/topology.ts';
+import { checkNatsNamespace, resolveTopology, retryDelayMs, type Subscription } from '../../domain/topology.ts';
 import { countDeadLetters, discardDeadLetter, listDeadLetters, recordDeadLetter, redriveDeadLetters } from '../../registry/dead-letters.ts';
 import { claimBatch, markBatchPublished } from '../../registry/event-fingerprints.ts';
-import { declareTopology, loadSubscriptions, loadTopics, migrateRegistry } from '../../registry/registry.ts';
+import { declareTopology, loadSubscription, loadSubscriptions, loadTopics, migrateRegistry } from '../../registry/registry.ts';
 import { RegistryEventBus } from '../../registry/registry-event-bus.ts';
+import { claimEvents, markEventsHandled, type Ownership, type ReceivedCopy, releaseEvents } from './consumed-events.ts';
 
 /** Entries in one PublishBatch or DeleteMessageBatch, and messages in one ReceiveMessage: SNS's and SQS's own limit. */
 const AWS_BATCH_MAX = 10;
+/** PublishBatch calls one publishBatch has awaiting an answer at once. */
+const PUBLISH_BATCHES_IN_FLIGHT_MAX = 8;
 /** How long one ReceiveMessage waits for messages (seconds): also how long a graceful stop may wait for the poll in progress. */
 const RECEIVE_WAIT_SECONDS = 1;
 /** SQS's largest visibility timeout (seconds). */
 const VISIBILITY_TIMEOUT_MAX_SECONDS = 12 * 60 * 60;
 /** A consumer whose broker fails waits this long before polling again. */
 const RECEIVE_RETRY_MS = 200;
+/** SQS's longest retention (14 days): a dead letter waits in its queue as long as SQS allows. */
+const DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 60 * 60;
+/** How long a look through a dead-letter queue hides what it received from another look. */
+const DEAD_LETTER_SCAN_VISIBILITY_SECONDS = 30;
+/** Messages one look through a dead-letter queue receives, at most. */
+const DEAD_LETTER_SCAN_MESSAGES_MAX = 1_000;
+/**
+ * Suffix of a subscription's dead-letter queue. Upper case, which no
+ * namespace or subscription name has, so it never names another subscription's queue.
+ */
+const DEAD_LETTER_QUEUE_SUFFIX = '-DLQ';
 
 export type SnsSqsEventBusOptions = {
   /** The bus database: declarations, claims and dead letters. */
@@ -100,8 +124,12 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   readonly #namespace: string;
   readonly #logger: Logger;
   readonly #topicArns = new Map<string, string>();
+  /** Queue URLs by queue name, and ARNs by URL. */
   readonly #queueUrls = new Map<string, string>();
+  readonly #queueArns = new Map<string, string>();
   readonly #onClose: (() => Promise<void>) | undefined;
+  /** Topics known to be declared: publishBatch reads the registry only for a topic not among them. */
+  #topics = new Set<string>();
   /** When each subscription's queue was last seen empty by this instance: the start of its oldest message's possible age. */
   readonly #emptySince = new Map<string, Date>();
 
@@ -160,19 +188,22 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   async declare(topology: Topology): Promise<void> {
     const resolved = resolveTopology(topology);
     await declareTopology(this.pool, resolved);
+    for (const topic of resolved.topics) this.#topics.add(topic);
     // CreateTopic, CreateQueue and Subscribe return what exists when it matches: concurrent starts meet the same resources.
     for (const topic of resolved.topics) await this.#topicArn(topic);
     for (const subscription of resolved.subscriptions) {
       const topicArn = await this.#topicArn(subscription.topic);
       const queueUrl = await this.#queueUrl(subscription.name);
-      const attributes = await this.#sqs.send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['QueueArn'] }));
-      const queueArn = attributes.Attributes?.QueueArn;
-      if (!queueArn) throw new Error(`SQS returned no QueueArn for ${queueUrl}`);
+      const queueArn = await this.#queueArn(queueUrl);
+      const deadLetterQueue = await this.#deadLetterQueue(subscription.name);
+      await this.#sqs.send(new SetQueueAttributesCommand({ QueueUrl: deadLetterQueue.url, Attributes: { MessageRetentionPeriod: String(DEAD_LETTER_RETENTION_SECONDS) } }));
       await this.#sqs.send(
         new SetQueueAttributesCommand({
           QueueUrl: queueUrl,
           Attributes: {
             VisibilityTimeout: String(ackDeadlineSeconds(subscription.ackWaitMs)),
+            // SQS moves a message received once more than maxDeliveries: the consumer records why, then lets it go (see SqsConsumer).
+            RedrivePolicy: JSON.stringify({ deadLetterTargetArn: deadLetterQueue.arn, maxReceiveCount: subscription.maxDeliveries }),
             // Only this deployment's topic may send to the queue.
             Policy: JSON.stringify({
               Version: '2012-10-17',
@@ -181,16 +212,46 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
           },
         }),
       );
-      const subscribed = await this.#sns.send(
-        new SubscribeCommand({ TopicArn: topicArn, Protocol: 'sqs', Endpoint: queueArn, Attributes: { RawMessageDelivery: 'true' }, ReturnSubscriptionArn: true }),
-      );
-      if (subscribed.SubscriptionArn && subscription.filter) {
-        // Set after subscribing, so a changed filter updates the subscription instead of conflicting with it.
-        await this.#sns.send(
-          new SetSubscriptionAttributesCommand({ SubscriptionArn: subscribed.SubscriptionArn, AttributeName: 'FilterPolicy', AttributeValue: JSON.stringify(snsFilterPolicy(subscription.filter)) }),
-        );
-      }
+      await this.#subscribe(topicArn, queueArn, subscription.filter === null ? undefined : JSON.stringify(snsFilterPolicy(subscription.filter)));
     }
+  }
+
+  /**
+   * Subscribes the queue to the topic with raw delivery and the filter.
+   * Subscribe returns the subscription that exists when its attributes match
+   * (concurrent starts meet the same one) and refuses one whose attributes
+   * differ: a filter changed or removed since. That one is found and updated
+   * in place; a removed filter is an empty policy, which SNS reads as none.
+   */
+  async #subscribe(topicArn: string, queueArn: string, filterPolicy: string | undefined): Promise<void> {
+    try {
+      await this.#sns.send(
+        new SubscribeCommand({
+          TopicArn: topicArn,
+          Protocol: 'sqs',
+          Endpoint: queueArn,
+          Attributes: { RawMessageDelivery: 'true', ...(filterPolicy === undefined ? {} : { FilterPolicy: filterPolicy }) },
+          ReturnSubscriptionArn: true,
+        }),
+      );
+      return;
+    } catch (error) {
+      if (!(error instanceof Error && error.name === 'InvalidParameterException' && error.message.includes('already exists'))) throw error;
+    }
+    const subscriptionArn = await this.#findSubscription(topicArn, queueArn);
+    await this.#sns.send(new SetSubscriptionAttributesCommand({ SubscriptionArn: subscriptionArn, AttributeName: 'RawMessageDelivery', AttributeValue: 'true' }));
+    await this.#sns.send(new SetSubscriptionAttributesCommand({ SubscriptionArn: subscriptionArn, AttributeName: 'FilterPolicy', AttributeValue: filterPolicy ?? '{}' }));
+  }
+
+  async #findSubscription(topicArn: string, queueArn: string): Promise<string> {
+    let nextToken: string | undefined;
+    do {
+      const page = await this.#sns.send(new ListSubscriptionsByTopicCommand({ TopicArn: topicArn, ...(nextToken === undefined ? {} : { NextToken: nextToken }) }));
+      const found = page.Subscriptions?.find((entry) => entry.Protocol === 'sqs' && entry.Endpoint === queueArn);
+      if (found?.SubscriptionArn) return found.SubscriptionArn;
+      nextToken = page.NextToken;
+    } while (nextToken);
+    throw new Error(`SNS refused to subscribe ${queueArn} to ${topicArn} as existing, but lists no such subscription`);
   }
 
   async #topicArn(topic: string): Promise<string> {
@@ -203,25 +264,52 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   }
 
   async #queueUrl(subscription: string): Promise<string> {
-    const known = this.#queueUrls.get(subscription);
+    return this.#createQueue(this.resourceName(subscription));
+  }
+
+  /** The subscription's dead-letter queue: where SQS moves what it gave up on, and where dead letters wait. */
+  async #deadLetterQueue(subscription: string): Promise<{ url: string; arn: string }> {
+    const url = await this.#createQueue(`${this.resourceName(subscription)}${DEAD_LETTER_QUEUE_SUFFIX}`);
+    return { url, arn: await this.#queueArn(url) };
+  }
+
+  /** CreateQueue returns the queue that exists when it matches: concurrent starts meet the same one. */
+  async #createQueue(name: string): Promise<string> {
+    const known = this.#queueUrls.get(name);
     if (known) return known;
-    const created = await this.#sqs.send(new CreateQueueCommand({ QueueName: this.resourceName(subscription) }));
-    if (!created.QueueUrl) throw new Error(`SQS returned no QueueUrl for ${subscription}`);
-    this.#queueUrls.set(subscription, created.QueueUrl);
+    const created = await this.#sqs.send(new CreateQueueCommand({ QueueName: name }));
+    if (!created.QueueUrl) throw new Error(`SQS returned no QueueUrl for ${name}`);
+    this.#queueUrls.set(name, created.QueueUrl);
     return created.QueueUrl;
+  }
+
+  async #queueArn(queueUrl: string): Promise<string> {
+    const known = this.#queueArns.get(queueUrl);
+    if (known) return known;
+    const attributes = await this.#sqs.send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['QueueArn'] }));
+    const arn = attributes.Attributes?.QueueArn;
+    if (!arn) throw new Error(`SQS returned no QueueArn for ${queueUrl}`);
+    this.#queueArns.set(queueUrl, arn);
+    return arn;
   }
 
   async publishBatch(messages: readonly OutgoingMessage[]): Promise<PublishStatus[]> {
     this.assertOpen();
-    const topics = new Set(await loadTopics(this.pool));
+    // Declared topics are known; one declared by another process is looked up once.
+    if (messages.some((message) => !this.#topics.has(message.topic))) this.#topics = new Set(await loadTopics(this.pool));
+    const topics = this.#topics;
     // SNS standard topics keep no ids: the registry decides.
     const { toPublish, repeatStatus } = await claimBatch(this.pool, messages, topics);
     const published = new Set<number>();
     let failure: unknown;
-    const byTopic = Map.groupBy(toPublish, (index) => messages[index]!.topic);
-    for (const [topic, indexes] of byTopic) {
-      for (let start = 0; start < indexes.length; start += AWS_BATCH_MAX) {
-        const chunk = indexes.slice(start, start + AWS_BATCH_MAX);
+    const chunks = [...Map.groupBy(toPublish, (index) => messages[index]!.topic)].flatMap(([topic, indexes]) =>
+      Array.from({ length: Math.ceil(indexes.length / AWS_BATCH_MAX) }, (_, chunk) => ({ topic, indexes: indexes.slice(chunk * AWS_BATCH_MAX, (chunk + 1) * AWS_BATCH_MAX) })),
+    );
+    // A few PublishBatch calls at once: a relay's batch of hundreds is not sent ten by ten in turn.
+    let next = 0;
+    const sender = async () => {
+      while (next < chunks.length) {
+        const { topic, indexes: chunk } = chunks[next++]!;
         try {
           const result = await this.#sns.send(
             new PublishBatchCommand({
@@ -239,7 +327,8 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
           failure ??= error;
         }
       }
-    }
+    };
+    await Promise.all(Array.from({ length: Math.min(PUBLISH_BATCHES_IN_FLIGHT_MAX, chunks.length) }, sender));
     await markBatchPublished(this.pool, messages, published);
     // The batch fails as a whole (the relay retries it): what SNS took is marked, and repeats as duplicates.
     if (failure !== undefined) throw failure;
@@ -257,6 +346,8 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
       sqs: this.#sqs,
       queueUrl: await this.#queueUrl(subscription.name),
       deadLetter: (event, attempts, lastError) => recordDeadLetter(this.pool, subscription.name, event, attempts, lastError),
+      claim: (copies) => claimEvents(this.pool, subscription.name, copies),
+      markHandled: (copies) => markEventsHandled(this.pool, subscription.name, copies),
       logger: this.#logger.child({ component: 'bus-consumer', subscription: subscription.name }),
     });
   }
@@ -271,6 +362,12 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
         );
         const depth = Number(result.Attributes?.ApproximateNumberOfMessages ?? 0);
         const inFlight = Number(result.Attributes?.ApproximateNumberOfMessagesNotVisible ?? 0);
+        let deadLetters = deadBySubscription.get(subscription.name) ?? 0;
+        if ((await this.#deadLetterQueueDepth(subscription.name)) > deadLetters) {
+          // SQS moved messages nobody recorded (a consumer died holding their last delivery): recorded now.
+          await this.#adoptDeadLetters(subscription);
+          deadLetters = (await countDeadLetters(this.pool)).get(subscription.name) ?? 0;
+        }
         const now = this.clock.now();
         if (depth + inFlight === 0) this.#emptySince.set(subscription.name, now);
         return {
@@ -280,10 +377,90 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
           depth,
           in_flight: inFlight,
           oldest_age_ms: depth + inFlight === 0 ? null : await this.#oldestAgeMs(subscription.topic, this.#emptySince.get(subscription.name), now),
-          dead_letters: deadBySubscription.get(subscription.name) ?? 0,
+          dead_letters: deadLetters,
         };
       }),
     );
+  }
+
+  async #deadLetterQueueDepth(subscription: string): Promise<number> {
+    const { url } = await this.#deadLetterQueue(subscription);
+    const result = await this.#sqs.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
+    return Number(result.Attributes?.ApproximateNumberOfMessages ?? 0) + Number(result.Attributes?.ApproximateNumberOfMessagesNotVisible ?? 0);
+  }
+
+  /**
+   * Looks through the subscription's dead-letter queue, hiding what it
+   * receives from other looks meanwhile, and asks `visit` about each message:
+   * `delete` removes it, `keep` leaves it there. While what is kept is still
+   * hidden (its receipt handles still valid), `then` may delete some of it;
+   * the rest is made visible again.
+   */
+  async #lookThroughDeadLetterQueue<T>(
+    subscription: string,
+    visit: (message: Message, event: CloudEvent) => Promise<'keep' | 'delete'>,
+    then: (kept: readonly Message[], remove: (messages: readonly Message[]) => Promise<void>) => Promise<T>,
+  ): Promise<T> {
+    const { url } = await this.#deadLetterQueue(subscription);
+    const kept: Message[] = [];
+    const removed = new Set<Message>();
+    const remove = async (messages: readonly Message[]) => {
+      await deleteBatch(this.#sqs, url, messages.map((message) => message.ReceiptHandle!));
+      for (const message of messages) removed.add(message);
+    };
+    const seen = new Set<string>();
+    try {
+      while (seen.size < DEAD_LETTER_SCAN_MESSAGES_MAX) {
+        const result = await this.#sqs.send(
+          new ReceiveMessageCommand({ QueueUrl: url, MaxNumberOfMessages: AWS_BATCH_MAX, VisibilityTimeout: DEAD_LETTER_SCAN_VISIBILITY_SECONDS, WaitTimeSeconds: 0 }),
+        );
+        const messages = (result.Messages ?? []).filter((message) => !seen.has(message.MessageId!));
+        if (messages.length === 0) break;
+        const toDelete: Message[] = [];
+        for (const message of messages) {
+          seen.add(message.MessageId!);
+          ((await visit(message, readEnvelope(message).event)) === 'delete' ? toDelete : kept).push(message);
+        }
+        if (toDelete.length > 0) await remove(toDelete);
+      }
+      return await then(kept, remove);
+    } finally {
+      const release = kept.filter((message) => !removed.has(message));
+      for (let start = 0; start < release.length; start += AWS_BATCH_MAX) {
+        await this.#sqs
+          .send(
+            new ChangeMessageVisibilityBatchCommand({
+              QueueUrl: url,
+              Entries: release.slice(start, start + AWS_BATCH_MAX).map((message, index) => ({ Id: String(index), ReceiptHandle: message.ReceiptHandle!, VisibilityTimeout: 0 })),
+            }),
+          )
+          .catch((error: unknown) => this.#logger.warn({ err: error }, `releasing dead letters after a look failed; they are visible again within ${DEAD_LETTER_SCAN_VISIBILITY_SECONDS} s`));
+      }
+    }
+  }
+
+  /**
+   * Records what waits in the dead-letter queue and the registry does not
+   * know as dead (SQS moved it after a consumer died holding its last
+   * delivery), and removes what is no longer there to stay: a copy of a
+   * discarded dead letter, or of one redriven since (another message owns its event now).
+   */
+  async #adoptDeadLetters(subscription: Subscription): Promise<void> {
+    await this.#lookThroughDeadLetterQueue(subscription.name, async (message, event) => {
+      const state = await this.pool.query<{ state: string; owner: string | null }>(
+        `SELECT d.state, c.message_id AS owner FROM dead_letters d
+           LEFT JOIN consumed_events c ON c.subscription = d.subscription AND c.event_id = d.event_id
+          WHERE d.subscription = $1 AND d.event_id = $2`,
+        [subscription.name, event.id],
+      );
+      const row = state.rows[0];
+      if (row?.state === 'dead') return 'keep';
+      if (row?.state === 'discarded') return 'delete';
+      if (row?.state === 'redriven' && row.owner !== message.MessageId) return 'delete';
+      await recordDeadLetter(this.pool, subscription.name, event, subscription.maxDeliveries, ACK_DEADLINE_EXCEEDED);
+      this.#logger.warn({ id: event.id, subscription: subscription.name }, 'message dead-lettered by SQS after its last delivery went unacknowledged');
+      return 'keep';
+    }, async () => undefined);
   }
 
   /**
@@ -302,20 +479,49 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   }
 
   async deadLetters(subscriptionName: string, query: DeadLetterQuery): Promise<DeadLetterPage> {
+    // The first page of dead letters includes what SQS moved unrecorded.
+    if (query.cursor === undefined && (query.state ?? 'dead') === 'dead') await this.#adoptDeadLetters(await loadSubscription(this.pool, subscriptionName));
     return listDeadLetters(this.pool, subscriptionName, query);
   }
 
+  /**
+   * Sends each dead letter back to the subscription's own queue (the topic's
+   * other subscriptions never see a redrive) as a new message, and deletes
+   * its copy from the dead-letter queue. Not StartMessageMoveTask: it moves a
+   * whole queue, not chosen ids, and asynchronously, so the registry could not
+   * say what was redriven.
+   */
   async redrive(subscriptionName: string, ids?: readonly string[]): Promise<{ redriven: number }> {
-    // Straight to the subscription's own queue: the topic's other subscriptions never see a redrive.
-    return redriveDeadLetters(this.pool, subscriptionName, ids, async (deadLetter) => {
-      await this.#sqs.send(
-        new SendMessageCommand({ QueueUrl: await this.#queueUrl(subscriptionName), MessageBody: JSON.stringify(deadLetter.event), MessageAttributes: sqsAttributes(deadLetter.event) }),
-      );
-    });
+    const subscription = await loadSubscription(this.pool, subscriptionName);
+    await this.#adoptDeadLetters(subscription);
+    const queueUrl = await this.#queueUrl(subscriptionName);
+    const events = new WeakMap<Message, string>();
+    // One look finds the copies to delete, hidden until each is deleted; copies of other events are left as they were.
+    return this.#lookThroughDeadLetterQueue(
+      subscriptionName,
+      async (message, event) => {
+        events.set(message, event.id);
+        return 'keep';
+      },
+      (kept, remove) =>
+        redriveDeadLetters(this.pool, subscriptionName, ids, async (deadLetter) => {
+          // Before it is sent: the new message must own the event, or it would be dropped as a copy of the dead one.
+          await releaseEvents(this.pool, subscriptionName, [deadLetter.event_id]);
+          // An unreadable message goes back as it came (and dies again): its stand-in was never published.
+          const body = isStandIn(deadLetter.event) ? String((deadLetter.event.data as { body: unknown }).body ?? '') : JSON.stringify(deadLetter.event);
+          await this.#sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: body, MessageAttributes: isStandIn(deadLetter.event) ? {} : messageAttributes(deadLetter.event) }));
+          const copies = kept.filter((message) => events.get(message) === deadLetter.event_id);
+          // A copy not deleted now (hidden by another look, or not moved yet) is deleted by a later look: another message owns its event.
+          if (copies.length > 0) await remove(copies).catch(() => undefined);
+        }),
+    );
   }
 
+  /** Keeps the dead letter in the registry, marked discarded, and deletes it from the dead-letter queue, so no redrive of that queue brings it back. */
   async discard(subscriptionName: string, id: string): Promise<DeadLetter> {
-    return discardDeadLetter(this.pool, subscriptionName, id);
+    const discarded = await discardDeadLetter(this.pool, subscriptionName, id);
+    await this.#lookThroughDeadLetterQueue(subscriptionName, async (_message, event) => (event.id === id ? 'delete' : 'keep'), async () => undefined);
+    return discarded;
   }
 
   protected async closeBroker(): Promise<void> {
@@ -342,31 +548,101 @@ function messageAttributes(event: CloudEvent) {
   return Object.fromEntries(Object.entries(filterAttributes(event)).filter(([, value]) => value !== '').map(([name, value]) => [name, { DataType: 'String', StringValue: value }]));
 }
 
-const sqsAttributes = messageAttributes;
+/** The event a message carries; for a body that is not one (a poison message), a stand-in naming the message, and what is wrong. */
+function readEnvelope(message: Message): { event: CloudEvent; problem?: string } {
+  let body: unknown;
+  try {
+    body = JSON.parse(message.Body ?? '');
+  } catch (error) {
+    return unreadable(message, `the message body is not JSON (${error instanceof Error ? error.message : String(error)})`);
+  }
+  const problem = envelopeProblem(body);
+  return problem === undefined ? { event: body as CloudEvent } : unreadable(message, `the message body is not a CloudEvent: ${problem}`);
+}
 
-type Outcome = { kind: 'ack' } | { kind: 'retry'; delayMs: number };
+const eventIdPattern = new RegExp(EVENT_ID_PATTERN);
+
+/** What a consumer relies on: what the bus checked at publish, as far as a handler needs it. */
+function envelopeProblem(body: unknown): string | undefined {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return 'not a JSON object';
+  const event = body as Record<string, unknown>;
+  if (event.specversion !== '1.0') return 'specversion is not "1.0"';
+  if (typeof event.id !== 'string' || !eventIdPattern.test(event.id)) return 'no valid id';
+  for (const name of ['source', 'type', 'time']) if (typeof event[name] !== 'string' || event[name] === '') return `no ${name}`;
+  return undefined;
+}
+
+const STAND_IN_SOURCE = 'koban/bus/sns-sqs';
+const STAND_IN_TYPE = 'koban.bus.unreadable';
+
+/** Stands in for an unreadable message in the dead letters: its id is the SQS message id, its data the body as received. */
+function unreadable(message: Message, problem: string): { event: CloudEvent; problem: string } {
+  return {
+    event: { specversion: '1.0', id: `sqs-message:${message.MessageId}`, source: STAND_IN_SOURCE, type: STAND_IN_TYPE, time: new Date().toISOString(), data: { body: message.Body ?? null } },
+    problem,
+  };
+}
+
+function isStandIn(event: CloudEvent): boolean {
+  return event.source === STAND_IN_SOURCE && event.type === STAND_IN_TYPE;
+}
+
+/** Deletes these received messages, in batches; throws naming the first the queue did not delete. */
+async function deleteBatch(sqs: SQSClient, queueUrl: string, receipts: readonly string[]): Promise<void> {
+  for (let start = 0; start < receipts.length; start += AWS_BATCH_MAX) {
+    const result = await sqs.send(
+      new DeleteMessageBatchCommand({ QueueUrl: queueUrl, Entries: receipts.slice(start, start + AWS_BATCH_MAX).map((receipt, index) => ({ Id: String(index), ReceiptHandle: receipt })) }),
+    );
+    if ((result.Failed ?? []).length > 0) throw new Error(`SQS did not delete ${result.Failed!.length} messages: ${result.Failed![0]!.Code} ${result.Failed![0]!.Message ?? ''}`);
+  }
+}
+
+/**
+ * `ack`: delete it (`handled`: the handler succeeded, so later copies of the
+ * event are dropped); `retry`: back after a delay; `dead`: recorded as a dead
+ * letter and made visible at once, so the next receive, past the queue's
+ * maxReceiveCount, has SQS move it to the dead-letter queue: one copy there.
+ */
+type Outcome = { kind: 'ack'; handled: boolean } | { kind: 'retry'; delayMs: number } | { kind: 'dead' };
 
 class SqsConsumer extends ConsumerLifecycle {
   readonly #sqs: SQSClient;
   readonly #queueUrl: string;
   readonly #deadLetter: (event: CloudEvent, attempts: number, lastError: string) => Promise<void>;
+  readonly #claim: (copies: readonly ReceivedCopy[]) => Promise<Ownership[]>;
+  readonly #markHandled: (copies: readonly ReceivedCopy[]) => Promise<void>;
   readonly #logger: Logger;
+  /** Messages received and not yet handed to a handler (their events being claimed). */
+  #claiming = 0;
+  /** Acks waiting for the next DeleteMessageBatch. */
+  readonly #acks: { receipt: string; handled: ReceivedCopy | undefined; resolve: () => void; reject: (error: unknown) => void }[] = [];
   /** Cancels the poll in progress when the consumer is abandoned (as a crash would). */
   readonly #abandon = new AbortController();
 
   constructor(
-    options: ConsumerOptions & { sqs: SQSClient; queueUrl: string; deadLetter: (event: CloudEvent, attempts: number, lastError: string) => Promise<void>; logger: Logger },
+    options: ConsumerOptions & {
+      sqs: SQSClient;
+      queueUrl: string;
+      deadLetter: (event: CloudEvent, attempts: number, lastError: string) => Promise<void>;
+      claim: (copies: readonly ReceivedCopy[]) => Promise<Ownership[]>;
+      markHandled: (copies: readonly ReceivedCopy[]) => Promise<void>;
+      logger: Logger;
+    },
   ) {
     super(options);
     this.#sqs = options.sqs;
     this.#queueUrl = options.queueUrl;
     this.#deadLetter = options.deadLetter;
+    this.#claim = options.claim;
+    this.#markHandled = options.markHandled;
     this.#logger = options.logger;
   }
 
   protected async run(): Promise<void> {
     while (!this.stopping) {
-      if (this.inFlight >= this.inFlightMax) {
+      // Messages still being claimed count against the limit as much as those their handlers hold.
+      const room = this.inFlightMax - this.inFlight - this.#claiming;
+      if (room <= 0) {
         await this.wakeup.sleep(1_000);
         continue;
       }
@@ -375,7 +651,7 @@ class SqsConsumer extends ConsumerLifecycle {
         const result = await this.#sqs.send(
           new ReceiveMessageCommand({
             QueueUrl: this.#queueUrl,
-            MaxNumberOfMessages: Math.min(AWS_BATCH_MAX, this.batchSizeMax, this.inFlightMax - this.inFlight),
+            MaxNumberOfMessages: Math.min(AWS_BATCH_MAX, this.batchSizeMax, room),
             WaitTimeSeconds: RECEIVE_WAIT_SECONDS,
             MessageSystemAttributeNames: ['ApproximateReceiveCount'],
           }),
@@ -388,32 +664,75 @@ class SqsConsumer extends ConsumerLifecycle {
         await this.wakeup.sleep(RECEIVE_RETRY_MS);
         continue;
       }
-      // Already received (their delivery is counted), so they are handled even during a graceful stop.
-      for (const message of received) {
-        if (this.abandoned) break;
-        this.#dispatch(message);
-      }
+      if (received.length === 0) continue;
+      // Claimed while the next poll waits: the poll loop never waits on the database.
+      this.#claiming += received.length;
+      this.track(() =>
+        this.#dispatchAll(received).finally(() => {
+          this.#claiming -= received.length;
+        }),
+      );
     }
   }
 
-  #dispatch(message: Message): void {
-    const receipt = message.ReceiptHandle!;
-    const attempt = Number(message.Attributes?.ApproximateReceiveCount ?? 1);
-    let event: CloudEvent;
+  /** Already received (their delivery is counted), so they are settled even during a graceful stop. */
+  async #dispatchAll(received: readonly Message[]): Promise<void> {
+    const readable: { message: Message; event: CloudEvent }[] = [];
+    for (const message of received) {
+      const { event, problem } = readEnvelope(message);
+      if (problem === undefined) readable.push({ message, event });
+      else if (!this.abandoned) this.#poisoned(message, event, problem);
+    }
+    let ownership: Ownership[];
     try {
-      event = JSON.parse(message.Body ?? '') as CloudEvent;
+      ownership = await this.#claim(readable.map(({ message, event }) => ({ eventId: event.id, messageId: message.MessageId! })));
     } catch (error) {
-      // Something other than this adapter sent it: kept out of the way until the queue's retention drops it.
-      this.#logger.error({ err: error, messageId: message.MessageId }, 'message is not JSON; hiding it');
-      void this.#changeVisibility(receipt, VISIBILITY_TIMEOUT_MAX_SECONDS * 1000);
+      // Unclaimed, none is handled: each comes back after its visibility timeout.
+      this.#logger.warn({ err: error }, 'claiming received events failed; they will be redelivered');
       return;
     }
+    readable.forEach(({ message, event }, index) => {
+      if (this.abandoned) return;
+      this.#dispatch(message, event, ownership[index]!);
+    });
+  }
+
+  /**
+   * Something other than this adapter sent it, and no handler can read it: a
+   * dead letter at once (the stand-in keeps the body), made visible again
+   * until SQS, past maxReceiveCount, moves it to the dead-letter queue.
+   */
+  #poisoned(message: Message, standIn: CloudEvent, problem: string): void {
+    const attempt = Number(message.Attributes?.ApproximateReceiveCount ?? 1);
     this.track(async () => {
       try {
-        const outcome = await this.#process(receipt, event, attempt);
+        await this.#deadLetter(standIn, attempt, problem);
+        if (attempt === 1) this.#logger.error({ messageId: message.MessageId, id: standIn.id, problem }, 'unreadable message dead-lettered');
         if (this.abandoned) return;
-        if (outcome.kind === 'ack') await this.#delete(receipt);
-        else await this.#changeVisibility(receipt, outcome.delayMs);
+        await this.#sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl: this.#queueUrl, ReceiptHandle: message.ReceiptHandle!, VisibilityTimeout: 0 }));
+      } catch (error) {
+        this.#logger.warn({ err: error, messageId: message.MessageId }, 'dead-lettering an unreadable message failed; it will be redelivered');
+      }
+    });
+  }
+
+  #dispatch(message: Message, event: CloudEvent, ownership: Ownership): void {
+    const receipt = message.ReceiptHandle!;
+    const attempt = Number(message.Attributes?.ApproximateReceiveCount ?? 1);
+    const copy = { eventId: event.id, messageId: message.MessageId! };
+    this.track(async () => {
+      try {
+        // Another message carried this event, or this one was handled and its delete was lost: its handler never sees it again.
+        const outcome = ownership === 'handle' ? await this.#process(receipt, event, attempt) : { kind: 'ack' as const, handled: false };
+        if (ownership !== 'handle') this.#logger.debug({ id: event.id, messageId: copy.messageId, ownership }, 'dropping a copy of an event already claimed');
+        if (this.abandoned) return;
+        if (outcome.kind === 'ack') {
+          await this.#acknowledge(receipt, outcome.handled ? copy : undefined);
+        } else if (outcome.kind === 'dead') {
+          await this.#sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl: this.#queueUrl, ReceiptHandle: receipt, VisibilityTimeout: 0 }));
+        } else {
+          await this.#changeVisibility(receipt, outcome.delayMs);
+        }
       } catch (error) {
         // Left as it is, it comes back after its visibility timeout.
         this.#logger.warn({ err: error, id: event.id }, 'settling a delivery failed; it will be redelivered');
@@ -424,8 +743,9 @@ class SqsConsumer extends ConsumerLifecycle {
   async #process(receipt: string, event: CloudEvent, attempt: number): Promise<Outcome> {
     if (attempt > this.subscription.maxDeliveries) {
       // Its last delivery went unacknowledged until the deadline (a crashed consumer).
+      // (Only when maxDeliveries grew since SQS counted: SQS moves the others itself.)
       await this.#deadLetter(event, attempt - 1, ACK_DEADLINE_EXCEEDED);
-      return { kind: 'ack' };
+      return { kind: 'dead' };
     }
     // The deadline is extended while the handler works, so a slow handler is not redelivered under it.
     const deadlineMs = ackDeadlineSeconds(this.subscription.ackWaitMs) * 1000;
@@ -441,16 +761,16 @@ class SqsConsumer extends ConsumerLifecycle {
     } catch (error) {
       const lastError = truncateError(error, LAST_ERROR_LENGTH_MAX);
       if (attempt >= this.subscription.maxDeliveries) {
-        if (this.abandoned) return { kind: 'ack' };
+        if (this.abandoned) return { kind: 'dead' };
         await this.#deadLetter(event, attempt, lastError);
         this.#logger.warn({ id: event.id, attempts: attempt, lastError }, 'message dead-lettered after its last delivery failed');
-        return { kind: 'ack' };
+        return { kind: 'dead' };
       }
       return { kind: 'retry', delayMs: retryDelayMs(this.subscription, attempt) };
     } finally {
       clearInterval(extender);
     }
-    return { kind: 'ack' };
+    return { kind: 'ack', handled: true };
   }
 
   // A graceful stop lets the poll in progress return (within RECEIVE_WAIT_SECONDS) and handles what it brought;
@@ -459,9 +779,38 @@ class SqsConsumer extends ConsumerLifecycle {
     if (this.abandoned) this.#abandon.abort();
   }
 
-  async #delete(receipt: string): Promise<void> {
-    const result = await this.#sqs.send(new DeleteMessageBatchCommand({ QueueUrl: this.#queueUrl, Entries: [{ Id: '0', ReceiptHandle: receipt }] }));
-    if ((result.Failed ?? []).length > 0) throw new Error(`SQS did not delete the message: ${result.Failed![0]!.Code}`);
+  /**
+   * Queues an ack; resolves once its message is deleted. Acks go out
+   * together: a DeleteMessageBatch as soon as AWS_BATCH_MAX wait, else once
+   * the handlers settling in this turn of the event loop have queued theirs.
+   * Handled events are recorded first, so a delete that is lost (or refused)
+   * brings back a message that is dropped unhandled.
+   */
+  #acknowledge(receipt: string, handled: ReceivedCopy | undefined): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#acks.push({ receipt, handled, resolve, reject });
+      if (this.#acks.length >= AWS_BATCH_MAX) void this.#flushAcks();
+      else if (this.#acks.length === 1) setImmediate(() => void this.#flushAcks());
+    });
+  }
+
+  async #flushAcks(): Promise<void> {
+    const batch = this.#acks.splice(0, AWS_BATCH_MAX);
+    if (batch.length === 0) return;
+    try {
+      await this.#markHandled(batch.flatMap((ack) => (ack.handled ? [ack.handled] : [])));
+      const result = await this.#sqs.send(
+        new DeleteMessageBatchCommand({ QueueUrl: this.#queueUrl, Entries: batch.map((ack, index) => ({ Id: String(index), ReceiptHandle: ack.receipt })) }),
+      );
+      const failed = new Map((result.Failed ?? []).map((entry) => [Number(entry.Id), entry]));
+      batch.forEach((ack, index) => {
+        const failure = failed.get(index);
+        if (failure) ack.reject(new Error(`SQS did not delete the message: ${failure.Code} ${failure.Message ?? ''}`));
+        else ack.resolve();
+      });
+    } catch (error) {
+      for (const ack of batch) ack.reject(error);
+    }
   }
 
   async #changeVisibility(receipt: string, delayMs: number): Promise<void> {
