@@ -109,6 +109,8 @@ export interface EventBus {
   redrive(subscription: string, ids?: readonly string[]): Promise<{ redriven: number }>;
   /** Marks a dead letter discarded; throws `not_found` if there is no such dead letter. */
   discard(subscription: string, id: string): Promise<DeadLetter>;
+  /** Resolves when the broker itself answers (for `/readyz`); adapters whose broker is the bus database leave it out. */
+  ping?(signal: AbortSignal): Promise<void>;
   /** Stops every consumer (waiting for in-flight handlers) and closes connections. */
   close(): Promise<void>;
 }

@@ -103,7 +103,7 @@ export const busModule: ServiceModule<EventBus> = {
     return {
       api: bus,
       registerRoutes: (app) => registerBusRoutes(app, bus),
-      readiness: broker ? [broker.check] : [],
+      readiness: broker ? [broker.check] : bus.ping ? [{ name: 'broker', check: (signal: AbortSignal) => bus.ping!(signal) }] : [],
       async stop() {
         try {
           await bus.close();

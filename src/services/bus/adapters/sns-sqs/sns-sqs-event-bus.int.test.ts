@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, describe, test } from 'node:test';
-import { GetQueueAttributesCommand, GetQueueUrlCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { GetQueueAttributesCommand, GetQueueUrlCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { systemClock } from '../../../../platform/clock.ts';
 import { createLogger } from '../../../../platform/logger.ts';
 import { createPool } from '../../../../platform/postgres/pool.ts';
@@ -361,6 +361,31 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     for (let index = 0; index < 5; index++) assert.deepEqual(await publisher.publish(topic, event(`cached-${index}`)), { id: `cached-${index}`, duplicate: false });
     assert.equal(reads, 1, 'one look at the registry for a topic it had not declared, none after');
     await assert.rejects(publisher.publish(`never-${randomUUID().slice(0, 8)}`, event('x')), /No topic named/);
+  });
+
+  test('at most 10 attributes travel as SNS message attributes, those the filters name first; a topology filtering on more than 10 is refused at declare', async () => {
+    const bus = await openBus(`ns-a-${randomUUID().slice(0, 8)}`);
+    const topic = `attrs-${randomUUID().slice(0, 8)}`;
+    const subscription = `${topic}-late`;
+    // `zz` sorts after the 13 others: without the rule, it would be the one left behind.
+    await bus.declare({ topics: [topic], subscriptions: [{ name: subscription, topic, filter: { zz: ['yes'] } }] });
+    const extensions = Object.fromEntries([...'abcdefghijklm'].map((letter) => [`ext${letter}`, letter]));
+    assert.deepEqual(await bus.publishBatch([{ topic, event: { ...event('many-attributes', { ...extensions, zz: 'yes' }), time: new Date().toISOString() } }]), ['published']);
+    const { QueueUrl } = await sqs.send(new GetQueueUrlCommand({ QueueName: bus.resourceName(subscription) }));
+    const received = await sqs.send(new ReceiveMessageCommand({ QueueUrl, MessageAttributeNames: ['All'], WaitTimeSeconds: 2, MaxNumberOfMessages: 1 }));
+    const message = received.Messages?.[0];
+    assert.ok(message, 'the filter on the 15th attribute matched in SNS: the message was delivered');
+    const names = Object.keys(message.MessageAttributes ?? {}).sort();
+    assert.equal(names.length, 10, `exactly 10 attributes: ${names.join(', ')}`);
+    assert.deepEqual(names.slice(0, 3), ['exta', 'extb', 'extc'], 'after the filtered one and type, source, subject come the others by name');
+    assert.ok(['zz', 'type', 'source'].every((name) => names.includes(name)), names.join(', '));
+    assert.equal(JSON.parse(message.Body!).extm, 'm', 'the body keeps every attribute');
+
+    // A filter names at most 5 keys: two more subscriptions with 5 each bring the topic to 11.
+    const keys = (from: number) => Object.fromEntries(Array.from({ length: 5 }, (_, index) => [`k${from + index}`, ['x']]));
+    const wide = [0, 5].map((from) => ({ name: `${topic}-wide${from}`, topic, filter: keys(from) }));
+    await assert.rejects(bus.declare({ topics: [topic], subscriptions: wide }), /filter on 11 attributes .*at most 10/);
+    await bus.declare({ topics: [topic], subscriptions: wide.slice(0, 1) });
   });
 
   test('two deployments in two namespaces never see each other\'s events, even on the same topic and subscription names', async () => {

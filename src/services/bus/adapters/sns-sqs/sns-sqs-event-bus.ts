@@ -17,13 +17,14 @@
 // new message to the subscription's own queue, its copy deleted from the
 // dead-letter queue; a discarded one is deleted there and kept in the registry.
 // A body that is not a CloudEvent is a dead letter at once, its body kept.
-import { CreateTopicCommand, ListSubscriptionsByTopicCommand, PublishBatchCommand, SetSubscriptionAttributesCommand, SNSClient, SubscribeCommand } from '@aws-sdk/client-sns';
+import { CreateTopicCommand, ListSubscriptionsByTopicCommand, ListTopicsCommand, PublishBatchCommand, SetSubscriptionAttributesCommand, SNSClient, SubscribeCommand } from '@aws-sdk/client-sns';
 import {
   ChangeMessageVisibilityBatchCommand,
   ChangeMessageVisibilityCommand,
   CreateQueueCommand,
   DeleteMessageBatchCommand,
   GetQueueAttributesCommand,
+  ListQueuesCommand,
   type Message,
   ReceiveMessageCommand,
   SendMessageCommand,
@@ -49,6 +50,10 @@ import { claimEvents, markEventsHandled, type Ownership, type ReceivedCopy, rele
 
 /** Entries in one PublishBatch or DeleteMessageBatch, and messages in one ReceiveMessage: SNS's and SQS's own limit. */
 const AWS_BATCH_MAX = 10;
+/** SNS carries at most this many message attributes; more and it refuses the message. */
+export const SNS_MESSAGE_ATTRIBUTES_MAX = 10;
+/** After the attributes filters name, these travel first: what subscriptions usually filter on. */
+const ATTRIBUTE_PRIORITY = ['type', 'source', 'subject'];
 /** PublishBatch calls one publishBatch has awaiting an answer at once. */
 const PUBLISH_BATCHES_IN_FLIGHT_MAX = 8;
 /** How long one ReceiveMessage waits for messages (seconds): also how long a graceful stop may wait for the poll in progress. */
@@ -130,6 +135,8 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   readonly #onClose: (() => Promise<void>) | undefined;
   /** Topics known to be declared: publishBatch reads the registry only for a topic not among them. */
   #topics = new Set<string>();
+  /** Per topic, the attributes its subscriptions' filters name: they always travel as message attributes. */
+  #filtered = new Map<string, ReadonlySet<string>>();
   /** When each subscription's queue was last seen empty by this instance: the start of its oldest message's possible age. */
   readonly #emptySince = new Map<string, Date>();
 
@@ -180,6 +187,12 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
     return new SnsSqsEventBus(pool, options);
   }
 
+  /** Both services answer: one cheap call each, bounded by `signal` (the readiness check's deadline). */
+  async ping(signal: AbortSignal): Promise<void> {
+    await this.#sns.send(new ListTopicsCommand({}), { abortSignal: signal });
+    await this.#sqs.send(new ListQueuesCommand({ QueueNamePrefix: this.#namespace, MaxResults: 1 }), { abortSignal: signal });
+  }
+
   /** `_` never occurs in a namespace, so no two namespaces make the same name. */
   resourceName(name: string): string {
     return `${this.#namespace}_${name}`;
@@ -187,7 +200,17 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
 
   async declare(topology: Topology): Promise<void> {
     const resolved = resolveTopology(topology);
+    const declaredNames = new Set(resolved.subscriptions.map((subscription) => subscription.name));
+    const filtered = filteredAttributes([...(await loadSubscriptions(this.pool)).filter((subscription) => !declaredNames.has(subscription.name)), ...resolved.subscriptions]);
+    for (const [topic, names] of filtered) {
+      if (names.size > SNS_MESSAGE_ATTRIBUTES_MAX) {
+        throw new Error(
+          `the subscriptions of topic ${topic} filter on ${names.size} attributes (${[...names].sort().join(', ')}); SNS carries at most ${SNS_MESSAGE_ATTRIBUTES_MAX} per message, so filter on fewer`,
+        );
+      }
+    }
     await declareTopology(this.pool, resolved);
+    this.#filtered = filtered;
     for (const topic of resolved.topics) this.#topics.add(topic);
     // CreateTopic, CreateQueue and Subscribe return what exists when it matches: concurrent starts meet the same resources.
     for (const topic of resolved.topics) await this.#topicArn(topic);
@@ -296,7 +319,10 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   async publishBatch(messages: readonly OutgoingMessage[]): Promise<PublishStatus[]> {
     this.assertOpen();
     // Declared topics are known; one declared by another process is looked up once.
-    if (messages.some((message) => !this.#topics.has(message.topic))) this.#topics = new Set(await loadTopics(this.pool));
+    if (messages.some((message) => !this.#topics.has(message.topic))) {
+      this.#topics = new Set(await loadTopics(this.pool));
+      this.#filtered = filteredAttributes(await loadSubscriptions(this.pool));
+    }
     const topics = this.#topics;
     // SNS standard topics keep no ids: the registry decides.
     const { toPublish, repeatStatus } = await claimBatch(this.pool, messages, topics);
@@ -317,7 +343,7 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
               PublishBatchRequestEntries: chunk.map((index) => ({
                 Id: String(index),
                 Message: JSON.stringify(messages[index]!.event),
-                MessageAttributes: messageAttributes(messages[index]!.event),
+                MessageAttributes: messageAttributes(messages[index]!.event, this.#filtered.get(topic)),
               })),
             }),
           );
@@ -509,7 +535,7 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
           await releaseEvents(this.pool, subscriptionName, [deadLetter.event_id]);
           // An unreadable message goes back as it came (and dies again): its stand-in was never published.
           const body = isStandIn(deadLetter.event) ? String((deadLetter.event.data as { body: unknown }).body ?? '') : JSON.stringify(deadLetter.event);
-          await this.#sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: body, MessageAttributes: isStandIn(deadLetter.event) ? {} : messageAttributes(deadLetter.event) }));
+          await this.#sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: body, MessageAttributes: isStandIn(deadLetter.event) ? {} : messageAttributes(deadLetter.event, undefined) }));
           const copies = kept.filter((message) => events.get(message) === deadLetter.event_id);
           // A copy not deleted now (hidden by another look, or not moved yet) is deleted by a later look: another message owns its event.
           if (copies.length > 0) await remove(copies).catch(() => undefined);
@@ -544,8 +570,28 @@ async function hasCredentials(region: string): Promise<boolean> {
   }
 }
 
-function messageAttributes(event: CloudEvent) {
-  return Object.fromEntries(Object.entries(filterAttributes(event)).filter(([, value]) => value !== '').map(([name, value]) => [name, { DataType: 'String', StringValue: value }]));
+/**
+ * At most SNS_MESSAGE_ATTRIBUTES_MAX attributes: those the topic's filters
+ * name first (declare refuses more than fit), then type, source, subject, then
+ * the rest by name. The event in the body keeps every attribute.
+ */
+export function messageAttributes(event: CloudEvent, filtered: ReadonlySet<string> | undefined) {
+  const rank = (name: string) => (filtered?.has(name) ? 0 : ATTRIBUTE_PRIORITY.includes(name) ? 1 : 2);
+  const candidates = Object.entries(filterAttributes(event))
+    .filter(([, value]) => value !== '')
+    .sort(([a], [b]) => rank(a) - rank(b) || (rank(a) === 1 ? ATTRIBUTE_PRIORITY.indexOf(a) - ATTRIBUTE_PRIORITY.indexOf(b) : a < b ? -1 : a > b ? 1 : 0));
+  return Object.fromEntries(candidates.slice(0, SNS_MESSAGE_ATTRIBUTES_MAX).map(([name, value]) => [name, { DataType: 'String', StringValue: value }]));
+}
+
+/** Per topic, the attribute names its subscriptions' filters test. */
+function filteredAttributes(subscriptions: ReadonlyArray<{ topic: string; filter: FilterPolicy | null | undefined }>): Map<string, ReadonlySet<string>> {
+  const byTopic = new Map<string, Set<string>>();
+  for (const { topic, filter } of subscriptions) {
+    const names = byTopic.get(topic) ?? new Set<string>();
+    for (const name of Object.keys(filter ?? {})) names.add(name);
+    byTopic.set(topic, names);
+  }
+  return byTopic;
 }
 
 /** The event a message carries; for a body that is not one (a poison message), a stand-in naming the message, and what is wrong. */
