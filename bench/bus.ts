@@ -90,7 +90,8 @@ async function main(): Promise<void> {
   let snsSqs: SnsSqsFigures | undefined;
   try {
     console.log(`bench:bus — ${EVENTS} events per adapter, ${WRITERS} writers, ${EVENTS_PER_TRANSACTION} events per producer transaction, ${os.cpus().length} cores`);
-    for (const adapter of (['postgres', 'nats'] as BusAdapter[]).filter((name) => ADAPTERS.includes(name))) {
+    // sns-sqs too: with no endpoint and no AWS credentials it opens on an embedded emulator, as `koban start` does.
+    for (const adapter of (['postgres', 'nats', 'sns-sqs'] as BusAdapter[]).filter((name) => ADAPTERS.includes(name))) {
       if (adapter === 'nats' && !natsReachable) {
         console.log(`nats: skipped, NATS not reachable at ${natsUrl}`);
         continue;
