@@ -100,7 +100,12 @@ function session(client: PoolClient, clock: Clock): PaymentSession {
       return result.rows.map((row) => ({ seq: Number(row.seq), intent: row.intent }));
     },
     async recordIntent(paymentId, intent): Promise<number> {
-      const result = await client.query<{ seq: string }>('INSERT INTO payment_intents (payment_id, intent) VALUES ($1, $2) RETURNING seq', [paymentId, JSON.stringify(intent)]);
+      // Stamped by the service's clock, the one finishStalled measures staleness with (not the database's).
+      const result = await client.query<{ seq: string }>('INSERT INTO payment_intents (payment_id, intent, created_at) VALUES ($1, $2, $3) RETURNING seq', [
+        paymentId,
+        JSON.stringify(intent),
+        clock.now(),
+      ]);
       return Number(result.rows[0]!.seq);
     },
     async abandonIntent(seq): Promise<void> {
