@@ -390,9 +390,10 @@ describe('GET /v1/payments/{id}', () => {
     assert.equal(response.statusCode, 200, response.body);
     const view = response.json() as Json & { events: Json[] };
     const published = view.events.map((e) => e.published_at);
-    assert.ok(published.every((at) => typeof at === 'string' && !Number.isNaN(Date.parse(at))), `every event published: ${JSON.stringify(published)}`);
+    // Times as everywhere else in the API (and in the events): RFC 3339 in UTC with milliseconds.
+    assert.ok(published.every((at) => typeof at === 'string' && new Date(at).toISOString() === at), `every event published: ${JSON.stringify(published)}`);
     assert.deepEqual(
-      { ...view, events: view.events.map(({ id, type, occurred_at }) => ({ id, type, occurred_at: new Date(occurred_at as string).toISOString() })) },
+      { ...view, events: view.events.map(({ id, type, occurred_at }) => ({ id, type, occurred_at })) },
       {
         payment_id: 'visa:vv-1',
         route: 'visa',
