@@ -27,11 +27,20 @@ export const QUICPAY_NAMESPACE = 'quicpay';
 /** JST (UTC+9, no daylight saving): the day a cancel must fall on to undo a sale. */
 const JST_OFFSET_MS = 9 * 60 * 60 * 1000;
 
+/** Where the domain's answer to each kind of message carries that message's own id. */
+const ANSWER_ID_FIELD: Record<MessageKind, string> = {
+  authorization: 'authorization_id',
+  advice: 'authorization_id',
+  sales_draft: 'sales_draft_id',
+  reversal: 'reversal_id',
+  refund: 'refund_id',
+};
+
 export const quicpayDialect: NetworkDialect = {
   namespace: () => QUICPAY_NAMESPACE,
   render(kind: MessageKind, answer) {
-    const { transaction_number } = answer as { transaction_number?: string };
-    const number = transaction_number ?? (answer.authorization_id as string | undefined) ?? (answer.sales_draft_id as string | undefined) ?? (answer.reversal_id as string | undefined) ?? (answer.refund_id as string | undefined);
+    // The number of the message answered: a sales or cancel answer names its authorization too, which is not its number.
+    const number = answer[ANSWER_ID_FIELD[kind]] as string;
     if (kind === 'authorization' || kind === 'advice') {
       return answer.approved === true
         ? { transaction_number: number, result: 'approved' }

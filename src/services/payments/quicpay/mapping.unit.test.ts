@@ -37,6 +37,9 @@ describe('quicpay.mapping.unit', () => {
     });
     assert.deepEqual(quicpayDialect.render('sales_draft', { sales_draft_id: 'Q2', captured_total: 100 }), { transaction_number: 'Q2', result: 'approved' });
     assert.deepEqual(quicpayDialect.render('refund', { refund_id: 'Q3' }), { transaction_number: 'Q3', result: 'approved' });
+    // The domain's sales and cancel answers name the authorization too: the answer carries the message's own number, not that one.
+    assert.deepEqual(quicpayDialect.render('sales_draft', { sales_draft_id: 'Q2', authorization_id: 'Q1', payment_id: 'quicpay:Q1' }), { transaction_number: 'Q2', result: 'approved' });
+    assert.deepEqual(quicpayDialect.render('reversal', { reversal_id: 'Q4', authorization_id: 'Q1', payment_id: 'quicpay:Q1' }), { transaction_number: 'Q4', result: 'approved' });
     assert.equal(quicpayDialect.namespace('refund'), quicpayDialect.namespace('authorization'));
   });
 });

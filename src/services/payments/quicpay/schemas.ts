@@ -27,7 +27,8 @@ export const quicpaySchemas = {
         merchant,
         terminal_id: { type: 'string', minLength: 1, maxLength: 64, pattern: STORABLE_TEXT_PATTERN },
       },
-      if: { properties: { message_type: { not: { const: 'authorization' } } } },
+      // Only the types that name an authorization: an unknown type is then refused for its message_type, not for a missing original.
+      if: { required: ['message_type'], properties: { message_type: { enum: QUICPAY_MESSAGE_TYPES.filter((type) => type !== 'authorization') } } },
       then: { required: ['original_transaction_number'], properties: { original_transaction_number: { type: 'string' } } },
     },
     response: {

@@ -77,13 +77,17 @@ export class PostgresPaymentStore implements PaymentStore {
   async read(paymentId: string): Promise<{ payment: Payment; events: PaymentEventRow[] } | undefined> {
     const payment = await selectPayment(this.#pool, paymentId);
     if (payment === undefined) return undefined;
-    const events = await this.#pool.query<PaymentEventRow>(
-      `SELECT e.event_id AS id, e.type, to_json(e.occurred_at)#>>'{}' AS occurred_at, to_json(o.published_at)#>>'{}' AS published_at
+    const events = await this.#pool.query<{ id: string; type: string; occurred_at: Date; published_at: Date | null }>(
+      `SELECT e.event_id AS id, e.type, e.occurred_at, o.published_at
          FROM payment_events e LEFT JOIN ${OUTBOX_SCHEMA}.events o ON o.event_id = e.event_id
         WHERE e.payment_id = $1 ORDER BY e.seq`,
       [paymentId],
     );
-    return { payment, events: events.rows };
+    // Written as the API writes every time (and the events their own): UTC, milliseconds, `Z`.
+    return {
+      payment,
+      events: events.rows.map((row) => ({ id: row.id, type: row.type, occurred_at: row.occurred_at.toISOString(), published_at: row.published_at?.toISOString() ?? null })),
+    };
   }
 
   close(): Promise<void> {
@@ -100,7 +104,12 @@ function session(client: PoolClient, clock: Clock): PaymentSession {
       return result.rows.map((row) => ({ seq: Number(row.seq), intent: row.intent }));
     },
     async recordIntent(paymentId, intent): Promise<number> {
-      const result = await client.query<{ seq: string }>('INSERT INTO payment_intents (payment_id, intent) VALUES ($1, $2) RETURNING seq', [paymentId, JSON.stringify(intent)]);
+      // Stamped by the service's clock, the one finishStalled measures staleness with (not the database's).
+      const result = await client.query<{ seq: string }>('INSERT INTO payment_intents (payment_id, intent, created_at) VALUES ($1, $2, $3) RETURNING seq', [
+        paymentId,
+        JSON.stringify(intent),
+        clock.now(),
+      ]);
       return Number(result.rows[0]!.seq);
     },
     async abandonIntent(seq): Promise<void> {

@@ -1,0 +1,200 @@
+// Goal: a payment decision cut short between its ledger writes (the ledger unreachable midway) is finished exactly once — by the payment's next message, or by the sweeper when none comes — with the exact cash and events, nothing doubled.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { LedgerApi, TransactionList, WriteResult } from '../../contracts/ledger/ledger-api.ts';
+import type { Balance, PostRequest, Transaction, TransactionRequest, VoidRequest } from '../../contracts/ledger/types.ts';
+import { KobanError } from '../../platform/errors.ts';
+import { createLogger } from '../../platform/logger.ts';
+import { createPool } from '../../platform/postgres/pool.ts';
+import { ManualClock, startTestKoban, type TestKoban } from '../../../test/support/koban.ts';
+import { InProcessLedgerClient } from '../ledger/clients/in-process.ts';
+import { INTENT_STALLED_AFTER_MS } from './domain/limits.ts';
+import type { Authorization } from './domain/payment.ts';
+import { PaymentService } from './service.ts';
+import { PostgresPaymentStore } from './store/postgres/postgres-payment-store.ts';
+import { event, MERCHANT, PaymentHarness } from './testing/harness.ts';
+
+const START = '2026-03-02T01:00:00.000Z';
+const clock = new ManualClock(START);
+let koban: TestKoban;
+let h: PaymentHarness;
+let store: PostgresPaymentStore;
+let ledger: FlakyLedger;
+let service: PaymentService;
+
+/** The real ledger, except that one write (the Nth from when it is armed) fails as if the ledger were unreachable. */
+class FlakyLedger implements LedgerApi {
+  readonly #ledger: LedgerApi;
+  #failOnWrite = 0;
+  #writes = 0;
+  constructor(ledger: LedgerApi) {
+    this.#ledger = ledger;
+  }
+  /** The `nth` write from now fails once with `unavailable` before reaching the ledger. */
+  failOnce(nth: number): void {
+    this.#writes = 0;
+    this.#failOnWrite = nth;
+  }
+  #write<T>(run: () => Promise<T>): Promise<T> {
+    this.#writes += 1;
+    if (this.#writes === this.#failOnWrite) {
+      this.#failOnWrite = 0;
+      return Promise.reject(new KobanError('unavailable', 'the ledger is unreachable (test)'));
+    }
+    return run();
+  }
+  submit(request: TransactionRequest): Promise<WriteResult> {
+    return this.#write(() => this.#ledger.submit(request));
+  }
+  post(transactionId: string, request: PostRequest): Promise<WriteResult> {
+    return this.#write(() => this.#ledger.post(transactionId, request));
+  }
+  void(transactionId: string, request: VoidRequest): Promise<WriteResult> {
+    return this.#write(() => this.#ledger.void(transactionId, request));
+  }
+  getTransactions(transactionId: string): Promise<Transaction[]> {
+    return this.#ledger.getTransactions(transactionId);
+  }
+  getBalance(userId: string, balanceType: string): Promise<Balance> {
+    return this.#ledger.getBalance(userId, balanceType);
+  }
+  listBalances(userId: string): Promise<Balance[]> {
+    return this.#ledger.listBalances(userId);
+  }
+  listTransactions(userId: string, query?: Parameters<LedgerApi['listTransactions']>[1]): Promise<TransactionList> {
+    return this.#ledger.listTransactions(userId, query);
+  }
+}
+
+before(async () => {
+  // The Visa route of this Koban shares the database (its relay publishes what the service under test writes); its sweeper is off.
+  koban = await startTestKoban({ label: 'pay_recovery', clock, env: { VISA_EXPIRY_SWEEP_INTERVAL_MS: '0', QUICPAY_EXPIRY_SWEEP_INTERVAL_MS: '0', KOBAN_SWEEP_INTERVAL_MS: '0' } });
+  h = new PaymentHarness(koban);
+  const url = new URL(koban.database.url);
+  url.searchParams.set('options', '-c search_path=koban_visa');
+  const logger = createLogger('silent');
+  store = new PostgresPaymentStore(createPool({ url: url.toString(), size: 4, applicationName: 'recovery-test', logger }), clock);
+  ledger = new FlakyLedger(new InProcessLedgerClient(koban.ledger));
+  service = new PaymentService({
+    store,
+    ledger,
+    rules: { route: 'visa', currency: 'JPY', authorizationAmountMax: 1_000_000, holdTimeoutMs: 7 * 24 * 60 * 60 * 1000 },
+    clock,
+    logger,
+    sweepIntervalMs: 0,
+  });
+});
+after(async () => {
+  await service.close();
+  await store.close();
+  await h.close();
+  await koban.stop();
+  await koban.database.drop();
+});
+
+const authorization = (authorization_id: string, user_id: string, amount: number, extra: Partial<Authorization> = {}): Authorization => ({
+  authorization_id,
+  user_id,
+  amount,
+  currency: 'JPY',
+  merchant: MERCHANT,
+  ...extra,
+});
+const salesDraft = (sales_draft_id: string, authorization_id: string, user_id: string, amount: number, final: boolean) => ({
+  sales_draft_id,
+  authorization_id,
+  user_id,
+  amount,
+  currency: 'JPY',
+  merchant: MERCHANT,
+  final,
+});
+
+async function unfinishedIntents(paymentId: string): Promise<number> {
+  const result = await h.query<{ n: string }>('SELECT count(*) AS n FROM koban_visa.payment_intents WHERE payment_id = $1 AND finished_at IS NULL', [paymentId]);
+  return Number(result.rows[0]!.n);
+}
+
+async function ledgerIdsOf(userId: string): Promise<string[]> {
+  return (await koban.ledger.listTransactions(userId, { balance_type: 'cash', limit: 200 })).data.map((transaction) => transaction.transaction_id).sort();
+}
+
+const isUnavailable = (error: unknown) => error instanceof KobanError && error.code === 'unavailable';
+
+describe('a decision cut short, finished by the next message', () => {
+  test('a non-final capture loses its second write (the remainder re-held): the final capture first finishes it, then decides', async () => {
+    await h.fund('r-cap', 1000);
+    assert.deepEqual(JSON.parse((await service.authorize(authorization('rx-1', 'r-cap', 500), { advice: false })).body), { authorization_id: 'rx-1', approved: true, available_after: 500 });
+
+    ledger.failOnce(2);
+    await assert.rejects(service.capture(salesDraft('rx-1-s1', 'rx-1', 'r-cap', 200, false)), isUnavailable);
+    // The post went through; the re-hold of the other 300 did not; the payment still reads as before.
+    assert.deepEqual(await h.cash('r-cap'), { available: 800, posted: 800, pending_debit: 0 });
+    assert.equal(await unfinishedIntents('visa:rx-1'), 1);
+    assert.equal((await service.payment('visa:rx-1'))!.captured_total, 0);
+    assert.deepEqual((await h.events('visa:rx-1')).map((e) => e.type), ['payment.authorized']);
+
+    const last = await service.capture(salesDraft('rx-1-s2', 'rx-1', 'r-cap', 100, true));
+    assert.equal(last.replayed, false);
+    assert.deepEqual(JSON.parse(last.body), { sales_draft_id: 'rx-1-s2', authorization_id: 'rx-1', payment_id: 'visa:rx-1', captured_amount: 100, captured_total: 300, held_amount: 0, forced: false });
+    assert.equal(await unfinishedIntents('visa:rx-1'), 0);
+    assert.deepEqual(await h.cash('r-cap'), { available: 700, posted: 700, pending_debit: 0 });
+    assert.deepEqual(await h.events('visa:rx-1'), [
+      event('visa', 'authorization', 'rx-1', 'payment.authorized', { amount: 500, authorized_total: 500, advice: false }),
+      event('visa', 'sales_draft', 'rx-1-s1', 'payment.captured', { amount: 200, authorized_total: 500, captured_total: 200, final: false, forced: false }),
+      event('visa', 'sales_draft', 'rx-1-s2', 'payment.captured', { amount: 100, authorized_total: 500, captured_total: 300, final: true, forced: false }),
+    ]);
+    assert.deepEqual(await ledgerIdsOf('r-cap'), ['fund-r-cap-1000', 'visa:rx-1:hold', 'visa:rx-1:hold:rx-1-s1']);
+
+    // The network resends the message it got no answer to: the answer of the finished decision.
+    const resent = await service.capture(salesDraft('rx-1-s1', 'rx-1', 'r-cap', 200, false));
+    assert.equal(resent.replayed, true);
+    assert.deepEqual(JSON.parse(resent.body), { sales_draft_id: 'rx-1-s1', authorization_id: 'rx-1', payment_id: 'visa:rx-1', captured_amount: 200, captured_total: 200, held_amount: 300, forced: false });
+    assert.deepEqual(await h.cash('r-cap'), { available: 700, posted: 700, pending_debit: 0 });
+  });
+
+  test('an authorization whose hold never reached the ledger is finished by its resend: one hold, one event', async () => {
+    await h.fund('r-auth', 1000);
+    ledger.failOnce(1);
+    await assert.rejects(service.authorize(authorization('rx-2', 'r-auth', 300), { advice: false }), isUnavailable);
+    assert.deepEqual(await h.cash('r-auth'), { available: 1000, posted: 1000, pending_debit: 0 });
+    assert.equal(await unfinishedIntents('visa:rx-2'), 1, 'a retryable failure may have reached the ledger: the decision stays to be finished');
+
+    const resent = await service.authorize(authorization('rx-2', 'r-auth', 300), { advice: false });
+    assert.deepEqual(JSON.parse(resent.body), { authorization_id: 'rx-2', approved: true, available_after: 700 });
+    assert.equal(await unfinishedIntents('visa:rx-2'), 0);
+    assert.deepEqual(await h.cash('r-auth'), { available: 700, posted: 1000, pending_debit: 300 });
+    assert.deepEqual(await h.events('visa:rx-2'), [event('visa', 'authorization', 'rx-2', 'payment.authorized', { amount: 300, authorized_total: 300, advice: false })]);
+  });
+});
+
+describe('a decision cut short that no message comes to finish', () => {
+  test('the sweeper (finishStalled) finishes it once it has stalled, and only then', async () => {
+    clock.set(START);
+    await h.fund('r-swp', 1000);
+    await service.authorize(authorization('rx-3', 'r-swp', 300), { advice: false });
+    await service.authorize(authorization('rx-3-up', 'r-swp', 200, { incremental_of: 'rx-3' }), { advice: false });
+    assert.deepEqual(await h.cash('r-swp'), { available: 500, posted: 1000, pending_debit: 500 });
+
+    // A final capture over both holds: the first is posted, the second's post is lost.
+    ledger.failOnce(2);
+    await assert.rejects(service.capture(salesDraft('rx-3-s', 'rx-3', 'r-swp', 450, true)), isUnavailable);
+    assert.deepEqual(await h.cash('r-swp'), { available: 500, posted: 700, pending_debit: 200 });
+
+    assert.equal(await service.finishStalled(), 0, 'too fresh: a message for it may be on its way');
+    clock.advance(INTENT_STALLED_AFTER_MS + 1);
+    assert.equal(await service.finishStalled(), 1);
+    assert.equal(await service.finishStalled(), 0, 'finished once');
+    assert.equal(await unfinishedIntents('visa:rx-3'), 0);
+    assert.deepEqual(await h.cash('r-swp'), { available: 550, posted: 550, pending_debit: 0 });
+    assert.deepEqual(await h.events('visa:rx-3'), [
+      event('visa', 'authorization', 'rx-3', 'payment.authorized', { amount: 300, authorized_total: 300, advice: false }),
+      event('visa', 'authorization', 'rx-3-up', 'payment.authorization_increased', { amount: 200, authorized_total: 500, advice: false }),
+      event('visa', 'sales_draft', 'rx-3-s', 'payment.captured', { amount: 450, authorized_total: 500, captured_total: 450, final: true, forced: false }),
+    ]);
+    const resent = await service.capture(salesDraft('rx-3-s', 'rx-3', 'r-swp', 450, true));
+    assert.equal(resent.replayed, true);
+    assert.deepEqual(JSON.parse(resent.body), { sales_draft_id: 'rx-3-s', authorization_id: 'rx-3', payment_id: 'visa:rx-3', captured_amount: 450, captured_total: 450, held_amount: 0, forced: false });
+    assert.deepEqual(await h.cash('r-swp'), { available: 550, posted: 550, pending_debit: 0 });
+  });
+});
