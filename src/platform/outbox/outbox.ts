@@ -63,19 +63,35 @@ export async function appendToOutbox(
   messages: readonly { topic: string; event: CloudEventInput }[],
   clock: Clock,
 ): Promise<CloudEvent[]> {
+  const insert = outboxInsert(messages, clock, 1);
+  if (insert.events.length === 0) return insert.events;
+  await client.query(insert.sql, insert.params);
+  return insert.events;
+}
+
+/**
+ * The outbox insert as a statement to compose into the caller's own (a
+ * data-modifying CTE, say: one round trip, one commit), its parameters
+ * numbered from `firstParameter`. Validates as appendToOutbox does.
+ */
+export function outboxInsert(
+  messages: readonly { topic: string; event: CloudEventInput }[],
+  clock: Clock,
+  firstParameter: number,
+): { sql: string; params: unknown[]; events: CloudEvent[] } {
   const events = messages.map((message) => {
     checkTopicName(message.topic);
     return validateEvent(message.event, clock);
   });
-  if (events.length === 0) return events;
+  const [topics, ids, bodies] = [firstParameter, firstParameter + 1, firstParameter + 2];
   // No NOTIFY here: PostgreSQL serializes the commits of notifying
   // transactions on one cluster-wide lock, which would cap the producer's
   // commit rate (measured: ~1,000/s). The relay polls instead (idlePollMs).
-  await client.query(
-    `INSERT INTO ${OUTBOX_SCHEMA}.events (topic, event_id, event) SELECT * FROM unnest($1::text[], $2::text[], $3::json[])`,
-    [messages.map((message) => message.topic), events.map((event) => event.id), events.map((event) => JSON.stringify(event))],
-  );
-  return events;
+  return {
+    sql: `INSERT INTO ${OUTBOX_SCHEMA}.events (topic, event_id, event) SELECT * FROM unnest($${topics}::text[], $${ids}::text[], $${bodies}::json[])`,
+    params: [messages.map((message) => message.topic), events.map((event) => event.id), events.map((event) => JSON.stringify(event))],
+    events,
+  };
 }
 
 export type OutboxRelayOptions = {

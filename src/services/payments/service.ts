@@ -32,7 +32,7 @@ import {
 } from './domain/payment.ts';
 import { differingFields } from './domain/messages.ts';
 import { EXPIRY_SWEEP_BATCH_SIZE_MAX, INTENT_STALLED_AFTER_MS } from './domain/limits.ts';
-import type { Intent, MessageKind, PaymentEventRow, PaymentSession, PaymentStore, StoredMessage } from './store/payment-store.ts';
+import type { Intent, MessageKind, Opened, PaymentEventRow, PaymentSession, PaymentStore, StoredMessage } from './store/payment-store.ts';
 
 export type { MessageKind } from './store/payment-store.ts';
 
@@ -204,8 +204,8 @@ export class PaymentService {
       const now = this.#clock.now();
       const due = await this.#store.expiredHolds(now, EXPIRY_SWEEP_BATCH_SIZE_MAX);
       for (const paymentId of due) {
-        await this.#store.withPayment(paymentId, async (session) => {
-          const payment = await this.#settled(session, paymentId);
+        await this.#store.withPayment(async (session) => {
+          const payment = await this.#settled(session, paymentId, await session.open(paymentId, paymentId));
           if (payment !== undefined && (await this.#expireIfDue(session, payment, now)) !== payment) expired += 1;
         });
       }
@@ -216,7 +216,7 @@ export class PaymentService {
   /** Finishes decisions cut short (a crash between the ledger and the commit) that no message has come to finish. */
   async finishStalled(): Promise<number> {
     const stalled = await this.#store.stalledIntents(new Date(this.#clock.now().getTime() - INTENT_STALLED_AFTER_MS), EXPIRY_SWEEP_BATCH_SIZE_MAX);
-    for (const paymentId of stalled) await this.#store.withPayment(paymentId, (session) => this.#settled(session, paymentId));
+    for (const paymentId of stalled) await this.#store.withPayment(async (session) => this.#settled(session, paymentId, await session.open(paymentId, paymentId)));
     return stalled.length;
   }
 
@@ -237,9 +237,10 @@ export class PaymentService {
     await this.#sweeper;
   }
 
-  /** The payment once every journalled decision about it is finished. */
-  async #settled(session: PaymentSession, paymentId: string): Promise<Payment | undefined> {
-    for (const open of await session.unfinishedIntents(paymentId)) {
+  /** The payment once every journalled decision about it is finished (usually none: then as opened). */
+  async #settled(session: PaymentSession, paymentId: string, opened: Opened): Promise<Payment | undefined> {
+    if (opened.intents.length === 0) return opened.payment;
+    for (const open of opened.intents) {
       this.#logger.info({ paymentId, kind: open.intent.kind, messageId: open.intent.message_id }, 'finishing a payment decision that was cut short');
       await this.#finish(session, open.intent, open.seq);
     }
@@ -262,9 +263,12 @@ export class PaymentService {
     paymentId: string,
     decide: (payment: Payment | undefined, now: Date) => Decision,
   ): Promise<Answer> {
-    return this.#store.withPayment(paymentId, async (session) => {
-      let payment = await this.#settled(session, paymentId);
-      const prior = await session.message(this.#dialect.namespace(kind), messageId);
+    const namespace = this.#dialect.namespace(kind);
+    return this.#store.withPayment(async (session) => {
+      const opened = await session.open(paymentId, paymentId, { namespace, id: messageId });
+      let payment = await this.#settled(session, paymentId, opened);
+      // A decision just finished may have been this very message's.
+      const prior = opened.intents.length === 0 ? opened.message : await session.message(namespace, messageId);
       if (prior !== undefined) return replayOf(prior, messageId, request);
       const now = this.#clock.now();
       if (payment !== undefined) payment = await this.#expireIfDue(session, payment, now);

@@ -21,14 +21,17 @@ export type Intent = Readonly<{
 
 export type OpenIntent = Readonly<{ seq: number; intent: Intent }>;
 
-/** Work done holding one payment's lock. Reads see what is committed; `commit` is one transaction. */
+/** What a message is decided from, read under the payment's lock. */
+export type Opened = Readonly<{ intents: readonly OpenIntent[]; message: StoredMessage | undefined; payment: Payment | undefined }>;
+
+/** Work done on one payment. `open` takes its lock (held until the session ends); the rest runs under it. */
 export interface PaymentSession {
+  /** Takes the payment's lock, then reads its unfinished decisions, the message (if named) and the payment. */
+  open(lockKey: string, paymentId: string, message?: Readonly<{ namespace: string; id: string }>): Promise<Opened>;
   /** A message by the key its id is unique under (its kind, or a network's own namespace). */
   message(namespace: string, messageId: string): Promise<StoredMessage | undefined>;
   payment(paymentId: string): Promise<Payment | undefined>;
-  /** Decisions journalled and not finished, oldest first. */
-  unfinishedIntents(paymentId: string): Promise<OpenIntent[]>;
-  /** Journals a decision, committed before it returns. */
+  /** Journals a decision before its ledger writes; returns its sequence number. */
   recordIntent(paymentId: string, intent: Intent): Promise<number>;
   /** Closes a journalled decision the ledger refused before moving anything. */
   abandonIntent(seq: number): Promise<void>;
@@ -42,8 +45,8 @@ export interface PaymentSession {
 }
 
 export interface PaymentStore {
-  /** Runs `work` holding the lock of `lockKey` (a payment id, which may not exist yet) until it settles. */
-  withPayment<T>(lockKey: string, work: (session: PaymentSession) => Promise<T>): Promise<T>;
+  /** Runs `work` on one connection; a lock its `open` took is released when it settles. */
+  withPayment<T>(work: (session: PaymentSession) => Promise<T>): Promise<T>;
   /** A stored message, outside any lock (stored messages never change). */
   storedMessage(namespace: string, messageId: string): Promise<StoredMessage | undefined>;
   /** The payment a message belongs to, outside any lock (the mapping never changes once written). */

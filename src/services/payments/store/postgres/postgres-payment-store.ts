@@ -3,13 +3,13 @@
 // messages for one payment never decide from the same state.
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { appendToOutbox, migrateOutbox, OUTBOX_SCHEMA } from '../../../../platform/outbox/outbox.ts';
+import { migrateOutbox, OUTBOX_SCHEMA, outboxInsert } from '../../../../platform/outbox/outbox.ts';
 import type { Clock } from '../../../../platform/clock.ts';
 import { migrate } from '../../../../platform/postgres/migrate.ts';
 import type { Pool, PoolClient } from '../../../../platform/postgres/pool.ts';
 import type { Payment } from '../../domain/payment.ts';
 import { PAYMENTS_TOPIC } from '../../../../contracts/events/payments.ts';
-import type { Intent, MessageKind, OpenIntent, PaymentEventRow, PaymentSession, PaymentStore, StoredMessage } from '../payment-store.ts';
+import type { OpenIntent, Opened, PaymentEventRow, PaymentSession, PaymentStore, StoredMessage } from '../payment-store.ts';
 
 const MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations');
 
@@ -29,25 +29,24 @@ export class PostgresPaymentStore implements PaymentStore {
   }
 
   /**
-   * A session-level advisory lock on one connection: the decision's journal
-   * entry must commit before the ledger writes, and its outcome after them,
-   * all under the one lock.
+   * One connection for the whole message: a session-level advisory lock, so
+   * the decision's journal entry commits before the ledger writes and its
+   * outcome after them, all under the one lock.
    */
-  async withPayment<T>(lockKey: string, work: (session: PaymentSession) => Promise<T>): Promise<T> {
+  async withPayment<T>(work: (session: PaymentSession) => Promise<T>): Promise<T> {
     const client = await this.#pool.connect();
-    let healthy = false;
+    const state: { lockKey: string | undefined } = { lockKey: undefined };
+    let healthy = true;
     try {
-      await client.query('SELECT pg_advisory_lock(hashtextextended($1, 0))', [lockKey]);
-      try {
-        return await work(session(client, this.#clock));
-      } finally {
-        // A connection that cannot unlock is destroyed below, which ends its session and so its lock.
-        healthy = await client.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [lockKey]).then(
+      return await work(session(client, this.#clock, state));
+    } finally {
+      // A connection that cannot unlock is destroyed, which ends its session and so its lock.
+      if (state.lockKey !== undefined) {
+        healthy = await client.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [state.lockKey]).then(
           () => true,
           () => false,
         );
       }
-    } finally {
       client.release(!healthy);
     }
   }
@@ -95,55 +94,78 @@ export class PostgresPaymentStore implements PaymentStore {
   }
 }
 
-function session(client: PoolClient, clock: Clock): PaymentSession {
+function session(client: PoolClient, clock: Clock, state: { lockKey: string | undefined }): PaymentSession {
   return {
+    async open(lockKey, paymentId, message): Promise<Opened> {
+      if (state.lockKey !== undefined) throw new Error(`this session already holds the lock of ${state.lockKey}`);
+      state.lockKey = lockKey;
+      const result = await client.query<{ opened: { intents: OpenIntent[]; message: StoredMessage | null; payment: Payment | null } }>(
+        'SELECT payments_open($1, $2, $3, $4) AS opened',
+        [lockKey, message?.namespace ?? null, message?.id ?? null, paymentId],
+      );
+      const opened = result.rows[0]!.opened;
+      return { intents: opened.intents.map(({ seq, intent }) => ({ seq: Number(seq), intent })), message: opened.message ?? undefined, payment: opened.payment ?? undefined };
+    },
     message: (namespace, messageId) => selectMessage(client, namespace, messageId),
     payment: (paymentId) => selectPayment(client, paymentId),
-    async unfinishedIntents(paymentId): Promise<OpenIntent[]> {
-      const result = await client.query<{ seq: string; intent: Intent }>('SELECT seq, intent FROM payment_intents WHERE payment_id = $1 AND finished_at IS NULL ORDER BY seq', [paymentId]);
-      return result.rows.map((row) => ({ seq: Number(row.seq), intent: row.intent }));
-    },
     async recordIntent(paymentId, intent): Promise<number> {
-      // Stamped by the service's clock, the one finishStalled measures staleness with (not the database's).
-      const result = await client.query<{ seq: string }>('INSERT INTO payment_intents (payment_id, intent, created_at) VALUES ($1, $2, $3) RETURNING seq', [
-        paymentId,
-        JSON.stringify(intent),
-        clock.now(),
-      ]);
-      return Number(result.rows[0]!.seq);
+      // Its own transaction, committed before the ledger writes, without waiting for its WAL flush: a crash of
+      // Koban cannot lose it (PostgreSQL writes it out within wal_writer_delay), and with the ledger on the same
+      // server the ledger's own commit flushes it first, WAL being one sequence. Stamped by the service's clock,
+      // the one finishStalled measures staleness with.
+      const results = (await client.query(
+        `BEGIN; SET LOCAL synchronous_commit TO off;
+         INSERT INTO payment_intents (payment_id, intent, created_at) VALUES (${client.escapeLiteral(paymentId)}, ${client.escapeLiteral(JSON.stringify(intent))}, ${client.escapeLiteral(clock.now().toISOString())}) RETURNING seq;
+         COMMIT`,
+      )) as unknown as Array<{ rows: Array<{ seq: string }> }>;
+      return Number(results[2]!.rows[0]!.seq);
     },
     async abandonIntent(seq): Promise<void> {
       await client.query('UPDATE payment_intents SET finished_at = now(), abandoned = true WHERE seq = $1', [seq]);
     },
     async commit({ message, payment, events, intentSeq }) {
-      await client.query('BEGIN');
-      try {
-        await upsertPayment(client, payment);
-        if (message !== undefined) {
-          await client.query('INSERT INTO network_messages (kind, message_id, payment_id, request, response, status_code) VALUES ($1, $2, $3, $4, $5, $6)', [
-            message.kind,
-            message.id,
-            payment.payment_id,
-            JSON.stringify(message.request),
-            message.response,
-            message.status_code,
-          ]);
-        }
-        if (intentSeq !== undefined) await client.query('UPDATE payment_intents SET finished_at = now() WHERE seq = $1', [intentSeq]);
-        if (events.length > 0) {
-          await appendToOutbox(client, events.map(({ event }) => ({ topic: PAYMENTS_TOPIC, event })), clock);
-          await client.query(
-            `INSERT INTO payment_events (payment_id, seq, event_id, type, occurred_at)
-             SELECT $1, coalesce((SELECT max(seq) FROM payment_events WHERE payment_id = $1), 0) + n, id, type, at
-               FROM unnest($2::text[], $3::text[], $4::timestamptz[]) WITH ORDINALITY AS e(id, type, at, n)`,
-            [payment.payment_id, events.map(({ event }) => event.id), events.map(({ type }) => type), events.map(({ occurred_at }) => occurred_at)],
-          );
-        }
-        await client.query('COMMIT');
-      } catch (error) {
-        await client.query('ROLLBACK').catch(() => undefined);
-        throw error;
-      }
+      // One statement, so one round trip and one commit: data-modifying CTEs, the outbox's own insert among them.
+      const outbox = outboxInsert(events.map(({ event }) => ({ topic: PAYMENTS_TOPIC, event })), clock, 18);
+      await client.query(
+        `WITH upserted AS (
+           INSERT INTO payments (payment_id, route, authorization_id, user_id, status, state, hold_expires_at, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT (payment_id) DO UPDATE SET status = excluded.status, state = excluded.state, hold_expires_at = excluded.hold_expires_at, updated_at = now()
+           RETURNING 1
+         ), answered AS (
+           INSERT INTO network_messages (kind, message_id, payment_id, request, response, status_code)
+           SELECT $9::text, $10::text, $1, $11::jsonb, $12::text, $13::integer WHERE $9::text IS NOT NULL
+           RETURNING 1
+         ), finished AS (
+           UPDATE payment_intents SET finished_at = now() WHERE seq = $14::bigint RETURNING 1
+         ), listed AS (
+           INSERT INTO payment_events (payment_id, seq, event_id, type, occurred_at)
+           SELECT $1, coalesce((SELECT max(seq) FROM payment_events WHERE payment_id = $1), 0) + n, id, type, at
+             FROM unnest($15::text[], $16::text[], $17::timestamptz[]) WITH ORDINALITY AS e(id, type, at, n)
+           RETURNING 1
+         )${outbox.events.length > 0 ? `, outboxed AS (${outbox.sql} RETURNING 1)` : ''}
+         SELECT 1`,
+        [
+          payment.payment_id,
+          payment.route,
+          payment.authorization_id,
+          payment.user_id,
+          payment.status,
+          JSON.stringify(payment),
+          payment.open_holds.length > 0 ? payment.hold_expires_at : null,
+          payment.created_at,
+          message?.kind ?? null,
+          message?.id ?? null,
+          message === undefined ? null : JSON.stringify(message.request),
+          message?.response ?? null,
+          message?.status_code ?? null,
+          intentSeq ?? null,
+          outbox.events.map((event) => event.id),
+          events.map(({ type }) => type),
+          events.map(({ occurred_at }) => occurred_at),
+          ...(outbox.events.length > 0 ? outbox.params : []),
+        ],
+      );
     },
   };
 }
@@ -156,13 +178,4 @@ async function selectMessage(client: Pick<PoolClient, 'query'>, namespace: strin
 async function selectPayment(client: Pick<PoolClient, 'query'>, paymentId: string): Promise<Payment | undefined> {
   const result = await client.query<{ state: Payment }>('SELECT state FROM payments WHERE payment_id = $1', [paymentId]);
   return result.rows[0]?.state;
-}
-
-async function upsertPayment(client: Pick<PoolClient, 'query'>, payment: Payment): Promise<void> {
-  await client.query(
-    `INSERT INTO payments (payment_id, route, authorization_id, user_id, status, state, hold_expires_at, created_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-     ON CONFLICT (payment_id) DO UPDATE SET status = excluded.status, state = excluded.state, hold_expires_at = excluded.hold_expires_at, updated_at = now()`,
-    [payment.payment_id, payment.route, payment.authorization_id, payment.user_id, payment.status, JSON.stringify(payment), payment.open_holds.length > 0 ? payment.hold_expires_at : null, payment.created_at],
-  );
 }

@@ -59,3 +59,22 @@ CREATE TABLE payment_intents (
 );
 
 CREATE INDEX payment_intents_unfinished ON payment_intents (payment_id, seq) WHERE finished_at IS NULL;
+
+-- Opening a message in one round trip: the payment's lock (session-level, held
+-- until the outcome is committed), then, read after it, what the service
+-- decides from. Each statement of a volatile function takes a fresh snapshot,
+-- so the reads see everything committed by the lock's previous holder.
+CREATE FUNCTION payments_open(lock_key text, message_namespace text, message_key text, payment_key text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+  PERFORM pg_advisory_lock(hashtextextended(lock_key, 0));
+  RETURN jsonb_build_object(
+    'intents', coalesce((
+      SELECT jsonb_agg(jsonb_build_object('seq', i.seq, 'intent', i.intent) ORDER BY i.seq)
+        FROM payment_intents i WHERE i.payment_id = payment_key AND i.finished_at IS NULL), '[]'::jsonb),
+    'message', (
+      SELECT jsonb_build_object('payment_id', m.payment_id, 'request', m.request, 'response', m.response, 'status_code', m.status_code)
+        FROM network_messages m WHERE m.kind = message_namespace AND m.message_id = message_key),
+    'payment', (SELECT p.state FROM payments p WHERE p.payment_id = payment_key));
+END
+$$;
