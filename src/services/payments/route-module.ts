@@ -68,6 +68,10 @@ export function paymentRouteModule(options: {
     description: options.description,
     defaultPort: options.defaultPort,
     settings: routeSettings(route),
+    peers: [
+      { name: 'ledger', why: 'moves cash through the ledger' },
+      { name: 'bus', why: 'publishes its payment events through the bus' },
+    ],
     database: `koban_${route}`,
     bodyLimitBytes: PAYMENT_BODY_BYTES_MAX,
     migrate: (pool: Pool, logger: Logger) => migratePayments(pool, pool.options.connectionString!, logger),
