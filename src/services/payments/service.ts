@@ -240,8 +240,8 @@ export class PaymentService {
 
   /**
    * Stops publishing (after the batch in flight): approvals go on, their
-   * events wait in the outbox. For an operator holding events back from a bus
-   * in trouble, and for the test that proves approvals never wait on the bus.
+   * events wait in the outbox. In process only (no route exposes it): the
+   * test that proves approvals never wait on the bus uses it.
    */
   async pausePublishing(): Promise<void> {
     await this.#publisher?.stop();
