@@ -14,7 +14,7 @@ import { serviceLogger } from './logger.ts';
 import { type EmbeddedServer, embeddedServerUrl, startEmbeddedPostgres } from './postgres/embedded.ts';
 import { classifyPgError, pgErrorCode, UNIQUE_VIOLATION } from './postgres/errors.ts';
 import { createPool, databaseUrl, ensureDatabase } from './postgres/pool.ts';
-import { type DatabasePlan, planDatabases, type RunningService, type ServiceModule } from './service-module.ts';
+import { checkPeers, type DatabasePlan, planDatabases, type RunningService, type ServiceModule } from './service-module.ts';
 import { isStartupError, StartupError } from './startup-error.ts';
 
 /** Connections a migration or a command needs: few, and only for its duration. */
@@ -58,6 +58,7 @@ export async function startServices(options: {
 }): Promise<ServiceHost> {
   const { modules, settings, platform } = options;
   const processLogger = serviceLogger(options.root, modules.map((module) => module.name).join('+'));
+  checkPeers(modules, settings);
   const plans = planDatabases(modules, settings, { embeddedAllowed: options.embeddedAllowed });
   const cleanups: Array<{ step: string; run: () => Promise<void> }> = [];
   let closing: Promise<void> | undefined;

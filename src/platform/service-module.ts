@@ -29,7 +29,15 @@ export type ServiceModule<Api = unknown> = Readonly<{
   start(context: ServiceContext): Promise<RunningService<Api>>;
   /** Commands of its own (`koban audit`), run against its database without starting it. */
   commands?: readonly ServiceCommand[];
+  /**
+   * The services it calls, each with what it needs it for ("moves cash through
+   * the ledger"): each must run earlier in the same process or be reachable at
+   * `<NAME>_URL`. Checked before any database is touched (checkPeers).
+   */
+  peers?: readonly ServicePeer[];
 }>;
+
+export type ServicePeer = Readonly<{ name: string; why: string }>;
 
 export type ServiceContext = Readonly<{
   /** Every setting the process read, validated and frozen; the module reads its own. */
@@ -76,6 +84,26 @@ export type ServiceCommand = Readonly<{
 }>;
 
 export type CommandContext = Readonly<{ settings: Settings; platform: PlatformConfig; databaseUrl: string; logger: Logger }>;
+
+/**
+ * Refuses a process in which a service calls another that neither runs before
+ * it here nor has `<NAME>_URL` set: one line per such service, naming every
+ * variable it lacks at once.
+ */
+export function checkPeers(modules: readonly ServiceModule[], settings: Settings): void {
+  const problems: string[] = [];
+  modules.forEach((module, index) => {
+    const earlier = new Set(modules.slice(0, index).map((other) => other.name));
+    const missing = (module.peers ?? []).filter((peer) => !earlier.has(peer.name) && typeof settings[`${envPrefix(peer.name)}URL`] !== 'string');
+    if (missing.length === 0) return;
+    const variables = missing.map((peer) => `${envPrefix(peer.name)}URL`);
+    const together = [...missing.map((peer) => peer.name), module.name].join(' ');
+    problems.push(
+      `${module.name} ${missing.map((peer) => peer.why).join(' and ')}: set ${variables.join(' and ')} to where ${missing.length === 1 ? 'it runs' : 'they run'}, or run ${missing.length === 1 ? 'it' : 'them'} in the same process (koban serve ${together})`,
+    );
+  });
+  if (problems.length > 0) throw new ConfigError(problems.join('\n'));
+}
 
 /** Where a service's tables live, in order of precedence. */
 export type DatabasePlan =

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ConfigError, PLATFORM_SETTINGS, readSettings, serviceSettings } from './config.ts';
-import { planDatabases, type ServiceModule } from './service-module.ts';
+import { checkPeers, planDatabases, type ServiceModule } from './service-module.ts';
 
 function module(name: string): ServiceModule {
   return {
@@ -49,5 +49,32 @@ test('koban serve without a URL: refused, embedded PostgreSQL is for koban start
   assert.throws(
     () => planDatabases([module('ledger')], settingsOf({}), { embeddedAllowed: false }),
     (error: unknown) => error instanceof ConfigError && /koban start/.test(error.message) && /LEDGER_DATABASE_URL/.test(error.message),
+  );
+});
+
+test('a service calling others: each must run earlier in the process or have <NAME>_URL, all missing ones named at once', () => {
+  const visa: ServiceModule = {
+    ...module('visa'),
+    peers: [
+      { name: 'ledger', why: 'moves cash through the ledger' },
+      { name: 'bus', why: 'publishes through the bus' },
+    ],
+  };
+  const settings = (env: Record<string, string>) => readSettings([...PLATFORM_SETTINGS, ...[...MODULES, visa].flatMap((m) => serviceSettings(m.name, m.defaultPort))], env);
+  assert.doesNotThrow(() => checkPeers([...MODULES, visa], settings({})), 'both run before it');
+  assert.doesNotThrow(() => checkPeers([visa], settings({ LEDGER_URL: 'http://h:1', BUS_URL: 'http://h:2' })), 'both reachable by URL');
+  assert.doesNotThrow(() => checkPeers([module('ledger'), visa], settings({ BUS_URL: 'http://h:2' })), 'one of each');
+  assert.throws(
+    () => checkPeers([visa], settings({ BUS_URL: 'http://h:2' })),
+    (error: unknown) => error instanceof ConfigError && /^visa moves cash through the ledger: set LEDGER_URL /.test(error.message) && !/BUS_URL/.test(error.message) && !error.message.includes('\n'),
+  );
+  assert.throws(
+    () => checkPeers([visa], settings({})),
+    (error: unknown) => error instanceof ConfigError && /set LEDGER_URL and BUS_URL to where they run.*koban serve ledger bus visa/.test(error.message),
+  );
+  assert.throws(
+    () => checkPeers([visa, module('ledger')], settings({ BUS_URL: 'http://h:2' })),
+    (error: unknown) => error instanceof ConfigError && /LEDGER_URL/.test(error.message),
+    'a peer started after it is no peer yet',
   );
 });

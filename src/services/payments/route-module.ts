@@ -24,7 +24,7 @@ import {
   WALLET_CURRENCY,
 } from './domain/limits.ts';
 import type { RouteRules } from './domain/payment.ts';
-import { type NetworkDialect, PaymentService } from './service.ts';
+import { type NetworkDialect, type OutboxPublisher, PaymentService } from './service.ts';
 import type { Clock } from '../../platform/clock.ts';
 import { migratePayments, PostgresPaymentStore } from './store/postgres/postgres-payment-store.ts';
 
@@ -68,6 +68,10 @@ export function paymentRouteModule(options: {
     description: options.description,
     defaultPort: options.defaultPort,
     settings: routeSettings(route),
+    peers: [
+      { name: 'ledger', why: 'moves cash through the ledger' },
+      { name: 'bus', why: 'publishes its payment events through the bus' },
+    ],
     database: `koban_${route}`,
     bodyLimitBytes: PAYMENT_BODY_BYTES_MAX,
     migrate: (pool: Pool, logger: Logger) => migratePayments(pool, pool.options.connectionString!, logger),
@@ -83,6 +87,21 @@ export function paymentRouteModule(options: {
       };
       const pool = createPool({ url: databaseUrl, size: platform.dbPoolSize, applicationName: `koban-${route}`, logger });
       const store = new PostgresPaymentStore(pool, clock);
+      // The relay shares the pool: a few of its connections, never waiting on a payment's lock.
+      // A stopped OutboxRelay is done, so publishing resumes with a new one.
+      let relay: OutboxRelay | undefined;
+      const publisher: OutboxPublisher = {
+        start() {
+          if (relay !== undefined) return;
+          relay = new OutboxRelay({ pool, bus, logger });
+          relay.start();
+        },
+        async stop() {
+          const stopping = relay;
+          relay = undefined;
+          await stopping?.stop();
+        },
+      };
       const service = new PaymentService({
         store,
         ledger,
@@ -90,19 +109,16 @@ export function paymentRouteModule(options: {
         clock,
         logger,
         sweepIntervalMs: settings[`${prefix}EXPIRY_SWEEP_INTERVAL_MS`] as number,
+        publisher,
         ...(options.dialect ? { dialect: options.dialect } : {}),
       });
-      // The relay shares the pool: a few of its connections, never waiting on a payment's lock.
-      const relay = new OutboxRelay({ pool, bus, logger });
       service.start();
-      relay.start();
       return {
         api: service,
         registerRoutes: (app) => options.registerRoutes(app, service, clock),
         async stop() {
           try {
             await service.close();
-            await relay.stop();
           } finally {
             await store.close();
           }

@@ -84,6 +84,12 @@ export type NetworkDialect = Readonly<{
   render(kind: MessageKind, answer: Readonly<Record<string, unknown>>): object;
 }>;
 
+/**
+ * What publishes the route's outbox to the bus (its relay). Stopped, payments
+ * go on and their events wait in the outbox; started again, it publishes them.
+ */
+export type OutboxPublisher = Readonly<{ start(): void; stop(): Promise<void> }>;
+
 const DOMAIN_DIALECT: NetworkDialect = { namespace: (kind) => kind, render: (_kind, answer) => answer };
 
 export class PaymentService {
@@ -94,12 +100,24 @@ export class PaymentService {
   readonly #logger: Logger;
   readonly #sweepIntervalMs: number;
   readonly #dialect: NetworkDialect;
+  readonly #publisher: OutboxPublisher | undefined;
   readonly #wakeup = new Wakeup();
   #sweeper: Promise<void> | undefined;
   #stopping = false;
 
-  constructor(options: { store: PaymentStore; ledger: LedgerApi; rules: RouteRules; clock: Clock; logger: Logger; sweepIntervalMs: number; dialect?: NetworkDialect }) {
+  constructor(options: {
+    store: PaymentStore;
+    ledger: LedgerApi;
+    rules: RouteRules;
+    clock: Clock;
+    logger: Logger;
+    sweepIntervalMs: number;
+    dialect?: NetworkDialect;
+    /** Started and stopped with the service; pausePublishing/resumePublishing in between. */
+    publisher?: OutboxPublisher;
+  }) {
     this.#dialect = options.dialect ?? DOMAIN_DIALECT;
+    this.#publisher = options.publisher;
     this.#store = options.store;
     this.#ledger = options.ledger;
     this.#rules = options.rules;
@@ -220,7 +238,22 @@ export class PaymentService {
     return stalled.length;
   }
 
+  /**
+   * Stops publishing (after the batch in flight): approvals go on, their
+   * events wait in the outbox. In process only (no route exposes it): the
+   * test that proves approvals never wait on the bus uses it.
+   */
+  async pausePublishing(): Promise<void> {
+    await this.#publisher?.stop();
+  }
+
+  /** Publishes again, the events that waited first. */
+  resumePublishing(): void {
+    if (!this.#stopping) this.#publisher?.start();
+  }
+
   start(): void {
+    this.#publisher?.start();
     if (this.#sweepIntervalMs === 0 || this.#sweeper !== undefined) return;
     this.#sweeper = (async () => {
       while (!this.#stopping) {
@@ -235,6 +268,7 @@ export class PaymentService {
     this.#stopping = true;
     this.#wakeup.wake();
     await this.#sweeper;
+    await this.#publisher?.stop();
   }
 
   /** The payment once every journalled decision about it is finished (usually none: then as opened). */
