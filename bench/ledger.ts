@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import path from 'node:path';
 import { Pool } from 'undici';
+import { type CpuFigures, cpuWindow } from './lib/cpu-window.ts';
 import { type KobanProcess, startKoban } from './lib/koban-process.ts';
 import { type LoadResult, type Plan, type Unexpected, newUnexpected, runAll, runClosedLoop } from './lib/load.ts';
 import { type MoneyCheck, MoneyTally, type TransactionBody, checkMoney } from './lib/money-check.ts';
@@ -121,15 +122,6 @@ type Settings = {
   kobanNodeArgs: string[];
   keepDatabases: boolean;
   databaseUrl: string | undefined;
-};
-
-/** CPU over one measured window, in ms. */
-type CpuFigures = {
-  kobanMs: number;
-  kobanMainThreadMs: number;
-  benchMs: number;
-  /** Busy share of the whole machine (all cores), in %. */
-  hostBusyPercent: number;
 };
 
 type ScenarioRow = {
@@ -488,7 +480,7 @@ async function main(): Promise<number> {
         for (const scenario of settings.scenarios) {
           if (scenario === 'replay' && replayCorpus.length === 0) throw new Error('no committed add to replay');
           const pgWindow = observer.window(kobanDb);
-          const cpu = cpuWindow(kobanProcess);
+          const cpu = cpuWindow([kobanProcess]);
           const result = await runClosedLoop(pool, {
             concurrency,
             warmupMs: WARMUP_MS,
@@ -524,7 +516,7 @@ async function main(): Promise<number> {
         }
         if (settings.runPgbench && pgbenchBin) {
           const pgWindow = observer.window(pgbenchDb);
-          const cpu = cpuWindow(undefined);
+          const cpu = cpuWindow([]);
           try {
             cpu.begin();
             pgWindow.begin();
@@ -963,34 +955,6 @@ async function main(): Promise<number> {
     }
     process.off('exit', killKobanOnExit);
   }
-}
-
-/** CPU readings of Koban (if given), this process and the machine between begin() and end(). */
-function cpuWindow(koban: KobanProcess | undefined): { begin(): void; end(): void; figures(): CpuFigures } {
-  let kobanAtBegin: number | undefined;
-  let mainAtBegin: number | undefined;
-  let benchAtBegin: NodeJS.CpuUsage | undefined;
-  let hostAtBegin: ReturnType<typeof readHostCpuTicks>;
-  const figures: CpuFigures = { kobanMs: Number.NaN, kobanMainThreadMs: Number.NaN, benchMs: Number.NaN, hostBusyPercent: Number.NaN };
-  return {
-    begin() {
-      kobanAtBegin = koban?.cpuMs();
-      mainAtBegin = koban?.mainThreadCpuMs();
-      benchAtBegin = process.cpuUsage();
-      hostAtBegin = readHostCpuTicks();
-    },
-    end() {
-      const kobanAtEnd = koban?.cpuMs();
-      const mainAtEnd = koban?.mainThreadCpuMs();
-      const bench = process.cpuUsage(benchAtBegin);
-      const hostAtEnd = readHostCpuTicks();
-      if (kobanAtBegin !== undefined && kobanAtEnd !== undefined) figures.kobanMs = kobanAtEnd - kobanAtBegin;
-      if (mainAtBegin !== undefined && mainAtEnd !== undefined) figures.kobanMainThreadMs = mainAtEnd - mainAtBegin;
-      figures.benchMs = (bench.user + bench.system) / US_PER_MS;
-      if (hostAtBegin && hostAtEnd) figures.hostBusyPercent = (100 * (hostAtEnd.busy - hostAtBegin.busy)) / (hostAtEnd.total - hostAtBegin.total);
-    },
-    figures: () => figures,
-  };
 }
 
 /** Koban's group-commit settings: batches at once from the configuration the server process sees, sizes from its limits. */

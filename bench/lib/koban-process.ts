@@ -39,13 +39,37 @@ export async function startKoban(options: {
   env: NodeJS.ProcessEnv;
 }): Promise<KobanProcess> {
   const port = await freePort();
-  const origin = `http://127.0.0.1:${port}`;
   // DATABASE_URL names the benchmark's server, not a database for Koban: the ledger gets the
   // benchmark's database to itself (public schema) and the bus shares it in schema koban_bus.
   const { DATABASE_URL: _server, ...env } = options.env;
-  const child = spawn(process.execPath, [...options.extraNodeArgs, 'src/cli/koban.ts', 'start'], {
-    cwd: options.repoRoot,
+  return spawnKoban({
+    repoRoot: options.repoRoot,
+    args: ['start'],
+    extraNodeArgs: options.extraNodeArgs,
     env: { ...env, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', LEDGER_DATABASE_URL: options.ledgerDatabaseUrl, DATABASE_URL: options.ledgerDatabaseUrl },
+    origins: [`http://127.0.0.1:${port}`],
+    label: 'koban',
+  });
+}
+
+/**
+ * `koban <args>` as a child process with exactly `env`, healthy once every
+ * origin answers GET /readyz (a `koban serve` of several services listens on
+ * one port each). Its output is echoed to stderr prefixed with `[label]`.
+ */
+export async function spawnKoban(options: {
+  repoRoot: string;
+  args: readonly string[];
+  extraNodeArgs: readonly string[];
+  env: NodeJS.ProcessEnv;
+  /** http://127.0.0.1:<port> of each port it listens on; the first is `origin`. */
+  origins: readonly string[];
+  label: string;
+}): Promise<KobanProcess> {
+  const origin = options.origins[0]!;
+  const child = spawn(process.execPath, [...options.extraNodeArgs, 'src/cli/koban.ts', ...options.args], {
+    cwd: options.repoRoot,
+    env: options.env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const recent: string[] = [];
@@ -53,7 +77,7 @@ export async function startKoban(options: {
     readline.createInterface({ input: stream }).on('line', (line) => {
       recent.push(line);
       if (recent.length > OUTPUT_LINES_KEPT) recent.shift();
-      process.stderr.write(`[koban] ${line}\n`);
+      process.stderr.write(`[${options.label}] ${line}\n`);
     });
   }
   let exitDescription: string | undefined;
@@ -86,7 +110,7 @@ export async function startKoban(options: {
   };
 
   try {
-    await waitHealthy(origin, () => exitDescription);
+    for (const each of options.origins) await waitHealthy(each, () => exitDescription);
   } catch (error) {
     await handle.stop();
     throw new Error(`Koban did not become healthy: ${(error as Error).message}\n--- last server output ---\n${handle.recentOutput()}`);
