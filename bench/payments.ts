@@ -463,7 +463,7 @@ async function checkMoney(state: ModeState, running: Running, serverUrl: string,
   for (;;) {
     outbox = await withClient(visaUrl, async (client) => {
       const result = await client.query<{ events: string; unpublished: string }>(
-        `SELECT count(*)::text AS events, count(*) FILTER (WHERE published_at IS NULL)::text AS unpublished FROM koban_outbox.events WHERE topic = 'payments'`,
+        `SELECT count(*)::text AS events, count(*) FILTER (WHERE published_at IS NULL)::text AS unpublished FROM koban_visa_outbox.events WHERE topic = 'payments'`,
       );
       return { events: Number(result.rows[0]!.events), unpublished: Number(result.rows[0]!.unpublished) };
     });

@@ -84,12 +84,14 @@ describe('koban', () => {
     assert.deepEqual(await tables(database.url), [
       'koban_bus.schema_migrations',
       'koban_bus.topics',
-      'koban_outbox.events',
-      'koban_outbox.schema_migrations',
       'koban_quicpay.payments',
       'koban_quicpay.schema_migrations',
+      'koban_quicpay_outbox.events',
+      'koban_quicpay_outbox.schema_migrations',
       'koban_visa.payments',
       'koban_visa.schema_migrations',
+      'koban_visa_outbox.events',
+      'koban_visa_outbox.schema_migrations',
       'public.schema_migrations',
       'public.transactions',
     ]);

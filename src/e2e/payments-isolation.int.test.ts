@@ -8,7 +8,9 @@ import { createTestDatabase, type TestDatabase } from '../../test/support/databa
 import { startTestKoban, type TestKoban } from '../../test/support/koban.ts';
 import type { Consumer, Delivery, SubscriptionStats } from '../contracts/bus/event-bus.ts';
 import { PAYMENTS_TOPIC } from '../contracts/events/payments.ts';
-import { OUTBOX_SCHEMA } from '../platform/outbox/outbox.ts';
+import { paymentsOutboxSchema } from '../services/payments/store/postgres/postgres-payment-store.ts';
+
+const OUTBOX_SCHEMA = paymentsOutboxSchema('visa');
 import type { PaymentService } from '../services/payments/service.ts';
 import { visaModule } from '../services/payments/visa/module.ts';
 

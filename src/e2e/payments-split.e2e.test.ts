@@ -10,7 +10,9 @@ import type { Consumer, Delivery, EventBus } from '../contracts/bus/event-bus.ts
 import { PAYMENTS_TOPIC } from '../contracts/events/payments.ts';
 import { systemClock } from '../platform/clock.ts';
 import { freePort } from '../platform/net.ts';
-import { OUTBOX_SCHEMA } from '../platform/outbox/outbox.ts';
+import { paymentsOutboxSchema } from '../services/payments/store/postgres/postgres-payment-store.ts';
+
+const OUTBOX_SCHEMA = paymentsOutboxSchema('visa');
 import { openEventBus } from '../services/bus/clients/open-event-bus.ts';
 import { LedgerClient } from '../services/ledger/clients/http-client.ts';
 

@@ -15,8 +15,18 @@ import { createPool, type Pool, type PoolClient, withTransaction } from '../post
 import { pgErrorCode } from '../postgres/errors.ts';
 import path from 'node:path';
 
-/** The outbox's schema inside the service's database. */
+/**
+ * The outbox's schema inside the service's database, by default. A service
+ * that may share a database with another producer (DATABASE_URL alone) names
+ * its own, so each has an outbox of its own.
+ */
 export const OUTBOX_SCHEMA = 'koban_outbox';
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+function checkSchema(schema: string): string {
+  if (!SCHEMA_NAME.test(schema)) throw new Error(`not an outbox schema name: ${schema}`);
+  return schema;
+}
 const OUTBOX_MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations');
 const DUPLICATE_SCHEMA = '42P06';
 
@@ -36,14 +46,15 @@ const RELAY_ERRORS_LOGGED_MAX = 10;
 export type Queryable = Pick<PoolClient, 'query'>;
 
 /** Creates the outbox schema and table in a service's database; safe from concurrent starts. */
-export async function migrateOutbox(serviceDatabaseUrl: string, logger: Logger): Promise<void> {
+export async function migrateOutbox(serviceDatabaseUrl: string, logger: Logger, schema: string = OUTBOX_SCHEMA): Promise<void> {
+  checkSchema(schema);
   const url = new URL(serviceDatabaseUrl);
   // The shared migrator keeps its bookkeeping in `schema_migrations`; with the
   // search path set to the outbox schema it gets a table of its own there.
-  url.searchParams.set('options', `-c search_path=${OUTBOX_SCHEMA}`);
+  url.searchParams.set('options', `-c search_path=${schema}`);
   const pool = createPool({ url: url.toString(), size: 1, applicationName: 'koban-outbox-migrate', logger });
   try {
-    await pool.query(`CREATE SCHEMA IF NOT EXISTS ${OUTBOX_SCHEMA}`).catch((error: unknown) => {
+    await pool.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`).catch((error: unknown) => {
       if (pgErrorCode(error) !== DUPLICATE_SCHEMA && pgErrorCode(error) !== '23505') throw error;
     });
     await migrate(pool, OUTBOX_MIGRATIONS_DIR, logger);
@@ -62,8 +73,9 @@ export async function appendToOutbox(
   client: Queryable,
   messages: readonly { topic: string; event: CloudEventInput }[],
   clock: Clock,
+  schema: string = OUTBOX_SCHEMA,
 ): Promise<CloudEvent[]> {
-  const insert = outboxInsert(messages, clock, 1);
+  const insert = outboxInsert(messages, clock, 1, schema);
   if (insert.events.length === 0) return insert.events;
   await client.query(insert.sql, insert.params);
   return insert.events;
@@ -78,7 +90,9 @@ export function outboxInsert(
   messages: readonly { topic: string; event: CloudEventInput }[],
   clock: Clock,
   firstParameter: number,
+  schema: string = OUTBOX_SCHEMA,
 ): { sql: string; params: unknown[]; events: CloudEvent[] } {
+  checkSchema(schema);
   const events = messages.map((message) => {
     checkTopicName(message.topic);
     return validateEvent(message.event, clock);
@@ -88,7 +102,7 @@ export function outboxInsert(
   // transactions on one cluster-wide lock, which would cap the producer's
   // commit rate (measured: ~1,000/s). The relay polls instead (idlePollMs).
   return {
-    sql: `INSERT INTO ${OUTBOX_SCHEMA}.events (topic, event_id, event) SELECT * FROM unnest($${topics}::text[], $${ids}::text[], $${bodies}::json[])`,
+    sql: `INSERT INTO ${schema}.events (topic, event_id, event) SELECT * FROM unnest($${topics}::text[], $${ids}::text[], $${bodies}::json[])`,
     params: [messages.map((message) => message.topic), events.map((event) => event.id), events.map((event) => JSON.stringify(event))],
     events,
   };
@@ -97,6 +111,8 @@ export function outboxInsert(
 export type OutboxRelayOptions = {
   /** A pool on the service's database (the one the outbox rows are written to). */
   pool: Pool;
+  /** The outbox's schema there; OUTBOX_SCHEMA by default. */
+  schema?: string;
   bus: Pick<EventBus, 'publishBatch'>;
   logger: Logger;
   batchSizeMax?: number;
@@ -125,9 +141,11 @@ export class OutboxRelay {
       idlePollMs: RELAY_IDLE_POLL_MS_DEFAULT,
       retryInitialMs: RELAY_RETRY_INITIAL_MS_DEFAULT,
       retryMaxMs: RELAY_RETRY_MAX_MS_DEFAULT,
+      schema: OUTBOX_SCHEMA,
       ...options,
       logger: options.logger.child({ component: 'outbox-relay' }),
     };
+    checkSchema(this.#options.schema);
   }
 
   start(): void {
@@ -164,8 +182,8 @@ export class OutboxRelay {
   async relayOnce(): Promise<number> {
     return withTransaction(this.#options.pool, async (client) => {
       const rows = await client.query<OutboxRow>({
-        name: 'outbox_claim',
-        text: `SELECT seq, topic, event, attempts FROM ${OUTBOX_SCHEMA}.events
+        name: `outbox_claim_${this.#options.schema}`,
+        text: `SELECT seq, topic, event, attempts FROM ${this.#options.schema}.events
                 WHERE published_at IS NULL AND available_at <= now()
                 ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED`,
         values: [this.#options.batchSizeMax],
@@ -187,15 +205,15 @@ export class OutboxRelay {
     });
     if (done.length > 0) {
       await client.query({
-        name: 'outbox_mark_published',
-        text: `UPDATE ${OUTBOX_SCHEMA}.events SET published_at = now(), attempts = attempts + 1 WHERE seq = ANY($1::bigint[])`,
+        name: `outbox_mark_published_${this.#options.schema}`,
+        text: `UPDATE ${this.#options.schema}.events SET published_at = now(), attempts = attempts + 1 WHERE seq = ANY($1::bigint[])`,
         values: [done],
       });
     }
     if (refused.length > 0) {
       this.#options.logger.error({ topics: [...new Set(refused.map((row) => row.topic))], count: refused.length }, 'outbox rows name a topic the bus does not know; retrying later');
       await client.query(
-        `UPDATE ${OUTBOX_SCHEMA}.events
+        `UPDATE ${this.#options.schema}.events
             SET attempts = attempts + 1, last_error = 'unknown topic ' || topic, available_at = now() + $2 * interval '1 millisecond'
           WHERE seq = ANY($1::bigint[])`,
         [refused.map((row) => row.seq), RELAY_REFUSED_RETRY_MS],
@@ -208,7 +226,7 @@ export class OutboxRelay {
       const errors = conflicting.map(({ row, fields }) => `idempotency_conflict: event ${row.event.id} was already published on topic ${row.topic} with different ${fields.join(', ')}`);
       this.#options.logger.error({ conflicts: errors.slice(0, RELAY_ERRORS_LOGGED_MAX), count: conflicting.length }, 'outbox rows reuse an event id with different content; set aside');
       await client.query(
-        `UPDATE ${OUTBOX_SCHEMA}.events AS e
+        `UPDATE ${this.#options.schema}.events AS e
             SET attempts = e.attempts + 1, last_error = c.error, available_at = 'infinity'
            FROM unnest($1::bigint[], $2::text[]) AS c (seq, error)
           WHERE e.seq = c.seq`,
@@ -226,7 +244,7 @@ export class OutboxRelay {
 }
 
 /** Rows not yet published, set-aside ones included (a conflict waits for a person): for health checks and tests. */
-export async function outboxBacklog(pool: Pool): Promise<number> {
-  const result = await pool.query<{ count: number }>(`SELECT count(*)::int AS count FROM ${OUTBOX_SCHEMA}.events WHERE published_at IS NULL`);
+export async function outboxBacklog(pool: Pool, schema: string = OUTBOX_SCHEMA): Promise<number> {
+  const result = await pool.query<{ count: number }>(`SELECT count(*)::int AS count FROM ${checkSchema(schema)}.events WHERE published_at IS NULL`);
   return result.rows[0]?.count ?? 0;
 }

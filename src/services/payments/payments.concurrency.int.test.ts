@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { ManualClock, startTestKoban, type TestKoban } from '../../../test/support/koban.ts';
-import { type Json, MERCHANT, PaymentHarness } from './testing/harness.ts';
+import { ALL_OUTBOXES, type Json, MERCHANT, PaymentHarness } from './testing/harness.ts';
 
 const AUTHORIZATIONS = 100;
 const COVERED = 50;
@@ -25,7 +25,7 @@ after(async () => {
 const authorize = (authorization_id: string, user_id: string, amount: number) => h.visa('authorizations', { authorization_id, user_id, amount, currency: 'JPY', merchant: MERCHANT });
 
 async function eventTypeCounts(subjectPrefix: string): Promise<Record<string, number>> {
-  const result = await h.query<{ type: string; n: string }>(`SELECT event->>'type' AS type, count(*) AS n FROM koban_outbox.events WHERE event->>'subject' LIKE $1 GROUP BY 1 ORDER BY 1`, [`${subjectPrefix}%`]);
+  const result = await h.query<{ type: string; n: string }>(`SELECT event->>'type' AS type, count(*) AS n FROM ${ALL_OUTBOXES} WHERE event->>'subject' LIKE $1 GROUP BY 1 ORDER BY 1`, [`${subjectPrefix}%`]);
   return Object.fromEntries(result.rows.map((row) => [row.type, Number(row.n)]));
 }
 

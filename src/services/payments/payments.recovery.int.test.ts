@@ -73,7 +73,7 @@ before(async () => {
   const url = new URL(koban.database.url);
   url.searchParams.set('options', '-c search_path=koban_visa');
   const logger = createLogger('silent');
-  store = new PostgresPaymentStore(createPool({ url: url.toString(), size: 4, applicationName: 'recovery-test', logger }), clock);
+  store = new PostgresPaymentStore(createPool({ url: url.toString(), size: 4, applicationName: 'recovery-test', logger }), clock, 'visa');
   ledger = new FlakyLedger(new InProcessLedgerClient(koban.ledger));
   service = new PaymentService({
     store,

@@ -26,7 +26,7 @@ import {
 import type { RouteRules } from './domain/payment.ts';
 import { type NetworkDialect, type OutboxPublisher, PaymentService } from './service.ts';
 import type { Clock } from '../../platform/clock.ts';
-import { migratePayments, PostgresPaymentStore } from './store/postgres/postgres-payment-store.ts';
+import { migratePayments, paymentsOutboxSchema, PostgresPaymentStore } from './store/postgres/postgres-payment-store.ts';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
@@ -74,7 +74,7 @@ export function paymentRouteModule(options: {
     ],
     database: `koban_${route}`,
     bodyLimitBytes: PAYMENT_BODY_BYTES_MAX,
-    migrate: (pool: Pool, logger: Logger) => migratePayments(pool, pool.options.connectionString!, logger),
+    migrate: (pool: Pool, logger: Logger) => migratePayments(pool, pool.options.connectionString!, logger, route),
     async start(context) {
       const { settings, platform, databaseUrl, logger, clock } = context;
       const ledger = ledgerFor(context, route);
@@ -86,14 +86,14 @@ export function paymentRouteModule(options: {
         holdTimeoutMs: settings[`${prefix}HOLD_TIMEOUT_MS`] as number,
       };
       const pool = createPool({ url: databaseUrl, size: platform.dbPoolSize, applicationName: `koban-${route}`, logger });
-      const store = new PostgresPaymentStore(pool, clock);
+      const store = new PostgresPaymentStore(pool, clock, route);
       // The relay shares the pool: a few of its connections, never waiting on a payment's lock.
       // A stopped OutboxRelay is done, so publishing resumes with a new one.
       let relay: OutboxRelay | undefined;
       const publisher: OutboxPublisher = {
         start() {
           if (relay !== undefined) return;
-          relay = new OutboxRelay({ pool, bus, logger });
+          relay = new OutboxRelay({ pool, bus, logger, schema: paymentsOutboxSchema(route) });
           relay.start();
         },
         async stop() {

@@ -2,6 +2,8 @@
 // routes, the user's cash as the ledger has it, the events a payment put in
 // its route's outbox, and the rows a route stored. Test-only: nothing in the
 // product imports it. The Koban it drives is started by the test (test/support).
+import { PAYMENT_ROUTES } from '../../../contracts/events/payments.ts';
+import { paymentsOutboxSchema } from '../store/postgres/postgres-payment-store.ts';
 import assert from 'node:assert/strict';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
@@ -33,6 +35,9 @@ export type EventSummary = {
   forced?: boolean;
   decline_reason?: string;
 };
+
+/** Every route's outbox as one table (each route has its own schema; a payment's events are in its route's). */
+export const ALL_OUTBOXES = `(${PAYMENT_ROUTES.map((route) => `SELECT * FROM ${paymentsOutboxSchema(route)}.events`).join(' UNION ALL ')}) AS outbox`;
 
 /** Row counts of everything a message may store: a refused message changes none. */
 export type Footprint = Record<string, number>;
@@ -87,18 +92,18 @@ export class PaymentHarness {
 
   /** Every event the payment put in the outbox, in the order they were written. */
   async events(paymentId: string): Promise<EventSummary[]> {
-    const result = await this.#db.query<{ event: Json & { data: Json } }>(`SELECT event FROM koban_outbox.events WHERE event->>'subject' = $1 ORDER BY seq`, [paymentId]);
+    const result = await this.#db.query<{ event: Json & { data: Json } }>(`SELECT event FROM ${ALL_OUTBOXES} WHERE event->>'subject' = $1 ORDER BY seq`, [paymentId]);
     return result.rows.map(({ event }) => summarize(event));
   }
 
   /** The events of the payment exactly as stored, for one test that checks every field. */
   async rawEvents(paymentId: string): Promise<Json[]> {
-    const result = await this.#db.query<{ event: Json }>(`SELECT event FROM koban_outbox.events WHERE event->>'subject' = $1 ORDER BY seq`, [paymentId]);
+    const result = await this.#db.query<{ event: Json }>(`SELECT event FROM ${ALL_OUTBOXES} WHERE event->>'subject' = $1 ORDER BY seq`, [paymentId]);
     return result.rows.map((row) => row.event);
   }
 
   async outboxCount(): Promise<number> {
-    const result = await this.#db.query<{ n: string }>('SELECT count(*) AS n FROM koban_outbox.events');
+    const result = await this.#db.query<{ n: string }>(`SELECT count(*) AS n FROM ${ALL_OUTBOXES}`);
     return Number(result.rows[0]!.n);
   }
 
@@ -124,7 +129,7 @@ export class PaymentHarness {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const result = await this.#db.query<{ waiting: string; total: string }>(
-        `SELECT count(*) FILTER (WHERE published_at IS NULL) AS waiting, count(*) AS total FROM koban_outbox.events WHERE event->>'subject' = $1`,
+        `SELECT count(*) FILTER (WHERE published_at IS NULL) AS waiting, count(*) AS total FROM ${ALL_OUTBOXES} WHERE event->>'subject' = $1`,
         [paymentId],
       );
       const row = result.rows[0]!;

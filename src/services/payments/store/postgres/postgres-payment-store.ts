@@ -3,29 +3,36 @@
 // messages for one payment never decide from the same state.
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { migrateOutbox, OUTBOX_SCHEMA, outboxInsert } from '../../../../platform/outbox/outbox.ts';
+import { migrateOutbox, outboxInsert } from '../../../../platform/outbox/outbox.ts';
 import type { Clock } from '../../../../platform/clock.ts';
 import { migrate } from '../../../../platform/postgres/migrate.ts';
 import type { Pool, PoolClient } from '../../../../platform/postgres/pool.ts';
 import type { Payment } from '../../domain/payment.ts';
-import { PAYMENTS_TOPIC } from '../../../../contracts/events/payments.ts';
+import { PAYMENTS_TOPIC, type PaymentRoute } from '../../../../contracts/events/payments.ts';
 import type { OpenIntent, Opened, PaymentEventRow, PaymentSession, PaymentStore, StoredMessage } from '../payment-store.ts';
 
 const MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations');
 
+/** Each route's outbox has a schema of its own: two routes sharing one database (DATABASE_URL alone) still have an outbox each. */
+export function paymentsOutboxSchema(route: PaymentRoute): string {
+  return `koban_${route}_outbox`;
+}
+
 /** Tables of the route (payments, messages) and its outbox, in its database. */
-export async function migratePayments(pool: Pool, databaseUrl: string, logger: Logger): Promise<void> {
+export async function migratePayments(pool: Pool, databaseUrl: string, logger: Logger, route: PaymentRoute): Promise<void> {
   await migrate(pool, MIGRATIONS_DIR, logger);
-  await migrateOutbox(databaseUrl, logger);
+  await migrateOutbox(databaseUrl, logger, paymentsOutboxSchema(route));
 }
 
 export class PostgresPaymentStore implements PaymentStore {
   readonly #pool: Pool;
   readonly #clock: Clock;
+  readonly #outbox: string;
 
-  constructor(pool: Pool, clock: Clock) {
+  constructor(pool: Pool, clock: Clock, route: PaymentRoute) {
     this.#pool = pool;
     this.#clock = clock;
+    this.#outbox = paymentsOutboxSchema(route);
   }
 
   /**
@@ -38,7 +45,7 @@ export class PostgresPaymentStore implements PaymentStore {
     const state: { lockKey: string | undefined } = { lockKey: undefined };
     let healthy = true;
     try {
-      return await work(session(client, this.#clock, state));
+      return await work(session(client, this.#clock, this.#outbox, state));
     } finally {
       // A connection that cannot unlock is destroyed, which ends its session and so its lock.
       if (state.lockKey !== undefined) {
@@ -78,7 +85,7 @@ export class PostgresPaymentStore implements PaymentStore {
     if (payment === undefined) return undefined;
     const events = await this.#pool.query<{ id: string; type: string; occurred_at: Date; published_at: Date | null }>(
       `SELECT e.event_id AS id, e.type, e.occurred_at, o.published_at
-         FROM payment_events e LEFT JOIN ${OUTBOX_SCHEMA}.events o ON o.event_id = e.event_id
+         FROM payment_events e LEFT JOIN ${this.#outbox}.events o ON o.event_id = e.event_id
         WHERE e.payment_id = $1 ORDER BY e.seq`,
       [paymentId],
     );
@@ -94,7 +101,7 @@ export class PostgresPaymentStore implements PaymentStore {
   }
 }
 
-function session(client: PoolClient, clock: Clock, state: { lockKey: string | undefined }): PaymentSession {
+function session(client: PoolClient, clock: Clock, outboxSchema: string, state: { lockKey: string | undefined }): PaymentSession {
   return {
     async open(lockKey, paymentId, message): Promise<Opened> {
       if (state.lockKey !== undefined) throw new Error(`this session already holds the lock of ${state.lockKey}`);
@@ -125,7 +132,7 @@ function session(client: PoolClient, clock: Clock, state: { lockKey: string | un
     },
     async commit({ message, payment, events, intentSeq }) {
       // One statement, so one round trip and one commit: data-modifying CTEs, the outbox's own insert among them.
-      const outbox = outboxInsert(events.map(({ event }) => ({ topic: PAYMENTS_TOPIC, event })), clock, 18);
+      const outbox = outboxInsert(events.map(({ event }) => ({ topic: PAYMENTS_TOPIC, event })), clock, 18, outboxSchema);
       await client.query(
         `WITH upserted AS (
            INSERT INTO payments (payment_id, route, authorization_id, user_id, status, state, hold_expires_at, created_at)
