@@ -55,7 +55,7 @@ export const ERROR_CATALOGUE = {
     owner: 'ledger',
     status: 422,
     retryable: false,
-    description: 'An add would take the balance above the largest balance Koban keeps (2^53 − 1 minor units).',
+    description: 'An add would take the balance above the largest balance Koban keeps (2^53 − 1 minor units), or a forced consume or post below the largest debt it keeps (10^15 minor units below zero).',
   },
   headers_too_large: { owner: 'any', status: 431, retryable: false, description: 'The request line and headers together are larger than the server accepts; a long query string counts. `details.limit_bytes` gives the limit.' },
   internal: { owner: 'any', status: 500, retryable: false, description: 'An unexpected error; it is logged with the request id.' },
