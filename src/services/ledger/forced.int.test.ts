@@ -1,6 +1,7 @@
 // Goal: forced debits (`force: true` on a consume, a hold, or a post above its hold) may take a balance below zero, drawing the lots they can; the next credits pay the debt first, so expiry never takes back what repaid it; refunds and released holds keep the books exact; without force nothing changes.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
 import type { Balance, Transaction } from '../../contracts/ledger/types.ts';
 import { AMOUNT_MAX, DEBT_MAX } from './domain/limits.ts';
 import { ManualClock, startTestKoban, type TestKoban } from '../../../test/support/koban.ts';
@@ -331,6 +332,46 @@ describe('paying the debt', () => {
     assert.deepEqual(await balance('d5'), afterExpiry, 'the lot expired after paying the debt: only its rest expires');
     await koban.ledger.sweep();
     assert.deepEqual(await balance('d5'), afterExpiry, 'the sweep records the same');
+    await auditOk();
+  });
+
+  test('the audit reports a debt left beside a lot that should have paid it, and a repayment naming no transaction', async () => {
+    assert.equal((await consume('d7-claw', 'd7', 50, { force: true })).statusCode, 201);
+    await add('d7-grant', 'd7', 20);
+    await auditOk();
+    const sql = new pg.Client({ connectionString: koban.database.url });
+    await sql.connect();
+    // Triggers off for this session only: history is otherwise impossible to rewrite.
+    const rewrite = async (statements: string[]) => {
+      await sql.query('SET session_replication_role = replica');
+      try {
+        for (const statement of statements) await sql.query(statement);
+      } finally {
+        await sql.query('SET session_replication_role = DEFAULT');
+      }
+    };
+    const repayment = `SELECT d.draw_id FROM lot_draws d JOIN transactions t ON t.transaction_pk = d.transaction_pk WHERE t.transaction_id = 'd7-claw'`;
+    const lot = `SELECT lot_id FROM lots WHERE source_transaction_id = 'd7-grant'`;
+    try {
+      const [{ draw_id: drawId, cause_pk: causePk }] = (await sql.query(`SELECT draw_id, cause_pk FROM lot_draws WHERE draw_id = (${repayment})`)).rows;
+      // As if the add had paid only 5 of the debt: its lot keeps 15 (the lots still add up), the debt stays 45.
+      await rewrite([`UPDATE lot_draws SET amount = 5 WHERE draw_id = ${drawId}`, `UPDATE lots SET remaining = 15 WHERE lot_id = (${lot})`]);
+      let report = await koban.ledger.audit();
+      assert.equal(report.ok, false);
+      const cash = report.balance_types.find((entry) => entry.balance_type === 'cash')!;
+      assert.deepEqual(
+        cash.mismatches.map(({ owner, field, stored, derived }) => ({ owner, field, stored, derived })),
+        [{ owner: 'user:d7', field: 'debt', stored: 45, derived: 30 }],
+      );
+      await rewrite([`UPDATE lot_draws SET amount = 20 WHERE draw_id = ${drawId}`, `UPDATE lots SET remaining = 0 WHERE lot_id = (${lot})`]);
+      await auditOk();
+      await rewrite([`UPDATE lot_draws SET cause_pk = -1 WHERE draw_id = ${drawId}`]);
+      report = await koban.ledger.audit();
+      assert.equal(report.dangling_references, 1);
+      await rewrite([`UPDATE lot_draws SET cause_pk = ${causePk} WHERE draw_id = ${drawId}`]);
+    } finally {
+      await sql.end();
+    }
     await auditOk();
   });
 

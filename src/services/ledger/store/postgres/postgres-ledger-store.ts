@@ -270,7 +270,8 @@ export class PostgresLedgerStore implements LedgerStore {
                        OR NOT EXISTS (SELECT 1 FROM transactions t WHERE t.transaction_pk = l.source_transaction_pk))
                 + (SELECT count(*) FROM lot_draws d
                     WHERE NOT EXISTS (SELECT 1 FROM lots l WHERE l.lot_id = d.lot_id)
-                       OR NOT EXISTS (SELECT 1 FROM transactions t WHERE t.transaction_pk = d.transaction_pk)) AS count`,
+                       OR NOT EXISTS (SELECT 1 FROM transactions t WHERE t.transaction_pk = d.transaction_pk)
+                       OR (d.cause_pk IS NOT NULL AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.transaction_pk = d.cause_pk))) AS count`,
         );
         // Also a consume that drew more than it kept (a debt below zero), or a debt no forced debit made.
         const inconsistentLots = await client.query<{ count: string }>(
