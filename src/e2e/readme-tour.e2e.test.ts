@@ -156,6 +156,7 @@ describe('the README tour', () => {
       pending_expires_at: [{ type: 'add', pending: true, pending_expires_at: '2030-01-01T00:00:00Z' }, { type: 'add', pending: true, pending_expires_at: '2030-01-02T00:00:00Z' }],
       expires_at: [{ type: 'add', expires_at: '2030-06-30T00:00:00Z' }, { type: 'add', expires_at: '2030-07-01T00:00:00Z' }],
       refund_of: [{ type: 'refund', refund_of: 'conflicts-c1' }, { type: 'refund', refund_of: 'conflicts-c2' }],
+      force: [{ type: 'consume', force: true }, { type: 'consume' }],
       description: [{ type: 'add', description: 'first' }, { type: 'add', description: 'second' }],
       metadata: [{ type: 'add', metadata: { campaign: 'a' } }, { type: 'add', metadata: { campaign: 'b' } }],
     };

@@ -55,7 +55,7 @@ export const ERROR_CATALOGUE = {
     owner: 'ledger',
     status: 422,
     retryable: false,
-    description: 'An add would take the balance above the largest balance Koban keeps (2^53 − 1 minor units).',
+    description: 'An add would take the balance above the largest balance Koban keeps (2^53 − 1 minor units), or a forced consume or post below the largest debt it keeps (10^15 minor units below zero).',
   },
   authorization_closed: {
     owner: 'payments',

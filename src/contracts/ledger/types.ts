@@ -55,6 +55,8 @@ export type Transaction = {
   resolved_at: string | null;
   expires_at: string | null;
   refund_of: string | null;
+  /** Whether it was created as a forced consume (or forced hold), which may take the balance below zero. */
+  force: boolean;
   /** The lots a consume or expiry drew from, or a refund gave back to. */
   lots: LotDraw[] | null;
   description: string | null;
@@ -67,7 +69,7 @@ export type Transaction = {
 export type Balance = {
   user_id: string;
   balance_type: string;
-  /** What the user can spend now: posted − pending debits, without expired lots. */
+  /** What the user can spend now: posted − pending debits, without expired lots. Negative after a forced debit: a debt the next credits pay first. */
   available: number;
   /** Posted credits minus posted debits (expired lots already deducted). */
   posted: number;

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { startTestKoban, type TestKoban } from '../../../test/support/koban.ts';
+import { DEBT_MAX } from './domain/limits.ts';
 
 let koban: TestKoban;
 let sql: pg.Client;
@@ -121,8 +122,10 @@ describe('append-only history', () => {
       await assert.rejects(sql.query(statement), /append-only/);
     });
   }
-  test('a user balance can never go negative, even by a direct write', async () => {
-    await assert.rejects(sql.query(`UPDATE accounts SET posted = -1 WHERE owner_kind = 'user' AND owner_id = 'jon'`), /user_balances_in_range/);
-    await assert.rejects(sql.query(`UPDATE accounts SET pending_debit = posted + 1 WHERE owner_kind = 'user' AND owner_id = 'jon'`), /user_balances_in_range/);
+  // Forced debits may take a balance below zero, never below −DEBT_MAX (before them: never below zero).
+  test('a user balance can never go below −DEBT_MAX, even by a direct write', async () => {
+    await assert.rejects(sql.query(`UPDATE accounts SET posted = ${-DEBT_MAX - 1}, pending_debit = 0 WHERE owner_kind = 'user' AND owner_id = 'jon'`), /user_balances_in_range/);
+    await assert.rejects(sql.query(`UPDATE accounts SET pending_debit = posted + ${DEBT_MAX + 1} WHERE owner_kind = 'user' AND owner_id = 'jon'`), /user_balances_in_range/);
+    await assert.rejects(sql.query(`UPDATE accounts SET pending_debit = -1 WHERE owner_kind = 'user' AND owner_id = 'jon'`), /user_balances_in_range/);
   });
 });

@@ -66,6 +66,7 @@ describe('add and consume', () => {
         resolved_at: null,
         expires_at: null,
         refund_of: null,
+        force: false,
         lots: null,
         description: 'welcome',
         metadata: { campaign: 'spring' },

@@ -9,6 +9,7 @@ import { KobanError } from '../../platform/errors.ts';
 import { GroupCommitQueue } from '../../platform/group-commit.ts';
 import { classifyPgError } from '../../platform/postgres/errors.ts';
 import {
+  DEBT_MAX,
   HOLD_OWNERS_CACHED_MAX,
   HOLD_TIMEOUT_DEFAULT_MS,
   PAGE_LIMIT_DEFAULT,
@@ -88,7 +89,7 @@ export class LedgerService implements LedgerApi {
     const at = this.#clock.now();
     this.#validator.transactionRequest(request, at.getTime());
     const result = await this.#write({ ...request, kind: 'create', at, hold_timeout_ms: this.#holdTimeoutMs }, request.user_id, request.balance_type);
-    const written = this.#toWriteResult(result, request.transaction_id, request.balance_type, request.amount);
+    const written = this.#toWriteResult(result, request.transaction_id, request.balance_type, request.amount, request.force === true);
     if (written.transaction.pending) this.#rememberHoldOwner(request.transaction_id, request.balance_type, written.transaction.user_id);
     return written;
   }
@@ -97,8 +98,12 @@ export class LedgerService implements LedgerApi {
   async post(transactionId: string, request: PostRequest): Promise<WriteResult> {
     this.#validator.postRequest(transactionId, request);
     const owner = await this.#holdOwner(transactionId, request.balance_type);
-    const result = await this.#write({ kind: 'post', at: this.#clock.now(), transaction_id: transactionId, balance_type: request.balance_type, amount: request.amount }, owner, request.balance_type);
-    return this.#toWriteResult(result, transactionId, request.balance_type, request.amount);
+    const result = await this.#write(
+      { kind: 'post', at: this.#clock.now(), transaction_id: transactionId, balance_type: request.balance_type, amount: request.amount, force: request.force },
+      owner,
+      request.balance_type,
+    );
+    return this.#toWriteResult(result, transactionId, request.balance_type, request.amount, request.force === true);
   }
 
   /** Voids a hold, releasing all of it. At most once. */
@@ -106,7 +111,7 @@ export class LedgerService implements LedgerApi {
     this.#validator.voidRequest(transactionId, request);
     const owner = await this.#holdOwner(transactionId, request.balance_type);
     const result = await this.#write({ kind: 'void', at: this.#clock.now(), transaction_id: transactionId, balance_type: request.balance_type }, owner, request.balance_type);
-    return this.#toWriteResult(result, transactionId, request.balance_type, undefined);
+    return this.#toWriteResult(result, transactionId, request.balance_type, undefined, false);
   }
 
   /**
@@ -187,7 +192,7 @@ export class LedgerService implements LedgerApi {
     this.#holdOwners.set(pairKey(transactionId, balanceType), userId);
   }
 
-  #toWriteResult(result: OperationResult, transactionId: string, balanceType: string, amount: number | undefined): WriteResult {
+  #toWriteResult(result: OperationResult, transactionId: string, balanceType: string, amount: number | undefined, forced: boolean): WriteResult {
     const subject = { transaction_id: transactionId, balance_type: balanceType };
     switch (result.outcome) {
       case 'created':
@@ -206,7 +211,13 @@ export class LedgerService implements LedgerApi {
       case 'insufficient_balance':
         throw new KobanError('insufficient_balance', `Available ${balanceType} balance ${result.available} is less than ${amount}`, { available: result.available, requested: amount });
       case 'balance_limit_exceeded':
-        throw new KobanError('balance_limit_exceeded', `Adding ${amount} would exceed the largest balance Koban keeps`, { available: result.available, requested: amount });
+        throw new KobanError(
+          'balance_limit_exceeded',
+          forced
+            ? `Forcing ${amount} would take the balance more than ${DEBT_MAX} below zero, the largest debt Koban keeps`
+            : `Adding ${amount} would exceed the largest balance Koban keeps`,
+          { available: result.available, requested: amount },
+        );
       case 'exceeds_refundable_amount':
         throw new KobanError('exceeds_refundable_amount', `At most ${result.refundable} of that consume remains refundable`, { refundable: result.refundable, requested: amount });
       case 'not_refundable':

@@ -92,6 +92,9 @@ const cases: Case[] = [
   submit('refund_of on an add', 'refund_of', { ...valid, refund_of: 'parity-fund' }),
   submit('a refund as a hold', 'pending', { ...valid, type: 'refund', refund_of: 'parity-fund', pending: true }),
   submit('a request that is an array', 'body', [valid] as unknown as Loose),
+  submit('force on an add', 'force', { ...valid, force: true }),
+  submit('force on a refund', 'force', { ...valid, type: 'refund', refund_of: 'parity-fund', force: true }),
+  submit('force as a string', 'force', { ...valid, type: 'consume', force: 'true' }),
   post('post: hold id with NUL', 'transaction_id', 'hold\u0000', { balance_type: 'points' }),
   post('post: hold id of 129 characters', 'transaction_id', 'h'.repeat(129), { balance_type: 'points' }),
   post('post: hold id ".."', 'transaction_id', '..', { balance_type: 'points' }),
@@ -102,6 +105,8 @@ const cases: Case[] = [
   post('post: amount 0', 'amount', HOLD, { balance_type: 'points', amount: 0 }),
   post('post: amount as a string', 'amount', HOLD, { balance_type: 'points', amount: '5' }),
   post('post: unknown field', 'reason', HOLD, { balance_type: 'points', reason: 'x' }),
+  post('post: force as a number', 'force', HOLD, { balance_type: 'points', amount: 400, force: 1 }),
+  voidHold('void: force (voids take none)', 'force', HOLD, { balance_type: 'points', force: true }),
   voidHold('void: hold id with a slash', 'transaction_id', 'a/b', { balance_type: 'points' }),
   voidHold('void: hold id "."', 'transaction_id', '.', { balance_type: 'points' }),
   voidHold('void: missing balance_type', 'balance_type', HOLD, {}),
@@ -199,5 +204,28 @@ describe('LedgerApi over HTTP and in process: the same results', () => {
     assert.equal(brokeLocal.code, 'insufficient_balance');
     assert.deepEqual(shape(brokeHttp), shape(brokeLocal));
     assert.equal((await http.getBalance('same-holder', 'cash')).available, 1000 - 150);
+  });
+
+  test('forced consumes, holds and posts through either: force reaches the ledger, replays and conflicts alike', async () => {
+    const forced = { transaction_id: 'same-advice', type: 'consume', user_id: 'same-debtor', balance_type: 'cash', amount: 70, force: true } as const;
+    const written = await http.submit(forced);
+    assert.equal(written.transaction.force, true);
+    assert.equal(written.transaction.balance_after, -70);
+    assert.deepEqual(await inProcess.submit(forced), { ...written, replayed: true });
+    const conflictHttp = await rejection(http.submit({ ...forced, force: false }));
+    const conflictLocal = await rejection(inProcess.submit({ ...forced, force: false }));
+    assert.deepEqual(conflictLocal.details?.fields, ['force']);
+    assert.deepEqual(shape(conflictHttp), shape(conflictLocal));
+
+    await inProcess.submit({ transaction_id: 'same-auth', type: 'consume', user_id: 'same-debtor', balance_type: 'cash', amount: 30, pending: true, force: true });
+    const overHttp = await rejection(http.post('same-auth', { balance_type: 'cash', amount: 50 }));
+    const overLocal = await rejection(inProcess.post('same-auth', { balance_type: 'cash', amount: 50 }));
+    assert.equal(overLocal.code, 'exceeds_pending_amount');
+    assert.deepEqual(shape(overHttp), shape(overLocal));
+    const posted = await inProcess.post('same-auth', { balance_type: 'cash', amount: 50, force: true });
+    assert.equal(posted.transaction.posted_amount, 50);
+    assert.deepEqual(await http.post('same-auth', { balance_type: 'cash', amount: 50, force: true }), { ...posted, replayed: true });
+    assert.equal((await http.getBalance('same-debtor', 'cash')).available, -120);
+    assert.deepEqual(await http.getBalance('same-debtor', 'cash'), await inProcess.getBalance('same-debtor', 'cash'));
   });
 });

@@ -7,6 +7,9 @@ export const AMOUNT_MAX = 1_000_000_000_000_000;
 /** Largest balance an account may hold; keeps every figure an exact JSON number. SQL: ledger_balance_max() (a test checks they agree). */
 export const BALANCE_MAX = Number.MAX_SAFE_INTEGER;
 
+/** Furthest below zero a forced debit may take an available balance (a debt), in minor units: 10^15. SQL: ledger_debt_max(). */
+export const DEBT_MAX = AMOUNT_MAX;
+
 /** Longest transaction or user id, in characters (all ASCII). */
 export const ID_LENGTH_MAX = 128;
 /** Transaction ids the ledger gives its own transactions (expiries) start with this. */

@@ -54,6 +54,11 @@ export function ledgerRequestSchemas(balanceTypes: readonly string[]) {
       pending_expires_at: instant("The hold's deadline; 7 days from now if absent"),
       expires_at: instant('For an add: when its value expires (a time-limited balance)'),
       refund_of: idSchema('For a refund: the transaction id of the posted consume to give value back from'),
+      force: {
+        type: 'boolean',
+        description:
+          'For a consume (posted or a hold): take it even beyond the available balance, which may go below zero (at most DEBT_MAX below); the lots it can draw are drawn, the rest is a debt that the next credits pay first. false is the same as absent',
+      },
       description: { type: 'string', maxLength: DESCRIPTION_LENGTH_MAX, pattern: STORABLE_TEXT_PATTERN, description: 'Free text: no NUL, no lone surrogate' },
       metadata: {
         type: 'object',
@@ -69,7 +74,14 @@ export function ledgerRequestSchemas(balanceTypes: readonly string[]) {
       type: 'object',
       additionalProperties: false,
       required: ['balance_type'],
-      properties: { balance_type: balanceType, amount: { ...amount, description: 'Part to post; the whole hold if absent' } },
+      properties: {
+        balance_type: balanceType,
+        amount: { ...amount, description: 'Part to post; the whole hold if absent. More than the hold only with force' },
+        force: {
+          type: 'boolean',
+          description: 'For a hold on a consume: an amount above the hold posts the hold and debits the difference as a forced consume (the balance may go below zero). false is the same as absent',
+        },
+      },
     },
     voidRequest: { type: 'object', additionalProperties: false, required: ['balance_type'], properties: { balance_type: balanceType } },
     holdParams: { type: 'object', required: ['transaction_id'], properties: { transaction_id: idSchema('The hold') } },

@@ -180,6 +180,7 @@ function checkCoherent(request: TransactionRequest): void {
   if (request.type === 'refund' && request.refund_of === undefined) throw invalidRequest('refund_of', 'refund_of is required for a refund');
   if (request.type !== 'refund' && request.refund_of !== undefined) throw invalidRequest('refund_of', 'refund_of applies to refunds only');
   if (request.type === 'refund' && request.pending === true) throw invalidRequest('pending', 'a refund cannot be a hold');
+  if (request.type !== 'consume' && request.force === true) throw invalidRequest('force', 'force applies to consumes only');
   if (request.pending !== true && request.pending_expires_at !== undefined) {
     throw invalidRequest('pending_expires_at', 'pending_expires_at applies to holds (pending: true) only');
   }

@@ -68,6 +68,20 @@ describe('values only an in-process caller can send', () => {
   });
 });
 
+describe('force', () => {
+  test('applies to consumes (posted or held) and posts of holds; anywhere else it names force, and it must be a boolean', () => {
+    validator.transactionRequest({ ...valid, type: 'consume', force: true }, NOW_MS);
+    validator.transactionRequest({ ...valid, type: 'consume', pending: true, force: true }, NOW_MS);
+    validator.transactionRequest({ ...valid, force: false }, NOW_MS);
+    validator.postRequest('hold-1', { balance_type: 'points', amount: 5, force: true });
+    rejectsNaming('force', () => validator.transactionRequest({ ...valid, force: true }, NOW_MS));
+    rejectsNaming('force', () => validator.transactionRequest({ ...valid, type: 'refund', refund_of: 'c-1', force: true }, NOW_MS));
+    rejectsNaming('force', () => validator.transactionRequest({ ...valid, type: 'consume', force: 1 as unknown as boolean }, NOW_MS));
+    rejectsNaming('force', () => validator.postRequest('hold-1', { balance_type: 'points', force: 'yes' as unknown as boolean }));
+    rejectsNaming('force', () => validator.voidRequest('hold-1', { balance_type: 'points', force: true } as never));
+  });
+});
+
 describe('instants are judged against the now given', () => {
   test('the horizon is counted from now, to the millisecond', () => {
     const edge = new Date(NOW_MS + EXPIRY_HORIZON_MAX_MS).toISOString();

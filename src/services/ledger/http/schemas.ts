@@ -26,6 +26,7 @@ const transactionExample = {
   resolved_at: null,
   expires_at: null,
   refund_of: null,
+  force: false,
   lots: null,
   description: 'welcome bonus',
   metadata: null,
@@ -53,7 +54,7 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
     description: 'A transaction as stored; every write answers with it, and an identical repeat replays it byte for byte.',
     required: [
       'transaction_id', 'type', 'user_id', 'balance_type', 'amount', 'status', 'pending', 'posted_amount', 'pending_expires_at',
-      'resolved_at', 'expires_at', 'refund_of', 'lots', 'description', 'metadata', 'balance_after', 'created_at',
+      'resolved_at', 'expires_at', 'refund_of', 'force', 'lots', 'description', 'metadata', 'balance_after', 'created_at',
     ],
     properties: {
       transaction_id: { type: 'string' },
@@ -68,9 +69,14 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
       resolved_at: { ...instant, description: 'When a hold was posted, voided or expired' },
       expires_at: { ...instant, description: 'When the value of this add expires' },
       refund_of: { type: ['string', 'null'] },
+      force: {
+        type: 'boolean',
+        description: 'Whether this consume was forced: taken even beyond the available balance, which may then be negative (a debt the next credits pay first)',
+      },
       lots: {
         type: ['array', 'null'],
-        description: 'The lots a consume or expiry drew from (soonest-expiring first), or a refund gave back to',
+        description:
+          'The lots a consume or expiry drew from (soonest-expiring first) when it was applied (and, for a hold, at its post), or a refund gave back to. A forced consume lists only the lots it could draw; the rest was a debt, and the lots that later repay it are not listed here',
         items: lot,
       },
       description: { type: ['string', 'null'] },
@@ -89,7 +95,10 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
     properties: {
       user_id: { type: 'string' },
       balance_type: { type: 'string' },
-      available: { type: 'integer', description: 'What the user can spend now: posted − pending debits, expired lots excluded' },
+      available: {
+        type: 'integer',
+        description: 'What the user can spend now: posted − pending debits, expired lots excluded. Negative after a forced debit: a debt that the next credits pay first',
+      },
       posted: { type: 'integer', description: 'Posted credits minus posted debits' },
       pending_debit: { type: 'integer', description: 'Reserved by holds on consumes' },
       pending_credit: { type: 'integer', description: 'To be earned from holds on adds: visible, not spendable' },
@@ -118,7 +127,8 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
       operationId: 'submitTransaction',
       summary: 'Add to or consume from a balance, idempotently',
       description:
-        'Identified by (transaction_id, balance_type). An identical repeat returns 200 with the stored body and `Idempotent-Replayed: true`; a repeat with different content is 409 `idempotency_conflict`.',
+        'Identified by (transaction_id, balance_type). An identical repeat returns 200 with the stored body and `Idempotent-Replayed: true`; a repeat with different content (`force` included) is 409 `idempotency_conflict`. ' +
+        'A consume beyond the available balance is 422 `insufficient_balance` unless it has `force: true`: then it draws the lots it can and the rest is a debt (available goes below zero, at most 10^15 below, else 422 `balance_limit_exceeded`); the next credits pay the debt first. `force` on an add or refund is 400.',
       tags: ['balances'],
       body: {
         ...requests.transactionRequest,
@@ -126,6 +136,7 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
         examples: [
           { transaction_id: 'welcome-alice', type: 'add', user_id: 'alice', balance_type: 'points', amount: 500, description: 'welcome bonus' },
           { transaction_id: 'auth-77', type: 'consume', user_id: 'alice', balance_type: 'points', amount: 100, pending: true, pending_expires_at: '2030-01-01T00:00:00Z' },
+          { transaction_id: 'advice-9', type: 'consume', user_id: 'alice', balance_type: 'cash', amount: 4200, force: true, description: 'stand-in advice' },
         ],
       },
       response: {
@@ -136,13 +147,15 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
     postHold: {
       operationId: 'postHold',
       summary: 'Post all or part of a hold; the rest is released',
-      description: 'At most once. An identical repeat replays (200, `Idempotent-Replayed: true`); a different amount after a post is 409 `idempotency_conflict`.',
+      description:
+        'At most once. An identical repeat replays (200, `Idempotent-Replayed: true`); a different amount or `force` after a post is 409 `idempotency_conflict`. ' +
+        'An amount above the hold is 422 `exceeds_pending_amount`, unless `force: true` (holds on consumes only): then the hold is posted and the difference debited as a forced consume, which may take the balance below zero.',
       tags: ['holds'],
       params: requests.holdParams,
-      body: { ...requests.postRequest, title: 'PostHoldRequest', examples: [{ balance_type: 'points', amount: 80 }] },
+      body: { ...requests.postRequest, title: 'PostHoldRequest', examples: [{ balance_type: 'points', amount: 80 }, { balance_type: 'cash', amount: 5200, force: true }] },
       response: {
         ...written,
-        ...writeErrors('not_found', 'idempotency_conflict', 'not_pending', 'pending_already_voided', 'pending_expired', 'exceeds_pending_amount'),
+        ...writeErrors('not_found', 'idempotency_conflict', 'not_pending', 'pending_already_voided', 'pending_expired', 'exceeds_pending_amount', 'balance_limit_exceeded'),
       },
     },
     voidHold: {
@@ -225,7 +238,11 @@ export function ledgerSchemas(balanceTypes: readonly string[]) {
                       properties: {
                         account_id: { type: 'integer' },
                         owner: { type: 'string' },
-                        field: { type: 'string', enum: ['posted', 'pending_debit', 'pending_credit', 'lots'] },
+                        field: {
+                          type: 'string',
+                          enum: ['posted', 'pending_debit', 'pending_credit', 'lots', 'debt'],
+                          description: '`lots`: lots ≠ available + debts of forced debits; `debt`: a debt owed while a lot still holds value that should have paid it',
+                        },
                         stored: { type: 'integer' },
                         derived: { type: 'integer' },
                       },

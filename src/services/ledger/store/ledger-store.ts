@@ -5,7 +5,7 @@ import type { Balance, Transaction, TransactionRequest } from '../../../contract
 /** One write, stamped with the instant it was submitted. */
 export type LedgerOperation =
   | ({ kind: 'create'; at: Date; hold_timeout_ms: number } & TransactionRequest)
-  | { kind: 'post'; at: Date; transaction_id: string; balance_type: string; amount?: number | undefined }
+  | { kind: 'post'; at: Date; transaction_id: string; balance_type: string; amount?: number | undefined; force?: boolean | undefined }
   | { kind: 'void'; at: Date; transaction_id: string; balance_type: string }
   | { kind: 'sweep'; at: Date; account_id: number };
 
@@ -13,7 +13,9 @@ export type LedgerOutcome =
   | { outcome: 'created' | 'replayed' | 'resolved'; transaction: Transaction }
   | { outcome: 'conflict'; fields: string[]; posted_amount?: number }
   | { outcome: 'invalid'; field: string; message: string }
-  | { outcome: 'insufficient_balance' | 'balance_limit_exceeded'; available: number }
+  | { outcome: 'insufficient_balance'; available: number }
+  /** An add (or refund) above BALANCE_MAX, or a forced debit below −DEBT_MAX. */
+  | { outcome: 'balance_limit_exceeded'; available: number }
   | { outcome: 'exceeds_refundable_amount'; refundable: number }
   | { outcome: 'exceeds_pending_amount'; pending_amount: number }
   | { outcome: 'not_refundable'; reason: string }
@@ -23,7 +25,12 @@ export type LedgerOutcome =
 
 export type TransactionPage = { transactions: Transaction[]; lastKey: number | undefined };
 
-export type AuditMismatch = { account_id: number; owner: string; field: 'posted' | 'pending_debit' | 'pending_credit' | 'lots'; stored: number; derived: number };
+/**
+ * `lots`: the lots' remaining value differs from available plus the debts of
+ * forced debits; `debt`: an account owes a debt while a lot still holds value
+ * that should have paid it (`derived`: what it would owe then).
+ */
+export type AuditMismatch = { account_id: number; owner: string; field: 'posted' | 'pending_debit' | 'pending_credit' | 'lots' | 'debt'; stored: number; derived: number };
 
 export type AuditReport = {
   ok: boolean;

@@ -6,7 +6,7 @@ import { createPool, type Pool } from '../../../../platform/postgres/pool.ts';
 import { createTestDatabase, type TestDatabase } from '../../../../../test/support/database.ts';
 import type { TransactionRequest } from '../../../../contracts/ledger/types.ts';
 import type { LedgerOperation } from '../ledger-store.ts';
-import { BALANCE_MAX, EXPIRING_LISTED_MAX, SYSTEM_TRANSACTION_ID_PREFIX } from '../../domain/limits.ts';
+import { BALANCE_MAX, DEBT_MAX, EXPIRING_LISTED_MAX, SYSTEM_TRANSACTION_ID_PREFIX } from '../../domain/limits.ts';
 import { PostgresLedgerStore, migrateLedger } from './postgres-ledger-store.ts';
 
 const AT = '2030-01-01T00:00:00.000Z';
@@ -32,10 +32,25 @@ after(async () => {
 const create = (fields: Omit<TransactionRequest, 'balance_type'>, at = AT): LedgerOperation => ({ kind: 'create', at: new Date(at), hold_timeout_ms: DAY_MS, balance_type: 'points', ...fields });
 
 test('the SQL constants are the TypeScript ones', async () => {
-  const result = await pool.query<{ balance_max: number; expiring_listed_max: number; prefix: string }>(
-    'SELECT ledger_balance_max() AS balance_max, ledger_expiring_listed_max() AS expiring_listed_max, ledger_system_transaction_id_prefix() AS prefix',
+  const result = await pool.query<{ balance_max: number; debt_max: number; expiring_listed_max: number; prefix: string }>(
+    'SELECT ledger_balance_max() AS balance_max, ledger_debt_max() AS debt_max, ledger_expiring_listed_max() AS expiring_listed_max, ledger_system_transaction_id_prefix() AS prefix',
   );
-  assert.deepEqual(result.rows[0], { balance_max: BALANCE_MAX, expiring_listed_max: EXPIRING_LISTED_MAX, prefix: SYSTEM_TRANSACTION_ID_PREFIX });
+  assert.deepEqual(result.rows[0], { balance_max: BALANCE_MAX, debt_max: DEBT_MAX, expiring_listed_max: EXPIRING_LISTED_MAX, prefix: SYSTEM_TRANSACTION_ID_PREFIX });
+});
+
+test('a stored available balance may reach −DEBT_MAX and not pass it', async () => {
+  await pool.query(
+    `INSERT INTO accounts (owner_kind, owner_id, balance_type, posted, pending_debit, pending_credit, created_at, updated_at)
+     VALUES ('user', 'limits-debt', 'points', 0, 0, 0, $1, $1)`,
+    [AT],
+  );
+  const setBalances = (posted: bigint, pendingDebit: bigint) =>
+    pool.query(`UPDATE accounts SET posted = $1, pending_debit = $2 WHERE owner_id = 'limits-debt'`, [String(posted), String(pendingDebit)]);
+  await setBalances(-BigInt(DEBT_MAX), 0n);
+  await setBalances(-BigInt(DEBT_MAX) + 5n, 5n);
+  await setBalances(5n, BigInt(DEBT_MAX) + 5n);
+  await assert.rejects(setBalances(-BigInt(DEBT_MAX) - 1n, 0n), { code: '23514' });
+  await assert.rejects(setBalances(5n, BigInt(DEBT_MAX) + 6n), { code: '23514' });
 });
 
 test('a stored balance may reach BALANCE_MAX and not pass it', async () => {

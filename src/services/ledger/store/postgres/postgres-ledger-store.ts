@@ -16,6 +16,26 @@ export const LEDGER_MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations'
 export const SYSTEM_ACCOUNTS = ['issuance', 'redemption', 'expiry'] as const;
 const AUDIT_MISMATCHES_REPORTED_MAX = 100;
 const AUDIT_STATEMENT_TIMEOUT_MS = 10 * 60 * 1000;
+/**
+ * For the audit, set-wise: each consume's debt, as ledger_uncovered() gives it
+ * one at a time — what it keeps (its amount while pending, what was posted,
+ * less refunds) minus what its lots gave, net of what went back to them.
+ */
+const CONSUME_DEBTS = `consume_debts AS (
+  SELECT t.debit_account_id AS account_id, t.force OR t.post_force AS forced,
+         CASE t.status WHEN 'pending' THEN t.amount WHEN 'posted' THEN t.posted_amount ELSE 0 END
+         - coalesce(f.amount, 0) - coalesce(g.amount, 0) + coalesce(b.amount, 0) AS debt
+    FROM transactions t
+    LEFT JOIN (SELECT refund_of, balance_type, sum(amount) AS amount FROM transactions WHERE type = 'refund' GROUP BY refund_of, balance_type) f
+           ON f.refund_of = t.transaction_id AND f.balance_type = t.balance_type
+    LEFT JOIN (SELECT transaction_pk, sum(amount) AS amount FROM lot_draws GROUP BY transaction_pk) g ON g.transaction_pk = t.transaction_pk
+    LEFT JOIN (SELECT d.transaction_pk, sum(r.amount) AS amount FROM lot_returns r JOIN lot_draws d USING (draw_id) GROUP BY d.transaction_pk) b
+           ON b.transaction_pk = t.transaction_pk
+   WHERE t.type = 'consume')`;
+
+/** A balance as ledger_balance() renders it in SQL, or its request to record what is due first. */
+type StoredBalance = Omit<Balance, 'user_id' | 'balance_type'>;
+type BalanceRow = { balance_type: string; balance: StoredBalance | { sweep_first: number } };
 
 /** A transaction as ledger_view() renders it in SQL: the API's shape, with PostgreSQL's timestamp format. */
 type TransactionView = Transaction;
@@ -37,6 +57,7 @@ function toTransaction(view: TransactionView): Transaction {
     resolved_at: isoOrNull(view.resolved_at),
     expires_at: isoOrNull(view.expires_at),
     refund_of: view.refund_of,
+    force: view.force,
     lots: view.lots === null ? null : view.lots.map((lot): LotDraw => ({ source_transaction_id: lot.source_transaction_id, amount: lot.amount, expires_at: isoOrNull(lot.expires_at) })),
     description: view.description,
     metadata: view.metadata,
@@ -106,12 +127,13 @@ export class PostgresLedgerStore implements LedgerStore {
   }
 
   async findBalances(userId: string, balanceTypes: readonly string[], at: Date): Promise<Balance[]> {
-    const result = await this.#pool.query<{ balance_type: string; balance: Omit<Balance, 'user_id' | 'balance_type'> }>(
+    let result = await this.#pool.query<BalanceRow>(
       `SELECT a.balance_type, ledger_balance(a, $3) AS balance FROM accounts a
         WHERE owner_kind = 'user' AND owner_id = $1 AND balance_type = ANY($2::text[])`,
       [userId, balanceTypes, at],
     );
-    const stored = new Map(result.rows.map((row) => [row.balance_type, row.balance]));
+    if (result.rows.some((row) => 'sweep_first' in row.balance)) result = await this.#findBalancesSwept(userId, balanceTypes, at);
+    const stored = new Map(result.rows.map((row) => [row.balance_type, row.balance as StoredBalance]));
     return balanceTypes.map((balanceType): Balance => {
       const balance = stored.get(balanceType);
       return {
@@ -124,6 +146,36 @@ export class PostgresLedgerStore implements LedgerStore {
         expiring: (balance?.expiring ?? []).map((entry) => ({ amount: entry.amount, expires_at: new Date(entry.expires_at).toISOString() })),
       };
     });
+  }
+
+  /**
+   * A balance in debt with a hold past its deadline (ledger_balance says
+   * `sweep_first`): what is due is recorded, the balance read, and all of it
+   * rolled back. A read changes nothing; the sweeper or the next write records
+   * the same for good.
+   */
+  async #findBalancesSwept(userId: string, balanceTypes: readonly string[], at: Date) {
+    const client = await this.#pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query(
+        `SELECT ledger_lock_account_by_id(account_id, $3, $4::jsonb) FROM accounts
+          WHERE owner_kind = 'user' AND owner_id = $1 AND balance_type = ANY($2::text[]) ORDER BY account_id`,
+        [userId, balanceTypes, at, this.#systemAccounts],
+      );
+      const swept = await client.query<BalanceRow>(
+        `SELECT a.balance_type, ledger_balance(a, $3) AS balance FROM accounts a
+          WHERE owner_kind = 'user' AND owner_id = $1 AND balance_type = ANY($2::text[])`,
+        [userId, balanceTypes, at],
+      );
+      await client.query('ROLLBACK');
+      client.release();
+      return swept;
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      client.release(true);
+      throw error;
+    }
   }
 
   async listUserTransactions(query: { userId: string; balanceType: string | undefined; limit: number; beforeKey: number | undefined; at: Date }): Promise<TransactionPage> {
@@ -178,6 +230,7 @@ export class PostgresLedgerStore implements LedgerStore {
           derived_pending_debit: string;
           derived_pending_credit: string;
           lots_remaining: string;
+          debt: string;
         }>(
           `WITH movements AS (
              SELECT debit_account_id AS account_id, -posted_amount::numeric AS posted_delta,
@@ -191,11 +244,14 @@ export class PostgresLedgerStore implements LedgerStore {
                FROM movements GROUP BY account_id
            ), lot_totals AS (
              SELECT account_id, sum(remaining) AS remaining FROM lots GROUP BY account_id
+           ), ${CONSUME_DEBTS}, debts AS (
+             SELECT account_id, sum(debt) AS debt FROM consume_debts GROUP BY account_id
            )
            SELECT a.account_id, a.owner_kind, a.owner_id, a.balance_type, a.posted, a.pending_debit, a.pending_credit,
                   coalesce(d.posted, 0)::text AS derived_posted, coalesce(d.pending_debit, 0)::text AS derived_pending_debit,
-                  coalesce(d.pending_credit, 0)::text AS derived_pending_credit, coalesce(l.remaining, 0)::text AS lots_remaining
-             FROM accounts a LEFT JOIN derived d USING (account_id) LEFT JOIN lot_totals l USING (account_id)
+                  coalesce(d.pending_credit, 0)::text AS derived_pending_credit, coalesce(l.remaining, 0)::text AS lots_remaining,
+                  coalesce(x.debt, 0)::text AS debt
+             FROM accounts a LEFT JOIN derived d USING (account_id) LEFT JOIN lot_totals l USING (account_id) LEFT JOIN debts x USING (account_id)
             ORDER BY a.balance_type, a.account_id`,
         );
         const misrouted = await client.query<{ count: string }>(
@@ -214,13 +270,17 @@ export class PostgresLedgerStore implements LedgerStore {
                        OR NOT EXISTS (SELECT 1 FROM transactions t WHERE t.transaction_pk = l.source_transaction_pk))
                 + (SELECT count(*) FROM lot_draws d
                     WHERE NOT EXISTS (SELECT 1 FROM lots l WHERE l.lot_id = d.lot_id)
-                       OR NOT EXISTS (SELECT 1 FROM transactions t WHERE t.transaction_pk = d.transaction_pk)) AS count`,
+                       OR NOT EXISTS (SELECT 1 FROM transactions t WHERE t.transaction_pk = d.transaction_pk)
+                       OR (d.cause_pk IS NOT NULL AND NOT EXISTS (SELECT 1 FROM transactions t WHERE t.transaction_pk = d.cause_pk))) AS count`,
         );
+        // Also a consume that drew more than it kept (a debt below zero), or a debt no forced debit made.
         const inconsistentLots = await client.query<{ count: string }>(
           `WITH drawn AS (SELECT lot_id, sum(amount) AS amount FROM lot_draws GROUP BY lot_id),
-                returned AS (SELECT d.lot_id, sum(r.amount) AS amount FROM lot_returns r JOIN lot_draws d USING (draw_id) GROUP BY d.lot_id)
-           SELECT count(*) FROM lots l LEFT JOIN drawn d USING (lot_id) LEFT JOIN returned r USING (lot_id)
-            WHERE l.remaining <> l.amount - coalesce(d.amount, 0) + coalesce(r.amount, 0)`,
+                returned AS (SELECT d.lot_id, sum(r.amount) AS amount FROM lot_returns r JOIN lot_draws d USING (draw_id) GROUP BY d.lot_id),
+                ${CONSUME_DEBTS}
+           SELECT (SELECT count(*) FROM lots l LEFT JOIN drawn d USING (lot_id) LEFT JOIN returned r USING (lot_id)
+                    WHERE l.remaining <> l.amount - coalesce(d.amount, 0) + coalesce(r.amount, 0))
+                + (SELECT count(*) FROM consume_debts WHERE debt < 0 OR (NOT forced AND debt <> 0)) AS count`,
         );
         return { accounts, misrouted, inconsistentLots, dangling };
       },
@@ -244,9 +304,13 @@ export class PostgresLedgerStore implements LedgerStore {
         ['posted', BigInt(row.posted ?? 0), BigInt(row.derived_posted)],
         ['pending_debit', BigInt(row.pending_debit ?? 0), BigInt(row.derived_pending_debit)],
         ['pending_credit', BigInt(row.pending_credit ?? 0), BigInt(row.derived_pending_credit)],
-        // Lots hold what is posted and not reserved by a hold.
-        ['lots', BigInt(row.posted ?? 0) - BigInt(row.pending_debit ?? 0), BigInt(row.lots_remaining)],
+        // Lots hold what is posted and not reserved by a hold, plus what forced debits owe (drawn from no lot).
+        ['lots', BigInt(row.posted ?? 0) - BigInt(row.pending_debit ?? 0) + BigInt(row.debt), BigInt(row.lots_remaining)],
       ];
+      // Credits pay debts first: after any write, an account in debt has no value left in a lot.
+      const debt = BigInt(row.debt);
+      const lotsRemaining = BigInt(row.lots_remaining);
+      if (debt > 0n && lotsRemaining > 0n) checks.push(['debt', debt, debt > lotsRemaining ? debt - lotsRemaining : 0n]);
       for (const [field, stored, derived] of checks) {
         if (stored !== derived && entry.mismatches.length < AUDIT_MISMATCHES_REPORTED_MAX) {
           entry.mismatches.push({ account_id: row.account_id, owner: `user:${row.owner_id}`, field, stored: Number(stored), derived: Number(derived) });
