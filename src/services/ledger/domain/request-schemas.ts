@@ -15,12 +15,9 @@ import {
   SYSTEM_TRANSACTION_ID_PREFIX,
 } from './limits.ts';
 
-/**
- * Text PostgreSQL can store as it was sent: no NUL (text and jsonb refuse it)
- * and no lone UTF-16 surrogate (jsonb refuses it; text would store U+FFFD).
- * Checked as code points (Ajv compiles patterns with the `u` flag).
- */
-export const STORABLE_TEXT_PATTERN = '^[^\\u0000\\ud800-\\udfff]*$';
+import { STORABLE_TEXT_PATTERN } from '../../../platform/storable-text.ts';
+
+export { STORABLE_TEXT_PATTERN };
 /** Page cursors as the ledger issues them (base64url of a short key). */
 const CURSOR_PATTERN = '^[A-Za-z0-9_-]+$';
 const CURSOR_LENGTH_MAX = 64;
