@@ -21,6 +21,7 @@ import {
   HOLD_TIMEOUT_MS_DEFAULT,
   MESSAGE_AMOUNT_MAX,
   PAYMENT_BODY_BYTES_MAX,
+  ROUTE_POOL_SIZE_DEFAULT,
   WALLET_CURRENCY,
 } from './domain/limits.ts';
 import type { RouteRules } from './domain/payment.ts';
@@ -42,6 +43,11 @@ export function routeSettings(route: PaymentRoute): Setting[] {
       key: `${prefix}HOLD_TIMEOUT_MS`,
       schema: { type: 'integer', minimum: 1000, maximum: 31 * DAY_MS, default: HOLD_TIMEOUT_MS_DEFAULT },
       hint: `milliseconds a ${route} authorization holds cash before it expires, 1000–${31 * DAY_MS} (default 7 days)`,
+    },
+    {
+      key: `${prefix}DB_POOL_SIZE`,
+      schema: { type: 'integer', minimum: 2, maximum: 200, default: ROUTE_POOL_SIZE_DEFAULT },
+      hint: `connections to the ${route} database, 2–200: a message holds one while the ledger writes (its payment's lock), so this bounds the messages decided at once`,
     },
     {
       key: `${prefix}EXPIRY_SWEEP_INTERVAL_MS`,
@@ -85,7 +91,7 @@ export function paymentRouteModule(options: {
         authorizationAmountMax: settings[`${prefix}AUTHORIZATION_AMOUNT_MAX`] as number,
         holdTimeoutMs: settings[`${prefix}HOLD_TIMEOUT_MS`] as number,
       };
-      const pool = createPool({ url: databaseUrl, size: platform.dbPoolSize, applicationName: `koban-${route}`, logger });
+      const pool = createPool({ url: databaseUrl, size: settings[`${prefix}DB_POOL_SIZE`] as number, applicationName: `koban-${route}`, logger });
       const store = new PostgresPaymentStore(pool, clock, route);
       // The relay shares the pool: a few of its connections, never waiting on a payment's lock.
       // A stopped OutboxRelay is done, so publishing resumes with a new one.
