@@ -111,7 +111,7 @@ const salesDraft = (sales_draft_id: string, authorization_id: string, user_id: s
 });
 
 async function unfinishedIntents(paymentId: string): Promise<number> {
-  const result = await h.query<{ n: string }>('SELECT count(*) AS n FROM koban_visa.payment_intents WHERE payment_id = $1 AND finished_at IS NULL', [paymentId]);
+  const result = await h.query<{ n: string }>('SELECT count(*) AS n FROM koban_visa.payment_intents WHERE payment_id = $1', [paymentId]);
   return Number(result.rows[0]!.n);
 }
 

@@ -74,7 +74,7 @@ export class PostgresPaymentStore implements PaymentStore {
 
   async stalledIntents(before: Date, limit: number): Promise<string[]> {
     const result = await this.#pool.query<{ payment_id: string }>(
-      'SELECT DISTINCT payment_id FROM (SELECT payment_id FROM payment_intents WHERE finished_at IS NULL AND created_at < $1 ORDER BY seq LIMIT $2) stalled',
+      'SELECT DISTINCT payment_id FROM (SELECT payment_id FROM payment_intents WHERE created_at < $1 ORDER BY seq LIMIT $2) stalled',
       [before, limit],
     );
     return result.rows.map((row) => row.payment_id);
@@ -128,7 +128,7 @@ function session(client: PoolClient, clock: Clock, outboxSchema: string, state: 
       return Number(results[2]!.rows[0]!.seq);
     },
     async abandonIntent(seq): Promise<void> {
-      await client.query('UPDATE payment_intents SET finished_at = now(), abandoned = true WHERE seq = $1', [seq]);
+      await client.query('DELETE FROM payment_intents WHERE seq = $1', [seq]);
     },
     async commit({ message, payment, events, intentSeq }) {
       // One statement, so one round trip and one commit: data-modifying CTEs, the outbox's own insert among them.
@@ -144,7 +144,7 @@ function session(client: PoolClient, clock: Clock, outboxSchema: string, state: 
            SELECT $9::text, $10::text, $1, $11::jsonb, $12::text, $13::integer WHERE $9::text IS NOT NULL
            RETURNING 1
          ), finished AS (
-           UPDATE payment_intents SET finished_at = now() WHERE seq = $14::bigint RETURNING 1
+           DELETE FROM payment_intents WHERE seq = $14::bigint RETURNING 1
          ), listed AS (
            INSERT INTO payment_events (payment_id, seq, event_id, type, occurred_at)
            SELECT $1, coalesce((SELECT max(seq) FROM payment_events WHERE payment_id = $1), 0) + n, id, type, at

@@ -45,20 +45,19 @@ CREATE TABLE payment_events (
 );
 
 -- A decision is written here (and committed) before its ledger writes run,
--- and marked finished in the transaction that records its outcome. An
--- unfinished one is re-run first — its ledger writes replay, their ids being
--- derived — so no later message decides from a state the ledger has left.
+-- and deleted in the transaction that records its outcome: the table holds
+-- only decisions in progress (a journal, not a record; the outcome is the
+-- record). An unfinished one is re-run first — its ledger writes replay, their
+-- ids being derived — so no later message decides from a state the ledger has
+-- left. Deleting, not marking, keeps the write path to one small WAL record.
 CREATE TABLE payment_intents (
   seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   payment_id text NOT NULL,
   intent jsonb NOT NULL,
-  created_at timestamptz NOT NULL DEFAULT now(),
-  finished_at timestamptz,
-  -- The ledger refused its first write for good: finished with no effect.
-  abandoned boolean NOT NULL DEFAULT false
+  created_at timestamptz NOT NULL
 );
 
-CREATE INDEX payment_intents_unfinished ON payment_intents (payment_id, seq) WHERE finished_at IS NULL;
+CREATE INDEX payment_intents_payment ON payment_intents (payment_id, seq);
 
 -- Opening a message in one round trip: the payment's lock (session-level, held
 -- until the outcome is committed), then, read after it, what the service
@@ -71,7 +70,7 @@ BEGIN
   RETURN jsonb_build_object(
     'intents', coalesce((
       SELECT jsonb_agg(jsonb_build_object('seq', i.seq, 'intent', i.intent) ORDER BY i.seq)
-        FROM payment_intents i WHERE i.payment_id = payment_key AND i.finished_at IS NULL), '[]'::jsonb),
+        FROM payment_intents i WHERE i.payment_id = payment_key), '[]'::jsonb),
     'message', (
       SELECT jsonb_build_object('payment_id', m.payment_id, 'request', m.request, 'response', m.response, 'status_code', m.status_code)
         FROM network_messages m WHERE m.kind = message_namespace AND m.message_id = message_key),
