@@ -43,7 +43,7 @@ export const ALL_OUTBOXES = `(${PAYMENT_ROUTES.map((route) => `SELECT * FROM ${p
 export type Footprint = Record<string, number>;
 
 /** The per-route tables, in each route's own schema of the test database. */
-const ROUTE_TABLES = ['payments', 'network_messages', 'payment_intents', 'payment_events'] as const;
+const ROUTE_TABLES = ['payments', 'network_messages', 'payment_intents'] as const;
 
 export type KobanUnderTest = { app: FastifyInstance; ledger: LedgerApi; database: { url: string } };
 

@@ -49,7 +49,7 @@ export class PostgresPaymentStore implements PaymentStore {
     } finally {
       // A connection that cannot unlock is destroyed, which ends its session and so its lock.
       if (state.lockKey !== undefined) {
-        healthy = await client.query('SELECT pg_advisory_unlock(hashtextextended($1, 0))', [state.lockKey]).then(
+        healthy = await client.query({ name: 'payments_unlock', text: 'SELECT pg_advisory_unlock(hashtextextended($1, 0))', values: [state.lockKey] }).then(
           () => true,
           () => false,
         );
@@ -84,9 +84,10 @@ export class PostgresPaymentStore implements PaymentStore {
     const payment = await selectPayment(this.#pool, paymentId);
     if (payment === undefined) return undefined;
     const events = await this.#pool.query<{ id: string; type: string; occurred_at: Date; published_at: Date | null }>(
-      `SELECT e.event_id AS id, e.type, e.occurred_at, o.published_at
-         FROM payment_events e LEFT JOIN ${this.#outbox}.events o ON o.event_id = e.event_id
-        WHERE e.payment_id = $1 ORDER BY e.seq`,
+      `SELECT e.event->>'id' AS id, e.event->>'type' AS type, (e.event->>'occurred_at')::timestamptz AS occurred_at, o.published_at
+         FROM payments p CROSS JOIN LATERAL jsonb_array_elements(p.events) WITH ORDINALITY AS e(event, n)
+         LEFT JOIN ${this.#outbox}.events o ON o.event_id = e.event->>'id'
+        WHERE p.payment_id = $1 ORDER BY e.n`,
       [paymentId],
     );
     // Written as the API writes every time (and the events their own): UTC, milliseconds, `Z`.
@@ -106,38 +107,40 @@ function session(client: PoolClient, clock: Clock, outboxSchema: string, state: 
     async open(lockKey, paymentId, message): Promise<Opened> {
       if (state.lockKey !== undefined) throw new Error(`this session already holds the lock of ${state.lockKey}`);
       state.lockKey = lockKey;
-      const result = await client.query<{ opened: { intents: OpenIntent[]; message: StoredMessage | null; payment: Payment | null } }>(
-        'SELECT payments_open($1, $2, $3, $4) AS opened',
-        [lockKey, message?.namespace ?? null, message?.id ?? null, paymentId],
-      );
+      const result = await client.query<{ opened: { intents: OpenIntent[]; message: StoredMessage | null; payment: Payment | null } }>({
+        name: 'payments_open',
+        text: 'SELECT payments_open($1, $2, $3, $4) AS opened',
+        values: [lockKey, message?.namespace ?? null, message?.id ?? null, paymentId],
+      });
       const opened = result.rows[0]!.opened;
       return { intents: opened.intents.map(({ seq, intent }) => ({ seq: Number(seq), intent })), message: opened.message ?? undefined, payment: opened.payment ?? undefined };
     },
     message: (namespace, messageId) => selectMessage(client, namespace, messageId),
     payment: (paymentId) => selectPayment(client, paymentId),
     async recordIntent(paymentId, intent): Promise<number> {
-      // Its own transaction, committed before the ledger writes, without waiting for its WAL flush: a crash of
-      // Koban cannot lose it (PostgreSQL writes it out within wal_writer_delay), and with the ledger on the same
-      // server the ledger's own commit flushes it first, WAL being one sequence. Stamped by the service's clock,
-      // the one finishStalled measures staleness with.
-      const results = (await client.query(
-        `BEGIN; SET LOCAL synchronous_commit TO off;
-         INSERT INTO payment_intents (payment_id, intent, created_at) VALUES (${client.escapeLiteral(paymentId)}, ${client.escapeLiteral(JSON.stringify(intent))}, ${client.escapeLiteral(clock.now().toISOString())}) RETURNING seq;
-         COMMIT`,
-      )) as unknown as Array<{ rows: Array<{ seq: string }> }>;
-      return Number(results[2]!.rows[0]!.seq);
+      // Committed before the ledger writes, without waiting for its flush (see payments_journal). Stamped by the
+      // service's clock, the one finishStalled measures staleness with.
+      const result = await client.query<{ seq: string }>({
+        name: 'payments_journal',
+        text: 'SELECT payments_journal($1, $2, $3) AS seq',
+        values: [paymentId, JSON.stringify(intent), clock.now()],
+      });
+      return Number(result.rows[0]!.seq);
     },
     async abandonIntent(seq): Promise<void> {
       await client.query('DELETE FROM payment_intents WHERE seq = $1', [seq]);
     },
     async commit({ message, payment, events, intentSeq }) {
       // One statement, so one round trip and one commit: data-modifying CTEs, the outbox's own insert among them.
-      const outbox = outboxInsert(events.map(({ event }) => ({ topic: PAYMENTS_TOPIC, event })), clock, 18, outboxSchema);
-      await client.query(
-        `WITH upserted AS (
-           INSERT INTO payments (payment_id, route, authorization_id, user_id, status, state, hold_expires_at, created_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-           ON CONFLICT (payment_id) DO UPDATE SET status = excluded.status, state = excluded.state, hold_expires_at = excluded.hold_expires_at, updated_at = now()
+      const outbox = outboxInsert(events.map(({ event }) => ({ topic: PAYMENTS_TOPIC, event })), clock, 16, outboxSchema);
+      // Named: planned once per connection (two shapes, with events and without).
+      await client.query({
+        name: outbox.events.length > 0 ? 'payments_record_with_events' : 'payments_record',
+        text: `WITH upserted AS (
+           INSERT INTO payments (payment_id, route, authorization_id, user_id, status, state, hold_expires_at, created_at, events)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $15)
+           ON CONFLICT (payment_id) DO UPDATE SET status = excluded.status, state = excluded.state, hold_expires_at = excluded.hold_expires_at,
+             events = payments.events || excluded.events, updated_at = now()
            RETURNING 1
          ), answered AS (
            INSERT INTO network_messages (kind, message_id, payment_id, request, response, status_code)
@@ -145,14 +148,9 @@ function session(client: PoolClient, clock: Clock, outboxSchema: string, state: 
            RETURNING 1
          ), finished AS (
            DELETE FROM payment_intents WHERE seq = $14::bigint RETURNING 1
-         ), listed AS (
-           INSERT INTO payment_events (payment_id, seq, event_id, type, occurred_at)
-           SELECT $1, coalesce((SELECT max(seq) FROM payment_events WHERE payment_id = $1), 0) + n, id, type, at
-             FROM unnest($15::text[], $16::text[], $17::timestamptz[]) WITH ORDINALITY AS e(id, type, at, n)
-           RETURNING 1
          )${outbox.events.length > 0 ? `, outboxed AS (${outbox.sql} RETURNING 1)` : ''}
          SELECT 1`,
-        [
+        values: [
           payment.payment_id,
           payment.route,
           payment.authorization_id,
@@ -167,12 +165,10 @@ function session(client: PoolClient, clock: Clock, outboxSchema: string, state: 
           message?.response ?? null,
           message?.status_code ?? null,
           intentSeq ?? null,
-          outbox.events.map((event) => event.id),
-          events.map(({ type }) => type),
-          events.map(({ occurred_at }) => occurred_at),
+          JSON.stringify(outbox.events.map((event, index) => ({ id: event.id, type: events[index]!.type, occurred_at: events[index]!.occurred_at }))),
           ...(outbox.events.length > 0 ? outbox.params : []),
         ],
-      );
+      });
     },
   };
 }

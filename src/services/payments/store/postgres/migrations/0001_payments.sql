@@ -2,7 +2,7 @@
 -- the state the domain decides from (open holds, captures and their ledger
 -- draws as JSON, read and written whole under the payment's lock); network
 -- messages hold each message's answer, so a resend is answered from what was
--- stored; payment_events lists the events each payment published (the
+-- stored; a payment's `events` lists the events it published, in order (the
 -- outbox holds the events themselves); payment_intents journals each decision
 -- before its ledger writes, so one that was cut short (a crash, a lost
 -- connection) is finished before anything else happens to the payment.
@@ -15,6 +15,8 @@ CREATE TABLE payments (
   state jsonb NOT NULL,
   -- Set while cash is held: the sweeper expires what passes it.
   hold_expires_at timestamptz,
+  -- [{id, type, occurred_at}] of every event it published, appended by each outcome.
+  events jsonb NOT NULL DEFAULT '[]',
   created_at timestamptz NOT NULL,
   updated_at timestamptz NOT NULL DEFAULT now()
 );
@@ -33,15 +35,6 @@ CREATE TABLE network_messages (
   status_code integer NOT NULL,
   created_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (kind, message_id)
-);
-
-CREATE TABLE payment_events (
-  payment_id text NOT NULL,
-  seq integer NOT NULL,
-  event_id text NOT NULL,
-  type text NOT NULL,
-  occurred_at timestamptz NOT NULL,
-  PRIMARY KEY (payment_id, seq)
 );
 
 -- A decision is written here (and committed) before its ledger writes run,
@@ -75,5 +68,22 @@ BEGIN
       SELECT jsonb_build_object('payment_id', m.payment_id, 'request', m.request, 'response', m.response, 'status_code', m.status_code)
         FROM network_messages m WHERE m.kind = message_namespace AND m.message_id = message_key),
     'payment', (SELECT p.state FROM payments p WHERE p.payment_id = payment_key));
+END
+$$;
+
+-- Journals a decision before its ledger writes, in a transaction of its own
+-- that does not wait for its WAL flush: a crash of Koban cannot lose it
+-- (PostgreSQL writes it out within wal_writer_delay), and with the ledger on
+-- the same server the ledger's own commit flushes it first, WAL being one
+-- sequence. SET LOCAL in a function without a SET clause of its own lasts to
+-- the end of the caller's transaction: this statement's.
+CREATE FUNCTION payments_journal(payment_key text, decision jsonb, journalled_at timestamptz) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  journalled bigint;
+BEGIN
+  SET LOCAL synchronous_commit TO off;
+  INSERT INTO payment_intents (payment_id, intent, created_at) VALUES (payment_key, decision, journalled_at) RETURNING seq INTO journalled;
+  RETURN journalled;
 END
 $$;
