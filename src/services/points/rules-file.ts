@@ -184,8 +184,10 @@ export function parseEarningRules(source: Uint8Array | string, file: string): Ea
       JSON.parse(text);
     } catch (error) {
       const message = (error as Error).message;
+      // V8 gives a position for most faults; for an unexpected token, only a snippet: then yaml's position of the fault, if it sees one.
       const at = /position (\d+)/.exec(message);
-      fault(at === null ? null : Number(at[1]), '', `not JSON: ${message.replace(/ in JSON at position.*$/s, '')}`, 'a JSON object (or use a .yaml file)');
+      const offset = at === null ? (doc.errors[0]?.pos[0] ?? null) : Number(at[1]);
+      fault(offset, '', `not JSON: ${message.replace(/ in JSON at position.*$/s, '').replace(/, ".*" is not valid JSON$/s, '')}`, 'a JSON object (or use a .yaml file)');
     }
   }
   const syntax = doc.errors[0];
