@@ -83,6 +83,10 @@ describe('rules-file.unit: loading', () => {
 describe('rules-file.unit: schema errors name line, column and field', () => {
   test('out of range, with the value and the unit', () => {
     refused(yaml('base_rate_bp: 5000'), 'r.yaml', { line: 4, column: 19, field: 'versions[0].base_rate_bp', expected: /0–1000.*basis points/, problem: /5000 must be <= 1000/ });
+    // Word for word as the README shows it.
+    assert.throws(() => parseEarningRules(yaml('base_rate_bp: 5000'), 'rules.yaml'), {
+      message: 'earning rules file rules.yaml:4:19: versions[0].base_rate_bp: 5000 must be <= 1000; expected an integer, 0–1000: a rate in basis points (50 = 0.5 %)',
+    });
   });
 
   test('not an integer (JSON, on its own line)', () => {
