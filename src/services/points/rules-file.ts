@@ -164,13 +164,14 @@ export function loadEarningRulesFile(filePath: string): EarningRules {
 
 /** Parses rules from `source` (the file's bytes or text); `file` names it in errors and, by its extension, says JSON or YAML (otherwise the content does). */
 export function parseEarningRules(source: Uint8Array | string, file: string): EarningRules {
-  const text = typeof source === 'string' ? source : decodeUtf8(source, file);
   const lineCounter = new LineCounter();
   const fault = (offset: number | null, field: string, problem: string, expected: string): never => {
     const position = offset === null ? null : lineCounter.linePos(offset);
     throw new EarningRulesFileError({ file, line: position?.line ?? null, column: position?.col ?? null, field, problem, expected });
   };
-  if (text.length > RULES_FILE_BYTES_MAX) fault(null, '', `the file has ${text.length} characters`, `at most ${RULES_FILE_BYTES_MAX} bytes`);
+  const size_bytes = typeof source === 'string' ? Buffer.byteLength(source) : source.byteLength;
+  if (size_bytes > RULES_FILE_BYTES_MAX) fault(null, '', `the file has ${size_bytes} bytes`, `at most ${RULES_FILE_BYTES_MAX}`);
+  const text = typeof source === 'string' ? source : decodeUtf8(source, file);
 
   const extension = path.extname(file).toLowerCase();
   const isJson = extension === '.json' || (extension !== '.yaml' && extension !== '.yml' && text.trimStart().startsWith('{'));

@@ -77,6 +77,8 @@ describe('rules-file.unit: loading', () => {
     const big = path.join(dir, 'big.yaml');
     writeFileSync(big, Buffer.alloc(RULES_FILE_BYTES_MAX + 1, 0x20));
     assert.throws(() => loadEarningRulesFile(big), (error) => error instanceof EarningRulesFileError && error.file === 'big.yaml' && /at most/.test(error.expected));
+    // Given as text, the limit counts bytes: 2-byte characters reach it at half the length.
+    refused(`# ${'é'.repeat(RULES_FILE_BYTES_MAX / 2)}\n${yaml()}`, 'r.yaml', { line: null, column: null, field: '', expected: /^at most \d+$/ });
   });
 });
 
