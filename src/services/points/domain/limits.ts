@@ -1,0 +1,37 @@
+// Every limit of the earning rules, named, with its unit. They are chosen so
+// that the largest grant the rules can compute stays a safe integer:
+// amount 10^15 × 10 % base × 10 (multiplier) = 10^15, plus at most 16
+// campaigns × (10 % of 10^15 + 10^9 bonus) ≈ 1.6 × 10^15, total < 2^53.
+
+/** The largest payment amount the engine takes, in minor units (yen): the ledger's own maximum. */
+export const EARNING_AMOUNT_MAX = 1_000_000_000_000_000;
+/** Basis points in one whole: 10,000 bp = 100 %. */
+export const BASIS_POINTS_PER_UNIT = 10_000;
+/** Percent in one whole: a multiplier of 100 % leaves the base unchanged. */
+export const PERCENT_PER_UNIT = 100;
+/** The default rate, 0.5 %, in basis points (12,345 yen → 61 points). */
+export const BASE_RATE_BP_DEFAULT = 50;
+/** The largest base rate, in basis points (10 %). */
+export const BASE_RATE_BP_MAX = 1_000;
+/** The largest merchant-category multiplier, in percent of the base (×10). 0 % earns nothing in that category without excluding it. */
+export const MULTIPLIER_PERCENT_MAX = 1_000;
+/** The largest campaign rate, added on top of the base, in basis points (10 %). */
+export const CAMPAIGN_RATE_BP_MAX = 1_000;
+/** The largest fixed bonus of one campaign, in points. */
+export const CAMPAIGN_BONUS_POINTS_MAX = 1_000_000_000;
+/** The largest cap (per user per campaign, or per user per month), in points: the ledger's largest amount. */
+export const CAP_POINTS_MAX = 1_000_000_000_000_000;
+/** Campaigns in one rule version. */
+export const CAMPAIGNS_PER_VERSION_MAX = 16;
+/** Rule versions in one file: enough for years of monthly changes; old versions stay because grants refer to them. */
+export const VERSIONS_PER_FILE_MAX = 1_000;
+/** Merchant categories with a multiplier, or excluded, in one version. */
+export const CATEGORIES_PER_VERSION_MAX = 10_000;
+/** Rule version and campaign ids: short, printable, safe in a ledger id or a log line. */
+export const RULE_ID_PATTERN = '^[A-Za-z0-9._-]{1,64}$';
+/** Merchant category codes (ISO 18245): four digits, as the payment events carry them. */
+export const MCC_PATTERN = '^[0-9]{4}$';
+/** Largest rules file read, in bytes: a file this big is a mistake, not a rule set. */
+export const RULES_FILE_BYTES_MAX = 4 * 1024 * 1024;
+/** A free-text description, in characters. */
+export const DESCRIPTION_LENGTH_MAX = 1_000;
