@@ -187,14 +187,14 @@ export class PaymentService {
    * throws): for a network whose message means something different depending
    * on the payment's state, so a resend is answered before the state is read.
    */
-  async storedAnswer(messageId: string, raw: object): Promise<Answer | undefined> {
-    const prior = await this.#store.storedMessage(this.#dialect.namespace('reversal'), messageId);
+  async storedAnswer(kind: MessageKind, messageId: string, raw: object): Promise<Answer | undefined> {
+    const prior = await this.#store.storedMessage(this.#dialect.namespace(kind), messageId);
     return prior === undefined ? undefined : replayOf(prior, messageId, raw);
   }
 
-  /** The payment as stored, or undefined. */
-  async payment(paymentId: string): Promise<Payment | undefined> {
-    return (await this.#store.read(paymentId))?.payment;
+  /** The payment as stored, or undefined (read without its lock: a snapshot). */
+  payment(paymentId: string): Promise<Payment | undefined> {
+    return this.#store.payment(paymentId);
   }
 
   async view(paymentId: string): Promise<PaymentView> {

@@ -34,8 +34,9 @@ export async function handleQuicpay(service: PaymentService, message: QuicpayMes
     case 'refund':
       return service.refund({ refund_id: message.transaction_number, authorization_id: original, user_id, amount: message.amount }, raw);
     case 'cancel': {
-      // A resend of a cancel is answered from what was stored, whatever the payment became since.
-      const replayed = await service.storedAnswer(message.transaction_number, raw);
+      // A resend of a cancel is answered from what was stored, whatever the payment became since (every
+      // QUICPay+ message shares one namespace, so the kind named here does not matter).
+      const replayed = await service.storedAnswer('reversal', message.transaction_number, raw);
       if (replayed !== undefined) return replayed;
       const payment = await service.payment(paymentIdOf('quicpay', original));
       return cancelAction(payment, now()) === 'reverse'

@@ -55,6 +55,8 @@ export interface PaymentStore {
   expiredHolds(now: Date, limit: number): Promise<string[]>;
   /** Payments with a decision journalled before `before` and not finished. */
   stalledIntents(before: Date, limit: number): Promise<string[]>;
+  /** A payment as stored, outside any lock. */
+  payment(paymentId: string): Promise<Payment | undefined>;
   read(paymentId: string): Promise<{ payment: Payment; events: PaymentEventRow[] } | undefined>;
   close(): Promise<void>;
 }

@@ -80,6 +80,10 @@ export class PostgresPaymentStore implements PaymentStore {
     return result.rows.map((row) => row.payment_id);
   }
 
+  payment(paymentId: string): Promise<Payment | undefined> {
+    return selectPayment(this.#pool, paymentId);
+  }
+
   async read(paymentId: string): Promise<{ payment: Payment; events: PaymentEventRow[] } | undefined> {
     const payment = await selectPayment(this.#pool, paymentId);
     if (payment === undefined) return undefined;
