@@ -13,7 +13,7 @@ import { type PgServer, createDatabase, databaseUrl, dropDatabase, providePgServ
 import { readHostCpuTicks } from './lib/proc.ts';
 import { sleep } from './lib/net.ts';
 import * as ledgerLimits from '../src/services/ledger/domain/limits.ts';
-import { formatTable } from './lib/report.ts';
+import { errorCode, fixed, formatTable, percentOfCore, round, usPer } from './lib/report.ts';
 import { median, medianItem, medianPairedRatio } from './lib/rounds.ts';
 import { ledgerConfig } from '../src/services/ledger/module.ts';
 
@@ -88,7 +88,6 @@ const HOST_PROBE_MS = 2_000;
 const BYTES_PER_MIB = 1024 * 1024;
 const MS_PER_S = 1000;
 const MS_PER_DAY = 24 * 60 * 60 * MS_PER_S;
-const US_PER_MS = 1000;
 /** Verdict thresholds, in % of one core (or of the whole machine for the host). */
 const SATURATED_PERCENT = 85;
 const HOST_SATURATED_PERCENT = 90;
@@ -1014,34 +1013,6 @@ function consumeUser(runId: string, index: number): string {
   return `bench-c-${runId}-${index}`;
 }
 
-/** The catalogue error code of an error body, or a short snippet. */
-function errorCode(body: string): string {
-  try {
-    const parsed = JSON.parse(body) as { error?: { code?: unknown } };
-    if (typeof parsed.error?.code === 'string') return parsed.error.code;
-  } catch {
-    // not JSON
-  }
-  return body.slice(0, 80);
-}
-
-function percentOfCore(cpuMs: number, durationS: number): number {
-  return (100 * cpuMs) / (durationS * MS_PER_S);
-}
-
-function usPer(cpuMs: number, count: number): number {
-  return (cpuMs * US_PER_MS) / count;
-}
-
-function fixed(value: number, digits: number): string {
-  return Number.isFinite(value) ? value.toFixed(digits) : '-';
-}
-
-function round(value: number, digits: number): number | null {
-  if (!Number.isFinite(value)) return null;
-  const factor = 10 ** digits;
-  return Math.round(value * factor) / factor;
-}
 
 try {
   process.exitCode = await main();

@@ -15,7 +15,7 @@ import { PgObserver, type PgWindowFigures } from './lib/pg-observer.ts';
 import { type PgbenchFigures, findPgbench, pgbenchInit, pgbenchRun, pgbenchScale, pgbenchVersion } from './lib/pgbench.ts';
 import { type PgServer, createDatabase, databaseUrl, dropDatabase, providePgServer, serverVersion, withClient } from './lib/pg-server.ts';
 import { readHostCpuTicks } from './lib/proc.ts';
-import { formatTable } from './lib/report.ts';
+import { errorCode, fixed, formatTable, percentOfCore, round, usPer } from './lib/report.ts';
 import { median, medianItem, medianPairedRatio } from './lib/rounds.ts';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
@@ -76,7 +76,6 @@ const CLEANUP_GRACE_MS = 60_000;
 const HOST_PROBE_MS = 2_000;
 
 const MS_PER_S = 1000;
-const US_PER_MS = 1000;
 const BYTES_PER_MIB = 1024 * 1024;
 
 class InterruptedError extends Error {
@@ -968,34 +967,6 @@ function describeWaits(pg: PgWindowFigures): string {
   return pg.waits.map((wait) => `${wait.wait} ${Math.round(wait.share * 100)}%`).join(', ') || '-';
 }
 
-/** The catalogue error code of an error body, or a short snippet. */
-function errorCode(body: string): string {
-  try {
-    const parsed = JSON.parse(body) as { error?: { code?: unknown } };
-    if (typeof parsed.error?.code === 'string') return parsed.error.code;
-  } catch {
-    // not JSON
-  }
-  return body.slice(0, 80);
-}
-
-function percentOfCore(cpuMs: number, durationS: number): number {
-  return (100 * cpuMs) / (durationS * MS_PER_S);
-}
-
-function usPer(cpuMs: number, count: number): number {
-  return (cpuMs * US_PER_MS) / count;
-}
-
-function fixed(value: number, digits: number): string {
-  return Number.isFinite(value) ? value.toFixed(digits) : '-';
-}
-
-function round(value: number, digits: number): number | null {
-  if (!Number.isFinite(value)) return null;
-  const factor = 10 ** digits;
-  return Math.round(value * factor) / factor;
-}
 
 try {
   process.exitCode = await main();

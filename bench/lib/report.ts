@@ -1,4 +1,4 @@
-// Goal: print benchmark figures as a plain-text table with aligned columns.
+// Goal: print benchmark figures: a plain-text table with aligned columns, and the small conversions every benchmark formats with.
 
 /** Columns whose cells are all numbers (or '-') are right-aligned; others left-aligned. */
 export function formatTable(headers: readonly string[], rows: readonly (readonly string[])[]): string {
@@ -7,4 +7,40 @@ export function formatTable(headers: readonly string[], rows: readonly (readonly
   const line = (cells: readonly string[]) =>
     cells.map((cell, column) => (numeric[column] ? cell.padStart(widths[column]!) : cell.padEnd(widths[column]!))).join(' | ');
   return [line(headers), widths.map((width) => '-'.repeat(width)).join('-|-'), ...rows.map(line)].join('\n');
+}
+
+const MS_PER_S = 1000;
+const US_PER_MS = 1000;
+
+/** The catalogue error code of an error body, or a short snippet. */
+export function errorCode(body: string): string {
+  try {
+    const parsed = JSON.parse(body) as { error?: { code?: unknown } };
+    if (typeof parsed.error?.code === 'string') return parsed.error.code;
+  } catch {
+    // not JSON
+  }
+  return body.slice(0, 80);
+}
+
+/** CPU milliseconds over a window, as a percentage of one core. */
+export function percentOfCore(cpuMs: number, durationS: number): number {
+  return (100 * cpuMs) / (durationS * MS_PER_S);
+}
+
+/** CPU milliseconds spread over `count` operations, in microseconds each. */
+export function usPer(cpuMs: number, count: number): number {
+  return (cpuMs * US_PER_MS) / count;
+}
+
+/** A figure for a table: `-` when it is not a number. */
+export function fixed(value: number, digits: number): string {
+  return Number.isFinite(value) ? value.toFixed(digits) : '-';
+}
+
+/** A figure for JSON output: null when it is not a number. */
+export function round(value: number, digits: number): number | null {
+  if (!Number.isFinite(value)) return null;
+  const factor = 10 ** digits;
+  return Math.round(value * factor) / factor;
 }
