@@ -14,6 +14,7 @@ import { readHostCpuTicks } from './lib/proc.ts';
 import { sleep } from './lib/net.ts';
 import * as ledgerLimits from '../src/services/ledger/domain/limits.ts';
 import { errorCode, fixed, formatTable, percentOfCore, round, usPer } from './lib/report.ts';
+import { guardRun, runMain } from './lib/run-guard.ts';
 import { median, medianItem, medianPairedRatio } from './lib/rounds.ts';
 import { ledgerConfig } from '../src/services/ledger/module.ts';
 
@@ -79,8 +80,6 @@ const STARTUP_BUDGET_MS = 300_000;
 const SCENARIO_SLACK_MS = 15_000;
 const PGBENCH_SLACK_MS = 60_000;
 const CHECK_BUDGET_MS = 600_000;
-/** After the watchdog aborts, the cleanup gets this long before a hard exit. */
-const CLEANUP_GRACE_MS = 60_000;
 
 /** Before the load, the machine's CPU use is read over this long: work of others on it skews every figure. */
 const HOST_PROBE_MS = 2_000;
@@ -93,10 +92,6 @@ const SATURATED_PERCENT = 85;
 const HOST_SATURATED_PERCENT = 90;
 /** Average active Koban backends at or above which PostgreSQL always has a batch to work on. */
 const ACTIVE_ALWAYS = 0.9;
-
-class InterruptedError extends Error {
-  override name = 'InterruptedError';
-}
 
 const SCENARIOS = ['add', 'consume', 'replay', 'hold_post', 'hot_add', 'hot_consume'] as const;
 type ScenarioName = (typeof SCENARIOS)[number];
@@ -233,23 +228,7 @@ async function main(): Promise<number> {
   const perConcurrencyMs =
     settings.scenarios.length * (WARMUP_MS + settings.durationS * MS_PER_S + SCENARIO_SLACK_MS) + (settings.runPgbench ? settings.durationS * MS_PER_S + PGBENCH_SLACK_MS : 0);
   const deadlineMs = STARTUP_BUDGET_MS + settings.rounds * settings.concurrencies.length * perConcurrencyMs + CHECK_BUDGET_MS;
-  const watchdog = setTimeout(() => {
-    console.error(`benchmark exceeded its ${deadlineMs} ms budget; aborting`);
-    abort.abort(new Error('benchmark deadline exceeded'));
-    setTimeout(() => process.exit(3), CLEANUP_GRACE_MS).unref();
-  }, deadlineMs);
-  watchdog.unref();
-
-  let interrupted = false;
-  for (const name of ['SIGINT', 'SIGTERM'] as const) {
-    process.on(name, () => {
-      if (interrupted) process.exit(130);
-      interrupted = true;
-      console.error(`${name}: stopping the benchmark and cleaning up (send again to exit at once)`);
-      abort.abort(new InterruptedError(`interrupted by ${name}`));
-      setTimeout(() => process.exit(130), CLEANUP_GRACE_MS).unref();
-    });
-  }
+  const guard = guardRun(abort, deadlineMs);
 
   const cleanups: Array<{ what: string; run: () => Promise<unknown> }> = [];
   let koban: KobanProcess | undefined;
@@ -944,7 +923,7 @@ async function main(): Promise<number> {
     console.log(`RESULT: ${pass ? 'PASS' : 'FAIL'}`);
     return pass ? 0 : 1;
   } finally {
-    clearTimeout(watchdog);
+    guard.disarm();
     for (const cleanup of cleanups.reverse()) {
       try {
         await cleanup.run();
@@ -1013,17 +992,4 @@ function consumeUser(runId: string, index: number): string {
   return `bench-c-${runId}-${index}`;
 }
 
-
-try {
-  process.exitCode = await main();
-} catch (error) {
-  if (error instanceof InterruptedError) {
-    console.error(`benchmark stopped: ${error.message}`);
-    process.exitCode = 130;
-  } else {
-    console.error(`benchmark failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
-    process.exitCode = 2;
-  }
-}
-// Everything is stopped by now; do not wait for stray handles (timers of aborted work, idle sockets).
-process.exit(process.exitCode);
+await runMain(main);

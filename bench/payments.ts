@@ -16,6 +16,7 @@ import { type PgbenchFigures, findPgbench, pgbenchInit, pgbenchRun, pgbenchScale
 import { type PgServer, createDatabase, databaseUrl, dropDatabase, providePgServer, serverVersion, withClient } from './lib/pg-server.ts';
 import { readHostCpuTicks } from './lib/proc.ts';
 import { errorCode, fixed, formatTable, percentOfCore, round, usPer } from './lib/report.ts';
+import { guardRun, runMain } from './lib/run-guard.ts';
 import { median, medianItem, medianPairedRatio } from './lib/rounds.ts';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
@@ -72,15 +73,10 @@ const MODE_START_BUDGET_MS = 90_000;
 const ROW_SLACK_MS = 15_000;
 const PGBENCH_SLACK_MS = 60_000;
 const CHECK_BUDGET_MS = 600_000;
-const CLEANUP_GRACE_MS = 60_000;
 const HOST_PROBE_MS = 2_000;
 
 const MS_PER_S = 1000;
 const BYTES_PER_MIB = 1024 * 1024;
-
-class InterruptedError extends Error {
-  override name = 'InterruptedError';
-}
 
 const MODES = ['embedded', 'split'] as const;
 type Mode = (typeof MODES)[number];
@@ -504,22 +500,7 @@ async function main(): Promise<number> {
     settings.modes.length * (MODE_START_BUDGET_MS + settings.concurrencies.length * (WARMUP_MS + settings.durationS * MS_PER_S + ROW_SLACK_MS)) +
     (settings.runPgbench ? settings.concurrencies.length * (settings.durationS * MS_PER_S + PGBENCH_SLACK_MS) : 0);
   const deadlineMs = STARTUP_BUDGET_MS + settings.rounds * perRoundMs + CHECK_BUDGET_MS;
-  const watchdog = setTimeout(() => {
-    console.error(`benchmark exceeded its ${deadlineMs} ms budget; aborting`);
-    abort.abort(new Error('benchmark deadline exceeded'));
-    setTimeout(() => process.exit(3), CLEANUP_GRACE_MS).unref();
-  }, deadlineMs);
-  watchdog.unref();
-  let interrupted = false;
-  for (const name of ['SIGINT', 'SIGTERM'] as const) {
-    process.on(name, () => {
-      if (interrupted) process.exit(130);
-      interrupted = true;
-      console.error(`${name}: stopping the benchmark and cleaning up (send again to exit at once)`);
-      abort.abort(new InterruptedError(`interrupted by ${name}`));
-      setTimeout(() => process.exit(130), CLEANUP_GRACE_MS).unref();
-    });
-  }
+  const guard = guardRun(abort, deadlineMs);
 
   const cleanups: Array<{ what: string; run: () => Promise<unknown> }> = [];
   let running: Running | undefined;
@@ -940,7 +921,7 @@ async function main(): Promise<number> {
     console.log(`RESULT: ${pass ? 'PASS' : 'FAIL'}`);
     return pass ? 0 : 1;
   } finally {
-    clearTimeout(watchdog);
+    guard.disarm();
     if (running) await running.stop().catch(() => undefined);
     for (const cleanup of cleanups.reverse()) {
       try {
@@ -967,16 +948,4 @@ function describeWaits(pg: PgWindowFigures): string {
   return pg.waits.map((wait) => `${wait.wait} ${Math.round(wait.share * 100)}%`).join(', ') || '-';
 }
 
-
-try {
-  process.exitCode = await main();
-} catch (error) {
-  if (error instanceof InterruptedError) {
-    console.error(`benchmark stopped: ${error.message}`);
-    process.exitCode = 130;
-  } else {
-    console.error(`benchmark failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
-    process.exitCode = 2;
-  }
-}
-process.exit(process.exitCode);
+await runMain(main);
