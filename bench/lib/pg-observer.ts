@@ -56,6 +56,8 @@ export class PgObserver {
 
   static async open(serverUrl: string): Promise<PgObserver> {
     const client = new pg.Client({ connectionString: serverUrl, connectionTimeoutMillis: PG_CONNECT_TIMEOUT_MS, application_name: 'koban-bench-observer' });
+    // The server stopping under an interrupted run fails the next query; an unheard 'error' event would crash the cleanup.
+    client.on('error', () => undefined);
     await client.connect();
     try {
       const result = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');

@@ -88,6 +88,8 @@ export async function withClient<T>(url: string, work: (client: pg.Client) => Pr
     statement_timeout: PG_STATEMENT_TIMEOUT_MS,
     application_name: 'koban-bench',
   });
+  // As for the observer: a server stopping under it fails the query, not the process.
+  client.on('error', () => undefined);
   await client.connect();
   try {
     return await work(client);
