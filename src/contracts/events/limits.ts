@@ -15,3 +15,7 @@ export const EVENT_NESTING_DEPTH_MAX = 32;
 export const TOPIC_NAME_PATTERN = '^[a-z][a-z0-9_-]{0,62}$';
 /** A name or path quoted in an error message is cut to this many characters: messages never echo unbounded input. */
 export const QUOTED_NAME_LENGTH_MAX = 128;
+/** A user id in event data: what the ledger accepts as a user id. */
+export const EVENT_USER_ID_PATTERN = '^(?!\\.\\.?$)[A-Za-z0-9._:-]{1,128}$';
+/** A partner's or the referral program's own id (purchase, referral): short enough that ids derived from it fit the ledger's 128. */
+export const EVENT_REFERENCE_ID_PATTERN = '^[A-Za-z0-9_-]{1,64}$';

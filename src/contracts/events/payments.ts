@@ -10,9 +10,8 @@
 // this version, so a producer cannot drift unnoticed; a consumer built on an
 // older copy validates with `additionalProperties` relaxed — see
 // `parsePaymentEvent`).
-import { Ajv, type ErrorObject } from 'ajv';
-import { invalidRequest } from '../../platform/errors.ts';
 import type { CloudEvent, CloudEventInput } from './envelope.ts';
+import { checkEventType, eventDataValidator } from './event-data.ts';
 
 export const PAYMENTS_TOPIC = 'payments';
 
@@ -95,17 +94,11 @@ export const paymentEventDataSchema = {
   },
 } as const;
 
-const ajv = new Ajv({ strict: true, allErrors: false });
-const validateData = ajv.compile<PaymentEventData>(paymentEventDataSchema);
-const validateDataLenient = new Ajv({ strict: true, allErrors: false, removeAdditional: 'all' }).compile<PaymentEventData>({
-  ...paymentEventDataSchema,
-  additionalProperties: false,
-});
+const validator = eventDataValidator<PaymentEventData>(paymentEventDataSchema, 'payment event');
 
 /** Producers: throws `invalid_request` naming the field unless `data` is exactly this version's shape. */
 export function checkPaymentEventData(data: unknown): PaymentEventData {
-  if (!validateData(data)) throw invalidRequest(fieldOf(validateData.errors), describe(validateData.errors));
-  return data;
+  return validator.check(data);
 }
 
 /** A payment event as a consumer sees it: the type checked, `data` validated; fields this version does not know are dropped, not refused. */
@@ -113,10 +106,9 @@ export type PaymentEvent = { id: string; type: PaymentEventType; subject: string
 
 /** Consumers: validates an event from topic `payments` on receipt; throws `invalid_request` (a poison message) if it is not one. */
 export function parsePaymentEvent(event: CloudEvent): PaymentEvent {
-  if (!(PAYMENT_EVENT_TYPES as readonly string[]).includes(event.type)) throw invalidRequest('type', `not a payment event type: ${String(event.type).slice(0, 64)}`);
-  const data = structuredClone(event.data);
-  if (!validateDataLenient(data)) throw invalidRequest(fieldOf(validateDataLenient.errors), describe(validateDataLenient.errors));
-  return { id: event.id, type: event.type as PaymentEventType, subject: String(event.subject ?? data.payment_id), data };
+  const type = checkEventType(event.type, PAYMENT_EVENT_TYPES, 'payment event');
+  const data = validator.parse(event.data);
+  return { id: event.id, type, subject: String(event.subject ?? data.payment_id), data };
 }
 
 /** The CloudEvent a producer writes to its outbox: `route` and `mcc` as extension attributes, for filter policies. */
@@ -134,17 +126,4 @@ export function paymentEvent(input: { id: string; type: PaymentEventType; data: 
     mcc: data.merchant.category_code,
     data,
   };
-}
-
-function fieldOf(errors: ErrorObject[] | null | undefined): string {
-  const error = errors?.[0];
-  if (error === undefined) return 'data';
-  const missing = error.keyword === 'required' ? `/${(error.params as { missingProperty: string }).missingProperty}` : '';
-  const extra = error.keyword === 'additionalProperties' ? `/${(error.params as { additionalProperty: string }).additionalProperty}` : '';
-  return `data${`${error.instancePath}${missing}${extra}`.replaceAll('/', '.')}`;
-}
-
-function describe(errors: ErrorObject[] | null | undefined): string {
-  const error = errors?.[0];
-  return error === undefined ? 'invalid payment event data' : `payment event ${fieldOf(errors)} ${error.message ?? 'is invalid'}`;
 }
