@@ -1,11 +1,10 @@
 // Goal: the Visa route runs as a process of its own (`koban serve visa`, its own database) beside `koban serve ledger bus`, moving cash only through the ledger's HTTP API (LEDGER_URL) and publishing its events through the bus's (BUS_URL) to a consumer of topic `payments`; it refuses to start without either URL (exit 78, naming it) and exits 0 on SIGTERM.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import pino from 'pino';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.ts';
+import { type Served, ServedProcesses } from '../../test/support/processes.ts';
 import type { Consumer, Delivery, EventBus } from '../contracts/bus/event-bus.ts';
 import { PAYMENTS_TOPIC } from '../contracts/events/payments.ts';
 import { systemClock } from '../platform/clock.ts';
@@ -16,9 +15,6 @@ const OUTBOX_SCHEMA = paymentsOutboxSchema('visa');
 import { openEventBus } from '../services/bus/clients/open-event-bus.ts';
 import { LedgerClient } from '../services/ledger/clients/http-client.ts';
 
-const KOBAN = path.join(import.meta.dirname, '..', 'cli', 'koban.ts');
-const START_TIMEOUT_MS = 60_000;
-const STOP_TIMEOUT_MS = 20_000;
 /** How long the events may take to reach the test's consumer: the relay polls every 20 ms, the bus delivers at once. */
 const DELIVERY_TIMEOUT_MS = 15_000;
 const POLL_INTERVAL_MS = 50;
@@ -26,8 +22,6 @@ const EX_CONFIG = 78;
 /** The test's own subscription on topic `payments`, declared in the bus database the bus process publishes into. */
 const SUBSCRIPTION = 'e2e-split-payments';
 const MERCHANT = { id: 'm-split', name: 'Split Coffee', category_code: '5814' };
-
-type Served = { name: string; child: ChildProcess; output: () => string; exited: Promise<number | null> };
 
 let ledgerDatabase: TestDatabase;
 let busDatabase: TestDatabase;
@@ -43,7 +37,10 @@ let observer: EventBus | undefined;
 let consumer: Consumer | undefined;
 const delivered: Delivery[] = [];
 /** Every child spawned, so that one failing never leaves another running (and the test hanging). */
-const children: ChildProcess[] = [];
+const processes = new ServedProcesses();
+const serve = (names: string[], env: NodeJS.ProcessEnv) => processes.serve(names, env);
+const stop = (served: Served) => processes.stop(served);
+const runToExit = (names: string[], env: NodeJS.ProcessEnv) => processes.runToExit(names, env);
 
 before(async () => {
   [ledgerDatabase, busDatabase, visaDatabase] = await Promise.all([createTestDatabase('e2e_pay_ledger'), createTestDatabase('e2e_pay_bus'), createTestDatabase('e2e_pay_visa')]);
@@ -70,7 +67,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  processes.killAll();
   await consumer?.stop();
   await observer?.close();
   await Promise.all([ledgerDatabase?.drop(), busDatabase?.drop(), visaDatabase?.drop()]);
@@ -183,47 +180,6 @@ describe('koban serve visa without its peers', () => {
     assert.match(line, /BUS_URL/);
   });
 });
-
-async function serve(names: string[], env: NodeJS.ProcessEnv): Promise<Served> {
-  const child = spawn(process.execPath, [KOBAN, 'serve', ...names], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  // One "listening" line per service (each on its own port).
-  const listening = () => output.split('"msg":"Koban is listening"').length - 1;
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  while (listening() < names.length) {
-    if (child.exitCode !== null) throw new Error(`koban serve ${names.join(' ')} exited with ${child.exitCode}:\n${output}`);
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`koban serve ${names.join(' ')} did not start within ${START_TIMEOUT_MS} ms:\n${output}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS));
-  }
-  return { name: names.join('+'), child, output: () => output, exited };
-}
-
-async function runToExit(names: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; output: string }> {
-  const child = spawn(process.execPath, [KOBAN, 'serve', ...names], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const timer = setTimeout(() => child.kill('SIGKILL'), START_TIMEOUT_MS);
-  const code = await new Promise<number | null>((resolve) => child.once('close', (exitCode) => resolve(exitCode)));
-  clearTimeout(timer);
-  return { code, output };
-}
-
-async function stop(served: Served): Promise<number | null> {
-  served.child.kill('SIGTERM');
-  const timer = setTimeout(() => served.child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-  const code = await served.exited;
-  clearTimeout(timer);
-  return code;
-}
 
 async function postJson(url: string, body: object): Promise<{ status: number; text: string; replayed: string | null }> {
   const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
