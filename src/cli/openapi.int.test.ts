@@ -5,6 +5,7 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
 import pg from 'pg';
 import type { Consumer } from '../contracts/bus/event-bus.ts';
+import { accountsModule } from '../services/accounts/module.ts';
 import { testServerUrl } from '../../test/support/database.ts';
 import { startTestKoban, type TestKoban } from '../../test/support/koban.ts';
 
@@ -236,6 +237,18 @@ describe('the OpenAPI document', () => {
     await call('publishBatch', { method: 'POST', url: '/v1/events/batch', payload: { messages: [] } }, 400);
   });
 
+  test('the accounts service answers as documented', async () => {
+    await call('createAccount', { method: 'POST', url: '/v1/users', payload: { user_id: 'oa-user' } }, 201);
+    await call('createAccount', { method: 'POST', url: '/v1/users', payload: { user_id: 'oa-user' } }, 200);
+    await call('createAccount', { method: 'POST', url: '/v1/users', payload: { user_id: 'oa user' } }, 400);
+    await call('createAccount', { method: 'POST', url: '/v1/users', payload: { user_id: 'oa-user', points: 5 } }, 400);
+    await call('createAccount', { method: 'POST', url: '/v1/users', payload: { user_id: 'oa-user', padding: 'p'.repeat(2048) } }, 413);
+    await call('createAccount', { method: 'POST', url: '/v1/users', payload: 'user_id=oa', headers: { 'content-type': 'text/plain' } }, 415);
+    await call('getAccount', { method: 'GET', url: '/v1/users/oa-user' }, 200);
+    await call('getAccount', { method: 'GET', url: '/v1/users/oa-nobody' }, 404);
+    await call('getAccount', { method: 'GET', url: '/v1/users/a%20b' }, 400);
+  });
+
   test('with its database gone, each service answers 503 with Retry-After, as documented', async () => {
     const databaseName = new URL(koban.database.url).pathname.slice(1);
     const admin = new pg.Client({ connectionString: testServerUrl() });
@@ -245,6 +258,7 @@ describe('the OpenAPI document', () => {
       await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [databaseName]);
       await call('getBalance', { method: 'GET', url: '/v1/users/oa/balances/points' }, 503);
       await call('listSubscriptions', { method: 'GET', url: '/v1/subscriptions' }, 503);
+      await call('getAccount', { method: 'GET', url: '/v1/users/oa-user' }, 503);
     } finally {
       await admin.query(`ALTER DATABASE ${admin.escapeIdentifier(databaseName)} ALLOW_CONNECTIONS true`);
       await admin.end();
@@ -282,6 +296,11 @@ describe('the OpenAPI document', () => {
     await ledger.submit({ transaction_id: 'oa-hold-3', type: 'consume', user_id: 'oa', balance_type: 'points', amount: 10, pending: true });
     check('Error', await errorOf(() => ledger.post('oa-hold-3', { balance_type: 'points', amount: 11 })));
     check('Error', await errorOf(() => ledger.void('oa-use', { balance_type: 'points' })));
+    const accounts = koban.host.api(accountsModule);
+    check('Account', (await accounts.create('oa-user')).account);
+    check('Account', await accounts.get('oa-user'));
+    check('Error', await errorOf(() => accounts.get('oa-nobody')));
+    check('Error', await errorOf(() => accounts.create('x'.repeat(113))));
     check('SubscriptionList', { data: await koban.bus.subscriptions() });
     check('DeadLetterPage', await koban.bus.deadLetters(SUBSCRIPTION, { limit: 10, state: 'discarded' }));
     check('PublishResult', await koban.bus.publish('rewards', { specversion: '1.0', id: 'oa-3', source: '/tests', type: 't' }));

@@ -1,12 +1,13 @@
 // Every Koban service, in start order. Adding one is its module file plus one
 // line here.
+import { accountsModule } from '../services/accounts/module.ts';
 import { busModule } from '../services/bus/module.ts';
 import { ledgerModule } from '../services/ledger/module.ts';
 import { quicpayModule } from '../services/payments/quicpay/module.ts';
 import { visaModule } from '../services/payments/visa/module.ts';
 import type { ServiceModule } from '../platform/service-module.ts';
 
-export const SERVICES: readonly ServiceModule[] = [ledgerModule, busModule, visaModule, quicpayModule];
+export const SERVICES: readonly ServiceModule[] = [ledgerModule, busModule, visaModule, quicpayModule, accountsModule];
 
 export const KOBAN_VERSION = '0.1.0';
 

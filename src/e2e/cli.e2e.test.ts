@@ -82,6 +82,9 @@ describe('koban', () => {
     const all = await koban(['migrate'], { DATABASE_URL: database.url, LEDGER_DATABASE_URL: database.url, KOBAN_TYPO_SETTING: '1' });
     assert.equal(all.code, 0, all.stderr);
     assert.deepEqual(await tables(database.url), [
+      'koban_accounts.schema_migrations',
+      'koban_accounts_outbox.events',
+      'koban_accounts_outbox.schema_migrations',
       'koban_bus.schema_migrations',
       'koban_bus.topics',
       'koban_quicpay.payments',

@@ -1,4 +1,4 @@
-// Goal: every route of the composed app (ledger, bus, card routes) answers bad input at the HTTP edge — malformed JSON, repeated and prototype keys, a wrong media type, an oversized body, a 100 KB query string, huge headers, an unknown route, a wrong method, NUL, lone surrogates and over-long values in path parameters — with a catalogue error (bounded message, the field named) that changes nothing in the database.
+// Goal: every route of the composed app (ledger, bus, card routes, accounts) answers bad input at the HTTP edge — malformed JSON, repeated and prototype keys, a wrong media type, an oversized body, a 100 KB query string, huge headers, an unknown route, a wrong method, NUL, lone surrogates and over-long values in path parameters — with a catalogue error (bounded message, the field named) that changes nothing in the database.
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -63,6 +63,8 @@ const ROUTES: Route[] = [
     params: {},
     body: { message_type: 'authorization', transaction_number: 'edge-q1', member_id: 'user-1', amount: 100, merchant: EDGE_MERCHANT },
   },
+  { method: 'POST', template: '/v1/users', params: {}, body: { user_id: 'edge-user' } },
+  { method: 'GET', template: '/v1/users/:user_id', params: { user_id: 'edge-user' } },
 ];
 
 function urlOf(route: Route, params: Record<string, string> = route.params, query = ''): string {

@@ -5,14 +5,13 @@
 // Each route's module.ts calls this with its name and its message routes.
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import type { EventBus } from '../../contracts/bus/event-bus.ts';
 import type { LedgerApi } from '../../contracts/ledger/ledger-api.ts';
 import type { PaymentRoute } from '../../contracts/events/payments.ts';
 import { ConfigError, envPrefix, type Setting } from '../../platform/config.ts';
 import { OutboxRelay } from '../../platform/outbox/outbox.ts';
 import { createPool, type Pool } from '../../platform/postgres/pool.ts';
 import type { ServiceContext, ServiceModule } from '../../platform/service-module.ts';
-import { BusClient } from '../bus/clients/http-client.ts';
+import { publishingBusFor } from '../bus/clients/publisher-bus.ts';
 import { LedgerClient } from '../ledger/clients/http-client.ts';
 import { InProcessLedgerClient } from '../ledger/clients/in-process.ts';
 import {
@@ -84,7 +83,7 @@ export function paymentRouteModule(options: {
     async start(context) {
       const { settings, platform, databaseUrl, logger, clock } = context;
       const ledger = ledgerFor(context, route);
-      const bus = busFor(context, route);
+      const bus = publishingBusFor(context, route, 'its payment events');
       const rules: RouteRules = {
         route,
         currency: WALLET_CURRENCY,
@@ -140,12 +139,4 @@ function ledgerFor(context: ServiceContext, route: string): LedgerApi {
   const url = context.settings.LEDGER_URL;
   if (typeof url === 'string') return new LedgerClient({ baseUrl: url });
   throw new ConfigError(`${route} moves cash through the ledger: run it in the same process (koban serve ledger ${route}) or set LEDGER_URL to where it runs`);
-}
-
-function busFor(context: ServiceContext, route: string): Pick<EventBus, 'publishBatch'> {
-  const inProcess = context.peer<EventBus>('bus');
-  if (inProcess !== undefined) return inProcess;
-  const url = context.settings.BUS_URL;
-  if (typeof url === 'string') return new BusClient({ baseUrl: url });
-  throw new ConfigError(`${route} publishes its payment events through the bus: run it in the same process (koban serve bus ${route}) or set BUS_URL to where it runs`);
 }
