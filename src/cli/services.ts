@@ -4,9 +4,10 @@ import { busModule } from '../services/bus/module.ts';
 import { ledgerModule } from '../services/ledger/module.ts';
 import { quicpayModule } from '../services/payments/quicpay/module.ts';
 import { visaModule } from '../services/payments/visa/module.ts';
+import { pointsModule } from '../services/points/module.ts';
 import type { ServiceModule } from '../platform/service-module.ts';
 
-export const SERVICES: readonly ServiceModule[] = [ledgerModule, busModule, visaModule, quicpayModule];
+export const SERVICES: readonly ServiceModule[] = [ledgerModule, busModule, visaModule, quicpayModule, pointsModule];
 
 export const KOBAN_VERSION = '0.1.0';
 
