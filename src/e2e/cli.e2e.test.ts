@@ -84,6 +84,7 @@ describe('koban', () => {
     assert.deepEqual(await tables(database.url), [
       'koban_bus.schema_migrations',
       'koban_bus.topics',
+      'koban_points.schema_migrations',
       'koban_quicpay.payments',
       'koban_quicpay.schema_migrations',
       'koban_quicpay_outbox.events',
