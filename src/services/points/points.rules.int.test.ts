@@ -20,6 +20,13 @@ const V1_V2 = `${V1}  - version: "v2"
     effective_from: "2026-03-01T00:00:00+09:00"
     base_rate_bp: 200
 `;
+/** A monthly cap of 60 points at 0.5 %: two payments of 10,000 yen in one JST month earn 50 + 10. */
+const CAPPED = `versions:
+  - version: "capped"
+    effective_from: "2026-01-01T00:00:00+09:00"
+    base_rate_bp: 50
+    monthly_cap_points: 60
+`;
 const BAD = `versions:
   - version: "v1"
     effective_from: "2026-01-01T00:00:00+09:00"
@@ -72,6 +79,37 @@ test('a grant keeps the version it was authorized under across a restart with ne
     assert.equal((await h.grants('u-new')).data[0]!.rule_version, 'v2');
   } finally {
     await second.stop();
+  }
+});
+
+test('the monthly cap counts JST months of the authorization, from totals kept beside the grants, and gives room back when a grant is voided', async () => {
+  const koban = await startTestKoban({
+    label: 'points_rules',
+    database,
+    env: { POINTS_RETRY_BACKOFF_INITIAL_MS: '10', KOBAN_SWEEP_INTERVAL_MS: '0', POINTS_EARNING_RULES_FILE: await rulesFile('capped.yaml', CAPPED) },
+  });
+  try {
+    const h = new PointsHarness(koban);
+    const pay = (id: string, start: string) => paymentEvents({ payment_id: `visa:${id}`, user_id: 'u-cap', start }, [{ kind: 'authorize', amount: 10_000 }, { kind: 'reverse', amount: 10_000 }]);
+    // 2026-04-30T14:59 UTC is still April in Japan; 15:00 UTC is May.
+    const april1 = pay('cap-1', '2026-04-10T00:00:00.000Z');
+    const april2 = pay('cap-2', '2026-04-30T14:58:00.000Z');
+    const may = pay('cap-3', '2026-04-30T15:00:00.000Z');
+    for (const events of [april1, april2, may]) {
+      await h.publish('payments', events[0]);
+      await h.settle();
+    }
+    const pendingOf = async (id: string) => (await h.grants('u-cap')).data.find((grant) => grant.reference === `visa:${id}`)!.points;
+    assert.deepEqual([await pendingOf('cap-1'), await pendingOf('cap-2'), await pendingOf('cap-3')], [50, 10, 50]);
+    assert.deepEqual(await h.balance('u-cap'), { available: 0, pending_credit: 110 });
+    // Voiding the first frees its 50 in April: a new April payment earns 50 again (10 are still counted by the second).
+    await h.publish('payments', april1[1]);
+    await h.settle();
+    await h.publish('payments', pay('cap-4', '2026-04-20T00:00:00.000Z')[0]);
+    await h.settle();
+    assert.equal(await pendingOf('cap-4'), 50);
+  } finally {
+    await koban.stop();
   }
 });
 
