@@ -120,7 +120,11 @@ export class PointsService {
     await this.#grantOnce(key, { user_id: data.user_id, source: 'reward', reference: data.purchase_id, points: data.points }, event.id);
   }
 
-  /** A completed referral: the referrer's bonus, once per referral; a self-referral earns nothing. */
+  /**
+   * A completed referral: the referrer's bonus, once per referral; a
+   * self-referral earns nothing (recorded, acknowledged). Only the referrer
+   * earns: the referee's reward is the welcome cash every new account gets.
+   */
   async handleReferral(event: CloudEvent): Promise<void> {
     const { data } = parseReferralEvent(event);
     const key = `referral:${data.referral_id}`;
