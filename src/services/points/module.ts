@@ -137,6 +137,8 @@ export const pointsModule: ServiceModule<PointsService> = {
       }
     };
     try {
+      const finished = await service.finishJournaled();
+      if (finished > 0) logger.info({ keys: finished }, 'finished ledger writes left journaled by an earlier run');
       consumerBus = await openConsumerBus(context, 'points');
       const bus: EventBus = consumerBus.bus;
       await bus.declare({ topics: KOBAN_TOPICS, subscriptions: subscriptions(settings) });

@@ -103,3 +103,14 @@ test('a permanent refusal throws naming the ledger transaction and the code, and
   await service.handlePayment(authorized);
   assert.deepEqual(await balance('u-rec3'), { available: 0, pending_credit: 50 }, 'once fixed, the redelivery finishes it');
 });
+
+test('writes left journaled (the event dead-lettered, say) are finished at start-up, without the event', async () => {
+  const [authorized] = paymentEvents({ payment_id: 'visa:rec-4', user_id: 'u-rec4', start: '2026-04-01T03:00:00.000Z' }, [{ kind: 'authorize', amount: 10_000 }]) as [CloudEvent];
+  plan = [true];
+  await assert.rejects(service.handlePayment(authorized));
+  assert.equal(await journaled('payment:visa:rec-4'), 1);
+  assert.ok((await service.finishJournaled()) >= 1);
+  assert.equal(await journaled('payment:visa:rec-4'), 0);
+  assert.deepEqual(await balance('u-rec4'), { available: 0, pending_credit: 50 });
+  assert.equal(await service.finishJournaled(), 0, 'nothing is left');
+});

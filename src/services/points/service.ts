@@ -37,6 +37,8 @@ import type { GrantRow, KeySession, PointsStore } from './store/points-store.ts'
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 const CASH_BALANCE_TYPE = 'cash';
+/** Keys whose unfinished ledger writes are finished at start-up, at most (the rest wait for their next delivery). */
+const JOURNALED_KEYS_AT_START_MAX = 1_000;
 /** Ledger transactions per page when looking back for negative_since: the ledger's largest page. */
 const LEDGER_PAGE_LIMIT_MAX = 200;
 
@@ -170,6 +172,25 @@ export class PointsService {
       });
       await this.#runJournal(session);
     });
+  }
+
+  /**
+   * Finishes decisions whose ledger writes a crash or an outage left journaled
+   * (a later delivery for the same key would too, but a dead-lettered event
+   * has none until it is redriven). Returns how many keys were finished; one
+   * that still fails is logged and left for the next delivery or start.
+   */
+  async finishJournaled(): Promise<number> {
+    let finished = 0;
+    for (const key of await this.#store.journaledKeys(JOURNALED_KEYS_AT_START_MAX)) {
+      try {
+        await this.#store.withKey(key, (session) => this.#runJournal(session));
+        finished += 1;
+      } catch (error) {
+        this.#logger.warn({ err: error, key }, `journaled ledger writes of ${key} could not be finished yet`);
+      }
+    }
+    return finished;
   }
 
   async summary(userId: string): Promise<PointsSummary> {

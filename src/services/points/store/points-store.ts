@@ -55,6 +55,8 @@ export interface KeySession {
 export interface PointsStore {
   /** Runs `work` holding the key's lock: two deliveries for one payment (or purchase, referral, user) never decide from the same state. */
   withKey<T>(key: string, work: (session: KeySession) => Promise<T>): Promise<T>;
+  /** Keys with journaled ledger writes not yet done, oldest first: decisions a crash or an outage left unfinished. */
+  journaledKeys(limit: number): Promise<string[]>;
   /** A user's grants, newest first, after the row `beforeSeq` if given. */
   grants(userId: string, options: { limit: number; beforeSeq?: number | undefined }): Promise<GrantRow[]>;
   close(): Promise<void>;

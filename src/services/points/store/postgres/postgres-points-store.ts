@@ -49,6 +49,11 @@ export class PostgresPointsStore implements PointsStore {
     }
   }
 
+  async journaledKeys(limit: number): Promise<string[]> {
+    const result = await this.#pool.query<{ key: string }>('SELECT key FROM (SELECT key, min(seq) AS first FROM point_commands GROUP BY key) keys ORDER BY first LIMIT $1', [limit]);
+    return result.rows.map((row) => row.key);
+  }
+
   async grants(userId: string, options: { limit: number; beforeSeq?: number | undefined }): Promise<GrantRow[]> {
     const result = await this.#pool.query<GrantDbRow>(
       `SELECT seq, grant_id, user_id, source, reference, points, status, clawed_back_points, rule_version, created_at, updated_at
