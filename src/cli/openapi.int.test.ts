@@ -329,6 +329,22 @@ describe('the OpenAPI document', () => {
     check('Error', await errorOf(() => koban.bus.publish('nowhere', { specversion: '1.0', id: 'oa-4', source: '/tests', type: 't' })));
   });
 
+  test('the points service answers as documented', async () => {
+    await koban.bus.publish('rewards', { specversion: '1.0', id: 'oa-points-1', source: '/tests', type: 'reward.purchase_confirmed', data: { user_id: 'oa-points', purchase_id: 'oa-p1', points: 7 } });
+    await koban.bus.publish('rewards', { specversion: '1.0', id: 'oa-points-2', source: '/tests', type: 'reward.purchase_confirmed', data: { user_id: 'oa-points', purchase_id: 'oa-p2', points: 8 } });
+    // Granted through the bus: wait, within a bound, for both.
+    const deadline = Date.now() + DEAD_LETTER_WAIT_MS;
+    while ((await koban.ledger.getBalance('oa-points', 'points')).available < 15) {
+      assert.ok(Date.now() < deadline, 'the rewards were granted');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await call('getUserPoints', { method: 'GET', url: '/v1/users/oa-points/points' }, 200);
+    await call('getUserPoints', { method: 'GET', url: '/v1/users/a%20b/points' }, 400);
+    const grants = await call('listPointGrants', { method: 'GET', url: '/v1/users/oa-points/point-grants?limit=1' }, 200);
+    await call('listPointGrants', { method: 'GET', url: `/v1/users/oa-points/point-grants?limit=1&cursor=${grants.json().next_cursor}` }, 200);
+    await call('listPointGrants', { method: 'GET', url: '/v1/users/oa-points/point-grants?limit=0' }, 400);
+  });
+
   test('every operation was exercised, on every success status it declares', () => {
     for (const [id, { operation }] of operations) {
       const seen = exercised.get(id) ?? new Set();

@@ -1,4 +1,4 @@
-// Goal: every route of the composed app (ledger, bus, card routes, accounts, notifications) answers bad input at the HTTP edge — malformed JSON, repeated and prototype keys, a wrong media type, an oversized body, a 100 KB query string, huge headers, an unknown route, a wrong method, NUL, lone surrogates and over-long values in path parameters — with a catalogue error (bounded message, the field named) that changes nothing in the database.
+// Goal: every route of the composed app (ledger, bus, card routes, accounts, points, notifications) answers bad input at the HTTP edge — malformed JSON, repeated and prototype keys, a wrong media type, an oversized body, a 100 KB query string, huge headers, an unknown route, a wrong method, NUL, lone surrogates and over-long values in path parameters — with a catalogue error (bounded message, the field named) that changes nothing in the database.
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -68,6 +68,8 @@ const ROUTES: Route[] = [
   // `azU` is a cursor the notifications API could return (the keyset cursor of row 5).
   { method: 'GET', template: '/v1/users/:user_id/notices', params: { user_id: 'user-1' }, query: { limit: '10', cursor: 'azU' } },
   { method: 'GET', template: '/v1/users/:user_id/notification-settings', params: { user_id: 'user-1' } },
+  { method: 'GET', template: '/v1/users/:user_id/points', params: { user_id: 'user-1' } },
+  { method: 'GET', template: '/v1/users/:user_id/point-grants', params: { user_id: 'user-1' }, query: { limit: '10' } },
   { method: 'PUT', template: '/v1/users/:user_id/notification-settings', params: { user_id: 'user-1' }, body: { language: 'en' } },
   { method: 'GET', template: '/v1/notifications/dead-letters', params: {}, query: { limit: '10', cursor: 'azU' } },
   { method: 'POST', template: '/v1/notifications/dead-letters/redrive', params: {}, body: { ids: ['0b5f7c1e-8d2a-4f4e-9c61-3a7d2f1e9b40'] } },
