@@ -69,7 +69,7 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     for (const database of databases) await database.drop();
   });
 
-  async function openBus(busNamespace: string, options: { endpoint?: string; databaseUrl?: string } = {}): Promise<SnsSqsEventBus> {
+  async function openBus(busNamespace: string, options: { endpoint?: string; databaseUrl?: string; instrumentSqs?: (client: SQSClient) => void } = {}): Promise<SnsSqsEventBus> {
     let databaseUrl = options.databaseUrl;
     if (databaseUrl === undefined) {
       const database = await createTestDatabase('bus_sns_more');
@@ -85,6 +85,7 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
       region: EMULATOR_REGION_DEFAULT,
       endpoint: options.endpoint ?? emulator!.endpoint,
       credentials: EMULATOR_CREDENTIALS,
+      ...(options.instrumentSqs === undefined ? {} : { instrumentSqs: options.instrumentSqs }),
     });
     buses.push(bus);
     return bus;
@@ -279,6 +280,54 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     await sleep(300);
     assert.deepEqual(handled, [['dies-1', 1]]);
     assert.equal((await bus.deadLetters(name, { limit: 10 })).data.length, 0);
+    await consumer.stop();
+  });
+
+  test('a redrive whose send is answered with an error after SQS took the messages leaves no event handled twice, however often it is redriven again', async () => {
+    // The real client, talking to the emulator: the call that carries the 2nd redriven message reaches SQS, and its answer is lost.
+    let armed = false;
+    let messagesSent = 0;
+    const failAfterSecondMessage = (client: SQSClient) => {
+      client.middlewareStack.add(
+        (next, context) => async (args) => {
+          const input = args.input as { Entries?: unknown[] };
+          const carried = context.commandName === 'SendMessageCommand' ? 1 : context.commandName === 'SendMessageBatchCommand' ? (input.Entries?.length ?? 0) : 0;
+          const result = await next(args);
+          if (armed && carried > 0) {
+            const before = messagesSent;
+            messagesSent += carried;
+            if (before < 2 && messagesSent >= 2) throw new Error('the answer to this send was lost (injected)');
+          }
+          return result;
+        },
+        { step: 'initialize', name: 'loseSecondSendAnswer' },
+      );
+    };
+    const bus = await openBus(`ns-h-${randomUUID().slice(0, 8)}`, { instrumentSqs: failAfterSecondMessage });
+    const topic = `halfway-${randomUUID().slice(0, 8)}`;
+    const name = `${topic}-worker`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic, maxDeliveries: 1 }] });
+    let healthy = false;
+    const handled = new Map<string, number>();
+    const consumer = await bus.consume(name, async (delivery) => {
+      if (!healthy) throw new Error(`refused ${delivery.event.id}`);
+      handled.set(delivery.event.id, (handled.get(delivery.event.id) ?? 0) + 1);
+    });
+    const ids = ['half-1', 'half-2', 'half-3'];
+    for (const id of ids) await bus.publish(topic, event(id));
+    await waitFor(async () => (await queueDepth(bus, `${name}-DLQ`)) === 3 && (await bus.deadLetters(name, { limit: 10 })).data.length === 3, 10_000);
+    healthy = true;
+    armed = true;
+    await assert.rejects(bus.redrive(name), /answer to this send was lost/);
+    armed = false;
+    // What SQS took is delivered and handled.
+    await waitFor(() => handled.has('half-1') && handled.has('half-2'), 10_000);
+    // Redriven again (an operator retrying): whatever is still listed goes back, and what was handled is not handled again.
+    await bus.redrive(name);
+    await waitFor(async () => ids.every((id) => handled.has(id)) && (await queueDepth(bus, name)) === 0 && (await queueDepth(bus, `${name}-DLQ`)) === 0, 10_000);
+    assert.deepEqual(Object.fromEntries(handled), { 'half-1': 1, 'half-2': 1, 'half-3': 1 }, 'each event handled once');
+    assert.deepEqual((await bus.deadLetters(name, { limit: 10 })).data, [], 'nothing is left dead');
+    assert.deepEqual(await bus.redrive(name), { redriven: 0 });
     await consumer.stop();
   });
 
