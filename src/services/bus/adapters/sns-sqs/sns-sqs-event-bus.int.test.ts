@@ -2,8 +2,8 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, describe, test } from 'node:test';
-import { GetQueueAttributesCommand, GetQueueUrlCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { systemClock } from '../../../../platform/clock.ts';
+import { GetQueueAttributesCommand, GetQueueUrlCommand, ReceiveMessageCommand, SendMessageBatchCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { type Clock, systemClock } from '../../../../platform/clock.ts';
 import { createLogger } from '../../../../platform/logger.ts';
 import { createPool } from '../../../../platform/postgres/pool.ts';
 import { createTestDatabase, type TestDatabase } from '../../../../../test/support/database.ts';
@@ -14,7 +14,8 @@ import { matchesFilter } from '../../domain/filter.ts';
 import { runConformance, sleep, waitFor } from '../../testing/conformance.ts';
 import { TcpProxy } from '../../testing/tcp-proxy.ts';
 import { type EmbeddedEmulator, EMULATOR_CREDENTIALS, EMULATOR_REGION_DEFAULT, startEmbeddedEmulator } from './embedded-emulator.ts';
-import { SnsSqsEventBus } from './sns-sqs-event-bus.ts';
+import { markRedriven } from './consumed-events.ts';
+import { DLQ_SCAN_TIME_BUDGET_MS, SnsSqsEventBus } from './sns-sqs-event-bus.ts';
 
 let emulator: EmbeddedEmulator | undefined;
 let skip: string | false = false;
@@ -69,7 +70,10 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     for (const database of databases) await database.drop();
   });
 
-  async function openBus(busNamespace: string, options: { endpoint?: string; databaseUrl?: string; instrumentSqs?: (client: SQSClient) => void } = {}): Promise<SnsSqsEventBus> {
+  async function openBus(
+    busNamespace: string,
+    options: { endpoint?: string; databaseUrl?: string; instrumentSqs?: (client: SQSClient) => void; clock?: Clock } = {},
+  ): Promise<SnsSqsEventBus> {
     let databaseUrl = options.databaseUrl;
     if (databaseUrl === undefined) {
       const database = await createTestDatabase('bus_sns_more');
@@ -80,7 +84,7 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
       databaseUrl,
       poolSize: 2,
       logger,
-      clock: systemClock,
+      clock: options.clock ?? systemClock,
       namespace: busNamespace,
       region: EMULATOR_REGION_DEFAULT,
       endpoint: options.endpoint ?? emulator!.endpoint,
@@ -329,6 +333,109 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     assert.deepEqual((await bus.deadLetters(name, { limit: 10 })).data, [], 'nothing is left dead');
     assert.deepEqual(await bus.redrive(name), { redriven: 0 });
     await consumer.stop();
+  });
+
+  /** Counts the SQS calls of a bus by command name (the real client, unchanged otherwise). */
+  function countCalls(calls: Map<string, number>) {
+    return (client: SQSClient) =>
+      client.middlewareStack.add(
+        (next, context) => (args) => {
+          calls.set(context.commandName ?? '', (calls.get(context.commandName ?? '') ?? 0) + 1);
+          return next(args);
+        },
+        { step: 'initialize', name: 'countCalls' },
+      );
+  }
+
+  /** Publishes these events to a subscription whose handler refuses them, with maxDeliveries 1, and waits until each is a dead letter in the dead-letter queue. */
+  async function deadLettersOf(bus: SnsSqsEventBus, ids: readonly string[]) {
+    const topic = `dead-${randomUUID().slice(0, 8)}`;
+    const name = `${topic}-worker`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic, maxDeliveries: 1 }] });
+    const state = { healthy: false, handled: new Map<string, number>() };
+    const consumer = await bus.consume(name, async (delivery) => {
+      if (!state.healthy) throw new Error(`refused ${delivery.event.id}`);
+      state.handled.set(delivery.event.id, (state.handled.get(delivery.event.id) ?? 0) + 1);
+    });
+    for (const id of ids) await bus.publish(topic, event(id));
+    await waitFor(async () => (await queueDepth(bus, `${name}-DLQ`)) === ids.length && (await bus.deadLetters(name, { limit: 100 })).data.length === ids.length, 10_000);
+    return { topic, name, state, consumer };
+  }
+
+  test('a redrive of all asks once per bus whether SQS has message move tasks; the emulator has none, so it goes message by message, and chosen ids never ask', async () => {
+    const calls = new Map<string, number>();
+    const bus = await openBus(`ns-m-${randomUUID().slice(0, 8)}`, { instrumentSqs: countCalls(calls) });
+    const { name, state, consumer } = await deadLettersOf(bus, ['move-1', 'move-2', 'move-3']);
+    state.healthy = true;
+    assert.deepEqual(await bus.redrive(name, ['move-1']), { redriven: 1 });
+    assert.equal(calls.get('ListMessageMoveTasksCommand'), undefined, 'chosen ids: the broker is not asked');
+    assert.deepEqual(await bus.redrive(name), { redriven: 2 });
+    assert.deepEqual(await bus.redrive(name), { redriven: 0 });
+    assert.equal(calls.get('ListMessageMoveTasksCommand'), 1, 'asked once, the answer kept');
+    assert.equal(calls.get('StartMessageMoveTaskCommand'), undefined, 'no task is started where there are none');
+    await waitFor(async () => state.handled.size === 3 && (await queueDepth(bus, name)) === 0 && (await queueDepth(bus, `${name}-DLQ`)) === 0, 10_000);
+    assert.deepEqual(Object.fromEntries(state.handled), { 'move-1': 1, 'move-2': 1, 'move-3': 1 });
+    await consumer.stop();
+  });
+
+  test('a redrive that died between marking its dead letters and sending them: the next look lists them dead again, and a redrive then delivers each once', async () => {
+    const database = await createTestDatabase('bus_sns_died_redrive');
+    databases.push(database);
+    const bus = await openBus(`ns-k-${randomUUID().slice(0, 8)}`, { databaseUrl: database.url });
+    const { name, state, consumer } = await deadLettersOf(bus, ['cut-1', 'cut-2']);
+    // What a redrive does first, and nothing after it: as if its process died there.
+    const pool = createPool({ url: database.url, size: 1, applicationName: 'died-redrive', logger });
+    try {
+      assert.equal((await markRedriven(pool, name, null)).length, 2);
+    } finally {
+      await pool.end();
+    }
+    assert.equal(await queueDepth(bus, `${name}-DLQ`), 2, 'their copies still wait in the dead-letter queue');
+    assert.deepEqual((await bus.deadLetters(name, { limit: 10 })).data.map((letter) => letter.id).sort(), ['cut-1', 'cut-2'], 'listed dead again, not lost');
+    state.healthy = true;
+    assert.deepEqual(await bus.redrive(name), { redriven: 2 });
+    await waitFor(async () => state.handled.size === 2 && (await queueDepth(bus, name)) === 0 && (await queueDepth(bus, `${name}-DLQ`)) === 0, 10_000);
+    assert.deepEqual(Object.fromEntries(state.handled), { 'cut-1': 1, 'cut-2': 1 });
+    await consumer.stop();
+  });
+
+  /** Sends valid events straight to a subscription's dead-letter queue: dead letters SQS moved with nobody recording them. */
+  async function unrecordedDeadLetters(bus: SnsSqsEventBus, name: string, count: number, prefix: string): Promise<void> {
+    const { QueueUrl } = await sqs.send(new GetQueueUrlCommand({ QueueName: `${bus.resourceName(name)}-DLQ` }));
+    for (let start = 0; start < count; start += 10) {
+      const entries = Array.from({ length: Math.min(10, count - start) }, (_, index) => ({
+        Id: String(index),
+        MessageBody: JSON.stringify({ ...event(`${prefix}-${start + index}`), time: new Date().toISOString() }),
+      }));
+      const result = await sqs.send(new SendMessageBatchCommand({ QueueUrl, Entries: entries }));
+      assert.equal(result.Failed?.length ?? 0, 0);
+    }
+  }
+
+  test('a look through the dead-letter queue is not cut at 1,000 messages: 1,050 unrecorded dead letters are all found by one listing', async () => {
+    const bus = await openBus(`ns-o-${randomUUID().slice(0, 8)}`);
+    const topic = `overflow-${randomUUID().slice(0, 8)}`;
+    const name = `${topic}-worker`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic }] });
+    const COUNT = 1_050;
+    await unrecordedDeadLetters(bus, name, COUNT, 'many');
+    await bus.deadLetters(name, { limit: 10 });
+    const stats = (await bus.subscriptions()).find((entry) => entry.name === name);
+    assert.equal(stats?.dead_letters, COUNT);
+  });
+
+  test('a look that runs out of its time budget goes on where it stopped at the next call: a queue larger than one look is found whole over a few', async () => {
+    // Each reading of the bus's clock moves it on 40% of the budget: every look ends after two rounds of 10 messages.
+    let nowMs = Date.now();
+    const hurried: Clock = { now: () => new Date((nowMs += DLQ_SCAN_TIME_BUDGET_MS * 0.4)) };
+    const bus = await openBus(`ns-s-${randomUUID().slice(0, 8)}`, { clock: hurried });
+    const topic = `budget-${randomUUID().slice(0, 8)}`;
+    const name = `${topic}-worker`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic }] });
+    await unrecordedDeadLetters(bus, name, 45, 'slow');
+    const found: number[] = [];
+    for (let look = 0; look < 4; look++) found.push((await bus.deadLetters(name, { limit: 100 })).data.length);
+    assert.deepEqual(found, [20, 40, 45, 45], 'each look reaches what the one before did not, and none is recorded twice');
   });
 
   test('a body that is not JSON, or not a CloudEvent, is a dead letter at once saying so, and waits in the dead-letter queue; the messages around it are handled', async () => {
