@@ -13,10 +13,15 @@
 // = maxDeliveries) where SQS moves what failed its last delivery; the registry
 // records each dead letter with its attempts and last error, so list, redrive
 // and discard behave as on every adapter, and finds there what SQS moved
-// unrecorded (a consumer that died holding a last delivery). A redrive is a
-// new message to the subscription's own queue, its copy deleted from the
-// dead-letter queue; a discarded one is deleted there and kept in the registry.
-// A body that is not a CloudEvent is a dead letter at once, its body kept.
+// unrecorded (a consumer that died holding a last delivery). A redrive of
+// all, where SQS has message move tasks, moves the dead-letter queue back;
+// otherwise (chosen ids, or the emulator) each is a new message to the
+// subscription's own queue, its copy deleted from the dead-letter queue.
+// Either way it is marked redriven, and frees its event's claim, before
+// anything is sent, and only a claim whose message died is freed, so a
+// redrive that fails anywhere leaves at most a message the claims drop. A
+// discarded one is deleted there and kept in the registry. A body that is
+// not a CloudEvent is a dead letter at once, its body kept.
 import { CreateTopicCommand, ListSubscriptionsByTopicCommand, ListTopicsCommand, PublishBatchCommand, SetSubscriptionAttributesCommand, SNSClient, SubscribeCommand } from '@aws-sdk/client-sns';
 import {
   ChangeMessageVisibilityBatchCommand,
