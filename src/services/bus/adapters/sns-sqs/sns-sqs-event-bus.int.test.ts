@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, describe, test } from 'node:test';
+import type { SNSClient } from '@aws-sdk/client-sns';
 import { GetQueueAttributesCommand, GetQueueUrlCommand, ReceiveMessageCommand, SendMessageBatchCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { type Clock, systemClock } from '../../../../platform/clock.ts';
 import { createLogger } from '../../../../platform/logger.ts';
@@ -72,7 +73,7 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
 
   async function openBus(
     busNamespace: string,
-    options: { endpoint?: string; databaseUrl?: string; instrumentSqs?: (client: SQSClient) => void; clock?: Clock } = {},
+    options: { endpoint?: string; databaseUrl?: string; instrumentSns?: (client: SNSClient) => void; instrumentSqs?: (client: SQSClient) => void; clock?: Clock } = {},
   ): Promise<SnsSqsEventBus> {
     let databaseUrl = options.databaseUrl;
     if (databaseUrl === undefined) {
@@ -89,6 +90,7 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
       region: EMULATOR_REGION_DEFAULT,
       endpoint: options.endpoint ?? emulator!.endpoint,
       credentials: EMULATOR_CREDENTIALS,
+      ...(options.instrumentSns === undefined ? {} : { instrumentSns: options.instrumentSns }),
       ...(options.instrumentSqs === undefined ? {} : { instrumentSqs: options.instrumentSqs }),
     });
     buses.push(bus);
@@ -542,6 +544,44 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     const wide = [0, 5].map((from) => ({ name: `${topic}-wide${from}`, topic, filter: keys(from) }));
     await assert.rejects(bus.declare({ topics: [topic], subscriptions: wide }), /filter on 11 attributes .*at most 10/);
     await bus.declare({ topics: [topic], subscriptions: wide.slice(0, 1) });
+  });
+
+  test('a batch of large events is published in PublishBatch calls of at most 256 KiB altogether (SNS refuses a larger one), each event once', async () => {
+    const SNS_BATCH_BYTES_MAX = 256 * 1024;
+    const batchBytes: number[] = [];
+    const watchBatches = (client: SNSClient) =>
+      client.middlewareStack.add(
+        (next, context) => (args) => {
+          if (context.commandName === 'PublishBatchCommand') {
+            const entries = (args.input as { PublishBatchRequestEntries: { Message: string; MessageAttributes?: Record<string, { DataType: string; StringValue?: string }> }[] }).PublishBatchRequestEntries;
+            // As SNS counts: each body, and each attribute's name, type and value.
+            batchBytes.push(
+              entries.reduce(
+                (sum, entry) =>
+                  sum +
+                  Buffer.byteLength(entry.Message) +
+                  Object.entries(entry.MessageAttributes ?? {}).reduce((bytes, [name, value]) => bytes + Buffer.byteLength(name) + Buffer.byteLength(value.DataType) + Buffer.byteLength(value.StringValue ?? ''), 0),
+                0,
+              ),
+            );
+          }
+          return next(args);
+        },
+        { step: 'initialize', name: 'watchBatches' },
+      );
+    const bus = await openBus(`ns-g-${randomUUID().slice(0, 8)}`, { instrumentSns: watchBatches });
+    const topic = `large-${randomUUID().slice(0, 8)}`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name: `${topic}-worker`, topic }] });
+    const ids: string[] = [];
+    const consumer = await bus.consume(`${topic}-worker`, async (delivery) => void ids.push(delivery.event.id));
+    // Ten events of about 60 KB (the limit is 64 KiB each): 600 KB, which no single batch may carry.
+    const messages = Array.from({ length: 10 }, (_, index) => ({ topic, event: { ...event(`large-${index}`), data: { pad: 'x'.repeat(60_000) }, time: new Date().toISOString() } }));
+    assert.deepEqual(await bus.publishBatch(messages), messages.map(() => 'published'));
+    assert.ok(batchBytes.length >= 3, `at least three calls: ${batchBytes.join(', ')}`);
+    for (const bytes of batchBytes) assert.ok(bytes <= SNS_BATCH_BYTES_MAX, `a call of ${bytes} bytes`);
+    await waitFor(async () => ids.length >= 10 && (await queueDepth(bus, `${topic}-worker`)) === 0, 10_000);
+    assert.deepEqual(ids.sort(), messages.map((message) => message.event.id).sort());
+    await consumer.stop();
   });
 
   test('two deployments in two namespaces never see each other\'s events, even on the same topic and subscription names', async () => {

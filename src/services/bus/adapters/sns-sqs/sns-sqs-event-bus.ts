@@ -100,7 +100,8 @@ export type SnsSqsEventBusOptions = {
   namespace?: string;
   /** Called once the clients are closed: stops an embedded emulator. */
   onClose?: () => Promise<void>;
-  /** Sees the SQS client once made (tests add middleware to it, to fail chosen calls of the real client). */
+  /** See the SNS and SQS clients once made (tests add middleware to them, to watch or fail chosen calls of the real clients). */
+  instrumentSns?: (client: SNSClient) => void;
   instrumentSqs?: (client: SQSClient) => void;
 };
 
@@ -164,6 +165,7 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
       ...(options.credentials === undefined ? {} : { credentials: { ...options.credentials } }),
     };
     this.#sns = new SNSClient(common);
+    options.instrumentSns?.(this.#sns);
     // An emulator's queue URLs may name a host that does not resolve: requests go to the endpoint.
     this.#sqs = new SQSClient({ ...common, ...(options.endpoint === undefined ? {} : { useQueueUrlAsEndpoint: false }) });
     options.instrumentSqs?.(this.#sqs);
@@ -344,25 +346,22 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
     const { toPublish, repeatStatus } = await claimBatch(this.pool, messages, topics);
     const published = new Set<number>();
     let failure: unknown;
-    const chunks = [...Map.groupBy(toPublish, (index) => messages[index]!.topic)].flatMap(([topic, indexes]) =>
-      Array.from({ length: Math.ceil(indexes.length / AWS_BATCH_MAX) }, (_, chunk) => ({ topic, indexes: indexes.slice(chunk * AWS_BATCH_MAX, (chunk + 1) * AWS_BATCH_MAX) })),
-    );
+    // Each event serialized once: its size decides its batch, and the same text is sent.
+    const chunks = [...Map.groupBy(toPublish, (index) => messages[index]!.topic)].flatMap(([topic, indexes]) => {
+      const entries = indexes.map((index) => ({
+        Id: String(index),
+        Message: JSON.stringify(messages[index]!.event),
+        MessageAttributes: messageAttributes(messages[index]!.event, this.#filtered.get(topic)),
+      }));
+      return batches(entries, (entry) => messageBytes(entry.Message, entry.MessageAttributes)).map((entries) => ({ topic, entries }));
+    });
     // A few PublishBatch calls at once: a relay's batch of hundreds is not sent ten by ten in turn.
     let next = 0;
     const sender = async () => {
       while (next < chunks.length) {
-        const { topic, indexes: chunk } = chunks[next++]!;
+        const { topic, entries } = chunks[next++]!;
         try {
-          const result = await this.#sns.send(
-            new PublishBatchCommand({
-              TopicArn: await this.#topicArn(topic),
-              PublishBatchRequestEntries: chunk.map((index) => ({
-                Id: String(index),
-                Message: JSON.stringify(messages[index]!.event),
-                MessageAttributes: messageAttributes(messages[index]!.event, this.#filtered.get(topic)),
-              })),
-            }),
-          );
+          const result = await this.#sns.send(new PublishBatchCommand({ TopicArn: await this.#topicArn(topic), PublishBatchRequestEntries: entries }));
           for (const entry of result.Successful ?? []) published.add(Number(entry.Id));
           if ((result.Failed ?? []).length > 0) failure ??= new Error(`SNS refused ${result.Failed!.length} of a batch: ${result.Failed![0]!.Code} ${result.Failed![0]!.Message ?? ''}`);
         } catch (error) {
