@@ -12,8 +12,11 @@ import type { CloudEvent } from '../../../../contracts/events/envelope.ts';
 /**
  * What to do with a received message: `handle` it, drop it (`handled`: a
  * redelivery of what its handler did; `duplicate`: another message owns the
- * event), or, `died`, leave it to SQS's dead-letter queue: it owns the event,
- * but it died (recorded dead, and back before SQS moved it).
+ * event), or, `died`, leave it to SQS's dead-letter queue: its event died
+ * (recorded dead) and no redrive has freed it. That message back before SQS
+ * moved it, another copy of the event, or one a move task brought back with a
+ * new id before its dead letter was redriven: each waits in the dead-letter
+ * queue, where a redrive finds it.
  */
 export type Ownership = 'handle' | 'handled' | 'duplicate' | 'died';
 
@@ -57,8 +60,10 @@ export async function claimEvents(pool: Pool, subscription: string, copies: read
   }
   return copies.map((copy) => {
     const owner = owners.get(copy.eventId);
+    // Every message of a dead event goes to the dead-letter queue, whatever its id: a move task gives what it moves new ids.
+    if (owner?.died === true && !owner.handled) return 'died';
     if (owner === undefined || owner.messageId !== copy.messageId) return 'duplicate';
-    return owner.handled ? 'handled' : owner.died ? 'died' : 'handle';
+    return owner.handled ? 'handled' : 'handle';
   });
 }
 
@@ -100,12 +105,12 @@ export async function recordDeath(pool: Pool, subscription: string, event: Cloud
 export type RedrivenRow = { seq: number; event_id: string; event: CloudEvent };
 
 /** The subscription's dead letters (all, or those ids), in seq order: what one redrive takes on, fixed at its start. */
-export async function deadLetterSeqs(pool: Pool, subscription: string, ids: readonly string[] | undefined): Promise<number[]> {
-  const result = await pool.query<{ seq: string }>(
-    `SELECT seq FROM dead_letters WHERE subscription = $1 AND state = 'dead' AND ($2::text[] IS NULL OR event_id = ANY($2::text[])) ORDER BY seq`,
+export async function deadLetterKeys(pool: Pool, subscription: string, ids: readonly string[] | undefined): Promise<{ seq: number; eventId: string }[]> {
+  const result = await pool.query<{ seq: string; event_id: string }>(
+    `SELECT seq, event_id FROM dead_letters WHERE subscription = $1 AND state = 'dead' AND ($2::text[] IS NULL OR event_id = ANY($2::text[])) ORDER BY seq`,
     [subscription, ids === undefined ? null : [...ids]],
   );
-  return result.rows.map((row) => Number(row.seq));
+  return result.rows.map((row) => ({ seq: Number(row.seq), eventId: row.event_id }));
 }
 
 /**

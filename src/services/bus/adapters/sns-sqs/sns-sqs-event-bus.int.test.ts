@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, describe, test } from 'node:test';
 import type { SNSClient } from '@aws-sdk/client-sns';
-import { GetQueueAttributesCommand, GetQueueUrlCommand, ReceiveMessageCommand, SendMessageBatchCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { ChangeMessageVisibilityCommand, DeleteMessageCommand, GetQueueAttributesCommand, GetQueueUrlCommand, ReceiveMessageCommand, SendMessageBatchCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { type Clock, systemClock } from '../../../../platform/clock.ts';
 import { createLogger } from '../../../../platform/logger.ts';
 import { createPool } from '../../../../platform/postgres/pool.ts';
@@ -377,6 +377,55 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     assert.equal(calls.get('StartMessageMoveTaskCommand'), undefined, 'no task is started where there are none');
     await waitFor(async () => state.handled.size === 3 && (await queueDepth(bus, name)) === 0 && (await queueDepth(bus, `${name}-DLQ`)) === 0, 10_000);
     assert.deepEqual(Object.fromEntries(state.handled), { 'move-1': 1, 'move-2': 1, 'move-3': 1 });
+    await consumer.stop();
+  });
+
+  test('where SQS has move tasks (its two answers injected: the emulator lacks them), a redrive of all moves what waits in the dead-letter queue, sends from the registry what does not, lists again what a task left, and goes message by message when the task will not start', async () => {
+    // Only ListMessageMoveTasks and StartMessageMoveTask are answered here; every other call reaches the emulator.
+    const task = { running: false, refuseStart: false, starts: 0 };
+    const injectMoveTasks = (client: SQSClient) =>
+      client.middlewareStack.add(
+        (next, context) => async (args) => {
+          if (context.commandName === 'ListMessageMoveTasksCommand') return { output: { $metadata: {}, Results: task.running ? [{ Status: 'RUNNING' }] : [] }, response: {} };
+          if (context.commandName === 'StartMessageMoveTaskCommand') {
+            task.starts += 1;
+            if (task.refuseStart) throw Object.assign(new Error('Rate exceeded (injected)'), { name: 'RequestThrottled' });
+            task.running = true;
+            return { output: { $metadata: {}, TaskHandle: 'injected' }, response: {} };
+          }
+          return next(args);
+        },
+        { step: 'initialize', name: 'injectMoveTasks' },
+      );
+    const bus = await openBus(`ns-w-${randomUUID().slice(0, 8)}`, { instrumentSqs: injectMoveTasks });
+    const { name, state, consumer } = await deadLettersOf(bus, ['mv-1', 'mv-2', 'mv-3']);
+    // mv-3's copy leaves the dead-letter queue (as at the end of its retention): only the registry still has it.
+    const { QueueUrl: dlqUrl } = await sqs.send(new GetQueueUrlCommand({ QueueName: `${bus.resourceName(name)}-DLQ` }));
+    const received = await sqs.send(new ReceiveMessageCommand({ QueueUrl: dlqUrl, MaxNumberOfMessages: 10, VisibilityTimeout: 1 }));
+    const copy = received.Messages?.find((message) => JSON.parse(message.Body!).id === 'mv-3');
+    assert.ok(copy && received.Messages?.length === 3);
+    await sqs.send(new DeleteMessageCommand({ QueueUrl: dlqUrl, ReceiptHandle: copy.ReceiptHandle! }));
+    for (const other of received.Messages!.filter((message) => message !== copy)) {
+      await sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl: dlqUrl, ReceiptHandle: other.ReceiptHandle!, VisibilityTimeout: 0 }));
+    }
+    state.healthy = true;
+
+    assert.deepEqual(await bus.redrive(name), { redriven: 3 });
+    assert.equal(task.starts, 1, 'one task for the two copies in the dead-letter queue');
+    await waitFor(() => state.handled.has('mv-3'), 10_000);
+    assert.deepEqual([...state.handled.keys()], ['mv-3'], 'the one with no copy was sent from the registry; the others wait for the task');
+    assert.deepEqual((await bus.deadLetters(name, { limit: 10 })).data, [], 'while the task runs, what it is to move is not listed dead');
+    // The task ends having moved nothing (as a failed one would): its copies are still there, and no message owns their events.
+    task.running = false;
+    assert.deepEqual((await bus.deadLetters(name, { limit: 10 })).data.map((letter) => letter.id).sort(), ['mv-1', 'mv-2'], 'listed dead again, not lost');
+
+    // A task that will not start (throttled): the same redrive goes message by message, and nothing is handled twice.
+    task.refuseStart = true;
+    assert.deepEqual(await bus.redrive(name), { redriven: 2 });
+    assert.equal(task.starts, 2);
+    await waitFor(async () => state.handled.size === 3 && (await queueDepth(bus, name)) === 0 && (await queueDepth(bus, `${name}-DLQ`)) === 0, 10_000);
+    assert.deepEqual(Object.fromEntries(state.handled), { 'mv-3': 1, 'mv-1': 1, 'mv-2': 1 });
+    assert.deepEqual((await bus.deadLetters(name, { limit: 10 })).data, []);
     await consumer.stop();
   });
 

@@ -54,7 +54,7 @@ import { claimBatch, markBatchPublished } from '../../registry/event-fingerprint
 import { declareTopology, loadSubscription, loadSubscriptions, loadTopics, migrateRegistry } from '../../registry/registry.ts';
 import { RegistryEventBus } from '../../registry/registry-event-bus.ts';
 import { AWS_BATCH_MAX, batches, messageBytes } from './batches.ts';
-import { claimEvents, deadLetterSeqs, markEventsHandled, markRedriven, type Ownership, type ReceivedCopy, recordDeath, type RedrivenRow, restoreDead } from './consumed-events.ts';
+import { claimEvents, deadLetterKeys, markEventsHandled, markRedriven, type Ownership, type ReceivedCopy, recordDeath, type RedrivenRow, restoreDead } from './consumed-events.ts';
 import { isUnsupportedOperation, type MoveTasks, redriveMethod } from './redrive-method.ts';
 
 /** SNS carries at most this many message attributes; more and it refuses the message. */
@@ -444,7 +444,7 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   async #lookThroughDeadLetterQueue<T>(
     subscription: string,
     visit: (message: Message, event: CloudEvent) => Promise<'keep' | 'delete'>,
-    then: (kept: readonly DeadLetterCopy[], remove: (copies: readonly DeadLetterCopy[]) => Promise<void>) => Promise<T>,
+    then: (kept: readonly DeadLetterCopy[], remove: (copies: readonly DeadLetterCopy[]) => Promise<void>, complete: boolean) => Promise<T>,
   ): Promise<T> {
     const { url } = await this.#deadLetterQueue(subscription);
     const kept: DeadLetterCopy[] = [];
@@ -481,7 +481,7 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
           `the dead-letter queue holds more than one look reaches; what it reached stays hidden for ${DEAD_LETTER_SCAN_VISIBILITY_SECONDS} s, so the next listing, stats or redrive goes on from there`,
         );
       }
-      return await then(kept, remove);
+      return await then(kept, remove, complete);
     } finally {
       const release = complete ? kept.filter((copy) => !removed.has(copy)) : [];
       for (let start = 0; start < release.length; start += AWS_BATCH_MAX) {
@@ -608,42 +608,62 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   }
 
   /**
-   * Marks every dead letter redriven and frees its claim, then has SQS move
-   * the dead-letter queue back. A copy the task does not move (not there yet,
-   * hidden by a look, or the task failed) is found by a later look, its event
-   * owned by no message: listed dead again. Undefined when the task did not
-   * start: the dead letters are listed dead again, for #redriveEach.
+   * Has SQS move the dead-letter queue back: each dead letter whose copy a
+   * whole look saw there is marked redriven and its claim freed, then one
+   * StartMessageMoveTask moves them (each with a new message id, owned by
+   * whichever claims its event first). A dead letter with no copy there (its
+   * copy expired, say) is sent from the registry (#redriveEach). A copy the
+   * task does not move after all (the task failed) is found by a later look,
+   * its event owned by no message: listed dead again. Undefined when the look
+   * was cut short (the queue may hold more than it saw) or the task did not
+   * start (its dead letters listed dead again): #redriveEach does it all.
    */
   async #redriveByMoveTask(subscription: Subscription, deadLetterQueueArn: string): Promise<{ redriven: number } | undefined> {
-    // What SQS moved unrecorded is recorded (and redriven with the rest); stale copies go, not moved back.
-    await this.#adoptDeadLetters(subscription);
-    const marked = await markRedriven(this.pool, subscription.name, null);
-    if (marked.length === 0) return { redriven: 0 };
-    try {
-      const task = await this.#sqs.send(
-        new StartMessageMoveTaskCommand({ SourceArn: deadLetterQueueArn, DestinationArn: await this.#queueArn(await this.#queueUrl(subscription.name)) }),
-      );
-      this.#logger.info({ subscription: subscription.name, redriven: marked.length, taskHandle: task.TaskHandle }, 'dead letters redriven by an SQS message move task (ListMessageMoveTasks shows its progress)');
-      return { redriven: marked.length };
-    } catch (error) {
-      // If it started after all, what it moves owns its event, and #redriveEach's copy of it is dropped.
-      await restoreDead(this.pool, marked.map((row) => row.seq));
-      if (isUnsupportedOperation(error)) this.#moveTasksSupported = false;
-      this.#logger.warn({ err: error, subscription: subscription.name }, 'a message move task did not start; redriving message by message');
-      return undefined;
+    const running = this.#moveTaskRunningOnce(deadLetterQueueArn);
+    // One look records what SQS moved unrecorded, deletes stale copies (not to be moved back), and sees what there is to move.
+    const look = await this.#lookThroughDeadLetterQueue(
+      subscription.name,
+      (message, event) => this.#judgeCopy(subscription, message, event, running),
+      async (kept, _remove, complete) => ({ complete, withCopy: new Set(kept.map((copy) => copy.eventId)) }),
+    );
+    if (!look.complete) return undefined;
+    const dead = await deadLetterKeys(this.pool, subscription.name, undefined);
+    const marked = await markRedriven(
+      this.pool,
+      subscription.name,
+      dead.filter((key) => look.withCopy.has(key.eventId)).map((key) => key.seq),
+    );
+    if (marked.length > 0) {
+      try {
+        const task = await this.#sqs.send(
+          new StartMessageMoveTaskCommand({ SourceArn: deadLetterQueueArn, DestinationArn: await this.#queueArn(await this.#queueUrl(subscription.name)) }),
+        );
+        this.#logger.info({ subscription: subscription.name, moved: marked.length, taskHandle: task.TaskHandle }, 'dead letters redriven by an SQS message move task (ListMessageMoveTasks shows its progress)');
+      } catch (error) {
+        // If it started after all, what it moves owns its event, and #redriveEach's message of it is dropped.
+        await restoreDead(this.pool, marked.map((row) => row.seq));
+        if (isUnsupportedOperation(error)) this.#moveTasksSupported = false;
+        this.#logger.warn({ err: error, subscription: subscription.name }, 'a message move task did not start; redriving message by message');
+        return undefined;
+      }
     }
+    const withoutCopy = dead.filter((key) => !look.withCopy.has(key.eventId)).map((key) => key.eventId);
+    const sent = withoutCopy.length === 0 ? 0 : (await this.#redriveEach(subscription, withoutCopy)).redriven;
+    return { redriven: marked.length + sent };
   }
 
   /**
    * Sends each dead letter again as a new message, from the registry, and
    * deletes its copy from the dead-letter queue. Ten at a time (and at most
    * 256 KiB): marked redriven with their claims freed first (markRedriven), so
-   * a redrive that fails or dies at any point never leaves a dead letter
-   * listed whose message SQS may deliver; then SendMessageBatch; then each
-   * sent message is given its event before it is received, so a copy left in
-   * the dead-letter queue is known as one. What SQS refused, or a batch whose
-   * answer was lost, is listed dead again and the redrive fails: if SQS took
-   * it after all, that message owns its event, and a later redrive's is dropped.
+   * no other redrive takes them while their messages may be on the way; then
+   * SendMessageBatch; then each sent message is given its event before it is
+   * received, so a copy left in the dead-letter queue is known as one. What
+   * SQS refused, or a batch whose answer was lost, is listed dead again and
+   * the redrive fails: if SQS took it after all, that message owns its event
+   * (its claim is not a dead message's, so no redrive frees it), and a later
+   * redrive's message is dropped. A redrive that dies between marking and
+   * sending leaves copies no message owns: the next look lists them dead again.
    */
   async #redriveEach(subscription: Subscription, ids: readonly string[] | undefined): Promise<{ redriven: number }> {
     const queueUrl = await this.#queueUrl(subscription.name);
@@ -656,7 +676,7 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
       async (kept, remove) => {
         const copies = Map.groupBy(kept, (copy) => copy.eventId);
         // Fixed at the start: a redriven message that dies again meanwhile waits for the next redrive.
-        const seqs = await deadLetterSeqs(this.pool, subscription.name, ids);
+        const seqs = (await deadLetterKeys(this.pool, subscription.name, ids)).map((key) => key.seq);
         let redriven = 0;
         for (let start = 0; start < seqs.length; start += AWS_BATCH_MAX) {
           const marked = await markRedriven(this.pool, subscription.name, seqs.slice(start, start + AWS_BATCH_MAX));
