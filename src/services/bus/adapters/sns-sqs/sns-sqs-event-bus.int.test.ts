@@ -2,8 +2,9 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, describe, test } from 'node:test';
-import { GetQueueAttributesCommand, GetQueueUrlCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { systemClock } from '../../../../platform/clock.ts';
+import type { SNSClient } from '@aws-sdk/client-sns';
+import { ChangeMessageVisibilityCommand, DeleteMessageCommand, GetQueueAttributesCommand, GetQueueUrlCommand, ReceiveMessageCommand, SendMessageBatchCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { type Clock, systemClock } from '../../../../platform/clock.ts';
 import { createLogger } from '../../../../platform/logger.ts';
 import { createPool } from '../../../../platform/postgres/pool.ts';
 import { createTestDatabase, type TestDatabase } from '../../../../../test/support/database.ts';
@@ -14,7 +15,8 @@ import { matchesFilter } from '../../domain/filter.ts';
 import { runConformance, sleep, waitFor } from '../../testing/conformance.ts';
 import { TcpProxy } from '../../testing/tcp-proxy.ts';
 import { type EmbeddedEmulator, EMULATOR_CREDENTIALS, EMULATOR_REGION_DEFAULT, startEmbeddedEmulator } from './embedded-emulator.ts';
-import { SnsSqsEventBus } from './sns-sqs-event-bus.ts';
+import { markRedriven } from './consumed-events.ts';
+import { DLQ_SCAN_TIME_BUDGET_MS, SnsSqsEventBus } from './sns-sqs-event-bus.ts';
 
 let emulator: EmbeddedEmulator | undefined;
 let skip: string | false = false;
@@ -69,7 +71,10 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     for (const database of databases) await database.drop();
   });
 
-  async function openBus(busNamespace: string, options: { endpoint?: string; databaseUrl?: string } = {}): Promise<SnsSqsEventBus> {
+  async function openBus(
+    busNamespace: string,
+    options: { endpoint?: string; databaseUrl?: string; instrumentSns?: (client: SNSClient) => void; instrumentSqs?: (client: SQSClient) => void; clock?: Clock } = {},
+  ): Promise<SnsSqsEventBus> {
     let databaseUrl = options.databaseUrl;
     if (databaseUrl === undefined) {
       const database = await createTestDatabase('bus_sns_more');
@@ -80,11 +85,13 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
       databaseUrl,
       poolSize: 2,
       logger,
-      clock: systemClock,
+      clock: options.clock ?? systemClock,
       namespace: busNamespace,
       region: EMULATOR_REGION_DEFAULT,
       endpoint: options.endpoint ?? emulator!.endpoint,
       credentials: EMULATOR_CREDENTIALS,
+      ...(options.instrumentSns === undefined ? {} : { instrumentSns: options.instrumentSns }),
+      ...(options.instrumentSqs === undefined ? {} : { instrumentSqs: options.instrumentSqs }),
     });
     buses.push(bus);
     return bus;
@@ -282,6 +289,206 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     await consumer.stop();
   });
 
+  test('a redrive whose send is answered with an error after SQS took the messages leaves no event handled twice, however often it is redriven again', async () => {
+    // The real client, talking to the emulator: the call that carries the 2nd redriven message reaches SQS, and its answer is lost.
+    let armed = false;
+    let messagesSent = 0;
+    const failAfterSecondMessage = (client: SQSClient) => {
+      client.middlewareStack.add(
+        (next, context) => async (args) => {
+          const input = args.input as { Entries?: unknown[] };
+          const carried = context.commandName === 'SendMessageCommand' ? 1 : context.commandName === 'SendMessageBatchCommand' ? (input.Entries?.length ?? 0) : 0;
+          const result = await next(args);
+          if (armed && carried > 0) {
+            const before = messagesSent;
+            messagesSent += carried;
+            if (before < 2 && messagesSent >= 2) throw new Error('the answer to this send was lost (injected)');
+          }
+          return result;
+        },
+        { step: 'initialize', name: 'loseSecondSendAnswer' },
+      );
+    };
+    const bus = await openBus(`ns-h-${randomUUID().slice(0, 8)}`, { instrumentSqs: failAfterSecondMessage });
+    const topic = `halfway-${randomUUID().slice(0, 8)}`;
+    const name = `${topic}-worker`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic, maxDeliveries: 1 }] });
+    let healthy = false;
+    const handled = new Map<string, number>();
+    const consumer = await bus.consume(name, async (delivery) => {
+      if (!healthy) throw new Error(`refused ${delivery.event.id}`);
+      handled.set(delivery.event.id, (handled.get(delivery.event.id) ?? 0) + 1);
+    });
+    const ids = ['half-1', 'half-2', 'half-3'];
+    for (const id of ids) await bus.publish(topic, event(id));
+    await waitFor(async () => (await queueDepth(bus, `${name}-DLQ`)) === 3 && (await bus.deadLetters(name, { limit: 10 })).data.length === 3, 10_000);
+    healthy = true;
+    armed = true;
+    await assert.rejects(bus.redrive(name), /answer to this send was lost/);
+    armed = false;
+    // What SQS took is delivered and handled.
+    await waitFor(() => handled.has('half-1') && handled.has('half-2'), 10_000);
+    // Redriven again (an operator retrying): whatever is still listed goes back, and what was handled is not handled again.
+    await bus.redrive(name);
+    await waitFor(async () => ids.every((id) => handled.has(id)) && (await queueDepth(bus, name)) === 0 && (await queueDepth(bus, `${name}-DLQ`)) === 0, 10_000);
+    assert.deepEqual(Object.fromEntries(handled), { 'half-1': 1, 'half-2': 1, 'half-3': 1 }, 'each event handled once');
+    assert.deepEqual((await bus.deadLetters(name, { limit: 10 })).data, [], 'nothing is left dead');
+    assert.deepEqual(await bus.redrive(name), { redriven: 0 });
+    await consumer.stop();
+  });
+
+  /** Counts the SQS calls of a bus by command name (the real client, unchanged otherwise). */
+  function countCalls(calls: Map<string, number>) {
+    return (client: SQSClient) =>
+      client.middlewareStack.add(
+        (next, context) => (args) => {
+          calls.set(context.commandName ?? '', (calls.get(context.commandName ?? '') ?? 0) + 1);
+          return next(args);
+        },
+        { step: 'initialize', name: 'countCalls' },
+      );
+  }
+
+  /** Publishes these events to a subscription whose handler refuses them, with maxDeliveries 1, and waits until each is a dead letter in the dead-letter queue. */
+  async function deadLettersOf(bus: SnsSqsEventBus, ids: readonly string[]) {
+    const topic = `dead-${randomUUID().slice(0, 8)}`;
+    const name = `${topic}-worker`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic, maxDeliveries: 1 }] });
+    const state = { healthy: false, handled: new Map<string, number>() };
+    const consumer = await bus.consume(name, async (delivery) => {
+      if (!state.healthy) throw new Error(`refused ${delivery.event.id}`);
+      state.handled.set(delivery.event.id, (state.handled.get(delivery.event.id) ?? 0) + 1);
+    });
+    for (const id of ids) await bus.publish(topic, event(id));
+    await waitFor(async () => (await queueDepth(bus, `${name}-DLQ`)) === ids.length && (await bus.deadLetters(name, { limit: 100 })).data.length === ids.length, 10_000);
+    return { topic, name, state, consumer };
+  }
+
+  test('a redrive of all asks once per bus whether SQS has message move tasks; the emulator has none, so it goes message by message, and chosen ids never ask', async () => {
+    const calls = new Map<string, number>();
+    const bus = await openBus(`ns-m-${randomUUID().slice(0, 8)}`, { instrumentSqs: countCalls(calls) });
+    const { name, state, consumer } = await deadLettersOf(bus, ['move-1', 'move-2', 'move-3']);
+    state.healthy = true;
+    assert.deepEqual(await bus.redrive(name, ['move-1']), { redriven: 1 });
+    assert.equal(calls.get('ListMessageMoveTasksCommand'), undefined, 'chosen ids: the broker is not asked');
+    assert.deepEqual(await bus.redrive(name), { redriven: 2 });
+    assert.deepEqual(await bus.redrive(name), { redriven: 0 });
+    assert.equal(calls.get('ListMessageMoveTasksCommand'), 1, 'asked once, the answer kept');
+    assert.equal(calls.get('StartMessageMoveTaskCommand'), undefined, 'no task is started where there are none');
+    await waitFor(async () => state.handled.size === 3 && (await queueDepth(bus, name)) === 0 && (await queueDepth(bus, `${name}-DLQ`)) === 0, 10_000);
+    assert.deepEqual(Object.fromEntries(state.handled), { 'move-1': 1, 'move-2': 1, 'move-3': 1 });
+    await consumer.stop();
+  });
+
+  test('where SQS has move tasks (its two answers injected: the emulator lacks them), a redrive of all moves what waits in the dead-letter queue, sends from the registry what does not, lists again what a task left, and goes message by message when the task will not start', async () => {
+    // Only ListMessageMoveTasks and StartMessageMoveTask are answered here; every other call reaches the emulator.
+    const task = { running: false, refuseStart: false, starts: 0 };
+    const injectMoveTasks = (client: SQSClient) =>
+      client.middlewareStack.add(
+        (next, context) => async (args) => {
+          if (context.commandName === 'ListMessageMoveTasksCommand') return { output: { $metadata: {}, Results: task.running ? [{ Status: 'RUNNING' }] : [] }, response: {} };
+          if (context.commandName === 'StartMessageMoveTaskCommand') {
+            task.starts += 1;
+            if (task.refuseStart) throw Object.assign(new Error('Rate exceeded (injected)'), { name: 'RequestThrottled' });
+            task.running = true;
+            return { output: { $metadata: {}, TaskHandle: 'injected' }, response: {} };
+          }
+          return next(args);
+        },
+        { step: 'initialize', name: 'injectMoveTasks' },
+      );
+    const bus = await openBus(`ns-w-${randomUUID().slice(0, 8)}`, { instrumentSqs: injectMoveTasks });
+    const { name, state, consumer } = await deadLettersOf(bus, ['mv-1', 'mv-2', 'mv-3']);
+    // mv-3's copy leaves the dead-letter queue (as at the end of its retention): only the registry still has it.
+    const { QueueUrl: dlqUrl } = await sqs.send(new GetQueueUrlCommand({ QueueName: `${bus.resourceName(name)}-DLQ` }));
+    const received = await sqs.send(new ReceiveMessageCommand({ QueueUrl: dlqUrl, MaxNumberOfMessages: 10, VisibilityTimeout: 1 }));
+    const copy = received.Messages?.find((message) => JSON.parse(message.Body!).id === 'mv-3');
+    assert.ok(copy && received.Messages?.length === 3);
+    await sqs.send(new DeleteMessageCommand({ QueueUrl: dlqUrl, ReceiptHandle: copy.ReceiptHandle! }));
+    for (const other of received.Messages!.filter((message) => message !== copy)) {
+      await sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl: dlqUrl, ReceiptHandle: other.ReceiptHandle!, VisibilityTimeout: 0 }));
+    }
+    state.healthy = true;
+
+    assert.deepEqual(await bus.redrive(name), { redriven: 3 });
+    assert.equal(task.starts, 1, 'one task for the two copies in the dead-letter queue');
+    await waitFor(() => state.handled.has('mv-3'), 10_000);
+    assert.deepEqual([...state.handled.keys()], ['mv-3'], 'the one with no copy was sent from the registry; the others wait for the task');
+    assert.deepEqual((await bus.deadLetters(name, { limit: 10 })).data, [], 'while the task runs, what it is to move is not listed dead');
+    // The task ends having moved nothing (as a failed one would): its copies are still there, and no message owns their events.
+    task.running = false;
+    assert.deepEqual((await bus.deadLetters(name, { limit: 10 })).data.map((letter) => letter.id).sort(), ['mv-1', 'mv-2'], 'listed dead again, not lost');
+
+    // A task that will not start (throttled): the same redrive goes message by message, and nothing is handled twice.
+    task.refuseStart = true;
+    assert.deepEqual(await bus.redrive(name), { redriven: 2 });
+    assert.equal(task.starts, 2);
+    await waitFor(async () => state.handled.size === 3 && (await queueDepth(bus, name)) === 0 && (await queueDepth(bus, `${name}-DLQ`)) === 0, 10_000);
+    assert.deepEqual(Object.fromEntries(state.handled), { 'mv-3': 1, 'mv-1': 1, 'mv-2': 1 });
+    assert.deepEqual((await bus.deadLetters(name, { limit: 10 })).data, []);
+    await consumer.stop();
+  });
+
+  test('a redrive that died between marking its dead letters and sending them: the next look lists them dead again, and a redrive then delivers each once', async () => {
+    const database = await createTestDatabase('bus_sns_died_redrive');
+    databases.push(database);
+    const bus = await openBus(`ns-k-${randomUUID().slice(0, 8)}`, { databaseUrl: database.url });
+    const { name, state, consumer } = await deadLettersOf(bus, ['cut-1', 'cut-2']);
+    // What a redrive does first, and nothing after it: as if its process died there.
+    const pool = createPool({ url: database.url, size: 1, applicationName: 'died-redrive', logger });
+    try {
+      assert.equal((await markRedriven(pool, name, null)).length, 2);
+    } finally {
+      await pool.end();
+    }
+    assert.equal(await queueDepth(bus, `${name}-DLQ`), 2, 'their copies still wait in the dead-letter queue');
+    assert.deepEqual((await bus.deadLetters(name, { limit: 10 })).data.map((letter) => letter.id).sort(), ['cut-1', 'cut-2'], 'listed dead again, not lost');
+    state.healthy = true;
+    assert.deepEqual(await bus.redrive(name), { redriven: 2 });
+    await waitFor(async () => state.handled.size === 2 && (await queueDepth(bus, name)) === 0 && (await queueDepth(bus, `${name}-DLQ`)) === 0, 10_000);
+    assert.deepEqual(Object.fromEntries(state.handled), { 'cut-1': 1, 'cut-2': 1 });
+    await consumer.stop();
+  });
+
+  /** Sends valid events straight to a subscription's dead-letter queue: dead letters SQS moved with nobody recording them. */
+  async function unrecordedDeadLetters(bus: SnsSqsEventBus, name: string, count: number, prefix: string): Promise<void> {
+    const { QueueUrl } = await sqs.send(new GetQueueUrlCommand({ QueueName: `${bus.resourceName(name)}-DLQ` }));
+    for (let start = 0; start < count; start += 10) {
+      const entries = Array.from({ length: Math.min(10, count - start) }, (_, index) => ({
+        Id: String(index),
+        MessageBody: JSON.stringify({ ...event(`${prefix}-${start + index}`), time: new Date().toISOString() }),
+      }));
+      const result = await sqs.send(new SendMessageBatchCommand({ QueueUrl, Entries: entries }));
+      assert.equal(result.Failed?.length ?? 0, 0);
+    }
+  }
+
+  test('a look through the dead-letter queue is not cut at 1,000 messages: 1,050 unrecorded dead letters are all found by one listing', async () => {
+    const bus = await openBus(`ns-o-${randomUUID().slice(0, 8)}`);
+    const topic = `overflow-${randomUUID().slice(0, 8)}`;
+    const name = `${topic}-worker`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic }] });
+    const COUNT = 1_050;
+    await unrecordedDeadLetters(bus, name, COUNT, 'many');
+    await bus.deadLetters(name, { limit: 10 });
+    const stats = (await bus.subscriptions()).find((entry) => entry.name === name);
+    assert.equal(stats?.dead_letters, COUNT);
+  });
+
+  test('a look that runs out of its time budget goes on where it stopped at the next call: a queue larger than one look is found whole over a few', async () => {
+    // Each reading of the bus's clock moves it on 40% of the budget: every look ends after two rounds of 10 messages.
+    let nowMs = Date.now();
+    const hurried: Clock = { now: () => new Date((nowMs += DLQ_SCAN_TIME_BUDGET_MS * 0.4)) };
+    const bus = await openBus(`ns-s-${randomUUID().slice(0, 8)}`, { clock: hurried });
+    const topic = `budget-${randomUUID().slice(0, 8)}`;
+    const name = `${topic}-worker`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic }] });
+    await unrecordedDeadLetters(bus, name, 45, 'slow');
+    const found: number[] = [];
+    for (let look = 0; look < 4; look++) found.push((await bus.deadLetters(name, { limit: 100 })).data.length);
+    assert.deepEqual(found, [20, 40, 45, 45], 'each look reaches what the one before did not, and none is recorded twice');
+  });
+
   test('a body that is not JSON, or not a CloudEvent, is a dead letter at once saying so, and waits in the dead-letter queue; the messages around it are handled', async () => {
     const bus = await openBus(`ns-p-${randomUUID().slice(0, 8)}`);
     const topic = `poison-${randomUUID().slice(0, 8)}`;
@@ -386,6 +593,44 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     const wide = [0, 5].map((from) => ({ name: `${topic}-wide${from}`, topic, filter: keys(from) }));
     await assert.rejects(bus.declare({ topics: [topic], subscriptions: wide }), /filter on 11 attributes .*at most 10/);
     await bus.declare({ topics: [topic], subscriptions: wide.slice(0, 1) });
+  });
+
+  test('a batch of large events is published in PublishBatch calls of at most 256 KiB altogether (SNS refuses a larger one), each event once', async () => {
+    const SNS_BATCH_BYTES_MAX = 256 * 1024;
+    const batchBytes: number[] = [];
+    const watchBatches = (client: SNSClient) =>
+      client.middlewareStack.add(
+        (next, context) => (args) => {
+          if (context.commandName === 'PublishBatchCommand') {
+            const entries = (args.input as { PublishBatchRequestEntries: { Message: string; MessageAttributes?: Record<string, { DataType: string; StringValue?: string }> }[] }).PublishBatchRequestEntries;
+            // As SNS counts: each body, and each attribute's name, type and value.
+            batchBytes.push(
+              entries.reduce(
+                (sum, entry) =>
+                  sum +
+                  Buffer.byteLength(entry.Message) +
+                  Object.entries(entry.MessageAttributes ?? {}).reduce((bytes, [name, value]) => bytes + Buffer.byteLength(name) + Buffer.byteLength(value.DataType) + Buffer.byteLength(value.StringValue ?? ''), 0),
+                0,
+              ),
+            );
+          }
+          return next(args);
+        },
+        { step: 'initialize', name: 'watchBatches' },
+      );
+    const bus = await openBus(`ns-g-${randomUUID().slice(0, 8)}`, { instrumentSns: watchBatches });
+    const topic = `large-${randomUUID().slice(0, 8)}`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name: `${topic}-worker`, topic }] });
+    const ids: string[] = [];
+    const consumer = await bus.consume(`${topic}-worker`, async (delivery) => void ids.push(delivery.event.id));
+    // Ten events of about 60 KB (the limit is 64 KiB each): 600 KB, which no single batch may carry.
+    const messages = Array.from({ length: 10 }, (_, index) => ({ topic, event: { ...event(`large-${index}`), data: { pad: 'x'.repeat(60_000) }, time: new Date().toISOString() } }));
+    assert.deepEqual(await bus.publishBatch(messages), messages.map(() => 'published'));
+    assert.ok(batchBytes.length >= 3, `at least three calls: ${batchBytes.join(', ')}`);
+    for (const bytes of batchBytes) assert.ok(bytes <= SNS_BATCH_BYTES_MAX, `a call of ${bytes} bytes`);
+    await waitFor(async () => ids.length >= 10 && (await queueDepth(bus, `${topic}-worker`)) === 0, 10_000);
+    assert.deepEqual(ids.sort(), messages.map((message) => message.event.id).sort());
+    await consumer.stop();
   });
 
   test('two deployments in two namespaces never see each other\'s events, even on the same topic and subscription names', async () => {

@@ -13,10 +13,15 @@
 // = maxDeliveries) where SQS moves what failed its last delivery; the registry
 // records each dead letter with its attempts and last error, so list, redrive
 // and discard behave as on every adapter, and finds there what SQS moved
-// unrecorded (a consumer that died holding a last delivery). A redrive is a
-// new message to the subscription's own queue, its copy deleted from the
-// dead-letter queue; a discarded one is deleted there and kept in the registry.
-// A body that is not a CloudEvent is a dead letter at once, its body kept.
+// unrecorded (a consumer that died holding a last delivery). A redrive of
+// all, where SQS has message move tasks, moves the dead-letter queue back;
+// otherwise (chosen ids, or the emulator) each is a new message to the
+// subscription's own queue, its copy deleted from the dead-letter queue.
+// Either way it is marked redriven, and frees its event's claim, before
+// anything is sent, and only a claim whose message died is freed, so a
+// redrive that fails anywhere leaves at most a message the claims drop. A
+// discarded one is deleted there and kept in the registry. A body that is
+// not a CloudEvent is a dead letter at once, its body kept.
 import { CreateTopicCommand, ListSubscriptionsByTopicCommand, ListTopicsCommand, PublishBatchCommand, SetSubscriptionAttributesCommand, SNSClient, SubscribeCommand } from '@aws-sdk/client-sns';
 import {
   ChangeMessageVisibilityBatchCommand,
@@ -26,10 +31,12 @@ import {
   GetQueueAttributesCommand,
   ListQueuesCommand,
   type Message,
+  ListMessageMoveTasksCommand,
   ReceiveMessageCommand,
-  SendMessageCommand,
+  SendMessageBatchCommand,
   SetQueueAttributesCommand,
   SQSClient,
+  StartMessageMoveTaskCommand,
 } from '@aws-sdk/client-sqs';
 import type { Logger } from 'pino';
 import type { Clock } from '../../../../platform/clock.ts';
@@ -39,17 +46,17 @@ import { EVENT_ID_PATTERN } from '../../../../contracts/events/limits.ts';
 import type { DeadLetter, DeadLetterPage, DeadLetterQuery, OutgoingMessage, PublishStatus, SubscriptionStats, Topology } from '../../../../contracts/bus/event-bus.ts';
 import type { FilterPolicy } from '../../../../contracts/bus/filter-policy.ts';
 import { ConsumerLifecycle, type ConsumerOptions } from '../../domain/consumer-lifecycle.ts';
-import { ACK_DEADLINE_EXCEEDED, truncateError } from '../../domain/dead-letters.ts';
+import { ACK_DEADLINE_EXCEEDED, checkRedriveIds, truncateError } from '../../domain/dead-letters.ts';
 import { LAST_ERROR_LENGTH_MAX, NATS_NAMESPACE_DEFAULT } from '../../domain/limits.ts';
 import { checkNatsNamespace, resolveTopology, retryDelayMs, type Subscription } from '../../domain/topology.ts';
-import { countDeadLetters, discardDeadLetter, listDeadLetters, recordDeadLetter, redriveDeadLetters } from '../../registry/dead-letters.ts';
+import { countDeadLetters, discardDeadLetter, listDeadLetters } from '../../registry/dead-letters.ts';
 import { claimBatch, markBatchPublished } from '../../registry/event-fingerprints.ts';
 import { declareTopology, loadSubscription, loadSubscriptions, loadTopics, migrateRegistry } from '../../registry/registry.ts';
 import { RegistryEventBus } from '../../registry/registry-event-bus.ts';
-import { claimEvents, markEventsHandled, type Ownership, type ReceivedCopy, releaseEvents } from './consumed-events.ts';
+import { AWS_BATCH_MAX, batches, messageBytes } from './batches.ts';
+import { claimEvents, deadLetterKeys, markEventsHandled, markRedriven, type Ownership, type ReceivedCopy, recordDeath, type RedrivenRow, restoreDead } from './consumed-events.ts';
+import { isUnsupportedOperation, type MoveTasks, redriveMethod } from './redrive-method.ts';
 
-/** Entries in one PublishBatch or DeleteMessageBatch, and messages in one ReceiveMessage: SNS's and SQS's own limit. */
-const AWS_BATCH_MAX = 10;
 /** SNS carries at most this many message attributes; more and it refuses the message. */
 export const SNS_MESSAGE_ATTRIBUTES_MAX = 10;
 /** After the attributes filters name, these travel first: what subscriptions usually filter on. */
@@ -64,10 +71,14 @@ const VISIBILITY_TIMEOUT_MAX_SECONDS = 12 * 60 * 60;
 const RECEIVE_RETRY_MS = 200;
 /** SQS's longest retention (14 days): a dead letter waits in its queue as long as SQS allows. */
 const DEAD_LETTER_RETENTION_SECONDS = 14 * 24 * 60 * 60;
-/** How long a look through a dead-letter queue hides what it received from another look. */
-const DEAD_LETTER_SCAN_VISIBILITY_SECONDS = 30;
-/** Messages one look through a dead-letter queue receives, at most. */
-const DEAD_LETTER_SCAN_MESSAGES_MAX = 1_000;
+/**
+ * How long one look through a dead-letter queue keeps receiving. Well inside
+ * DEAD_LETTER_SCAN_VISIBILITY_SECONDS, so the receipt handles it holds are
+ * still good when a redrive deletes copies after it.
+ */
+export const DLQ_SCAN_TIME_BUDGET_MS = 20_000;
+/** How long a look through a dead-letter queue hides what it received from another look (and, cut short, from the next look: see #lookThroughDeadLetterQueue). */
+const DEAD_LETTER_SCAN_VISIBILITY_SECONDS = 60;
 /**
  * Suffix of a subscription's dead-letter queue. Upper case, which no
  * namespace or subscription name has, so it never names another subscription's queue.
@@ -89,6 +100,9 @@ export type SnsSqsEventBusOptions = {
   namespace?: string;
   /** Called once the clients are closed: stops an embedded emulator. */
   onClose?: () => Promise<void>;
+  /** See the SNS and SQS clients once made (tests add middleware to them, to watch or fail chosen calls of the real clients). */
+  instrumentSns?: (client: SNSClient) => void;
+  instrumentSqs?: (client: SQSClient) => void;
 };
 
 /** Visibility timeouts are whole seconds: a delay is never shorter than asked. */
@@ -139,6 +153,8 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   #filtered = new Map<string, ReadonlySet<string>>();
   /** When each subscription's queue was last seen empty by this instance: the start of its oldest message's possible age. */
   readonly #emptySince = new Map<string, Date>();
+  /** Whether the broker has message move tasks: asked once per instance, at the first redrive of all (undefined until then). */
+  #moveTasksSupported: boolean | undefined;
 
   private constructor(pool: Pool, options: SnsSqsEventBusOptions) {
     super(pool, options.clock);
@@ -149,8 +165,10 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
       ...(options.credentials === undefined ? {} : { credentials: { ...options.credentials } }),
     };
     this.#sns = new SNSClient(common);
+    options.instrumentSns?.(this.#sns);
     // An emulator's queue URLs may name a host that does not resolve: requests go to the endpoint.
     this.#sqs = new SQSClient({ ...common, ...(options.endpoint === undefined ? {} : { useQueueUrlAsEndpoint: false }) });
+    options.instrumentSqs?.(this.#sqs);
     this.#namespace = options.namespace ?? NATS_NAMESPACE_DEFAULT;
     this.#logger = options.logger;
     this.#onClose = options.onClose;
@@ -328,25 +346,22 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
     const { toPublish, repeatStatus } = await claimBatch(this.pool, messages, topics);
     const published = new Set<number>();
     let failure: unknown;
-    const chunks = [...Map.groupBy(toPublish, (index) => messages[index]!.topic)].flatMap(([topic, indexes]) =>
-      Array.from({ length: Math.ceil(indexes.length / AWS_BATCH_MAX) }, (_, chunk) => ({ topic, indexes: indexes.slice(chunk * AWS_BATCH_MAX, (chunk + 1) * AWS_BATCH_MAX) })),
-    );
+    // Each event serialized once: its size decides its batch, and the same text is sent.
+    const chunks = [...Map.groupBy(toPublish, (index) => messages[index]!.topic)].flatMap(([topic, indexes]) => {
+      const entries = indexes.map((index) => ({
+        Id: String(index),
+        Message: JSON.stringify(messages[index]!.event),
+        MessageAttributes: messageAttributes(messages[index]!.event, this.#filtered.get(topic)),
+      }));
+      return batches(entries, (entry) => messageBytes(entry.Message, entry.MessageAttributes)).map((entries) => ({ topic, entries }));
+    });
     // A few PublishBatch calls at once: a relay's batch of hundreds is not sent ten by ten in turn.
     let next = 0;
     const sender = async () => {
       while (next < chunks.length) {
-        const { topic, indexes: chunk } = chunks[next++]!;
+        const { topic, entries } = chunks[next++]!;
         try {
-          const result = await this.#sns.send(
-            new PublishBatchCommand({
-              TopicArn: await this.#topicArn(topic),
-              PublishBatchRequestEntries: chunk.map((index) => ({
-                Id: String(index),
-                Message: JSON.stringify(messages[index]!.event),
-                MessageAttributes: messageAttributes(messages[index]!.event, this.#filtered.get(topic)),
-              })),
-            }),
-          );
+          const result = await this.#sns.send(new PublishBatchCommand({ TopicArn: await this.#topicArn(topic), PublishBatchRequestEntries: entries }));
           for (const entry of result.Successful ?? []) published.add(Number(entry.Id));
           if ((result.Failed ?? []).length > 0) failure ??= new Error(`SNS refused ${result.Failed!.length} of a batch: ${result.Failed![0]!.Code} ${result.Failed![0]!.Message ?? ''}`);
         } catch (error) {
@@ -371,7 +386,7 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
       ...options,
       sqs: this.#sqs,
       queueUrl: await this.#queueUrl(subscription.name),
-      deadLetter: (event, attempts, lastError) => recordDeadLetter(this.pool, subscription.name, event, attempts, lastError),
+      deadLetter: (event, messageId, attempts, lastError) => recordDeath(this.pool, subscription.name, event, messageId, attempts, lastError),
       claim: (copies) => claimEvents(this.pool, subscription.name, copies),
       markHandled: (copies) => markEventsHandled(this.pool, subscription.name, copies),
       logger: this.#logger.child({ component: 'bus-consumer', subscription: subscription.name }),
@@ -419,45 +434,62 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
    * Looks through the subscription's dead-letter queue, hiding what it
    * receives from other looks meanwhile, and asks `visit` about each message:
    * `delete` removes it, `keep` leaves it there. While what is kept is still
-   * hidden (its receipt handles still valid), `then` may delete some of it;
-   * the rest is made visible again.
+   * hidden (its receipt handles still valid), `then` may delete some of it.
+   * Bounded: it receives until a round brings nothing new or
+   * DLQ_SCAN_TIME_BUDGET_MS has passed. A complete look makes what it kept
+   * visible again at once; one cut short leaves it hidden for the rest of
+   * DEAD_LETTER_SCAN_VISIBILITY_SECONDS, so the next look reaches what this
+   * one did not: a queue of any size is looked through over as many calls.
    */
   async #lookThroughDeadLetterQueue<T>(
     subscription: string,
     visit: (message: Message, event: CloudEvent) => Promise<'keep' | 'delete'>,
-    then: (kept: readonly Message[], remove: (messages: readonly Message[]) => Promise<void>) => Promise<T>,
+    then: (kept: readonly DeadLetterCopy[], remove: (copies: readonly DeadLetterCopy[]) => Promise<void>, complete: boolean) => Promise<T>,
   ): Promise<T> {
     const { url } = await this.#deadLetterQueue(subscription);
-    const kept: Message[] = [];
-    const removed = new Set<Message>();
-    const remove = async (messages: readonly Message[]) => {
-      await deleteBatch(this.#sqs, url, messages.map((message) => message.ReceiptHandle!));
-      for (const message of messages) removed.add(message);
+    const kept: DeadLetterCopy[] = [];
+    const removed = new Set<DeadLetterCopy>();
+    const remove = async (copies: readonly DeadLetterCopy[]) => {
+      await deleteBatch(this.#sqs, url, copies.map((copy) => copy.receipt));
+      for (const copy of copies) removed.add(copy);
     };
     const seen = new Set<string>();
+    const startedMs = this.clock.now().getTime();
+    let complete = false;
     try {
-      while (seen.size < DEAD_LETTER_SCAN_MESSAGES_MAX) {
+      while (this.clock.now().getTime() - startedMs < DLQ_SCAN_TIME_BUDGET_MS) {
         const result = await this.#sqs.send(
           new ReceiveMessageCommand({ QueueUrl: url, MaxNumberOfMessages: AWS_BATCH_MAX, VisibilityTimeout: DEAD_LETTER_SCAN_VISIBILITY_SECONDS, WaitTimeSeconds: 0 }),
         );
         const messages = (result.Messages ?? []).filter((message) => !seen.has(message.MessageId!));
-        if (messages.length === 0) break;
-        const toDelete: Message[] = [];
+        if (messages.length === 0) {
+          complete = true;
+          break;
+        }
+        const toDelete: DeadLetterCopy[] = [];
         for (const message of messages) {
           seen.add(message.MessageId!);
-          ((await visit(message, readEnvelope(message).event)) === 'delete' ? toDelete : kept).push(message);
+          const { event } = readEnvelope(message);
+          const copy = { messageId: message.MessageId!, receipt: message.ReceiptHandle!, eventId: event.id };
+          ((await visit(message, event)) === 'delete' ? toDelete : kept).push(copy);
         }
         if (toDelete.length > 0) await remove(toDelete);
       }
-      return await then(kept, remove);
+      if (!complete) {
+        this.#logger.warn(
+          { subscription, looked: seen.size, budgetMs: DLQ_SCAN_TIME_BUDGET_MS },
+          `the dead-letter queue holds more than one look reaches; what it reached stays hidden for ${DEAD_LETTER_SCAN_VISIBILITY_SECONDS} s, so the next listing, stats or redrive goes on from there`,
+        );
+      }
+      return await then(kept, remove, complete);
     } finally {
-      const release = kept.filter((message) => !removed.has(message));
+      const release = complete ? kept.filter((copy) => !removed.has(copy)) : [];
       for (let start = 0; start < release.length; start += AWS_BATCH_MAX) {
         await this.#sqs
           .send(
             new ChangeMessageVisibilityBatchCommand({
               QueueUrl: url,
-              Entries: release.slice(start, start + AWS_BATCH_MAX).map((message, index) => ({ Id: String(index), ReceiptHandle: message.ReceiptHandle!, VisibilityTimeout: 0 })),
+              Entries: release.slice(start, start + AWS_BATCH_MAX).map((copy, index) => ({ Id: String(index), ReceiptHandle: copy.receipt, VisibilityTimeout: 0 })),
             }),
           )
           .catch((error: unknown) => this.#logger.warn({ err: error }, `releasing dead letters after a look failed; they are visible again within ${DEAD_LETTER_SCAN_VISIBILITY_SECONDS} s`));
@@ -466,27 +498,70 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   }
 
   /**
-   * Records what waits in the dead-letter queue and the registry does not
-   * know as dead (SQS moved it after a consumer died holding its last
-   * delivery), and removes what is no longer there to stay: a copy of a
-   * discarded dead letter, or of one redriven since (another message owns its event now).
+   * What a look does with a copy in the dead-letter queue, by its event's
+   * dead letter and claim: one recorded dead stays; a copy of a discarded one,
+   * or of one redriven whose event another message owns now, goes. One the
+   * registry does not know as dead is recorded dead (with the claim of its
+   * message, when that one owns the event): SQS moved it after a consumer died
+   * holding its last delivery, or the redriven message died so; or it was
+   * redriven and no message owns its event, so its redrive never sent it (it
+   * failed or died between marking and sending, or a move task left it).
+   * Only a move task still running may yet move that one: it stays as it is.
    */
+  async #judgeCopy(subscription: Subscription, message: Message, event: CloudEvent, moveTaskRunning: () => Promise<boolean>): Promise<'keep' | 'delete'> {
+    const state = await this.pool.query<{ state: string; owner: string | null }>(
+      `SELECT d.state, c.message_id AS owner FROM dead_letters d
+         LEFT JOIN consumed_events c ON c.subscription = d.subscription AND c.event_id = d.event_id
+        WHERE d.subscription = $1 AND d.event_id = $2`,
+      [subscription.name, event.id],
+    );
+    const row = state.rows[0];
+    if (row?.state === 'dead') return 'keep';
+    if (row?.state === 'discarded') return 'delete';
+    if (row?.state === 'redriven' && row.owner !== null && row.owner !== message.MessageId) return 'delete';
+    if (row?.state === 'redriven' && row.owner === null && (await moveTaskRunning())) return 'keep';
+    await recordDeath(this.pool, subscription.name, event, message.MessageId, subscription.maxDeliveries, ACK_DEADLINE_EXCEEDED);
+    this.#logger.warn({ id: event.id, subscription: subscription.name, redriven: row?.state === 'redriven' }, 'message found in the dead-letter queue, unrecorded: listed as dead');
+    return 'keep';
+  }
+
+  /** Asks a running move task of this queue once per look, and only if one may be. */
+  #moveTaskRunningOnce(deadLetterQueueArn: string): () => Promise<boolean> {
+    let answer: Promise<boolean> | undefined;
+    return () =>
+      (answer ??=
+        this.#moveTasksSupported === false
+          ? Promise.resolve(false)
+          : this.#moveTasks(deadLetterQueueArn).then(
+              (tasks) => tasks.running,
+              // Not knowing, it is left as it is: a later look decides.
+              () => true,
+            ));
+  }
+
+  /** Records what waits in the dead-letter queue unrecorded, and removes what is no longer there to stay (see #judgeCopy). */
   async #adoptDeadLetters(subscription: Subscription): Promise<void> {
-    await this.#lookThroughDeadLetterQueue(subscription.name, async (message, event) => {
-      const state = await this.pool.query<{ state: string; owner: string | null }>(
-        `SELECT d.state, c.message_id AS owner FROM dead_letters d
-           LEFT JOIN consumed_events c ON c.subscription = d.subscription AND c.event_id = d.event_id
-          WHERE d.subscription = $1 AND d.event_id = $2`,
-        [subscription.name, event.id],
-      );
-      const row = state.rows[0];
-      if (row?.state === 'dead') return 'keep';
-      if (row?.state === 'discarded') return 'delete';
-      if (row?.state === 'redriven' && row.owner !== message.MessageId) return 'delete';
-      await recordDeadLetter(this.pool, subscription.name, event, subscription.maxDeliveries, ACK_DEADLINE_EXCEEDED);
-      this.#logger.warn({ id: event.id, subscription: subscription.name }, 'message dead-lettered by SQS after its last delivery went unacknowledged');
-      return 'keep';
-    }, async () => undefined);
+    const { arn } = await this.#deadLetterQueue(subscription.name);
+    const running = this.#moveTaskRunningOnce(arn);
+    await this.#lookThroughDeadLetterQueue(subscription.name, (message, event) => this.#judgeCopy(subscription, message, event, running), async () => undefined);
+  }
+
+  /**
+   * Whether the broker has message move tasks (asked once per instance: SQS
+   * has them, fauxqs 2.4.1 answers `InvalidAction`), and where it has them,
+   * whether one of this dead-letter queue is running.
+   */
+  async #moveTasks(deadLetterQueueArn: string): Promise<MoveTasks> {
+    if (this.#moveTasksSupported === false) return { supported: false, running: false };
+    try {
+      const listed = await this.#sqs.send(new ListMessageMoveTasksCommand({ SourceArn: deadLetterQueueArn, MaxResults: 1 }));
+      this.#moveTasksSupported = true;
+      return { supported: true, running: (listed.Results ?? []).some((task) => task.Status === 'RUNNING') };
+    } catch (error) {
+      if (!isUnsupportedOperation(error)) throw error;
+      this.#moveTasksSupported = false;
+      return { supported: false, running: false };
+    }
   }
 
   /**
@@ -511,35 +586,123 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   }
 
   /**
-   * Sends each dead letter back to the subscription's own queue (the topic's
-   * other subscriptions never see a redrive) as a new message, and deletes
-   * its copy from the dead-letter queue. Not StartMessageMoveTask: it moves a
-   * whole queue, not chosen ids, and asynchronously, so the registry could not
-   * say what was redriven.
+   * Sends dead letters back to the subscription's own queue (the topic's
+   * other subscriptions never see a redrive). All of them, on a broker with
+   * message move tasks (SQS): marked redriven, their claims freed, then one
+   * StartMessageMoveTask moves the dead-letter queue back inside SQS
+   * (asynchronously: ListMessageMoveTasks shows its progress). Chosen ids, or
+   * a broker without move tasks (the emulator), or a task failing to start:
+   * message by message (#redriveEach).
    */
   async redrive(subscriptionName: string, ids?: readonly string[]): Promise<{ redriven: number }> {
     const subscription = await loadSubscription(this.pool, subscriptionName);
-    await this.#adoptDeadLetters(subscription);
-    const queueUrl = await this.#queueUrl(subscriptionName);
-    const events = new WeakMap<Message, string>();
-    // One look finds the copies to delete, hidden until each is deleted; copies of other events are left as they were.
+    checkRedriveIds(ids);
+    const { arn: deadLetterQueueArn } = await this.#deadLetterQueue(subscription.name);
+    // Chosen ids never use a task: the broker is not asked.
+    const moveTasks = ids === undefined ? await this.#moveTasks(deadLetterQueueArn) : { supported: false, running: false };
+    if (redriveMethod(ids, moveTasks) === 'move-task') {
+      const moved = await this.#redriveByMoveTask(subscription, deadLetterQueueArn);
+      if (moved !== undefined) return moved;
+    }
+    return this.#redriveEach(subscription, ids);
+  }
+
+  /**
+   * Has SQS move the dead-letter queue back: each dead letter whose copy a
+   * whole look saw there is marked redriven and its claim freed, then one
+   * StartMessageMoveTask moves them (each with a new message id, owned by
+   * whichever claims its event first). A dead letter with no copy there (its
+   * copy expired, say) is sent from the registry (#redriveEach). A copy the
+   * task does not move after all (the task failed) is found by a later look,
+   * its event owned by no message: listed dead again. Undefined when the look
+   * was cut short (the queue may hold more than it saw) or the task did not
+   * start (its dead letters listed dead again): #redriveEach does it all.
+   */
+  async #redriveByMoveTask(subscription: Subscription, deadLetterQueueArn: string): Promise<{ redriven: number } | undefined> {
+    const running = this.#moveTaskRunningOnce(deadLetterQueueArn);
+    // One look records what SQS moved unrecorded, deletes stale copies (not to be moved back), and sees what there is to move.
+    const look = await this.#lookThroughDeadLetterQueue(
+      subscription.name,
+      (message, event) => this.#judgeCopy(subscription, message, event, running),
+      async (kept, _remove, complete) => ({ complete, withCopy: new Set(kept.map((copy) => copy.eventId)) }),
+    );
+    if (!look.complete) return undefined;
+    const dead = await deadLetterKeys(this.pool, subscription.name, undefined);
+    const marked = await markRedriven(
+      this.pool,
+      subscription.name,
+      dead.filter((key) => look.withCopy.has(key.eventId)).map((key) => key.seq),
+    );
+    if (marked.length > 0) {
+      try {
+        const task = await this.#sqs.send(
+          new StartMessageMoveTaskCommand({ SourceArn: deadLetterQueueArn, DestinationArn: await this.#queueArn(await this.#queueUrl(subscription.name)) }),
+        );
+        this.#logger.info({ subscription: subscription.name, moved: marked.length, taskHandle: task.TaskHandle }, 'dead letters redriven by an SQS message move task (ListMessageMoveTasks shows its progress)');
+      } catch (error) {
+        // If it started after all, what it moves owns its event, and #redriveEach's message of it is dropped.
+        await restoreDead(this.pool, marked.map((row) => row.seq));
+        if (isUnsupportedOperation(error)) this.#moveTasksSupported = false;
+        this.#logger.warn({ err: error, subscription: subscription.name }, 'a message move task did not start; redriving message by message');
+        return undefined;
+      }
+    }
+    const withoutCopy = dead.filter((key) => !look.withCopy.has(key.eventId)).map((key) => key.eventId);
+    const sent = withoutCopy.length === 0 ? 0 : (await this.#redriveEach(subscription, withoutCopy)).redriven;
+    return { redriven: marked.length + sent };
+  }
+
+  /**
+   * Sends each dead letter again as a new message, from the registry, and
+   * deletes its copy from the dead-letter queue. Ten at a time (and at most
+   * 256 KiB): marked redriven with their claims freed first (markRedriven), so
+   * no other redrive takes them while their messages may be on the way; then
+   * SendMessageBatch; then each sent message is given its event before it is
+   * received, so a copy left in the dead-letter queue is known as one. What
+   * SQS refused, or a batch whose answer was lost, is listed dead again and
+   * the redrive fails: if SQS took it after all, that message owns its event
+   * (its claim is not a dead message's, so no redrive frees it), and a later
+   * redrive's message is dropped. A redrive that dies between marking and
+   * sending leaves copies no message owns: the next look lists them dead again.
+   */
+  async #redriveEach(subscription: Subscription, ids: readonly string[] | undefined): Promise<{ redriven: number }> {
+    const queueUrl = await this.#queueUrl(subscription.name);
+    const { arn } = await this.#deadLetterQueue(subscription.name);
+    const running = this.#moveTaskRunningOnce(arn);
+    // One look records what SQS moved unrecorded and finds the copies to delete, hidden until each is deleted.
     return this.#lookThroughDeadLetterQueue(
-      subscriptionName,
-      async (message, event) => {
-        events.set(message, event.id);
-        return 'keep';
+      subscription.name,
+      (message, event) => this.#judgeCopy(subscription, message, event, running),
+      async (kept, remove) => {
+        const copies = Map.groupBy(kept, (copy) => copy.eventId);
+        // Fixed at the start: a redriven message that dies again meanwhile waits for the next redrive.
+        const seqs = (await deadLetterKeys(this.pool, subscription.name, ids)).map((key) => key.seq);
+        let redriven = 0;
+        for (let start = 0; start < seqs.length; start += AWS_BATCH_MAX) {
+          const marked = await markRedriven(this.pool, subscription.name, seqs.slice(start, start + AWS_BATCH_MAX));
+          for (const rows of batches(marked.map((row) => ({ row, message: redriveMessage(row) })), ({ message }) => messageBytes(message.MessageBody, message.MessageAttributes))) {
+            let result;
+            try {
+              result = await this.#sqs.send(new SendMessageBatchCommand({ QueueUrl: queueUrl, Entries: rows.map(({ message }, index) => ({ Id: String(index), ...message })) }));
+            } catch (error) {
+              await restoreDead(this.pool, unsent(marked, rows, 0));
+              throw error;
+            }
+            const sent = (result.Successful ?? []).map((entry) => ({ row: rows[Number(entry.Id)]!.row, messageId: entry.MessageId! }));
+            await claimEvents(this.pool, subscription.name, sent.map(({ row, messageId }) => ({ eventId: row.event_id, messageId })));
+            redriven += sent.length;
+            // A copy not deleted now (hidden by another look, or not moved yet) is deleted by a later look: another message owns its event.
+            const stale = sent.flatMap(({ row, messageId }) => (copies.get(row.event_id) ?? []).filter((copy) => copy.messageId !== messageId));
+            if (stale.length > 0) await remove(stale).catch(() => undefined);
+            const failed = result.Failed ?? [];
+            if (failed.length > 0) {
+              await restoreDead(this.pool, [...failed.map((entry) => rows[Number(entry.Id)]!.row.seq), ...unsent(marked, rows, 1)]);
+              throw new Error(`SQS refused ${failed.length} redriven messages of ${subscription.name} (${failed[0]!.Code} ${failed[0]!.Message ?? ''}); they are listed as dead again`);
+            }
+          }
+        }
+        return { redriven };
       },
-      (kept, remove) =>
-        redriveDeadLetters(this.pool, subscriptionName, ids, async (deadLetter) => {
-          // Before it is sent: the new message must own the event, or it would be dropped as a copy of the dead one.
-          await releaseEvents(this.pool, subscriptionName, [deadLetter.event_id]);
-          // An unreadable message goes back as it came (and dies again): its stand-in was never published.
-          const body = isStandIn(deadLetter.event) ? String((deadLetter.event.data as { body: unknown }).body ?? '') : JSON.stringify(deadLetter.event);
-          await this.#sqs.send(new SendMessageCommand({ QueueUrl: queueUrl, MessageBody: body, MessageAttributes: isStandIn(deadLetter.event) ? {} : messageAttributes(deadLetter.event, undefined) }));
-          const copies = kept.filter((message) => events.get(message) === deadLetter.event_id);
-          // A copy not deleted now (hidden by another look, or not moved yet) is deleted by a later look: another message owns its event.
-          if (copies.length > 0) await remove(copies).catch(() => undefined);
-        }),
     );
   }
 
@@ -633,6 +796,21 @@ function isStandIn(event: CloudEvent): boolean {
   return event.source === STAND_IN_SOURCE && event.type === STAND_IN_TYPE;
 }
 
+/** A message in a dead-letter queue, as a look keeps it: what deleting it and matching it to its dead letter take. */
+type DeadLetterCopy = Readonly<{ messageId: string; receipt: string; eventId: string }>;
+
+/** The message a redrive sends: the event with its attributes; an unreadable message as it came (it dies again), since its stand-in was never published. */
+function redriveMessage(row: RedrivenRow): { MessageBody: string; MessageAttributes: ReturnType<typeof messageAttributes> } {
+  if (isStandIn(row.event)) return { MessageBody: String((row.event.data as { body: unknown }).body ?? ''), MessageAttributes: {} };
+  return { MessageBody: JSON.stringify(row.event), MessageAttributes: messageAttributes(row.event, undefined) };
+}
+
+/** The seqs of `marked` from the batch `rows` on (`from` 0) or after it (`from` 1): what a failed redrive marked and never sent. */
+function unsent(marked: readonly RedrivenRow[], rows: readonly { row: RedrivenRow }[], from: 0 | 1): number[] {
+  const at = marked.indexOf(rows[0]!.row);
+  return marked.slice(from === 0 ? at : at + rows.length).map((row) => row.seq);
+}
+
 /** Deletes these received messages, in batches; throws naming the first the queue did not delete. */
 async function deleteBatch(sqs: SQSClient, queueUrl: string, receipts: readonly string[]): Promise<void> {
   for (let start = 0; start < receipts.length; start += AWS_BATCH_MAX) {
@@ -654,7 +832,8 @@ type Outcome = { kind: 'ack'; handled: boolean } | { kind: 'retry'; delayMs: num
 class SqsConsumer extends ConsumerLifecycle {
   readonly #sqs: SQSClient;
   readonly #queueUrl: string;
-  readonly #deadLetter: (event: CloudEvent, attempts: number, lastError: string) => Promise<void>;
+  /** Records a dead letter, and the death of the message (when it has a claim): see recordDeath. */
+  readonly #deadLetter: (event: CloudEvent, messageId: string | undefined, attempts: number, lastError: string) => Promise<void>;
   readonly #claim: (copies: readonly ReceivedCopy[]) => Promise<Ownership[]>;
   readonly #markHandled: (copies: readonly ReceivedCopy[]) => Promise<void>;
   readonly #logger: Logger;
@@ -669,7 +848,7 @@ class SqsConsumer extends ConsumerLifecycle {
     options: ConsumerOptions & {
       sqs: SQSClient;
       queueUrl: string;
-      deadLetter: (event: CloudEvent, attempts: number, lastError: string) => Promise<void>;
+      deadLetter: (event: CloudEvent, messageId: string | undefined, attempts: number, lastError: string) => Promise<void>;
       claim: (copies: readonly ReceivedCopy[]) => Promise<Ownership[]>;
       markHandled: (copies: readonly ReceivedCopy[]) => Promise<void>;
       logger: Logger;
@@ -752,7 +931,7 @@ class SqsConsumer extends ConsumerLifecycle {
     const attempt = Number(message.Attributes?.ApproximateReceiveCount ?? 1);
     this.track(async () => {
       try {
-        await this.#deadLetter(standIn, attempt, problem);
+        await this.#deadLetter(standIn, undefined, attempt, problem);
         if (attempt === 1) this.#logger.error({ messageId: message.MessageId, id: standIn.id, problem }, 'unreadable message dead-lettered');
         if (this.abandoned) return;
         await this.#sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl: this.#queueUrl, ReceiptHandle: message.ReceiptHandle!, VisibilityTimeout: 0 }));
@@ -769,8 +948,10 @@ class SqsConsumer extends ConsumerLifecycle {
     this.track(async () => {
       try {
         // Another message carried this event, or this one was handled and its delete was lost: its handler never sees it again.
-        const outcome = ownership === 'handle' ? await this.#process(receipt, event, attempt) : { kind: 'ack' as const, handled: false };
-        if (ownership !== 'handle') this.#logger.debug({ id: event.id, messageId: copy.messageId, ownership }, 'dropping a copy of an event already claimed');
+        // One that died (recorded dead, back before SQS moved it) goes on to the dead-letter queue: dead until redriven.
+        const outcome: Outcome =
+          ownership === 'handle' ? await this.#process(receipt, copy.messageId, event, attempt) : ownership === 'died' ? { kind: 'dead' } : { kind: 'ack', handled: false };
+        if (ownership === 'handled' || ownership === 'duplicate') this.#logger.debug({ id: event.id, messageId: copy.messageId, ownership }, 'dropping a copy of an event already claimed');
         if (this.abandoned) return;
         if (outcome.kind === 'ack') {
           await this.#acknowledge(receipt, outcome.handled ? copy : undefined);
@@ -786,11 +967,11 @@ class SqsConsumer extends ConsumerLifecycle {
     });
   }
 
-  async #process(receipt: string, event: CloudEvent, attempt: number): Promise<Outcome> {
+  async #process(receipt: string, messageId: string, event: CloudEvent, attempt: number): Promise<Outcome> {
     if (attempt > this.subscription.maxDeliveries) {
       // Its last delivery went unacknowledged until the deadline (a crashed consumer).
       // (Only when maxDeliveries grew since SQS counted: SQS moves the others itself.)
-      await this.#deadLetter(event, attempt - 1, ACK_DEADLINE_EXCEEDED);
+      await this.#deadLetter(event, messageId, attempt - 1, ACK_DEADLINE_EXCEEDED);
       return { kind: 'dead' };
     }
     // The deadline is extended while the handler works, so a slow handler is not redelivered under it.
@@ -808,7 +989,7 @@ class SqsConsumer extends ConsumerLifecycle {
       const lastError = truncateError(error, LAST_ERROR_LENGTH_MAX);
       if (attempt >= this.subscription.maxDeliveries) {
         if (this.abandoned) return { kind: 'dead' };
-        await this.#deadLetter(event, attempt, lastError);
+        await this.#deadLetter(event, messageId, attempt, lastError);
         this.#logger.warn({ id: event.id, attempts: attempt, lastError }, 'message dead-lettered after its last delivery failed');
         return { kind: 'dead' };
       }
