@@ -8,14 +8,15 @@ import path from 'node:path';
 import { Pool } from 'undici';
 import { KOBAN_TOPICS } from '../src/contracts/events/topics.ts';
 import { cpuWindow } from './lib/cpu-window.ts';
-import { type KobanProcess, spawnKoban } from './lib/koban-process.ts';
+import { type KobanProcess, assertAlive, loadFailure, spawnKoban } from './lib/koban-process.ts';
+import { RunCleanup } from './lib/run-cleanup.ts';
 import { EMBEDDED_SERVICES, databaseUrlVariable, kobanChildEnv } from './lib/koban-services.ts';
-import { type LoadResult, type Plan, type Unexpected, describeUnexpected, mergeUnexpected, newUnexpected, percentile, runClosedLoop } from './lib/load.ts';
+import { type LoadResult, type Plan, type Unexpected, describeUnexpected, mergeUnexpected, newUnexpected, percentile, runClosedLoop, unexpectedLines } from './lib/load.ts';
 import { type MoneyCheck, MoneyTally, type TransactionBody, checkMoney } from './lib/money-check.ts';
 import { deleteNatsNamespace, natsReachable } from './lib/nats.ts';
 import { freePort, pollUntil } from './lib/net.ts';
 import { PgObserver } from './lib/pg-observer.ts';
-import { type PgServer, createDatabase, databaseUrl, dropDatabase, providePgServer, serverVersion, withClient } from './lib/pg-server.ts';
+import { type PgServer, databaseUrl, providePgServer, serverVersion, withClient } from './lib/pg-server.ts';
 import { PgbenchReference, describePgSettings, hostBusyPercentOver } from './lib/reference.ts';
 import { errorCode, fixed, formatTable, round } from './lib/report.ts';
 import { guardRun, runMain } from './lib/run-guard.ts';
@@ -97,8 +98,15 @@ type ModeState = {
 
 type Running = { processes: KobanProcess[]; visaPool: Pool; ledgerPool: Pool; stop(): Promise<string[]> };
 
-/** Authorization answered → grant created, over one window's approvals; a grant that never appeared counts as +∞. */
-type Lag = { approvals: number; appeared: number; p50Ms: number; p99Ms: number; maxMs: number };
+/**
+ * Authorization answered → grant created, over one window's approvals; a
+ * grant that never appeared counts as +∞. `driftMs`: the median lag of the
+ * window's last tenth of approvals minus that of its first tenth — about 0
+ * when the consumer keeps up, growing by the window's length when a backlog builds.
+ */
+type Lag = { approvals: number; appeared: number; p50Ms: number; p99Ms: number; maxMs: number; driftMs: number };
+/** Fewer approvals in a window than this give no drift (a tenth would be too few to have a median). */
+const DRIFT_APPROVALS_MIN = 50;
 type Row = { round: number; mode: Mode; concurrency: number; load: LoadResult; lag: Lag | undefined; kobanCpuPercent: number; hostBusyPercent: number };
 
 const startedAt = performance.now();
@@ -223,8 +231,17 @@ async function grantTimes(pointsDbUrl: string, paymentIds: readonly string[]): P
 async function measureLag(pointsDbUrl: string, window: ReadonlyMap<string, number>, signal: AbortSignal): Promise<Lag> {
   const ids = [...window.keys()];
   const created = await pollUntil(() => grantTimes(pointsDbUrl, ids), (found) => found.size === ids.length, { waitMs: LAG_WAIT_MS, intervalMs: LAG_POLL_INTERVAL_MS, signal });
-  const lags = Float64Array.from(ids.map((id) => (created.get(id) ?? Number.POSITIVE_INFINITY) - window.get(id)!)).sort();
-  return { approvals: ids.length, appeared: created.size, p50Ms: percentile(lags, 0.5), p99Ms: percentile(lags, 0.99), maxMs: lags.length ? lags[lags.length - 1]! : Number.NaN };
+  // In answer order (the window's Map keeps insertion order), for the drift.
+  const inOrder = ids.map((id) => (created.get(id) ?? Number.POSITIVE_INFINITY) - window.get(id)!);
+  const tenth = Math.floor(inOrder.length / 10);
+  const driftMs = inOrder.length < DRIFT_APPROVALS_MIN ? Number.NaN : medianOf(inOrder.slice(-tenth)) - medianOf(inOrder.slice(0, tenth));
+  const lags = Float64Array.from(inOrder).sort();
+  return { approvals: ids.length, appeared: created.size, p50Ms: percentile(lags, 0.5), p99Ms: percentile(lags, 0.99), maxMs: lags.length ? lags[lags.length - 1]! : Number.NaN, driftMs };
+}
+
+/** A median that keeps +∞ (a grant that never appeared), where rounds.ts's median drops what is not finite. */
+function medianOf(values: readonly number[]): number {
+  return percentile(Float64Array.from(values).sort(), 0.5);
 }
 
 type Checks = { pass: boolean; lines: string[] };
@@ -355,12 +372,8 @@ async function main(): Promise<number> {
     (settings.runPgbench ? settings.concurrencies.length * (settings.durationS * MS_PER_S + PGBENCH_SLACK_MS) : 0);
   const guard = guardRun(abort, STARTUP_BUDGET_MS + settings.rounds * perRoundMs + CHECK_BUDGET_MS);
 
-  const cleanups: Array<{ what: string; run: () => Promise<unknown> }> = [];
+  const cleanup = new RunCleanup();
   let running: Running | undefined;
-  const killOnExit = () => {
-    for (const koban of running?.processes ?? []) if (koban.alive()) process.kill(koban.pid, 'SIGKILL');
-  };
-  process.on('exit', killOnExit);
   try {
     log(`settings: modes ${settings.modes.join(',')}${settings.runPgbench ? ' + pgbench' : ''}; ${settings.durationS} s per row after ${WARMUP_MS} ms warm-up; clients ${settings.concurrencies.join(',')}; ${settings.rounds} round(s)`);
     let modes = settings.modes;
@@ -377,16 +390,15 @@ async function main(): Promise<number> {
     }
 
     const server: PgServer = await providePgServer(settings.databaseUrl);
-    cleanups.push({ what: 'stop PostgreSQL', run: () => server.stop() });
+    cleanup.add('stop PostgreSQL', () => server.stop());
     const pgVersion = await serverVersion(server.serverUrl);
     const pgSettings = await describePgSettings(server.serverUrl);
     log(`PostgreSQL ${pgVersion} (${server.kind}: ${server.where}); ${pgSettings} — Koban (both modes) and pgbench all run on this one server`);
 
     const created: string[] = [];
     const create = async (name: string) => {
-      await createDatabase(server.serverUrl, name);
+      await cleanup.createDatabase(server, name, settings.keepDatabases);
       created.push(name);
-      if (server.kind === 'DATABASE_URL' && !settings.keepDatabases) cleanups.push({ what: `drop database ${name}`, run: () => dropDatabase(server.serverUrl, name) });
     };
     const states: ModeState[] = [];
     for (const mode of modes) {
@@ -397,7 +409,7 @@ async function main(): Promise<number> {
         databases.set(service, name);
       }
       const natsNamespace = `bench-e2e-${runId}`;
-      if (mode === 'split') cleanups.push({ what: `delete NATS streams of ${natsNamespace}`, run: () => deleteNatsNamespace(NATS_URL, natsNamespace, KOBAN_TOPICS) });
+      if (mode === 'split') cleanup.add(`delete NATS streams of ${natsNamespace}`, () => deleteNatsNamespace(NATS_URL, natsNamespace, KOBAN_TOPICS));
       states.push({
         mode,
         databases,
@@ -418,7 +430,7 @@ async function main(): Promise<number> {
     if (settings.runPgbench) await create(pgbenchDb);
     log(`databases (one per service and mode, same server): ${created.join(', ')}`);
     const observer = await PgObserver.open(server.serverUrl);
-    cleanups.push({ what: 'close the PostgreSQL observer', run: () => observer.close() });
+    cleanup.add('close the PostgreSQL observer', () => observer.close());
     const pgbench = await PgbenchReference.prepare({ selected: settings.runPgbench, serverUrl: server.serverUrl, database: pgbenchDb, concurrencies: settings.concurrencies, signal, log });
     const hostBusyBeforePercent = await hostBusyPercentOver(HOST_PROBE_MS, signal);
     log(`host CPU busy before the load (others' work): ${fixed(hostBusyBeforePercent, 0)}% of ${navigator.hardwareConcurrency} cores`);
@@ -431,6 +443,7 @@ async function main(): Promise<number> {
         const startAt = performance.now();
         running = await startMode(state, server.serverUrl, { kobanNodeArgs: settings.kobanNodeArgs, concurrencies: settings.concurrencies });
         const current = running;
+        cleanup.track(current.processes);
         log(`round ${round}/${settings.rounds}: ${MODE_LABELS[state.mode]} — pids ${current.processes.map((koban) => koban.pid).join(', ')}, healthy in ${fixed((performance.now() - startAt) / MS_PER_S, 1)} s`);
         try {
           if (!state.funded) {
@@ -462,20 +475,17 @@ async function main(): Promise<number> {
               },
             }).catch((error: unknown) => {
               signal.throwIfAborted();
-              const exits = current.processes.map((koban) => koban.exitDescription()).filter((exit) => exit !== undefined);
-              throw new Error(`${state.mode} c=${concurrency}: ${(error as Error).message}${exits.length ? ` — a Koban process had exited (${exits.join(', ')})` : ''}`, { cause: error });
+              throw loadFailure(`${state.mode} c=${concurrency}`, current.processes, error);
             });
             mergeUnexpected(state.unexpected, load.unexpected);
             const lag = POINTS_BUILT ? await measureLag(databaseUrl(server.serverUrl, state.databases.get('points')!), window, signal) : undefined;
-            for (const koban of current.processes) {
-              if (!koban.alive()) throw new Error(`a Koban process of ${state.mode} exited during c=${concurrency}: ${koban.exitDescription()}\n${koban.recentOutput()}`);
-            }
+            assertAlive(current.processes, `${state.mode} c=${concurrency}`);
             const figures = cpu.figures();
             const row: Row = { round, mode: state.mode, concurrency, load, lag, kobanCpuPercent: (100 * figures.kobanMs) / (load.measuredS * MS_PER_S), hostBusyPercent: figures.hostBusyPercent };
             rows.push(row);
             log(
               `  ${state.mode.padEnd(8)} c=${String(concurrency).padEnd(3)} ${fixed(load.unitsPerS, 0).padStart(5)} auth/s (+ captures)  auth p50 ${fixed(load.p50Ms, 1)} ms  p99 ${fixed(load.p99Ms, 1)} ms  ` +
-                (lag ? `lag p50 ${fixed(lag.p50Ms, 0)} ms  p99 ${fixed(lag.p99Ms, 0)} ms  (${lag.appeared}/${lag.approvals} grants)  ` : 'lag not measured  ') +
+                (lag ? `lag p50 ${fixed(lag.p50Ms, 0)} ms  p99 ${fixed(lag.p99Ms, 0)} ms  drift ${fixed(lag.driftMs, 0)} ms  (${lag.appeared}/${lag.approvals} grants)  ` : 'lag not measured  ') +
                 `Koban ${fixed(row.kobanCpuPercent, 0)}% of a core, host ${fixed(row.hostBusyPercent, 0)}% busy  unexpected ${load.unexpected.total}` +
                 (load.unexpected.total > 0 ? ` [${describeUnexpected(load.unexpected)}]` : ''),
             );
@@ -489,6 +499,7 @@ async function main(): Promise<number> {
         } finally {
           const exits = await current.stop();
           running = undefined;
+          cleanup.track([]);
           if (exits.some((exit) => exit !== 'exit code 0')) log(`  ${state.mode} stopped: ${exits.join(', ')}`);
         }
       }
@@ -509,9 +520,9 @@ async function main(): Promise<number> {
             authPerS: median(measured.map((row) => row.load.unitsPerS)),
             p50Ms: median(measured.map((row) => row.load.p50Ms)),
             p99Ms: median(measured.map((row) => row.load.p99Ms)),
-            lagP50Ms: median(lags.map((lag) => lag.p50Ms)),
-            // An infinite p99 (more than 1 % of grants never appeared) stays infinite: median() would drop it.
-            lagP99Ms: lags.some((lag) => lag.p99Ms === Number.POSITIVE_INFINITY) ? Number.POSITIVE_INFINITY : median(lags.map((lag) => lag.p99Ms)),
+            lagP50Ms: medianOf(lags.map((lag) => lag.p50Ms)),
+            lagDriftMs: median(lags.map((lag) => lag.driftMs)),
+            lagP99Ms: medianOf(lags.map((lag) => lag.p99Ms)),
             appeared: lags.reduce((sum, lag) => sum + lag.appeared, 0),
             approvals: lags.reduce((sum, lag) => sum + lag.approvals, 0),
             ratio: medianPairedRatio(new Map(measured.map((row) => [row.round, row.load.unitsPerS])), pgbench.tpsByRound(concurrency)),
@@ -535,14 +546,15 @@ async function main(): Promise<number> {
     );
     console.log(
       `authorizations: a user drawn from ${USERS_COUNT} per mode (each topped up with ${FUND_AMOUNT} cash first), ${AUTH_AMOUNT_MIN}–${AUTH_AMOUNT_MAX} yen; one in 50 a decline probe (no capture). ` +
-        `auth p50/p99: the authorization alone. lag: authorization answered → its points grant created (points DB created_at, same clock), over the window's approvals; a grant missing ${LAG_WAIT_MS} ms after the window counts as beyond.`,
+        `auth p50/p99: the authorization alone. lag: authorization answered → its points grant created (points DB created_at, same clock), over the window's approvals; a grant missing ${LAG_WAIT_MS} ms after the window counts as beyond; ` +
+        `lag drift: the median lag of the window's last tenth of approvals minus its first tenth (≈ 0 when the points consumer keeps up, growing with a backlog).`,
     );
     console.log(`reference: ${pgbench.describe()}`);
     for (const line of skipped) console.log(`note: ${line}`);
     console.log('');
     console.log(
       formatTable(
-        ['mode', 'clients', 'auth/s', 'auth/s range', 'auth p50 ms', 'auth p99 ms', 'lag p50 ms', 'lag p99 ms', 'grants seen', 'pgbench tps', 'ratio'],
+        ['mode', 'clients', 'auth/s', 'auth/s range', 'auth p50 ms', 'auth p99 ms', 'lag p50 ms', 'lag p99 ms', 'lag drift ms', 'grants seen', 'pgbench tps', 'ratio'],
         summaries.map((summary) => [
           summary.mode,
           String(summary.concurrency),
@@ -552,6 +564,7 @@ async function main(): Promise<number> {
           fixed(summary.p99Ms, 1),
           POINTS_BUILT ? lagText(summary.lagP50Ms) : '-',
           POINTS_BUILT ? lagText(summary.lagP99Ms) : '-',
+          POINTS_BUILT ? lagText(summary.lagDriftMs) : '-',
           POINTS_BUILT ? `${summary.appeared}/${summary.approvals}` : '-',
           fixed(pgbench.tps(summary.concurrency), 0),
           fixed(summary.ratio.ratio, 2),
@@ -585,13 +598,8 @@ async function main(): Promise<number> {
     let pass = true;
     for (const state of states) {
       console.log(`${state.mode}: ${state.approvals.size} authorizations approved (${state.captured.size} captured), ${state.declined} declined, warm-ups included`);
-      if (state.unexpected.total > 0) {
-        pass = false;
-        console.log(`  UNEXPECTED answers: ${state.unexpected.total} (${describeUnexpected(state.unexpected)})`);
-        for (const sample of state.unexpected.samples) console.log(`    e.g. ${sample}`);
-      } else {
-        console.log('  unexpected answers: 0');
-      }
+      if (state.unexpected.total > 0) pass = false;
+      for (const line of unexpectedLines(state.unexpected)) console.log(`  ${line}`);
       const check = checks.get(state.mode);
       console.log(`  money and points check: ${check === undefined ? 'NOT RUN' : check.pass ? 'PASS' : 'FAIL'}`);
       for (const line of check?.lines ?? []) console.log(`    ${line}`);
@@ -615,6 +623,7 @@ async function main(): Promise<number> {
           auth_p99_ms_median: round(summary.p99Ms, 2),
           lag_p50_ms_median: round(summary.lagP50Ms, 1),
           lag_p99_ms_median: round(summary.lagP99Ms, 1),
+          lag_drift_ms_median: round(summary.lagDriftMs, 1),
           grants_seen: POINTS_BUILT ? `${summary.appeared}/${summary.approvals}` : null,
           pgbench_tps_median: round(pgbench.tps(summary.concurrency), 1),
           ratio_median: round(summary.ratio.ratio, 3),
@@ -628,6 +637,7 @@ async function main(): Promise<number> {
           auth_p99_ms: round(row.load.p99Ms, 2),
           lag_p50_ms: row.lag ? round(row.lag.p50Ms, 1) : null,
           lag_p99_ms: row.lag ? round(row.lag.p99Ms, 1) : null,
+          lag_drift_ms: row.lag ? round(row.lag.driftMs, 1) : null,
           koban_cpu_percent: round(row.kobanCpuPercent, 1),
           host_busy_percent: round(row.hostBusyPercent, 1),
         })),
@@ -642,14 +652,7 @@ async function main(): Promise<number> {
   } finally {
     guard.disarm();
     if (running) await running.stop().catch(() => undefined);
-    for (const cleanup of cleanups.reverse()) {
-      try {
-        await cleanup.run();
-      } catch (error) {
-        console.error(`cleanup "${cleanup.what}" failed: ${(error as Error).message}`);
-      }
-    }
-    process.off('exit', killOnExit);
+    await cleanup.runAll();
   }
 }
 

@@ -7,13 +7,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { Pool } from 'undici';
 import { type CpuFigures, cpuWindow } from './lib/cpu-window.ts';
-import { type KobanProcess, spawnKoban } from './lib/koban-process.ts';
+import { type KobanProcess, assertAlive, loadFailure, spawnKoban } from './lib/koban-process.ts';
+import { RunCleanup } from './lib/run-cleanup.ts';
 import type { ProbeDump, ProbeTally } from './lib/koban-probe.ts';
 import { EMBEDDED_SERVICES, databaseUrlVariable, kobanChildEnv } from './lib/koban-services.ts';
-import { type LoadResult, type Plan, type Unexpected, describeUnexpected, mergeUnexpected, newUnexpected, runClosedLoop } from './lib/load.ts';
+import { type LoadResult, type Plan, type Unexpected, describeUnexpected, mergeUnexpected, newUnexpected, runClosedLoop, unexpectedLines } from './lib/load.ts';
 import { freePort, pollUntil, sleep } from './lib/net.ts';
 import { PgObserver, type PgWindowFigures, describeWaits } from './lib/pg-observer.ts';
-import { type PgServer, createDatabase, databaseUrl, dropDatabase, providePgServer, serverVersion, withClient } from './lib/pg-server.ts';
+import { type PgServer, databaseUrl, providePgServer, serverVersion, withClient } from './lib/pg-server.ts';
 import { PgbenchReference, describePgSettings, hostBusyPercentOver } from './lib/reference.ts';
 import { errorCode, fixed, formatTable, percentOfCore, round, usPer } from './lib/report.ts';
 import { guardRun, runMain } from './lib/run-guard.ts';
@@ -396,14 +397,10 @@ async function main(): Promise<number> {
   const deadlineMs = STARTUP_BUDGET_MS + settings.rounds * perRoundMs + CHECK_BUDGET_MS;
   const guard = guardRun(abort, deadlineMs);
 
-  const cleanups: Array<{ what: string; run: () => Promise<unknown> }> = [];
+  const cleanup = new RunCleanup();
   let running: Running | undefined;
-  const killOnExit = () => {
-    for (const koban of running?.processes ?? []) if (koban.alive()) process.kill(koban.pid, 'SIGKILL');
-  };
-  process.on('exit', killOnExit);
   const probeDir = mkdtempSync(path.join(os.tmpdir(), 'koban-bench-probe-'));
-  cleanups.push({ what: 'remove probe files', run: async () => rmSync(probeDir, { recursive: true, force: true }) });
+  cleanup.add('remove probe files', async () => rmSync(probeDir, { recursive: true, force: true }));
 
   try {
     log(
@@ -411,16 +408,15 @@ async function main(): Promise<number> {
         `clients ${settings.concurrencies.join(',')}; ${settings.rounds} round(s)${settings.profile ? '; PROFILE: Koban runs with the statement probe (its figures carry the probe\'s cost)' : ''}`,
     );
     const server: PgServer = await providePgServer(settings.databaseUrl);
-    cleanups.push({ what: 'stop PostgreSQL', run: () => server.stop() });
+    cleanup.add('stop PostgreSQL', () => server.stop());
     const pgVersion = await serverVersion(server.serverUrl);
     const pgSettings = await describePgSettings(server.serverUrl);
     log(`PostgreSQL ${pgVersion} (${server.kind}: ${server.where}); ${pgSettings} — Koban (both modes) and pgbench all run on this one server`);
 
     const created: string[] = [];
     const create = async (name: string) => {
-      await createDatabase(server.serverUrl, name);
+      await cleanup.createDatabase(server, name, settings.keepDatabases);
       created.push(name);
-      if (server.kind === 'DATABASE_URL' && !settings.keepDatabases) cleanups.push({ what: `drop database ${name}`, run: () => dropDatabase(server.serverUrl, name) });
     };
     const states: ModeState[] = [];
     for (const mode of settings.modes) {
@@ -448,9 +444,9 @@ async function main(): Promise<number> {
 
     // One connection per watched database: a window samples on its observer's connection.
     const observer = await PgObserver.open(server.serverUrl);
-    cleanups.push({ what: 'close the PostgreSQL observer', run: () => observer.close() });
+    cleanup.add('close the PostgreSQL observer', () => observer.close());
     const ledgerObserver = await PgObserver.open(server.serverUrl);
-    cleanups.push({ what: 'close the second PostgreSQL observer', run: () => ledgerObserver.close() });
+    cleanup.add('close the second PostgreSQL observer', () => ledgerObserver.close());
     const pgbench = await PgbenchReference.prepare({ selected: settings.runPgbench, serverUrl: server.serverUrl, database: pgbenchDb, concurrencies: settings.concurrencies, signal, log });
 
     const hostBusyBeforePercent = await hostBusyPercentOver(HOST_PROBE_MS, signal);
@@ -465,6 +461,7 @@ async function main(): Promise<number> {
         const startAt = performance.now();
         running = await startMode(state, server.serverUrl, settings, probeDir, round);
         const current = running;
+        cleanup.track(current.processes);
         log(`round ${round}/${settings.rounds}: ${MODE_LABELS[state.mode]} — pids ${current.processes.map((koban) => koban.pid).join(', ')}, healthy in ${fixed((performance.now() - startAt) / MS_PER_S, 1)} s`);
         try {
           if (!state.funded) {
@@ -502,14 +499,11 @@ async function main(): Promise<number> {
               },
             }).catch((error: unknown) => {
               signal.throwIfAborted();
-              const exits = current.processes.map((koban) => koban.exitDescription()).filter((exit) => exit !== undefined);
-              throw new Error(`${state.mode} c=${concurrency}: ${(error as Error).message}${exits.length ? ` — a Koban process had exited (${exits.join(', ')})` : ''}`, { cause: error });
+              throw loadFailure(`${state.mode} c=${concurrency}`, current.processes, error);
             });
             const [pgVisa, pgLedger] = [await visaWindow.figures(), await ledgerWindow.figures()];
             const [probeAtBegin, probeAtEnd] = [await probeBegin?.(), await probeEnd?.()];
-            for (const koban of current.processes) {
-              if (!koban.alive()) throw new Error(`a Koban process of ${state.mode} exited during c=${concurrency}: ${koban.exitDescription()}\n${koban.recentOutput()}`);
-            }
+            assertAlive(current.processes, `${state.mode} c=${concurrency}`);
             mergeUnexpected(state.unexpected, result.unexpected);
             const row: Row = {
               round,
@@ -540,6 +534,7 @@ async function main(): Promise<number> {
         } finally {
           const exits = await current.stop();
           running = undefined;
+          cleanup.track([]);
           if (exits.some((exit) => exit !== 'exit code 0')) log(`  ${state.mode} stopped: ${exits.join(', ')}`);
         }
       }
@@ -723,13 +718,8 @@ async function main(): Promise<number> {
         `${state.mode}: ${approved.count + declined.count} authorizations answered in all (warm-ups included): ${approved.count} approved for ${approved.amount} yen, ${declined.count} declined; ` +
           `peak RSS ${state.peakRssMiB.length ? `${fixed(Math.max(...state.peakRssMiB), 0)} MiB per process` : 'unknown'}`,
       );
-      if (state.unexpected.total > 0) {
-        pass = false;
-        console.log(`  UNEXPECTED answers: ${state.unexpected.total} (${describeUnexpected(state.unexpected)})`);
-        for (const sample of state.unexpected.samples) console.log(`    e.g. ${sample}`);
-      } else {
-        console.log('  unexpected answers: 0');
-      }
+      if (state.unexpected.total > 0) pass = false;
+      for (const line of unexpectedLines(state.unexpected)) console.log(`  ${line}`);
       console.log(`  money check: ${check === undefined ? 'NOT RUN' : check.pass ? 'PASS' : 'FAIL'}`);
       for (const line of check?.lines ?? []) console.log(`    ${line}`);
       if (!check?.pass) pass = false;
@@ -775,14 +765,7 @@ async function main(): Promise<number> {
   } finally {
     guard.disarm();
     if (running) await running.stop().catch(() => undefined);
-    for (const cleanup of cleanups.reverse()) {
-      try {
-        await cleanup.run();
-      } catch (error) {
-        console.error(`cleanup "${cleanup.what}" failed: ${(error as Error).message}`);
-      }
-    }
-    process.off('exit', killOnExit);
+    await cleanup.runAll();
   }
 }
 

@@ -193,3 +193,9 @@ export function mergeUnexpected(into: Unexpected, from: Unexpected): void {
 export function describeUnexpected(unexpected: Unexpected): string {
   return [...unexpected.counts].map(([label, count]) => `${count}× ${label}`).join(', ');
 }
+
+/** The report's lines for a run's unexpected answers: a count by label and some examples, or that there were none. */
+export function unexpectedLines(unexpected: Unexpected): string[] {
+  if (unexpected.total === 0) return ['unexpected answers: 0'];
+  return [`UNEXPECTED answers: ${unexpected.total} (${describeUnexpected(unexpected)})`, ...unexpected.samples.map((sample) => `  e.g. ${sample}`)];
+}
