@@ -8,6 +8,9 @@ import type { Consumer } from '../contracts/bus/event-bus.ts';
 import { accountsModule } from '../services/accounts/module.ts';
 import { testServerUrl } from '../../test/support/database.ts';
 import { startTestKoban, type TestKoban } from '../../test/support/koban.ts';
+import type { CloudEvent } from '../contracts/events/envelope.ts';
+import { paymentEvent } from '../contracts/events/payments.ts';
+import { notificationsModule } from '../services/notifications/module.ts';
 
 type Operation = { operationId?: string; requestBody?: { content: Record<string, { schema: unknown }> }; responses: Record<string, Response> };
 type Response = { description: string; headers?: Record<string, unknown>; content?: Record<string, { schema: unknown }> };
@@ -53,7 +56,7 @@ describe('the OpenAPI document', () => {
   });
 
   /** Sends a request to the operation named, and checks the answer against what the document declares for it. */
-  async function call(operationId: string, request: { method: 'GET' | 'POST'; url: string; payload?: unknown; headers?: Record<string, string> }, expectedStatus: number) {
+  async function call(operationId: string, request: { method: 'GET' | 'POST' | 'PUT'; url: string; payload?: unknown; headers?: Record<string, string> }, expectedStatus: number) {
     const entry = operations.get(operationId);
     assert.ok(entry, `operation ${operationId} is documented`);
     assert.equal(request.method.toLowerCase(), entry.method, `${operationId} is a ${entry.method.toUpperCase()}`);
@@ -249,6 +252,25 @@ describe('the OpenAPI document', () => {
     await call('getAccount', { method: 'GET', url: '/v1/users/a%20b' }, 400);
   });
 
+  test('notifications answer as documented', async () => {
+    const notifications = koban.host.api(notificationsModule);
+    const data = {
+      payment_id: 'visa:OA1', route: 'visa', user_id: 'oa', amount: 3_000, authorized_total: 3_000, captured_total: 0, refunded_total: 0, currency: 'JPY',
+      merchant: { id: 'm-42', name: 'Koban Coffee', category_code: '5814' }, occurred_at: '2026-01-02T03:04:05.000Z', network_message_id: 'OA1',
+    } as const;
+    const event = paymentEvent({ id: 'visa.openapi.OA1', type: 'payment.authorized', data, time: '2026-01-02T03:04:05.000Z' }) as CloudEvent;
+    await notifications.handle('payments', { event, subscription: 'notifications-payments', attempt: 1 });
+    const page = await call('listNotices', { method: 'GET', url: '/v1/users/oa/notices?limit=1' }, 200);
+    assert.equal(page.json().data.length, 1);
+    await call('listNotices', { method: 'GET', url: '/v1/users/oa/notices?limit=0' }, 400);
+    await call('getNotificationSettings', { method: 'GET', url: '/v1/users/oa/notification-settings' }, 200);
+    await call('putNotificationSettings', { method: 'PUT', url: '/v1/users/oa/notification-settings', payload: { language: 'en' } }, 200);
+    await call('putNotificationSettings', { method: 'PUT', url: '/v1/users/oa/notification-settings', payload: { language: 'fr' } }, 400);
+    await call('listNotificationDeadLetters', { method: 'GET', url: '/v1/notifications/dead-letters' }, 200);
+    await call('redriveNotificationDeadLetters', { method: 'POST', url: '/v1/notifications/dead-letters/redrive', payload: {} }, 200);
+    await call('redriveNotificationDeadLetters', { method: 'POST', url: '/v1/notifications/dead-letters/redrive', payload: { ids: ['x'] } }, 400);
+  });
+
   test('with its database gone, each service answers 503 with Retry-After, as documented', async () => {
     const databaseName = new URL(koban.database.url).pathname.slice(1);
     const admin = new pg.Client({ connectionString: testServerUrl() });
@@ -305,6 +327,22 @@ describe('the OpenAPI document', () => {
     check('DeadLetterPage', await koban.bus.deadLetters(SUBSCRIPTION, { limit: 10, state: 'discarded' }));
     check('PublishResult', await koban.bus.publish('rewards', { specversion: '1.0', id: 'oa-3', source: '/tests', type: 't' }));
     check('Error', await errorOf(() => koban.bus.publish('nowhere', { specversion: '1.0', id: 'oa-4', source: '/tests', type: 't' })));
+  });
+
+  test('the points service answers as documented', async () => {
+    await koban.bus.publish('rewards', { specversion: '1.0', id: 'oa-points-1', source: '/tests', type: 'reward.purchase_confirmed', data: { user_id: 'oa-points', purchase_id: 'oa-p1', points: 7 } });
+    await koban.bus.publish('rewards', { specversion: '1.0', id: 'oa-points-2', source: '/tests', type: 'reward.purchase_confirmed', data: { user_id: 'oa-points', purchase_id: 'oa-p2', points: 8 } });
+    // Granted through the bus: wait, within a bound, for both.
+    const deadline = Date.now() + DEAD_LETTER_WAIT_MS;
+    while ((await koban.ledger.getBalance('oa-points', 'points')).available < 15) {
+      assert.ok(Date.now() < deadline, 'the rewards were granted');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await call('getUserPoints', { method: 'GET', url: '/v1/users/oa-points/points' }, 200);
+    await call('getUserPoints', { method: 'GET', url: '/v1/users/a%20b/points' }, 400);
+    const grants = await call('listPointGrants', { method: 'GET', url: '/v1/users/oa-points/point-grants?limit=1' }, 200);
+    await call('listPointGrants', { method: 'GET', url: `/v1/users/oa-points/point-grants?limit=1&cursor=${grants.json().next_cursor}` }, 200);
+    await call('listPointGrants', { method: 'GET', url: '/v1/users/oa-points/point-grants?limit=0' }, 400);
   });
 
   test('every operation was exercised, on every success status it declares', () => {

@@ -49,7 +49,7 @@ describe('/readyz', () => {
       assert.equal(ready.status, 200);
       assert.deepEqual(ready.body, {
         status: 'ready',
-        checks: { 'ledger.database': { status: 'ok' }, 'bus.database': { status: 'ok' }, 'visa.database': { status: 'ok' }, 'quicpay.database': { status: 'ok' }, 'accounts.database': { status: 'ok' } },
+        checks: { 'ledger.database': { status: 'ok' }, 'bus.database': { status: 'ok' }, 'visa.database': { status: 'ok' }, 'quicpay.database': { status: 'ok' }, 'accounts.database': { status: 'ok' }, 'points.database': { status: 'ok' }, 'notifications.database': { status: 'ok' } },
       });
 
       await proxy.down();

@@ -5,9 +5,11 @@ import { busModule } from '../services/bus/module.ts';
 import { ledgerModule } from '../services/ledger/module.ts';
 import { quicpayModule } from '../services/payments/quicpay/module.ts';
 import { visaModule } from '../services/payments/visa/module.ts';
+import { notificationsModule } from '../services/notifications/module.ts';
+import { pointsModule } from '../services/points/module.ts';
 import type { ServiceModule } from '../platform/service-module.ts';
 
-export const SERVICES: readonly ServiceModule[] = [ledgerModule, busModule, visaModule, quicpayModule, accountsModule];
+export const SERVICES: readonly ServiceModule[] = [ledgerModule, busModule, visaModule, quicpayModule, accountsModule, pointsModule, notificationsModule];
 
 export const KOBAN_VERSION = '0.1.0';
 

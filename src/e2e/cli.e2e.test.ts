@@ -87,6 +87,8 @@ describe('koban', () => {
       'koban_accounts_outbox.schema_migrations',
       'koban_bus.schema_migrations',
       'koban_bus.topics',
+      'koban_notifications.schema_migrations',
+      'koban_points.schema_migrations',
       'koban_quicpay.payments',
       'koban_quicpay.schema_migrations',
       'koban_quicpay_outbox.events',

@@ -1,4 +1,4 @@
-// Goal: every route of the composed app (ledger, bus, card routes, accounts) answers bad input at the HTTP edge — malformed JSON, repeated and prototype keys, a wrong media type, an oversized body, a 100 KB query string, huge headers, an unknown route, a wrong method, NUL, lone surrogates and over-long values in path parameters — with a catalogue error (bounded message, the field named) that changes nothing in the database.
+// Goal: every route of the composed app (ledger, bus, card routes, accounts, points, notifications) answers bad input at the HTTP edge — malformed JSON, repeated and prototype keys, a wrong media type, an oversized body, a 100 KB query string, huge headers, an unknown route, a wrong method, NUL, lone surrogates and over-long values in path parameters — with a catalogue error (bounded message, the field named) that changes nothing in the database.
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -13,7 +13,7 @@ const MESSAGE_LENGTH_MAX = 300;
 const ECHO_PROBE_LENGTH = 150;
 
 type Route = {
-  method: 'GET' | 'POST';
+  method: 'GET' | 'POST' | 'PUT';
   /** Fastify's template, `:name` for each path parameter. */
   template: string;
   /** A valid value of each path parameter. */
@@ -65,6 +65,14 @@ const ROUTES: Route[] = [
   },
   { method: 'POST', template: '/v1/users', params: {}, body: { user_id: 'edge-user' } },
   { method: 'GET', template: '/v1/users/:user_id', params: { user_id: 'edge-user' } },
+  // `azU` is a cursor the notifications API could return (the keyset cursor of row 5).
+  { method: 'GET', template: '/v1/users/:user_id/notices', params: { user_id: 'user-1' }, query: { limit: '10', cursor: 'azU' } },
+  { method: 'GET', template: '/v1/users/:user_id/notification-settings', params: { user_id: 'user-1' } },
+  { method: 'GET', template: '/v1/users/:user_id/points', params: { user_id: 'user-1' } },
+  { method: 'GET', template: '/v1/users/:user_id/point-grants', params: { user_id: 'user-1' }, query: { limit: '10' } },
+  { method: 'PUT', template: '/v1/users/:user_id/notification-settings', params: { user_id: 'user-1' }, body: { language: 'en' } },
+  { method: 'GET', template: '/v1/notifications/dead-letters', params: {}, query: { limit: '10', cursor: 'azU' } },
+  { method: 'POST', template: '/v1/notifications/dead-letters/redrive', params: {}, body: { ids: ['0b5f7c1e-8d2a-4f4e-9c61-3a7d2f1e9b40'] } },
 ];
 
 function urlOf(route: Route, params: Record<string, string> = route.params, query = ''): string {
@@ -192,28 +200,28 @@ test('the table covers every route the app serves under /v1', async () => {
 });
 
 describe('every route refuses bad bodies in the catalogue shape', () => {
-  for (const route of ROUTES.filter((candidate) => candidate.method === 'POST')) {
+  for (const route of ROUTES.filter((candidate) => candidate.method !== 'GET')) {
     const url = urlOf(route);
     const json = { 'content-type': 'application/json' };
     const firstKey = Object.keys(route.body ?? {})[0] ?? 'anything';
 
     test(`${label(route)}: malformed JSON → 400 naming the body`, async () => {
       const payload = `{"a": "${'x'.repeat(400)}", `;
-      assertCatalogued(await inject({ method: 'POST', url, headers: json, payload }), { code: 'invalid_request', field: 'body', in: 'body', reason: 'invalid_json' }, payload);
+      assertCatalogued(await inject({ method: route.method, url, headers: json, payload }), { code: 'invalid_request', field: 'body', in: 'body', reason: 'invalid_json' }, payload);
     });
 
     test(`${label(route)}: a repeated key → 400 naming it`, async () => {
       const payload = bodyWith(route, `${JSON.stringify(firstKey)}:7`);
-      assertCatalogued(await inject({ method: 'POST', url, headers: json, payload }), { code: 'invalid_request', field: firstKey, in: 'body', reason: 'duplicate_key' });
+      assertCatalogued(await inject({ method: route.method, url, headers: json, payload }), { code: 'invalid_request', field: firstKey, in: 'body', reason: 'duplicate_key' });
     });
 
     test(`${label(route)}: a repeated key spelled with an escape, in a nested object → 400 naming it`, async () => {
       const payload = bodyWith(route, '"metadata":{"note":1,"\\u006eote":2}');
-      assertCatalogued(await inject({ method: 'POST', url, headers: json, payload }), { code: 'invalid_request', field: 'metadata.note', reason: 'duplicate_key' });
+      assertCatalogued(await inject({ method: route.method, url, headers: json, payload }), { code: 'invalid_request', field: 'metadata.note', reason: 'duplicate_key' });
     });
 
     test(`${label(route)}: __proto__ → 400 saying it is valid JSON, refused`, async () => {
-      const answer = await inject({ method: 'POST', url, headers: json, payload: bodyWith(route, '"__proto__":{"admin":true}') });
+      const answer = await inject({ method: route.method, url, headers: json, payload: bodyWith(route, '"__proto__":{"admin":true}') });
       assertCatalogued(answer, { code: 'invalid_request', field: '__proto__', in: 'body', reason: 'forbidden_key' });
       const { message } = JSON.parse(answer.body).error;
       assert.doesNotMatch(message, /not valid JSON/);
@@ -221,7 +229,7 @@ describe('every route refuses bad bodies in the catalogue shape', () => {
     });
 
     test(`${label(route)}: a body that is not JSON (text/plain) → 415`, async () => {
-      assertCatalogued(await inject({ method: 'POST', url, headers: { 'content-type': 'text/plain' }, payload: JSON.stringify(route.body ?? {}) }), {
+      assertCatalogued(await inject({ method: route.method, url, headers: { 'content-type': 'text/plain' }, payload: JSON.stringify(route.body ?? {}) }), {
         code: 'unsupported_media_type',
         field: 'content-type',
         in: 'header',
@@ -230,7 +238,7 @@ describe('every route refuses bad bodies in the catalogue shape', () => {
 
     test(`${label(route)}: a 1 MiB body → 413 with the limit`, async () => {
       const payload = JSON.stringify({ ...route.body, padding: 'p'.repeat(1024 * 1024) });
-      const details = assertCatalogued(await inject({ method: 'POST', url, headers: json, payload }), { code: 'request_too_large', field: 'body' }, payload);
+      const details = assertCatalogued(await inject({ method: route.method, url, headers: json, payload }), { code: 'request_too_large', field: 'body' }, payload);
       assert.ok(typeof details.limit_bytes === 'number' && details.limit_bytes < 1024 * 1024, `limit named: ${JSON.stringify(details)}`);
     });
   }
@@ -272,8 +280,10 @@ describe('every route refuses NUL in its query parameters, naming them', () => {
 describe('the HTTP layer answers in the catalogue shape too', () => {
   for (const route of ROUTES) {
     test(`${label(route)}: other methods → 405 with Allow`, async () => {
-      const expected = route.method === 'GET' ? ['GET', 'HEAD'] : ['POST'];
-      for (const method of ['PUT', 'PATCH', 'DELETE', route.method === 'GET' ? 'POST' : 'GET']) {
+      // Every method some route takes on this path (a GET brings HEAD).
+      const methods = ROUTES.filter((other) => other.template === route.template).map((other) => other.method);
+      const expected = [...new Set(methods.flatMap((method) => (method === 'GET' ? ['GET', 'HEAD'] : [method])))].sort();
+      for (const method of ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'].filter((candidate) => !expected.includes(candidate))) {
         const answer = await inject({ method, url: urlOf(route) });
         const details = assertCatalogued(answer, { code: 'method_not_allowed' });
         assert.deepEqual(details.allow, expected);

@@ -33,10 +33,13 @@ describe('bus wired into the app', () => {
     assert.equal(unknown.json().error.code, 'not_found');
   });
 
-  test('no subscriptions until consumers declare them', async () => {
+  test('the subscriptions are those its consumers declared (points, notifications), none of the bus\'s own', async () => {
     const response = await koban.app.inject({ method: 'GET', url: '/v1/subscriptions' });
     assert.equal(response.statusCode, 200);
-    assert.deepEqual(response.json(), { data: [] });
+    assert.deepEqual(
+      response.json().data.map((subscription: { name: string; topic: string }) => `${subscription.name} on ${subscription.topic}`),
+      ['notifications-accounts on accounts', 'notifications-payments on payments', 'points-accounts on accounts', 'points-payments on payments', 'points-referrals on referrals', 'points-rewards on rewards'],
+    );
     assert.equal(koban.bus.adapter, 'postgres');
   });
 

@@ -35,3 +35,31 @@ export const MCC_PATTERN = '^[0-9]{4}$';
 export const RULES_FILE_BYTES_MAX = 4 * 1024 * 1024;
 /** A free-text description, in characters. */
 export const DESCRIPTION_LENGTH_MAX = 1_000;
+
+// Limits of the grant lifecycle (what the service does with what the engine computes).
+
+/** How long a pending grant (a ledger pending add) stays visible before the ledger lets it lapse: longer than any authorization lives, so the payment's own events resolve it first. */
+export const PENDING_GRANT_HOLD_MS = 31 * 24 * 60 * 60 * 1000;
+/** Ledger steps one payment may take in one stream (pending re-issues, confirm or claw-back adjustments): far beyond any real payment; more is a bug, refused loudly. */
+export const LEDGER_STEPS_PER_PAYMENT_MAX = 1_000;
+/** Distinct reversals one payment may record. */
+export const REVERSALS_PER_PAYMENT_MAX = 1_000;
+/** The JST offset from UTC, in milliseconds: monthly caps count calendar months in Japan. */
+export const JST_OFFSET_MS = 9 * 60 * 60 * 1000;
+/** Default referral bonus, in points (POINTS_REFERRAL_BONUS_POINTS). */
+export const REFERRAL_BONUS_POINTS_DEFAULT = 500;
+/** The largest referral bonus, in points. */
+export const REFERRAL_BONUS_POINTS_MAX = 10_000_000;
+/** Default welcome cash, in yen (POINTS_WELCOME_CASH_AMOUNT); 0 turns it off. */
+export const WELCOME_CASH_AMOUNT_DEFAULT = 500;
+/** The largest welcome cash, in yen. */
+export const WELCOME_CASH_AMOUNT_MAX = 1_000_000;
+/** Default validity of the welcome cash, in days. */
+export const WELCOME_CASH_VALID_DAYS_DEFAULT = 30;
+/** The longest validity of welcome cash or of confirmed points, in days (the ledger takes expiries up to about 10 years ahead). */
+export const VALID_DAYS_MAX = 3650;
+/** Grants listed per page: default and largest. */
+export const GRANTS_PAGE_LIMIT_DEFAULT = 50;
+export const GRANTS_PAGE_LIMIT_MAX = 200;
+/** Ledger transactions read back to find when a negative points balance went below zero; beyond it the oldest seen is reported. */
+export const NEGATIVE_SINCE_SCAN_TRANSACTIONS_MAX = 1_000;
