@@ -1,12 +1,13 @@
 // Goal: `npm run bench:e2e` — the whole card flow under load: Visa authorizations per second with their
 // captures following, authorization p50/p99, and the lag from an authorization's answer to its points grant,
 // against Koban in one process (`koban start`, postgres bus) and split (`serve ledger bus` | `serve visa` |
-// `serve points` over NATS), beside pgbench on the same PostgreSQL in the same run; then a money and points
+// `serve points` | `serve notifications`, over NATS), beside pgbench on the same PostgreSQL in the same run; then a money and points
 // check (cash = top-ups − captures − open holds; every approved authorization has exactly one grant).
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { Pool } from 'undici';
 import { KOBAN_TOPICS } from '../src/contracts/events/topics.ts';
+import { envPrefix } from '../src/platform/config.ts';
 import { cpuWindow } from './lib/cpu-window.ts';
 import { type KobanProcess, assertAlive, loadFailure, spawnKoban } from './lib/koban-process.ts';
 import { RunCleanup } from './lib/run-cleanup.ts';
@@ -70,11 +71,17 @@ const MODES = ['embedded', 'split'] as const;
 type Mode = (typeof MODES)[number];
 const MODE_LABELS: Record<Mode, string> = {
   embedded: 'embedded (koban start: every service in one process, postgres bus)',
-  split: 'split (koban serve ledger bus | serve visa | serve points, NATS bus)',
+  split: 'split (koban serve ledger bus | serve visa | serve points | serve notifications, NATS bus)',
 };
 /** Whether this build has the points service: without it, the flow stops at the bus and no lag is measured. */
 const POINTS_BUILT = EMBEDDED_SERVICES.includes('points');
-const SPLIT_SERVICES: readonly string[] = ['ledger', 'bus', 'visa', ...(POINTS_BUILT ? ['points'] : [])];
+/**
+ * The consumers split runs each in a process of its own, as `koban start` runs
+ * them in its one: notifications reacts to every payment event too, so leaving
+ * it out would flatter split against embedded.
+ */
+const SPLIT_CONSUMERS: readonly string[] = ['points', 'notifications'].filter((service) => EMBEDDED_SERVICES.includes(service));
+const SPLIT_SERVICES: readonly string[] = ['ledger', 'bus', 'visa', ...SPLIT_CONSUMERS];
 const NATS_URL = process.env.NATS_URL || 'nats://127.0.0.1:4222';
 
 type ModeState = {
@@ -131,7 +138,7 @@ async function startMode(state: ModeState, serverUrl: string, settings: { kobanN
       await spawn(['start'], env, [visaOrigin]);
     } else {
       const nats = { KOBAN_BUS: 'nats', NATS_URL, KOBAN_NATS_NAMESPACE: state.natsNamespace };
-      const [ledgerPort, busPort, visaPort, pointsPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+      const [ledgerPort, busPort, visaPort] = [await freePort(), await freePort(), await freePort()];
       ledgerOrigin = `http://127.0.0.1:${ledgerPort}`;
       const busOrigin = `http://127.0.0.1:${busPort}`;
       visaOrigin = `http://127.0.0.1:${visaPort}`;
@@ -141,13 +148,12 @@ async function startMode(state: ModeState, serverUrl: string, settings: { kobanN
         [ledgerOrigin, busOrigin],
       );
       await spawn(['serve', 'visa'], { VISA_PORT: String(visaPort), VISA_DATABASE_URL: urlOf('visa'), LEDGER_URL: ledgerOrigin, BUS_URL: busOrigin }, [visaOrigin]);
-      if (POINTS_BUILT) {
-        // A consumer run alone claims from the bus through its database and the broker, and grants through the ledger over HTTP.
-        await spawn(
-          ['serve', 'points'],
-          { ...nats, POINTS_PORT: String(pointsPort), POINTS_DATABASE_URL: urlOf('points'), BUS_DATABASE_URL: urlOf('bus'), LEDGER_URL: ledgerOrigin },
-          [`http://127.0.0.1:${pointsPort}`],
-        );
+      for (const consumer of SPLIT_CONSUMERS) {
+        // A consumer run alone claims from the bus through the bus's database and the broker; points grants through the ledger over HTTP.
+        const port = await freePort();
+        const env: NodeJS.ProcessEnv = { ...nats, [`${envPrefix(consumer)}PORT`]: String(port), [databaseUrlVariable(consumer)]: urlOf(consumer), BUS_DATABASE_URL: urlOf('bus') };
+        if (consumer === 'points') env.LEDGER_URL = ledgerOrigin;
+        await spawn(['serve', consumer], env, [`http://127.0.0.1:${port}`]);
       }
     }
     const poolOptions = { pipelining: 1, headersTimeout: HTTP_HEADERS_TIMEOUT_MS, bodyTimeout: HTTP_BODY_TIMEOUT_MS };
