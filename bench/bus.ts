@@ -32,6 +32,7 @@ import { PublishBatchCommand, SNSClient, SubscribeCommand, CreateTopicCommand } 
 import { CreateQueueCommand, DeleteMessageBatchCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { EMULATOR_CREDENTIALS, EMULATOR_REGION_DEFAULT, startEmbeddedEmulator } from '../src/services/bus/adapters/sns-sqs/embedded-emulator.ts';
 import { SnsSqsEventBus } from '../src/services/bus/adapters/sns-sqs/sns-sqs-event-bus.ts';
+import { natsReachable } from './lib/nats.ts';
 import { freePort } from './lib/net.ts';
 
 /** Events per adapter run (after warm-up). */
@@ -83,7 +84,7 @@ async function main(): Promise<void> {
     embedded = await startEmbeddedPostgres({ dataDir, port: await freePort(), logger });
     serverUrl = embedded.serverUrl;
   }
-  const natsReachable = await reachable(natsUrl);
+  const natsUp = await natsReachable(natsUrl);
   const databases: string[] = [];
   const results: Result[] = [];
   let raw: { publishPerSecond: number; consumePerSecond: number } | undefined;
@@ -92,7 +93,7 @@ async function main(): Promise<void> {
     console.log(`bench:bus — ${EVENTS} events per adapter, ${WRITERS} writers, ${EVENTS_PER_TRANSACTION} events per producer transaction, ${os.cpus().length} cores`);
     // sns-sqs too: with no endpoint and no AWS credentials it opens on an embedded emulator, as `koban start` does.
     for (const adapter of (['postgres', 'nats', 'sns-sqs'] as BusAdapter[]).filter((name) => ADAPTERS.includes(name))) {
-      if (adapter === 'nats' && !natsReachable) {
+      if (adapter === 'nats' && !natsUp) {
         console.log(`nats: skipped, NATS not reachable at ${natsUrl}`);
         continue;
       }
@@ -107,7 +108,7 @@ async function main(): Promise<void> {
       databases.push(busDb);
       snsSqs = await snsSqsVersusRaw(databaseUrl(serverUrl, busDb));
     }
-    if (natsReachable && ADAPTERS.includes('nats')) {
+    if (natsUp && ADAPTERS.includes('nats')) {
       raw = await rawJetStream();
       console.log(`raw JetStream: publish ${fmt(raw.publishPerSecond)} msg/s, consume ${fmt(raw.consumePerSecond)} msg/s (${RAW_MESSAGES} messages, file storage)`);
     }
@@ -438,17 +439,6 @@ async function dropDatabase(serverUrl: string, name: string): Promise<void> {
     await client.end();
   }
 }
-
-async function reachable(url: string): Promise<boolean> {
-  try {
-    const nc = await connect({ servers: url, timeout: 1_000, maxReconnectAttempts: 0 });
-    await nc.close();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 
 const hardStop = setTimeout(() => {
   console.error('bench:bus exceeded its time budget; stopping');

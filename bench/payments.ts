@@ -1,32 +1,32 @@
 // Goal: `npm run bench:payments` — Visa authorizations per second over HTTP against Koban in one process
 // (`koban start`) and split (`koban serve ledger bus` + `koban serve visa`), beside pgbench on the same
 // PostgreSQL in the same run, with p50/p99, where the time goes, and a money check (cash held = approvals).
-import { randomBytes, randomInt } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Pool } from 'undici';
 import { type CpuFigures, cpuWindow } from './lib/cpu-window.ts';
-import { type KobanProcess, spawnKoban } from './lib/koban-process.ts';
+import { type KobanProcess, assertAlive, loadFailure, spawnKoban } from './lib/koban-process.ts';
+import { RunCleanup } from './lib/run-cleanup.ts';
 import type { ProbeDump, ProbeTally } from './lib/koban-probe.ts';
-import { type LoadResult, type Plan, type Unexpected, newUnexpected, runAll, runClosedLoop } from './lib/load.ts';
-import { freePort, sleep } from './lib/net.ts';
-import { PgObserver, type PgWindowFigures } from './lib/pg-observer.ts';
-import { type PgbenchFigures, findPgbench, pgbenchInit, pgbenchRun, pgbenchScale, pgbenchVersion } from './lib/pgbench.ts';
-import { type PgServer, createDatabase, databaseUrl, dropDatabase, providePgServer, serverVersion, withClient } from './lib/pg-server.ts';
-import { readHostCpuTicks } from './lib/proc.ts';
+import { EMBEDDED_SERVICES, databaseUrlVariable, kobanChildEnv } from './lib/koban-services.ts';
+import { type LoadResult, type Plan, type Unexpected, describeUnexpected, mergeUnexpected, newUnexpected, runClosedLoop, unexpectedLines } from './lib/load.ts';
+import { freePort, pollUntil, sleep } from './lib/net.ts';
+import { PgObserver, type PgWindowFigures, describeWaits } from './lib/pg-observer.ts';
+import { type PgServer, databaseUrl, providePgServer, serverVersion, withClient } from './lib/pg-server.ts';
+import { PgbenchReference, describePgSettings, hostBusyPercentOver } from './lib/reference.ts';
 import { errorCode, fixed, formatTable, percentOfCore, round, usPer } from './lib/report.ts';
 import { guardRun, runMain } from './lib/run-guard.ts';
 import { median, medianItem, medianPairedRatio } from './lib/rounds.ts';
+import { type RunSettings, readRunSettings } from './lib/settings.ts';
+import { DECLINE_AMOUNT, DECLINE_ONE_IN, FUNDING_CONCURRENCY, authorizationPlan as visaAuthorizationPlan, drawAuthorization, fundUsers, readVisaOutbox } from './lib/visa-load.ts';
 
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
 
 const DURATION_S_DEFAULT = 5;
-const DURATION_S_MAX = 600;
 const ROUNDS_DEFAULT = 3;
-const ROUNDS_MAX = 20;
 const CONCURRENCIES_DEFAULT = '16,64';
-const CONCURRENCY_MAX = 1_000;
 /** Traffic before each measured window (a freshly started process included), sent and checked but not timed. */
 const WARMUP_MS = 2_000;
 
@@ -42,19 +42,6 @@ const FUND_AMOUNT = 900_000;
 /** Authorization amounts are uniform in this range, in yen: a user would need ~180 of them to run dry. */
 const AUTH_AMOUNT_MIN = 100;
 const AUTH_AMOUNT_MAX = 5_000;
-/**
- * One authorization in this many asks for more than any user ever has (but
- * not above the route's default maximum, 1,000,000): the ledger refuses the
- * hold and Visa answers a decline — the decline path is measured and checked too.
- */
-const DECLINE_ONE_IN = 50;
-const DECLINE_AMOUNT = 1_000_000;
-const MERCHANTS = [
-  { id: 'bench-grocer', name: 'Bench Grocer', category_code: '5411' },
-  { id: 'bench-cafe', name: 'Bench Cafe', category_code: '5814' },
-  { id: 'bench-fuel', name: 'Bench Fuel', category_code: '5541' },
-] as const;
-const FUNDING_CONCURRENCY = 32;
 
 const HTTP_HEADERS_TIMEOUT_MS = 30_000;
 const HTTP_BODY_TIMEOUT_MS = 30_000;
@@ -80,25 +67,14 @@ const BYTES_PER_MIB = 1024 * 1024;
 
 const MODES = ['embedded', 'split'] as const;
 type Mode = (typeof MODES)[number];
-const PGBENCH_SCENARIO = 'pgbench';
 const MODE_LABELS: Record<Mode, string> = {
   embedded: 'embedded (koban start: every service in one process)',
   split: 'split (koban serve ledger bus | koban serve visa, over HTTP)',
 };
-/** Databases of a mode, one per service, all on the benchmark's server. `koban start` runs QUICPay+ too. */
-const SERVICES_OF: Record<Mode, readonly string[]> = { embedded: ['ledger', 'bus', 'visa', 'quicpay'], split: ['ledger', 'bus', 'visa'] };
+/** Databases of a mode, one per service, all on the benchmark's server. `koban start` runs every service (QUICPay+ and the rest too). */
+const SERVICES_OF: Record<Mode, readonly string[]> = { embedded: EMBEDDED_SERVICES, split: ['ledger', 'bus', 'visa'] };
 
-type Settings = {
-  durationS: number;
-  rounds: number;
-  concurrencies: number[];
-  modes: Mode[];
-  runPgbench: boolean;
-  profile: boolean;
-  kobanNodeArgs: string[];
-  keepDatabases: boolean;
-  databaseUrl: string | undefined;
-};
+type Settings = RunSettings<Mode> & { profile: boolean };
 
 /** What the benchmark saw answered, per mode. */
 class AuthTally {
@@ -154,8 +130,6 @@ type Row = {
   probe: ProbeFigures | undefined;
 };
 
-type PgbenchRow = { round: number; concurrency: number; figures: PgbenchFigures; pg: PgWindowFigures } | { round: number; concurrency: number; error: string };
-
 type Summary = {
   mode: Mode;
   concurrency: number;
@@ -168,53 +142,15 @@ type Summary = {
 };
 
 function readSettings(env: NodeJS.ProcessEnv): Settings {
-  const durationText = env.BENCH_DURATION_S || String(DURATION_S_DEFAULT);
-  const durationS = Number(durationText);
-  if (!Number.isInteger(durationS) || durationS < 1 || durationS > DURATION_S_MAX) {
-    throw new Error(`BENCH_DURATION_S=${JSON.stringify(durationText)}: set it to whole seconds, 1–${DURATION_S_MAX}`);
-  }
-  const concurrencyText = env.BENCH_CONCURRENCY || CONCURRENCIES_DEFAULT;
-  const concurrencies = concurrencyText.split(',').map((part) => Number(part.trim()));
-  if (concurrencies.length === 0 || concurrencies.some((c) => !Number.isInteger(c) || c < 1 || c > CONCURRENCY_MAX)) {
-    throw new Error(`BENCH_CONCURRENCY=${JSON.stringify(concurrencyText)}: set it to a comma-separated list of integers 1–${CONCURRENCY_MAX}, e.g. 16,64`);
-  }
-  const roundsText = env.BENCH_ROUNDS || String(ROUNDS_DEFAULT);
-  const rounds = Number(roundsText);
-  if (!Number.isInteger(rounds) || rounds < 1 || rounds > ROUNDS_MAX) {
-    throw new Error(`BENCH_ROUNDS=${JSON.stringify(roundsText)}: set it to a whole number of rounds, 1–${ROUNDS_MAX}`);
-  }
-  const known: string[] = [...MODES, PGBENCH_SCENARIO];
-  const scenarioText = env.BENCH_SCENARIOS || known.join(',');
-  const chosen = scenarioText.split(',').map((part) => part.trim()).filter((part) => part !== '');
-  const unknown = chosen.filter((name) => !known.includes(name));
-  if (chosen.length === 0 || unknown.length > 0) {
-    throw new Error(`BENCH_SCENARIOS=${JSON.stringify(scenarioText)}: set it to a comma-separated list of ${known.join(', ')}${unknown.length ? ` (unknown: ${unknown.join(', ')})` : ''}`);
-  }
   return {
-    durationS,
-    rounds,
-    concurrencies,
-    modes: MODES.filter((mode) => chosen.includes(mode)),
-    runPgbench: chosen.includes(PGBENCH_SCENARIO),
+    ...readRunSettings(env, { modes: MODES, durationS: DURATION_S_DEFAULT, rounds: ROUNDS_DEFAULT, concurrencies: CONCURRENCIES_DEFAULT }),
     profile: env.BENCH_PROFILE === '1',
-    kobanNodeArgs: (env.BENCH_KOBAN_NODE_ARGS ?? '').split(/\s+/).filter((arg) => arg !== ''),
-    keepDatabases: env.BENCH_KEEP_DBS === '1',
-    databaseUrl: env.DATABASE_URL || undefined,
   };
 }
 
 const startedAt = performance.now();
 function log(message: string): void {
   console.log(`[${((performance.now() - startedAt) / MS_PER_S).toFixed(1).padStart(6)} s] ${message}`);
-}
-
-/** The environment of a Koban child: this one without any database, port or peer setting of Koban's, so that only what the benchmark sets applies. */
-function childEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  for (const key of Object.keys(env)) {
-    if (key === 'DATABASE_URL' || key === 'PORT' || /^(LEDGER|BUS|VISA|QUICPAY)_/.test(key)) delete env[key];
-  }
-  return { ...env, HOST: '127.0.0.1', LOG_LEVEL: 'warn' };
 }
 
 async function startMode(state: ModeState, serverUrl: string, settings: Settings, probeDir: string, round: number): Promise<Running> {
@@ -234,8 +170,8 @@ async function startMode(state: ModeState, serverUrl: string, settings: Settings
     if (state.mode === 'embedded') {
       const port = await freePort();
       const node = nodeArgs('all');
-      const env: NodeJS.ProcessEnv = { ...childEnv(), ...node.env, PORT: String(port) };
-      for (const service of SERVICES_OF.embedded) env[`${service.toUpperCase()}_DATABASE_URL`] = urlOf(service);
+      const env: NodeJS.ProcessEnv = { ...kobanChildEnv(), ...node.env, PORT: String(port) };
+      for (const service of SERVICES_OF.embedded) env[databaseUrlVariable(service)] = urlOf(service);
       visaOrigin = ledgerOrigin = `http://127.0.0.1:${port}`;
       processes.push(await spawnKoban({ repoRoot: REPO_ROOT, args: ['start'], extraNodeArgs: node.args, env, origins: [visaOrigin], label: 'koban start' }));
     } else {
@@ -249,7 +185,7 @@ async function startMode(state: ModeState, serverUrl: string, settings: Settings
           repoRoot: REPO_ROOT,
           args: ['serve', 'ledger', 'bus'],
           extraNodeArgs: core.args,
-          env: { ...childEnv(), ...core.env, LEDGER_PORT: String(ledgerPort), BUS_PORT: String(busPort), LEDGER_DATABASE_URL: urlOf('ledger'), BUS_DATABASE_URL: urlOf('bus') },
+          env: { ...kobanChildEnv(), ...core.env, LEDGER_PORT: String(ledgerPort), BUS_PORT: String(busPort), LEDGER_DATABASE_URL: urlOf('ledger'), BUS_DATABASE_URL: urlOf('bus') },
           origins: [ledgerOrigin, busOrigin],
           label: 'koban serve ledger bus',
         }),
@@ -260,7 +196,7 @@ async function startMode(state: ModeState, serverUrl: string, settings: Settings
           repoRoot: REPO_ROOT,
           args: ['serve', 'visa'],
           extraNodeArgs: visa.args,
-          env: { ...childEnv(), ...visa.env, VISA_PORT: String(visaPort), VISA_DATABASE_URL: urlOf('visa'), LEDGER_URL: ledgerOrigin, BUS_URL: busOrigin },
+          env: { ...kobanChildEnv(), ...visa.env, VISA_PORT: String(visaPort), VISA_DATABASE_URL: urlOf('visa'), LEDGER_URL: ledgerOrigin, BUS_URL: busOrigin },
           origins: [visaOrigin],
           label: 'koban serve visa',
         }),
@@ -291,43 +227,13 @@ async function startMode(state: ModeState, serverUrl: string, settings: Settings
 
 /** One Visa authorization: a fresh id, a random user, an amount; a decline probe one in DECLINE_ONE_IN times. */
 function authorizationPlan(state: ModeState): Plan {
-  const n = state.sent++;
-  const declineProbe = n % DECLINE_ONE_IN === DECLINE_ONE_IN - 1;
-  const userId = state.users[randomInt(state.users.length)]!;
-  const amount = declineProbe ? DECLINE_AMOUNT : AUTH_AMOUNT_MIN + randomInt(AUTH_AMOUNT_MAX - AUTH_AMOUNT_MIN + 1);
-  const body = { authorization_id: `${state.idPrefix}${n.toString(36)}`, user_id: userId, amount, currency: 'JPY', merchant: MERCHANTS[n % MERCHANTS.length] };
-  return {
-    method: 'POST',
-    path: '/v1/visa/authorizations',
-    body: JSON.stringify(body),
-    check: (answer) => {
-      if (answer.status !== 200) return `authorization: ${answer.status} ${errorCode(answer.body)}`;
-      if (answer.headers['idempotent-replayed'] !== 'false') return `authorization: 200 with Idempotent-Replayed ${String(answer.headers['idempotent-replayed'])} to a first message`;
-      const parsed = JSON.parse(answer.body) as { approved?: unknown; decline_reason?: unknown; authorization_id?: unknown };
-      if (parsed.authorization_id !== body.authorization_id) return 'authorization: the answer names another authorization';
-      if (parsed.approved === true) {
-        // Counted whatever else is wrong: the cash is held.
-        state.tally.approve(userId, amount);
-        return declineProbe ? `authorization of ${amount} approved above the user's ${FUND_AMOUNT}` : null;
-      }
-      if (parsed.approved === false) {
-        state.tally.decline(amount);
-        if (!declineProbe) return `authorization declined (${String(parsed.decline_reason)}) with enough cash`;
-        return parsed.decline_reason === 'insufficient_balance' ? null : `decline probe declined for ${String(parsed.decline_reason)}, not insufficient_balance`;
-      }
-      return 'authorization: 200 without approved';
-    },
-  };
+  const auth = drawAuthorization(state.sent++, { users: state.users, idPrefix: state.idPrefix, amountMin: AUTH_AMOUNT_MIN, amountMax: AUTH_AMOUNT_MAX });
+  const { user_id: userId, amount } = auth.body;
+  return visaAuthorizationPlan(auth, FUND_AMOUNT, { approve: () => state.tally.approve(userId, amount), decline: () => state.tally.decline(amount) });
 }
 
 async function fund(state: ModeState, running: Running, signal: AbortSignal): Promise<void> {
-  const plans: Plan[] = state.users.map((userId, index) => ({
-    method: 'POST',
-    path: '/v1/transactions',
-    body: JSON.stringify({ transaction_id: `${state.idPrefix}fund-${index}`, type: 'add', user_id: userId, balance_type: 'cash', amount: FUND_AMOUNT }),
-    check: (answer) => (answer.status === 201 ? null : `top-up: ${answer.status} ${errorCode(answer.body)}`),
-  }));
-  const unexpected = await runAll(running.ledgerPool, plans, FUNDING_CONCURRENCY, signal);
+  const unexpected = await fundUsers(running.ledgerPool, { users: state.users, idPrefix: state.idPrefix, amount: FUND_AMOUNT, signal });
   mergeUnexpected(state.unexpected, unexpected);
   if (unexpected.total > 0) throw new Error(`${unexpected.total} top-ups failed: ${unexpected.samples.join(' | ')}`);
   state.funded = true;
@@ -452,18 +358,7 @@ async function checkMoney(state: ModeState, running: Running, serverUrl: string,
   );
 
   // Every answer produced one event (approved or declined); the relay publishes them to the bus.
-  const drainDeadline = performance.now() + OUTBOX_DRAIN_WAIT_MS;
-  let outbox = { events: 0, unpublished: 0 };
-  for (;;) {
-    outbox = await withClient(visaUrl, async (client) => {
-      const result = await client.query<{ events: string; unpublished: string }>(
-        `SELECT count(*)::text AS events, count(*) FILTER (WHERE published_at IS NULL)::text AS unpublished FROM koban_visa_outbox.events WHERE topic = 'payments'`,
-      );
-      return { events: Number(result.rows[0]!.events), unpublished: Number(result.rows[0]!.unpublished) };
-    });
-    if (outbox.unpublished === 0 || performance.now() > drainDeadline) break;
-    await sleep(OUTBOX_POLL_INTERVAL_MS, signal);
-  }
+  const outbox = await pollUntil(() => readVisaOutbox(visaUrl), (reading) => reading.unpublished === 0, { waitMs: OUTBOX_DRAIN_WAIT_MS, intervalMs: OUTBOX_POLL_INTERVAL_MS, signal });
   expect(
     outbox.events === tally.approved.count + tally.declined.count && outbox.unpublished === 0,
     `outbox: ${outbox.events} payment events for ${tally.approved.count + tally.declined.count} answers, ${outbox.unpublished} unpublished after the relay's drain`,
@@ -502,14 +397,10 @@ async function main(): Promise<number> {
   const deadlineMs = STARTUP_BUDGET_MS + settings.rounds * perRoundMs + CHECK_BUDGET_MS;
   const guard = guardRun(abort, deadlineMs);
 
-  const cleanups: Array<{ what: string; run: () => Promise<unknown> }> = [];
+  const cleanup = new RunCleanup();
   let running: Running | undefined;
-  const killOnExit = () => {
-    for (const koban of running?.processes ?? []) if (koban.alive()) process.kill(koban.pid, 'SIGKILL');
-  };
-  process.on('exit', killOnExit);
   const probeDir = mkdtempSync(path.join(os.tmpdir(), 'koban-bench-probe-'));
-  cleanups.push({ what: 'remove probe files', run: async () => rmSync(probeDir, { recursive: true, force: true }) });
+  cleanup.add('remove probe files', async () => rmSync(probeDir, { recursive: true, force: true }));
 
   try {
     log(
@@ -517,21 +408,15 @@ async function main(): Promise<number> {
         `clients ${settings.concurrencies.join(',')}; ${settings.rounds} round(s)${settings.profile ? '; PROFILE: Koban runs with the statement probe (its figures carry the probe\'s cost)' : ''}`,
     );
     const server: PgServer = await providePgServer(settings.databaseUrl);
-    cleanups.push({ what: 'stop PostgreSQL', run: () => server.stop() });
+    cleanup.add('stop PostgreSQL', () => server.stop());
     const pgVersion = await serverVersion(server.serverUrl);
-    const pgSettings = await withClient(server.serverUrl, async (client) => {
-      const result = await client.query<{ name: string; setting: string; unit: string | null }>(
-        `SELECT name, setting, unit FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', 'shared_buffers', 'max_connections') ORDER BY name`,
-      );
-      return result.rows.map((row) => `${row.name}=${row.setting}${row.unit ? ` ${row.unit}` : ''}`).join(', ');
-    });
+    const pgSettings = await describePgSettings(server.serverUrl);
     log(`PostgreSQL ${pgVersion} (${server.kind}: ${server.where}); ${pgSettings} — Koban (both modes) and pgbench all run on this one server`);
 
     const created: string[] = [];
     const create = async (name: string) => {
-      await createDatabase(server.serverUrl, name);
+      await cleanup.createDatabase(server, name, settings.keepDatabases);
       created.push(name);
-      if (server.kind === 'DATABASE_URL' && !settings.keepDatabases) cleanups.push({ what: `drop database ${name}`, run: () => dropDatabase(server.serverUrl, name) });
     };
     const states: ModeState[] = [];
     for (const mode of settings.modes) {
@@ -559,29 +444,15 @@ async function main(): Promise<number> {
 
     // One connection per watched database: a window samples on its observer's connection.
     const observer = await PgObserver.open(server.serverUrl);
-    cleanups.push({ what: 'close the PostgreSQL observer', run: () => observer.close() });
+    cleanup.add('close the PostgreSQL observer', () => observer.close());
     const ledgerObserver = await PgObserver.open(server.serverUrl);
-    cleanups.push({ what: 'close the second PostgreSQL observer', run: () => ledgerObserver.close() });
-    const pgbenchBin = settings.runPgbench ? await findPgbench() : undefined;
-    const scale = pgbenchScale(settings.concurrencies);
-    let pgbenchNote = 'pgbench reference not selected (BENCH_SCENARIOS)';
-    if (pgbenchBin) {
-      pgbenchNote = await pgbenchVersion(pgbenchBin, signal);
-      log(`${pgbenchNote}: pgbench -i -s ${scale} …`);
-      await pgbenchInit(pgbenchBin, databaseUrl(server.serverUrl, pgbenchDb), scale, signal);
-    } else if (settings.runPgbench) {
-      pgbenchNote = 'pgbench not found on PATH: the pgbench reference was SKIPPED (install it with `apt-get install postgresql-client`)';
-      log(pgbenchNote);
-    }
+    cleanup.add('close the second PostgreSQL observer', () => ledgerObserver.close());
+    const pgbench = await PgbenchReference.prepare({ selected: settings.runPgbench, serverUrl: server.serverUrl, database: pgbenchDb, concurrencies: settings.concurrencies, signal, log });
 
-    const hostBefore = readHostCpuTicks();
-    await sleep(HOST_PROBE_MS, signal);
-    const hostAfter = readHostCpuTicks();
-    const hostBusyBeforePercent = hostBefore && hostAfter ? (100 * (hostAfter.busy - hostBefore.busy)) / (hostAfter.total - hostBefore.total) : Number.NaN;
+    const hostBusyBeforePercent = await hostBusyPercentOver(HOST_PROBE_MS, signal);
     log(`host CPU busy before the load (others' work): ${fixed(hostBusyBeforePercent, 0)}% of ${navigator.hardwareConcurrency} cores`);
 
     const rows: Row[] = [];
-    const pgbenchRows: PgbenchRow[] = [];
     const money = new Map<Mode, MoneyCheck>();
     for (let round = 1; round <= settings.rounds; round++) {
       // Each mode runs alone (the other is stopped, and both are while pgbench runs: connections and CPU are theirs); the order alternates between rounds.
@@ -590,6 +461,7 @@ async function main(): Promise<number> {
         const startAt = performance.now();
         running = await startMode(state, server.serverUrl, settings, probeDir, round);
         const current = running;
+        cleanup.track(current.processes);
         log(`round ${round}/${settings.rounds}: ${MODE_LABELS[state.mode]} — pids ${current.processes.map((koban) => koban.pid).join(', ')}, healthy in ${fixed((performance.now() - startAt) / MS_PER_S, 1)} s`);
         try {
           if (!state.funded) {
@@ -627,14 +499,11 @@ async function main(): Promise<number> {
               },
             }).catch((error: unknown) => {
               signal.throwIfAborted();
-              const exits = current.processes.map((koban) => koban.exitDescription()).filter((exit) => exit !== undefined);
-              throw new Error(`${state.mode} c=${concurrency}: ${(error as Error).message}${exits.length ? ` — a Koban process had exited (${exits.join(', ')})` : ''}`, { cause: error });
+              throw loadFailure(`${state.mode} c=${concurrency}`, current.processes, error);
             });
             const [pgVisa, pgLedger] = [await visaWindow.figures(), await ledgerWindow.figures()];
             const [probeAtBegin, probeAtEnd] = [await probeBegin?.(), await probeEnd?.()];
-            for (const koban of current.processes) {
-              if (!koban.alive()) throw new Error(`a Koban process of ${state.mode} exited during c=${concurrency}: ${koban.exitDescription()}\n${koban.recentOutput()}`);
-            }
+            assertAlive(current.processes, `${state.mode} c=${concurrency}`);
             mergeUnexpected(state.unexpected, result.unexpected);
             const row: Row = {
               round,
@@ -665,37 +534,15 @@ async function main(): Promise<number> {
         } finally {
           const exits = await current.stop();
           running = undefined;
+          cleanup.track([]);
           if (exits.some((exit) => exit !== 'exit code 0')) log(`  ${state.mode} stopped: ${exits.join(', ')}`);
         }
       }
-      if (pgbenchBin) {
-        for (const concurrency of settings.concurrencies) {
-          const pgWindow = observer.window(pgbenchDb);
-          try {
-            pgWindow.begin();
-            let figures: PgbenchFigures;
-            try {
-              figures = await pgbenchRun(pgbenchBin, databaseUrl(server.serverUrl, pgbenchDb), concurrency, settings.durationS, signal);
-            } finally {
-              pgWindow.end();
-            }
-            const pg = await pgWindow.figures();
-            pgbenchRows.push({ round, concurrency, figures, pg });
-            log(`round ${round}/${settings.rounds}: pgbench c=${concurrency}: ${fixed(figures.tps, 0)} tps, latency average ${fixed(figures.latencyAvgMs, 2)} ms, ${figures.failedTransactions} failed`);
-          } catch (error) {
-            signal.throwIfAborted();
-            pgbenchRows.push({ round, concurrency, error: (error as Error).message });
-            log(`round ${round}/${settings.rounds}: pgbench c=${concurrency} FAILED: ${(error as Error).message}`);
-          }
-        }
-      }
+      await pgbench.runRound(round, settings.rounds, settings.concurrencies, settings.durationS, observer, signal, log);
     }
 
     // Report.
-    type PgbenchMeasured = Extract<PgbenchRow, { figures: PgbenchFigures }>;
-    const pgbenchMeasured = (concurrency: number) => pgbenchRows.filter((row): row is PgbenchMeasured => row.concurrency === concurrency && 'figures' in row);
-    const pgbenchTps = (concurrency: number) => median(pgbenchMeasured(concurrency).map((row) => row.figures.tps));
-    const pgbenchTpsByRound = (concurrency: number) => new Map(pgbenchMeasured(concurrency).map((row) => [row.round, row.figures.tps]));
+    const pgbenchTps = (concurrency: number) => pgbench.tps(concurrency);
     const summaries: Summary[] = [];
     for (const concurrency of settings.concurrencies) {
       for (const mode of settings.modes) {
@@ -715,7 +562,7 @@ async function main(): Promise<number> {
       }
     }
     const ratioOf = (summary: Summary) =>
-      medianPairedRatio(new Map(summary.rounds.map((row) => [row.round, row.koban.requestsPerS])), pgbenchTpsByRound(summary.concurrency));
+      medianPairedRatio(new Map(summary.rounds.map((row) => [row.round, row.koban.requestsPerS])), pgbench.tpsByRound(summary.concurrency));
     const range = (values: readonly number[]) => (values.length > 1 ? `${fixed(Math.min(...values), 0)}–${fixed(Math.max(...values), 0)}` : '-');
     const cores = navigator.hardwareConcurrency;
 
@@ -733,7 +580,7 @@ async function main(): Promise<number> {
       `authorizations: a fresh authorization_id each, a user drawn from ${USERS_COUNT} per mode (each topped up with ${FUND_AMOUNT} cash first), ${AUTH_AMOUNT_MIN}–${AUTH_AMOUNT_MAX} yen; ` +
         `one in ${DECLINE_ONE_IN} asks ${DECLINE_AMOUNT} (more than anyone has: declined insufficient_balance)`,
     );
-    console.log(`reference: ${pgbenchBin ? `${pgbenchNote}, tpcb-like, scale ${scale}, -j min(C,2), no vacuum (-n), same server` : pgbenchNote}`);
+    console.log(`reference: ${pgbench.describe()}`);
     console.log('');
     console.log(
       formatTable(
@@ -788,7 +635,7 @@ async function main(): Promise<number> {
         'PG waits: share of active-backend samples (every 25 ms, pg_stat_activity) per wait event, CPU when not waiting.',
     );
     for (const concurrency of settings.concurrencies) {
-      const rowsAtC = pgbenchMeasured(concurrency);
+      const rowsAtC = pgbench.measured(concurrency);
       const typical = medianItem(rowsAtC, (row) => row.figures.tps);
       if (typical) {
         console.log(
@@ -871,13 +718,8 @@ async function main(): Promise<number> {
         `${state.mode}: ${approved.count + declined.count} authorizations answered in all (warm-ups included): ${approved.count} approved for ${approved.amount} yen, ${declined.count} declined; ` +
           `peak RSS ${state.peakRssMiB.length ? `${fixed(Math.max(...state.peakRssMiB), 0)} MiB per process` : 'unknown'}`,
       );
-      if (state.unexpected.total > 0) {
-        pass = false;
-        console.log(`  UNEXPECTED answers: ${state.unexpected.total} (${describeUnexpected(state.unexpected)})`);
-        for (const sample of state.unexpected.samples) console.log(`    e.g. ${sample}`);
-      } else {
-        console.log('  unexpected answers: 0');
-      }
+      if (state.unexpected.total > 0) pass = false;
+      for (const line of unexpectedLines(state.unexpected)) console.log(`  ${line}`);
       console.log(`  money check: ${check === undefined ? 'NOT RUN' : check.pass ? 'PASS' : 'FAIL'}`);
       for (const line of check?.lines ?? []) console.log(`    ${line}`);
       if (!check?.pass) pass = false;
@@ -890,7 +732,7 @@ async function main(): Promise<number> {
         at: new Date().toISOString(),
         postgres: { version: pgVersion, source: server.kind, settings: pgSettings },
         settings: { duration_s: settings.durationS, rounds: settings.rounds, warmup_ms: WARMUP_MS, concurrencies: settings.concurrencies, modes: settings.modes, profile: settings.profile, cores },
-        pgbench: pgbenchBin ? { version: pgbenchNote, scale, mode: 'tpcb-like' } : { skipped: pgbenchNote },
+        pgbench: pgbench.available ? { version: pgbench.note, scale: pgbench.scale, mode: 'tpcb-like' } : { skipped: pgbench.note },
         summaries: summaries.map((summary) => ({
           mode: summary.mode,
           clients: summary.concurrency,
@@ -912,7 +754,7 @@ async function main(): Promise<number> {
           koban_cpu_us_per_auth: round(usPer(row.cpu.kobanMs, row.koban.requests), 1),
           host_busy_percent: round(row.cpu.hostBusyPercent, 1),
         })),
-        pgbench_rows: pgbenchRows.map((row) => ('figures' in row ? { round: row.round, clients: row.concurrency, tps: round(row.figures.tps, 1) } : row)),
+        pgbench_rows: pgbench.rows.map((row) => ('figures' in row ? { round: row.round, clients: row.concurrency, tps: round(row.figures.tps, 1) } : row)),
         targets: targetLines.map((line) => ({ met: line.met ?? null, text: line.text })),
         money: Object.fromEntries([...money].map(([mode, check]) => [mode, check.pass])),
         total_s: round((performance.now() - startedAt) / MS_PER_S, 1),
@@ -923,29 +765,8 @@ async function main(): Promise<number> {
   } finally {
     guard.disarm();
     if (running) await running.stop().catch(() => undefined);
-    for (const cleanup of cleanups.reverse()) {
-      try {
-        await cleanup.run();
-      } catch (error) {
-        console.error(`cleanup "${cleanup.what}" failed: ${(error as Error).message}`);
-      }
-    }
-    process.off('exit', killOnExit);
+    await cleanup.runAll();
   }
-}
-
-function mergeUnexpected(into: Unexpected, from: Unexpected): void {
-  into.total += from.total;
-  for (const [label, count] of from.counts) into.counts.set(label, (into.counts.get(label) ?? 0) + count);
-  for (const sample of from.samples) if (into.samples.length < 10) into.samples.push(sample);
-}
-
-function describeUnexpected(unexpected: Unexpected): string {
-  return [...unexpected.counts].map(([label, count]) => `${count}× ${label}`).join(', ');
-}
-
-function describeWaits(pg: PgWindowFigures): string {
-  return pg.waits.map((wait) => `${wait.wait} ${Math.round(wait.share * 100)}%`).join(', ') || '-';
 }
 
 await runMain(main);

@@ -155,3 +155,16 @@ function readPeakRssBytes(pid: number): number | undefined {
     return undefined;
   }
 }
+
+/** A failed load, naming any Koban process that had exited by then (the usual cause). */
+export function loadFailure(what: string, processes: readonly KobanProcess[], error: unknown): Error {
+  const exits = processes.map((koban) => koban.exitDescription()).filter((exit) => exit !== undefined);
+  return new Error(`${what}: ${(error as Error).message}${exits.length ? ` — a Koban process had exited (${exits.join(', ')})` : ''}`, { cause: error });
+}
+
+/** Throws if a Koban process exited during `what`, with its last output. */
+export function assertAlive(processes: readonly KobanProcess[], what: string): void {
+  for (const koban of processes) {
+    if (!koban.alive()) throw new Error(`a Koban process exited during ${what}: ${koban.exitDescription()}\n${koban.recentOutput()}`);
+  }
+}

@@ -64,7 +64,7 @@ export type LoadResult = {
   measuredS: number;
   unitsPerS: number;
   requestsPerS: number;
-  /** Percentiles of the latency of a whole unit. */
+  /** Percentiles of the latency of a whole unit, or of its first request (`latencyOf: 'first'`). */
   p50Ms: number;
   p99Ms: number;
   maxMs: number;
@@ -85,6 +85,8 @@ export async function runClosedLoop(
     warmupMs: number;
     durationMs: number;
     nextUnit: () => readonly Plan[];
+    /** What a latency is of: the whole unit (the default), or its first request alone (an authorization whose capture follows, untimed). */
+    latencyOf?: 'unit' | 'first';
     signal: AbortSignal;
     /** Called when the measured window opens and when it closes (for CPU readings); `onWindowEnd` always runs once `onWindowStart` has. */
     onWindowStart?: () => void;
@@ -116,13 +118,18 @@ export async function runClosedLoop(
       const sentAt = performance.now();
       if (sentAt >= stopAt) return;
       const measured = sentAt >= measureFrom;
+      let timed = false;
       for (const plan of options.nextUnit()) {
         if (measured) requestsInWindow++;
         const outcome = await send(pool, plan, unexpected);
+        if (measured && !timed && options.latencyOf === 'first') {
+          latenciesMs.push(performance.now() - sentAt);
+          timed = true;
+        }
         if (outcome.transportError) transportErrors++;
         if (!outcome.ok) break;
       }
-      if (measured) latenciesMs.push(performance.now() - sentAt);
+      if (measured && !timed) latenciesMs.push(performance.now() - sentAt);
     }
   };
   try {
@@ -173,4 +180,22 @@ export function percentile(sorted: Float64Array, quantile: number): number {
   if (sorted.length === 0) return Number.NaN;
   const rank = Math.min(sorted.length, Math.max(1, Math.ceil(quantile * sorted.length)));
   return sorted[rank - 1]!;
+}
+
+/** Adds `from`'s unexpected answers to `into` (samples up to ten). */
+export function mergeUnexpected(into: Unexpected, from: Unexpected): void {
+  into.total += from.total;
+  for (const [label, count] of from.counts) into.counts.set(label, (into.counts.get(label) ?? 0) + count);
+  for (const sample of from.samples) if (into.samples.length < 10) into.samples.push(sample);
+}
+
+/** `3× label, 1× other label`. */
+export function describeUnexpected(unexpected: Unexpected): string {
+  return [...unexpected.counts].map(([label, count]) => `${count}× ${label}`).join(', ');
+}
+
+/** The report's lines for a run's unexpected answers: a count by label and some examples, or that there were none. */
+export function unexpectedLines(unexpected: Unexpected): string[] {
+  if (unexpected.total === 0) return ['unexpected answers: 0'];
+  return [`UNEXPECTED answers: ${unexpected.total} (${describeUnexpected(unexpected)})`, ...unexpected.samples.map((sample) => `  e.g. ${sample}`)];
 }

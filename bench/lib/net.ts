@@ -33,3 +33,13 @@ export async function withTimeout<T>(promise: Promise<T>, timeoutMs: number, wha
     clearTimeout(timer);
   }
 }
+
+/** Reads until `done` says so or `waitMs` has passed (a bounded wait, never a sleep-and-hope); resolves with the last reading either way. */
+export async function pollUntil<T>(read: () => Promise<T>, done: (value: T) => boolean, options: { waitMs: number; intervalMs: number; signal: AbortSignal }): Promise<T> {
+  const deadline = performance.now() + options.waitMs;
+  for (;;) {
+    const value = await read();
+    if (done(value) || performance.now() > deadline) return value;
+    await sleep(options.intervalMs, options.signal);
+  }
+}

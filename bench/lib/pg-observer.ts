@@ -213,3 +213,8 @@ function handled<T>(promise: Promise<T>): Promise<T> {
   promise.catch(() => undefined);
   return promise;
 }
+
+/** The window's wait events as shares of active-backend samples, e.g. `CPU 60%, IO:WALSync 30%`. */
+export function describeWaits(pg: PgWindowFigures): string {
+  return pg.waits.map((wait) => `${wait.wait} ${Math.round(wait.share * 100)}%`).join(', ') || '-';
+}
