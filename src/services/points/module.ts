@@ -30,7 +30,7 @@ import { migratePoints, POINTS_DATABASE, PostgresPointsStore } from './store/pos
 /** Reads only: query strings, no bodies to speak of. */
 const POINTS_BODY_BYTES_MAX = 1024;
 /** Payment events handled at once: each holds a connection from its payment's lock until its ledger writes are done. */
-const PAYMENTS_IN_FLIGHT_MAX = 8;
+const PAYMENTS_IN_FLIGHT_MAX = 24;
 /** Events of each other source handled at once. */
 const OTHER_SOURCES_IN_FLIGHT_MAX = 2;
 /** Connections: one per event in flight, plus room for reads. */

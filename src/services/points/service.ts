@@ -29,10 +29,10 @@ import { isLedgerError, type LedgerApi } from '../../contracts/ledger/ledger-api
 import type { Balance } from '../../contracts/ledger/types.ts';
 import type { Clock } from '../../platform/clock.ts';
 import { decodeCursor, encodeCursor } from '../../platform/cursor.ts';
-import type { EarningRules } from './domain/earning-rules.ts';
+import { type EarningRules, rulesHaveCaps } from './domain/earning-rules.ts';
 import { ledgerIdBase } from './domain/ledger-ids.ts';
 import { NEGATIVE_SINCE_SCAN_TRANSACTIONS_MAX } from './domain/limits.ts';
-import { decide, EMPTY_BOOK, evolve, expiresAt, initialSeen, jstMonth, type LedgerCommand, POINTS_BALANCE_TYPE } from './domain/payment-grant.ts';
+import { type CapTotals, decide, EMPTY_BOOK, evolve, expiresAt, initialSeen, jstMonth, type LedgerCommand, POINTS_BALANCE_TYPE } from './domain/payment-grant.ts';
 import type { GrantRow, KeySession, PointsStore } from './store/points-store.ts';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -42,6 +42,9 @@ const JOURNALED_KEYS_AT_START_MAX = 1_000;
 /** Ledger transactions per page when looking back for negative_since: the ledger's largest page. */
 const LEDGER_PAGE_LIMIT_MAX = 200;
 
+
+/** The totals a decision sees when no rule caps earnings: none are read, so none are locked. */
+const NO_CAP_TOTALS: CapTotals = { month_points_others: 0, campaign_points_others: {} };
 export type PointsConfig = Readonly<{
   rules: EarningRules;
   /** Days confirmed points stay spendable; 0: they never expire. */
@@ -71,6 +74,8 @@ export class PointsService {
   readonly #clock: Clock;
   readonly #logger: Logger;
   readonly #config: PointsConfig;
+  /** Whether the rules cap earnings, so a decision must lock the user's totals (rulesHaveCaps). */
+  readonly #capsApply: boolean;
 
   constructor(options: { store: PointsStore; ledger: LedgerApi; clock: Clock; logger: Logger; config: PointsConfig }) {
     this.#store = options.store;
@@ -78,6 +83,7 @@ export class PointsService {
     this.#clock = options.clock;
     this.#logger = options.logger;
     this.#config = options.config;
+    this.#capsApply = rulesHaveCaps(options.config.rules);
   }
 
   get config(): PointsConfig {
@@ -90,29 +96,43 @@ export class PointsService {
     if (parsed.type === 'payment.declined') return;
     const { payment_id, user_id } = parsed.data;
     const key = `payment:${payment_id}`;
-    await this.#store.withKey(key, async (session) => {
-      await this.#runJournal(session);
-      await session.transaction(async (tx) => {
-        const stored = await tx.payment(payment_id);
+    await this.#store.withKey(
+      key,
+      async (session) => {
+        await this.#runJournal(session);
+        const stored = session.payment;
         const record = stored ?? { seen: initialSeen(parsed), book: EMPTY_BOOK };
         const seen = evolve(record.seen, parsed);
         // Nothing new (a redelivery, or an event that adds nothing): nothing to decide, so a pinned version stays pinned.
         if (stored !== undefined && JSON.stringify(seen) === JSON.stringify(record.seen)) return;
         if (seen.anchor === null) {
-          await tx.savePayment(payment_id, user_id, { seen, book: record.book });
+          await session.saveDecision({ key, payment: { payment_id, user_id, record: { seen, book: record.book } }, commands: [] });
           return;
         }
-        const totals = await tx.capTotals(seen.user_id, jstMonth(seen.anchor.occurred_at), record.book.counted);
-        const decision = decide({ seen, book: record.book }, { rules: this.#config.rules, now: this.#clock.now(), expiryDays: this.#config.expiryDays, totals });
-        await tx.recount(seen.user_id, record.book.counted, decision.record.book.counted);
-        await tx.savePayment(payment_id, seen.user_id, decision.record);
-        if (decision.grant !== null) {
-          await tx.saveGrant({ grant_id: key, user_id: seen.user_id, source: 'payment', reference: payment_id, ...decision.grant });
+        const anchor = seen.anchor;
+        const decideWith = (totals: CapTotals) => {
+          const decision = decide({ seen, book: record.book }, { rules: this.#config.rules, now: this.#clock.now(), expiryDays: this.#config.expiryDays, totals });
+          return {
+            key,
+            payment: { payment_id, user_id: seen.user_id, record: decision.record },
+            ...(decision.grant === null ? {} : { grant: { grant_id: key, user_id: seen.user_id, source: 'payment' as const, reference: payment_id, ...decision.grant } }),
+            recount: { user_id: seen.user_id, before: record.book.counted, after: decision.record.book.counted },
+            commands: decision.commands,
+          };
+        };
+        if (this.#capsApply) {
+          // A cap depends on the user's other payments: their totals stay locked from the read to the write.
+          await session.transaction(async (tx) => {
+            const totals = await tx.capTotals(seen.user_id, jstMonth(anchor.occurred_at), record.book.counted);
+            await tx.saveDecision(decideWith(totals));
+          });
+        } else {
+          await session.saveDecision(decideWith(NO_CAP_TOTALS));
         }
-        await tx.addCommands(key, decision.commands);
-      });
-      await this.#runJournal(session);
-    });
+        await this.#runJournal(session);
+      },
+      { paymentId: payment_id },
+    );
   }
 
   /** A partner's confirmed purchase: its points, once per purchase id. */

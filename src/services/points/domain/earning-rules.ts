@@ -197,3 +197,13 @@ function assertInput(input: EarningInput): void {
   }
   if (!Number.isFinite(Date.parse(input.occurred_at))) throw new RangeError(`occurred_at is not an instant: ${input.occurred_at}`);
 }
+
+/**
+ * Whether any version caps what a user earns (a monthly cap, or a campaign's
+ * per-user cap): only then must a decision read the user's totals and hold
+ * them locked while it decides. Without caps the totals are still kept, by
+ * increments that need no lock.
+ */
+export function rulesHaveCaps(rules: EarningRules): boolean {
+  return rules.versions.some((version) => version.monthly_cap_points !== null || version.campaigns.some((campaign) => campaign.user_cap_points !== null));
+}

@@ -8,7 +8,7 @@ import type { Clock } from '../../../../platform/clock.ts';
 import { migrate } from '../../../../platform/postgres/migrate.ts';
 import type { Pool, PoolClient } from '../../../../platform/postgres/pool.ts';
 import type { LedgerCommand, PaymentRecord } from '../../domain/payment-grant.ts';
-import type { Counted, GrantRow, GrantWrite, JournaledCommand, KeySession, PointsStore, PointsTransaction } from '../points-store.ts';
+import type { Counted, DecisionWrite, GrantRow, GrantWrite, JournaledCommand, KeySession, PointsStore, PointsTransaction } from '../points-store.ts';
 
 const MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations');
 
@@ -29,18 +29,25 @@ export class PostgresPointsStore implements PointsStore {
     this.#clock = clock;
   }
 
-  async withKey<T>(key: string, work: (session: KeySession) => Promise<T>): Promise<T> {
+  async withKey<T>(key: string, work: (session: KeySession) => Promise<T>, options: { paymentId?: string } = {}): Promise<T> {
     const client = await this.#pool.connect();
-    let locked = false;
+    let session: OpenSession | undefined;
     let healthy = true;
     try {
-      await client.query({ name: 'points_lock', text: 'SELECT pg_advisory_lock(hashtextextended($1, 0))', values: [key] });
-      locked = true;
-      return await work(keySession(client, key, this.#clock));
+      // The lock, the key's journal and (for a payment) its record: one round trip.
+      const opened = await client.query<{ commands: JournaledCommand[]; record: PaymentRecord | null }>({
+        name: 'points_open',
+        text: 'SELECT commands, record FROM points_open($1, $2)',
+        values: [key, options.paymentId ?? null],
+      });
+      const row = opened.rows[0]!;
+      session = openSession(client, key, this.#clock, row.commands.map(({ seq, command }) => ({ seq: Number(seq), command })), row.record ?? undefined);
+      return await work(session);
     } finally {
-      // A connection that cannot unlock is destroyed, which ends its session and so its lock.
-      if (locked) {
-        healthy = await client.query({ name: 'points_unlock', text: 'SELECT pg_advisory_unlock(hashtextextended($1, 0))', values: [key] }).then(
+      // Forgets what was done and unlocks, in one round trip. A connection that cannot is destroyed, which ends its session and so its lock;
+      // writes it did not forget are journaled still, and replay (the ledger answers them as repeats).
+      if (session !== undefined) {
+        healthy = await client.query({ name: 'points_close', text: 'SELECT points_close($1, $2::bigint[])', values: [key, session.doneSeqs()] }).then(
           () => true,
           () => false,
         );
@@ -72,87 +79,138 @@ function grantOf(row: GrantDbRow): GrantRow {
   return { ...row, created_at: row.created_at.toISOString(), updated_at: row.updated_at.toISOString() };
 }
 
-function keySession(client: PoolClient, key: string, clock: Clock): KeySession {
+type OpenSession = KeySession & { doneSeqs(): number[] };
+
+/**
+ * A key's session: the journal is read once when the lock is taken and kept
+ * here (under the lock no one else changes it), what a committed transaction
+ * journals is added, and what is done is forgotten when the key is closed.
+ */
+function openSession(client: PoolClient, key: string, clock: Clock, journal: JournaledCommand[], payment: PaymentRecord | undefined): OpenSession {
+  let pending = journal;
+  const done: number[] = [];
   return {
+    payment,
     async transaction<T>(work: (tx: PointsTransaction) => Promise<T>): Promise<T> {
       await client.query('BEGIN');
+      const added: JournaledCommand[] = [];
       try {
-        const result = await work(transaction(client, clock));
+        const result = await work(transaction(client, clock, added));
         await client.query('COMMIT');
+        pending = [...pending, ...added];
         return result;
       } catch (error) {
         await client.query('ROLLBACK').catch(() => undefined);
         throw error;
       }
     },
+    async saveDecision(write: DecisionWrite): Promise<void> {
+      pending = [...pending, ...(await writeDecision(client, clock, key, write))];
+    },
     async journaled(): Promise<JournaledCommand[]> {
-      const result = await client.query<{ seq: number; command: LedgerCommand }>({
-        name: 'points_journaled',
-        text: 'SELECT seq, command FROM point_commands WHERE key = $1 ORDER BY seq',
-        values: [key],
-      });
-      return result.rows;
+      return pending;
     },
     async done(seq: number): Promise<void> {
-      await client.query({ name: 'points_done', text: 'DELETE FROM point_commands WHERE seq = $1', values: [seq] });
+      pending = pending.filter((entry) => entry.seq !== seq);
+      done.push(seq);
     },
+    doneSeqs: () => done,
   };
 }
 
-function transaction(client: PoolClient, clock: Clock): PointsTransaction {
+/**
+ * A payment's decision in one statement: its record, its grant, the change of
+ * its count in the cap totals and its ledger writes journaled — atomic on its
+ * own, or inside a transaction that holds the cap totals' locks.
+ */
+async function writeDecision(client: PoolClient, clock: Clock, key: string, write: DecisionWrite): Promise<JournaledCommand[]> {
+  const { months, campaigns } = recountDeltas(write.recount?.before ?? null, write.recount?.after ?? null);
+  const grant = write.grant;
+  const result = await client.query<{ seq: string; command: LedgerCommand }>({
+    name: 'points_decision',
+    text: `WITH payment AS (
+             INSERT INTO point_payments (payment_id, user_id, record, created_at, updated_at)
+             SELECT $1::text, $2::text, $3::jsonb, $4::timestamptz, $4::timestamptz WHERE $1::text IS NOT NULL
+             ON CONFLICT (payment_id) DO UPDATE SET record = EXCLUDED.record, updated_at = EXCLUDED.updated_at
+           ), granted AS (
+             INSERT INTO point_grants (grant_id, user_id, source, reference, points, status, clawed_back_points, rule_version, created_at, updated_at)
+             SELECT $5::text, $6::text, $7::text, $8::text, $9::bigint, $10::text, $11::bigint, $12::text, $4::timestamptz, $4::timestamptz WHERE $5::text IS NOT NULL
+             ON CONFLICT (grant_id) DO UPDATE SET points = EXCLUDED.points, status = EXCLUDED.status, clawed_back_points = EXCLUDED.clawed_back_points,
+               rule_version = EXCLUDED.rule_version, updated_at = EXCLUDED.updated_at
+             WHERE (point_grants.points, point_grants.status, point_grants.clawed_back_points, point_grants.rule_version)
+               IS DISTINCT FROM (EXCLUDED.points, EXCLUDED.status, EXCLUDED.clawed_back_points, EXCLUDED.rule_version)
+           ), months AS (
+             INSERT INTO point_month_totals (user_id, month, points)
+             SELECT $13::text, m.month, m.delta FROM unnest($14::text[], $15::bigint[]) AS m (month, delta)
+             ON CONFLICT (user_id, month) DO UPDATE SET points = point_month_totals.points + EXCLUDED.points
+           ), campaigns AS (
+             INSERT INTO point_campaign_totals (user_id, campaign_id, points)
+             SELECT $13::text, c.id, c.delta FROM unnest($16::text[], $17::bigint[]) AS c (id, delta)
+             ON CONFLICT (user_id, campaign_id) DO UPDATE SET points = point_campaign_totals.points + EXCLUDED.points
+           ), journaled AS (
+             INSERT INTO point_commands (key, command, created_at)
+             SELECT $18::text, c.command, $4::timestamptz FROM unnest($19::jsonb[]) WITH ORDINALITY AS c (command, n) ORDER BY c.n
+             RETURNING seq, command
+           )
+           SELECT seq, command FROM journaled ORDER BY seq`,
+    values: [
+      write.payment?.payment_id ?? null,
+      write.payment?.user_id ?? null,
+      write.payment === undefined ? null : JSON.stringify(write.payment.record),
+      clock.now(),
+      grant?.grant_id ?? null,
+      grant?.user_id ?? null,
+      grant?.source ?? null,
+      grant?.reference ?? null,
+      grant?.points ?? null,
+      grant?.status ?? null,
+      grant?.clawed_back_points ?? null,
+      grant?.rule_version ?? null,
+      write.recount?.user_id ?? null,
+      [...months.keys()],
+      [...months.values()],
+      [...campaigns.keys()],
+      [...campaigns.values()],
+      key,
+      write.commands.map((command) => JSON.stringify(command)),
+    ],
+  });
+  return result.rows.map((row) => ({ seq: Number(row.seq), command: row.command }));
+}
+
+/** How a payment's count moves in the totals, from `before` to `after`: the nonzero changes per month and per campaign. */
+function recountDeltas(before: Counted, after: Counted): { months: Map<string, number>; campaigns: Map<string, number> } {
+  const months = new Map<string, number>();
+  const campaigns = new Map<string, number>();
+  const add = (counted: Counted, sign: number) => {
+    if (counted === null) return;
+    months.set(counted.month, (months.get(counted.month) ?? 0) + sign * counted.points);
+    for (const [id, points] of Object.entries(counted.campaigns)) campaigns.set(id, (campaigns.get(id) ?? 0) + sign * points);
+  };
+  add(before, -1);
+  add(after, 1);
+  for (const [month, delta] of months) if (delta === 0) months.delete(month);
+  for (const [id, delta] of campaigns) if (delta === 0) campaigns.delete(id);
+  return { months, campaigns };
+}
+
+function transaction(client: PoolClient, clock: Clock, added: JournaledCommand[]): PointsTransaction {
   const now = () => clock.now();
   return {
-    async payment(paymentId) {
-      const result = await client.query<{ record: PaymentRecord }>('SELECT record FROM point_payments WHERE payment_id = $1', [paymentId]);
-      return result.rows[0]?.record;
-    },
-    async savePayment(paymentId, userId, record) {
-      await client.query(
-        `INSERT INTO point_payments (payment_id, user_id, record, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)
-         ON CONFLICT (payment_id) DO UPDATE SET record = EXCLUDED.record, updated_at = EXCLUDED.updated_at`,
-        [paymentId, userId, JSON.stringify(record), now()],
-      );
-    },
     async capTotals(userId, month, own) {
-      // Rows are created, then locked, so two payments of one user count one after the other.
-      await client.query('INSERT INTO point_month_totals (user_id, month, points) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING', [userId, month]);
-      const monthRow = await client.query<{ points: number }>('SELECT points FROM point_month_totals WHERE user_id = $1 AND month = $2 FOR UPDATE', [userId, month]);
-      const campaigns = await client.query<{ campaign_id: string; points: number }>(
-        'SELECT campaign_id, points FROM point_campaign_totals WHERE user_id = $1 ORDER BY campaign_id FOR UPDATE',
-        [userId],
-      );
+      // Created if need be and locked until commit, so two payments of one user count one after the other.
+      const result = await client.query<{ month_points: string; campaigns: Record<string, number> }>({
+        name: 'points_cap_totals',
+        text: 'SELECT month_points, campaigns FROM points_cap_totals($1, $2)',
+        values: [userId, month],
+      });
+      const row = result.rows[0]!;
       const campaign_points_others: Record<string, number> = {};
-      for (const row of campaigns.rows) campaign_points_others[row.campaign_id] = Math.max(0, row.points - (own?.campaigns[row.campaign_id] ?? 0));
+      for (const [id, points] of Object.entries(row.campaigns)) campaign_points_others[id] = Math.max(0, Number(points) - (own?.campaigns[id] ?? 0));
       const ownMonth = own !== null && own.month === month ? own.points : 0;
-      return { month_points_others: Math.max(0, monthRow.rows[0]!.points - ownMonth), campaign_points_others };
+      return { month_points_others: Math.max(0, Number(row.month_points) - ownMonth), campaign_points_others };
     },
-    async recount(userId, before: Counted, after: Counted) {
-      const months = new Map<string, number>();
-      const campaigns = new Map<string, number>();
-      const add = (counted: Counted, sign: number) => {
-        if (counted === null) return;
-        months.set(counted.month, (months.get(counted.month) ?? 0) + sign * counted.points);
-        for (const [id, points] of Object.entries(counted.campaigns)) campaigns.set(id, (campaigns.get(id) ?? 0) + sign * points);
-      };
-      add(before, -1);
-      add(after, 1);
-      for (const [month, delta] of months) {
-        if (delta === 0) continue;
-        await client.query(
-          `INSERT INTO point_month_totals (user_id, month, points) VALUES ($1, $2, $3)
-           ON CONFLICT (user_id, month) DO UPDATE SET points = point_month_totals.points + EXCLUDED.points`,
-          [userId, month, delta],
-        );
-      }
-      for (const [id, delta] of campaigns) {
-        if (delta === 0) continue;
-        await client.query(
-          `INSERT INTO point_campaign_totals (user_id, campaign_id, points) VALUES ($1, $2, $3)
-           ON CONFLICT (user_id, campaign_id) DO UPDATE SET points = point_campaign_totals.points + EXCLUDED.points`,
-          [userId, id, delta],
-        );
-      }
-    },
+    saveDecision: (write) => writeDecision(client, clock, write.key, write).then((journaled) => void added.push(...journaled)),
     async grant(grantId) {
       const result = await client.query<GrantDbRow>(
         `SELECT seq, grant_id, user_id, source, reference, points, status, clawed_back_points, rule_version, created_at, updated_at FROM point_grants WHERE grant_id = $1`,
@@ -188,7 +246,12 @@ function transaction(client: PoolClient, clock: Clock): PointsTransaction {
     },
     async addCommands(key, commands) {
       for (const command of commands) {
-        await client.query({ name: 'points_journal', text: 'INSERT INTO point_commands (key, command, created_at) VALUES ($1, $2, $3)', values: [key, JSON.stringify(command), now()] });
+        const result = await client.query<{ seq: string }>({
+          name: 'points_journal',
+          text: 'INSERT INTO point_commands (key, command, created_at) VALUES ($1, $2, $3) RETURNING seq',
+          values: [key, JSON.stringify(command), now()],
+        });
+        added.push({ seq: Number(result.rows[0]!.seq), command });
       }
     },
   };
