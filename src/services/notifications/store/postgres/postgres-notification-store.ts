@@ -2,13 +2,18 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { migrate } from '../../../../platform/postgres/migrate.ts';
-import { type Pool, withTransaction } from '../../../../platform/postgres/pool.ts';
+import { GroupCommitQueue } from '../../../../platform/group-commit.ts';
+import type { Pool } from '../../../../platform/postgres/pool.ts';
 import type { DeliveryOutcome } from '../../domain/delivery.ts';
 import { LAST_ERROR_LENGTH_MAX, type Language } from '../../domain/limits.ts';
 import type { ChannelName, Notice, NotifiedTopic, UserSettings } from '../../domain/notice.ts';
 import type { ClaimedDelivery, DeadDelivery, NewDelivery, NotificationStore, StoredNotice } from '../notification-store.ts';
 
 const MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations');
+/** Successful deliveries recorded by one statement, at most. */
+const DELIVERED_BATCH_SIZE_MAX = 256;
+/** Successful deliveries waiting to be recorded, at most: bounded by the worker's concurrency in practice. */
+const DELIVERED_QUEUE_DEPTH_MAX = 10_000;
 
 export async function migrateNotifications(pool: Pool, logger: Logger): Promise<void> {
   await migrate(pool, MIGRATIONS_DIR, logger);
@@ -30,8 +35,26 @@ type NoticeRow = {
 export class PostgresNotificationStore implements NotificationStore {
   readonly #pool: Pool;
 
+  /** Deliveries that succeeded together are recorded in one statement. */
+  readonly #delivered: GroupCommitQueue<{ seq: number; attempt: number; at: Date }, void>;
+
   constructor(pool: Pool) {
     this.#pool = pool;
+    this.#delivered = new GroupCommitQueue<{ seq: number; attempt: number; at: Date }, void>({
+      execute: async (items) => {
+        await this.#pool.query({
+          name: 'notifications_delivered',
+          text: `UPDATE deliveries d SET status = 'delivered', delivered_at = v.at, last_error = NULL
+                 FROM unnest($1::bigint[], $2::integer[], $3::timestamptz[]) AS v (seq, attempts, at)
+                 WHERE d.seq = v.seq AND d.attempts = v.attempts AND d.status = 'pending'`,
+          values: [items.map((item) => item.seq), items.map((item) => item.attempt), items.map((item) => item.at)],
+        });
+        return items.map(() => undefined);
+      },
+      batchSizeMax: DELIVERED_BATCH_SIZE_MAX,
+      queueDepthMax: DELIVERED_QUEUE_DEPTH_MAX,
+      onOverload: () => new Error('too many delivered deliveries waiting to be recorded'),
+    });
   }
 
   async userSettings(userId: string): Promise<UserSettings | undefined> {
@@ -52,34 +75,38 @@ export class PostgresNotificationStore implements NotificationStore {
     return result.rows[0]!;
   }
 
+  /** The notice and its deliveries in one statement (atomic on its own): one round trip per event. */
   async recordNotice(notice: Notice, deliveries: readonly NewDelivery[]): Promise<boolean> {
-    return withTransaction(this.#pool, async (client) => {
-      const inserted = await client.query<{ seq: string }>(
-        `INSERT INTO notices (notice_id, topic, event_id, user_id, type, title, body, language, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (topic, event_id) DO NOTHING
-         RETURNING seq`,
-        [notice.notice_id, notice.topic, notice.event_id, notice.user_id, notice.type, notice.title, notice.body, notice.language, notice.created_at],
-      );
-      const seq = inserted.rows[0]?.seq;
-      if (seq === undefined) return false;
-      if (deliveries.length > 0) {
-        await client.query(
-          `INSERT INTO deliveries (delivery_id, notice_seq, channel, target, payload, next_attempt_at, created_at)
-           SELECT d.delivery_id, $1, d.channel, d.target, d.payload, $2, $2
-           FROM unnest($3::uuid[], $4::text[], $5::text[], $6::text[]) AS d (delivery_id, channel, target, payload)`,
-          [
-            seq,
-            notice.created_at,
-            deliveries.map((delivery) => delivery.delivery_id),
-            deliveries.map((delivery) => delivery.channel),
-            deliveries.map((delivery) => delivery.target),
-            deliveries.map((delivery) => delivery.payload),
-          ],
-        );
-      }
-      return true;
+    const result = await this.#pool.query<{ seq: string }>({
+      name: 'notifications_record',
+      text: `WITH notice AS (
+               INSERT INTO notices (notice_id, topic, event_id, user_id, type, title, body, language, created_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+               ON CONFLICT (topic, event_id) DO NOTHING
+               RETURNING seq
+             ), planned AS (
+               INSERT INTO deliveries (delivery_id, notice_seq, channel, target, payload, next_attempt_at, created_at)
+               SELECT d.delivery_id, notice.seq, d.channel, d.target, d.payload, $9, $9
+               FROM notice, unnest($10::uuid[], $11::text[], $12::text[], $13::text[]) AS d (delivery_id, channel, target, payload)
+             )
+             SELECT seq FROM notice`,
+      values: [
+        notice.notice_id,
+        notice.topic,
+        notice.event_id,
+        notice.user_id,
+        notice.type,
+        notice.title,
+        notice.body,
+        notice.language,
+        notice.created_at,
+        deliveries.map((delivery) => delivery.delivery_id),
+        deliveries.map((delivery) => delivery.channel),
+        deliveries.map((delivery) => delivery.target),
+        deliveries.map((delivery) => delivery.payload),
+      ],
     });
+    return result.rows.length > 0;
   }
 
   async notices(userId: string, beforeSeq: number | undefined, rowsMax: number): Promise<StoredNotice[]> {
@@ -124,7 +151,7 @@ export class PostgresNotificationStore implements NotificationStore {
     const guard = "seq = $1 AND attempts = $2 AND status = 'pending'";
     switch (outcome.kind) {
       case 'delivered':
-        await this.#pool.query(`UPDATE deliveries SET status = 'delivered', delivered_at = $3, last_error = NULL WHERE ${guard}`, [seq, attempt, outcome.at]);
+        await this.#delivered.submit({ seq, attempt, at: outcome.at });
         return;
       case 'retry':
         await this.#pool.query(`UPDATE deliveries SET next_attempt_at = $3, last_error = $4 WHERE ${guard}`, [seq, attempt, outcome.nextAttemptAt, bounded(outcome.error)]);
