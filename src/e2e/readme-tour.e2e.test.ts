@@ -19,7 +19,12 @@ const COMMAND_TIMEOUT_MS = 10_000;
 /** Fewer commands than this means the tour was not found, not that it is short. */
 const TOUR_COMMANDS_MIN = 20;
 
-type Step = { command: string; line: number; status: number; headers: Array<[string, string]>; body: string | undefined };
+type Step = { command: string; line: number; status: number; headers: Array<[string, string]>; body: string | undefined; eventually: boolean };
+
+/** A command whose comment line above says this reads what a consumer writes: it is asked again until it answers as shown, for up to EVENTUALLY_MS. */
+const EVENTUALLY_NOTE = /a moment later/i;
+const EVENTUALLY_MS = 15_000;
+const EVENTUALLY_POLL_MS = 200;
 
 /**
  * The tour's curl commands and what the README shows under each: `# 201 {…}`
@@ -39,6 +44,7 @@ function parseTour(readme: string): Step[] {
     else if (inTour && line.startsWith('```')) inTour = false;
     if (!inTour || !line.startsWith('curl ')) continue;
     const start = index;
+    const eventually = EVENTUALLY_NOTE.test(lines[index - 1] ?? '') && (lines[index - 1] ?? '').startsWith('#');
     let command = line;
     // Continuation lines stay as written: bash joins them.
     while (command.endsWith('\\')) command = `${command}\n${lines[++index]!}`;
@@ -56,7 +62,7 @@ function parseTour(readme: string): Step[] {
       else if (body !== undefined && /^# {2,}\S/.test(text)) body += text.replace(/^# +/, '');
       else break; // a note: the body, if any, has ended
     }
-    steps.push({ command, line: start + 1, status: Number(statusLine[1]), headers, body });
+    steps.push({ command, line: start + 1, status: Number(statusLine[1]), headers, body, eventually });
   }
   return steps;
 }
@@ -124,7 +130,13 @@ describe('the README tour', () => {
     const steps = parseTour(await readFile(path.join(ROOT, 'README.md'), 'utf8'));
     assert.ok(steps.length >= TOUR_COMMANDS_MIN, `found the tour: ${steps.length} commands`);
     for (const step of steps) {
-      const answer = await run(step.command, port);
+      let answer = await run(step.command, port);
+      // What a consumer writes shows up a moment later: asked again until it does, within a bound.
+      const deadline = Date.now() + EVENTUALLY_MS;
+      while (step.eventually && Date.now() < deadline && !(answer.status === step.status && (step.body === undefined || bodyPattern(step.body).test(answer.body)))) {
+        await new Promise((resolve) => setTimeout(resolve, EVENTUALLY_POLL_MS));
+        answer = await run(step.command, port);
+      }
       const where = `README line ${step.line}: ${step.command}\nanswered ${answer.status} ${answer.body}`;
       assert.equal(answer.status, step.status, where);
       for (const [name, value] of step.headers) {
@@ -192,10 +204,14 @@ describe('parseTour', () => {
       '```',
     ].join('\n');
     assert.deepEqual(parseTour(readme), [
-      { command: "curl -si localhost:3000/a -d '{}' \\\n  -H 'x: y'", line: 4, status: 200, headers: [['idempotent-replayed', 'true']], body: '{"a":1,"b":…}' },
-      { command: 'curl -s localhost:3000/b', line: 11, status: 404, headers: [], body: '{"error":…}' },
+      { command: "curl -si localhost:3000/a -d '{}' \\\n  -H 'x: y'", line: 4, status: 200, headers: [['idempotent-replayed', 'true']], body: '{"a":1,"b":…}', eventually: false },
+      { command: 'curl -s localhost:3000/b', line: 11, status: 404, headers: [], body: '{"error":…}', eventually: false },
     ]);
     assert.throws(() => parseTour('<!-- tour: -->\n```sh\ncurl -s localhost:3000/c\n# just a note\n```'), /followed by the status/);
+    assert.deepEqual(
+      parseTour('<!-- tour: -->\n```sh\n# A moment later, the consumer has written it:\ncurl -s localhost:3000/d\n# 200 {}\n```').map((step) => step.eventually),
+      [true],
+    );
     assert.match('{"a":1,"b":{"c":2}}', bodyPattern('{"a":1,"b":…}'));
     assert.doesNotMatch('{"a":2,"b":{"c":2}}', bodyPattern('{"a":1,"b":…}'));
   });
