@@ -32,7 +32,9 @@ export class PostgresPointsStore implements PointsStore {
   async withKey<T>(key: string, work: (session: KeySession) => Promise<T>, options: { paymentId?: string } = {}): Promise<T> {
     const client = await this.#pool.connect();
     let session: OpenSession | undefined;
-    let healthy = true;
+    // Until the open has answered, the lock may be held with nothing to release it (a session-level lock
+    // outlives a failed statement): such a connection is destroyed, which ends its session and the lock.
+    let healthy = false;
     try {
       // The lock, the key's journal and (for a payment) its record: one round trip.
       const opened = await client.query<{ commands: JournaledCommand[]; record: PaymentRecord | null }>({
@@ -42,6 +44,7 @@ export class PostgresPointsStore implements PointsStore {
       });
       const row = opened.rows[0]!;
       session = openSession(client, key, this.#clock, row.commands.map(({ seq, command }) => ({ seq: Number(seq), command })), row.record ?? undefined);
+      healthy = true;
       return await work(session);
     } finally {
       // Forgets what was done and unlocks, in one round trip. A connection that cannot is destroyed, which ends its session and so its lock;
