@@ -2,9 +2,14 @@
 // adapters whose broker does not keep ids for good (see 0002_event_fingerprints.sql).
 // A publish claims its ids first, then publishes what it claimed, then marks
 // what the broker acknowledged; the first claim of a (topic, id) owns it.
+import { GroupCommitQueue } from '../../../platform/group-commit.ts';
 import type { Pool } from '../../../platform/postgres/pool.ts';
 import type { OutgoingMessage, PublishStatus } from '../../../contracts/bus/event-bus.ts';
 import { differingFields, type Fingerprint, fingerprint, firstOccurrences, messageKey, repeatStatus } from '../domain/publishing.ts';
+
+/** Marks written by one statement, at most, and waiting, at most (a relay's batches of a few hundred). */
+const DEFERRED_MARKS_BATCH_SIZE_MAX = 1_000;
+const DEFERRED_MARKS_QUEUE_DEPTH_MAX = 100_000;
 
 export type Claim = Readonly<{ topic: string; id: string; fingerprint: Fingerprint }>;
 export type StoredFingerprint = Readonly<{ fingerprint: Fingerprint; published: boolean }>;
@@ -66,7 +71,13 @@ export type ClaimedBatch = Readonly<{
  * decides what to publish. Messages on topics not in `knownTopics` are left
  * out; the adapter answers them `unknown_topic`.
  */
-export async function claimBatch(pool: Pool, messages: readonly OutgoingMessage[], knownTopics: ReadonlySet<string>): Promise<ClaimedBatch> {
+export async function claimBatch(
+  pool: Pool,
+  messages: readonly OutgoingMessage[],
+  knownTopics: ReadonlySet<string>,
+  /** Keys this process published and is still marking (DeferredMarks): acknowledged already. */
+  marking?: ReadonlySet<string>,
+): Promise<ClaimedBatch> {
   const first = firstOccurrences(messages);
   const prints = messages.map((message) => (knownTopics.has(message.topic) ? fingerprint(message.event) : undefined));
   const candidates = messages.flatMap((message, index) => (first[index] && knownTopics.has(message.topic) ? [index] : []));
@@ -81,7 +92,8 @@ export async function claimBatch(pool: Pool, messages: readonly OutgoingMessage[
     const earlier = stored.get(key);
     reference.set(key, earlier?.fingerprint ?? prints[index]!);
     // Claimed now; or claimed before, identical, and never acknowledged (that publish may have failed): publish it.
-    if (earlier === undefined || (!earlier.published && differingFields(earlier.fingerprint, prints[index]!).length === 0)) toPublish.push(index);
+    const published = earlier?.published === true || marking?.has(key) === true;
+    if (earlier === undefined || (!published && differingFields(earlier.fingerprint, prints[index]!).length === 0)) toPublish.push(index);
   }
   return {
     toPublish,
@@ -92,4 +104,63 @@ export async function claimBatch(pool: Pool, messages: readonly OutgoingMessage[
 /** Marks the messages at these indexes acknowledged by the broker. */
 export function markBatchPublished(pool: Pool, messages: readonly OutgoingMessage[], indexes: Iterable<number>): Promise<void> {
   return markEventsPublished(pool, [...indexes].map((index) => ({ topic: messages[index]!.topic, id: messages[index]!.event.id })));
+}
+
+/**
+ * Marks of published events written after publish answers, off its path: a
+ * publisher's next batch is not held up by the last one's mark, and marks that
+ * finish together share one statement. Until its mark is written, a key counts
+ * as marked for this process's own repeats (`marking`). A mark lost to a crash
+ * or an error leaves the event claimed and unmarked: an identical repeat is
+ * then published again, which the consumers' dedupe by event id absorbs, as
+ * after a publisher dying between publish and mark.
+ */
+export class DeferredMarks {
+  readonly #pool: Pool;
+  readonly #onError: (error: unknown) => void;
+  readonly #marking = new Set<string>();
+  readonly #queue: GroupCommitQueue<{ topic: string; id: string }, void>;
+  readonly #writes = new Set<Promise<void>>();
+
+  constructor(pool: Pool, onError: (error: unknown) => void) {
+    this.#pool = pool;
+    this.#onError = onError;
+    this.#queue = new GroupCommitQueue<{ topic: string; id: string }, void>({
+      execute: async (keys) => {
+        await markEventsPublished(this.#pool, keys);
+        return keys.map(() => undefined);
+      },
+      batchSizeMax: DEFERRED_MARKS_BATCH_SIZE_MAX,
+      queueDepthMax: DEFERRED_MARKS_QUEUE_DEPTH_MAX,
+      onOverload: () => new Error('too many published events waiting to be marked'),
+    });
+  }
+
+  /** Keys published and not yet marked. */
+  get marking(): ReadonlySet<string> {
+    return this.#marking;
+  }
+
+  /** Marks the messages at these indexes, without waiting; a failure is reported to onError. */
+  add(messages: readonly OutgoingMessage[], indexes: Iterable<number>): void {
+    for (const index of indexes) {
+      const { topic, event } = messages[index]!;
+      const key = messageKey(topic, event.id);
+      if (this.#marking.has(key)) continue;
+      this.#marking.add(key);
+      const write: Promise<void> = this.#queue
+        .submit({ topic, id: event.id })
+        .catch(this.#onError)
+        .finally(() => {
+          this.#marking.delete(key);
+          this.#writes.delete(write);
+        });
+      this.#writes.add(write);
+    }
+  }
+
+  /** Waits for every mark added so far (before the pool closes). */
+  async flush(): Promise<void> {
+    while (this.#writes.size > 0) await Promise.all([...this.#writes]);
+  }
 }

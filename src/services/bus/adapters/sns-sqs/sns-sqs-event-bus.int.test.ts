@@ -1,5 +1,6 @@
 // Goal: the SNS+SQS adapter passes the EventBus conformance suite against an emulator on loopback, and beyond it translates every filter operator, extends a slow handler's deadline, deletes what it acknowledges, drops a redelivery of what it handled, and keeps namespaces apart (skips when the emulator cannot start).
 import assert from 'node:assert/strict';
+import pg from 'pg';
 import { randomUUID } from 'node:crypto';
 import { after, describe, test } from 'node:test';
 import type { SNSClient } from '@aws-sdk/client-sns';
@@ -547,6 +548,42 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     await waitFor(() => handled.length === 1);
     assert.equal(await queueDepth(bus, `${name}-DLQ`), 0);
     await survivor.stop();
+  });
+
+  test('publish answers before its mark is written, yet an immediate repeat is a duplicate, and closing writes every mark', async () => {
+    const database = await createTestDatabase('bus_sns_marks');
+    databases.push(database);
+    const bus = await openBus(`ns-m-${randomUUID().slice(0, 8)}`, { databaseUrl: database.url });
+    const topic = `marks-${randomUUID().slice(0, 8)}`;
+    await bus.declare({ topics: [topic], subscriptions: [] });
+    // The mark statement held back until the test lets it go: publish must not wait for it.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const pool = bus['pool'];
+    const query = pool.query.bind(pool);
+    pool.query = (async (...args: Parameters<typeof query>) => {
+      const config = args[0] as { name?: string };
+      if (typeof config === 'object' && config?.name === 'bus_mark_events_published') await held;
+      return query(...args);
+    }) as typeof pool.query;
+    const messages = Array.from({ length: 25 }, (_, index) => ({ topic, event: { ...event(`mark-${index}`), time: '2026-11-30T00:00:00.000Z' } }));
+    assert.deepEqual(new Set(await bus.publishBatch(messages)), new Set(['published']), 'answered while every mark waits');
+    assert.deepEqual(new Set(await bus.publishBatch(messages)), new Set(['duplicate']), 'a repeat while its mark waits is a duplicate, not sent again');
+    const unmarked = async () => Number((await query<{ n: string }>('SELECT count(*) AS n FROM event_fingerprints WHERE published_at IS NULL')).rows[0]!.n);
+    assert.equal(await unmarked(), 25);
+    release();
+    buses.splice(buses.indexOf(bus), 1);
+    const closing = bus.close();
+    // The pool closes after the marks are written: read them on a connection of the test's own.
+    await closing;
+    const client = new pg.Client({ connectionString: database.url });
+    await client.connect();
+    try {
+      const rows = await client.query<{ unmarked: string; marked: string }>('SELECT count(*) FILTER (WHERE published_at IS NULL) AS unmarked, count(*) FILTER (WHERE published_at IS NOT NULL) AS marked FROM event_fingerprints');
+      assert.deepEqual(rows.rows[0], { unmarked: '0', marked: '25' });
+    } finally {
+      await client.end();
+    }
   });
 
   test('publishing reads the declared topics from the registry once, not per batch, and still finds a topic another process declared', async () => {

@@ -50,7 +50,7 @@ import { ACK_DEADLINE_EXCEEDED, checkRedriveIds, truncateError } from '../../dom
 import { LAST_ERROR_LENGTH_MAX, NATS_NAMESPACE_DEFAULT } from '../../domain/limits.ts';
 import { checkNatsNamespace, resolveTopology, retryDelayMs, type Subscription } from '../../domain/topology.ts';
 import { countDeadLetters, discardDeadLetter, listDeadLetters } from '../../registry/dead-letters.ts';
-import { claimBatch, markBatchPublished } from '../../registry/event-fingerprints.ts';
+import { claimBatch, DeferredMarks } from '../../registry/event-fingerprints.ts';
 import { declareTopology, loadSubscription, loadSubscriptions, loadTopics, migrateRegistry } from '../../registry/registry.ts';
 import { RegistryEventBus } from '../../registry/registry-event-bus.ts';
 import { AWS_BATCH_MAX, batches, messageBytes } from './batches.ts';
@@ -139,6 +139,8 @@ export function snsFilterPolicy(filter: FilterPolicy): Record<string, unknown[]>
 export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   readonly adapter = 'sns-sqs' as const;
   readonly #sns: SNSClient;
+  /** Published events whose mark in the registry is written off the publish path. */
+  readonly #marks: DeferredMarks;
   readonly #sqs: SQSClient;
   readonly #namespace: string;
   readonly #logger: Logger;
@@ -172,6 +174,7 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
     this.#namespace = options.namespace ?? NATS_NAMESPACE_DEFAULT;
     this.#logger = options.logger;
     this.#onClose = options.onClose;
+    this.#marks = new DeferredMarks(pool, (error) => this.#logger.warn({ err: error }, 'could not mark published events; an identical repeat will be published again (consumers drop it by event id)'));
   }
 
   /**
@@ -343,7 +346,7 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
     }
     const topics = this.#topics;
     // SNS standard topics keep no ids: the registry decides.
-    const { toPublish, repeatStatus } = await claimBatch(this.pool, messages, topics);
+    const { toPublish, repeatStatus } = await claimBatch(this.pool, messages, topics, this.#marks.marking);
     const published = new Set<number>();
     let failure: unknown;
     // Each event serialized once: its size decides its batch, and the same text is sent.
@@ -370,7 +373,8 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
       }
     };
     await Promise.all(Array.from({ length: Math.min(PUBLISH_BATCHES_IN_FLIGHT_MAX, chunks.length) }, sender));
-    await markBatchPublished(this.pool, messages, published);
+    // Marked off the publish path: the relay's next batch does not wait for this one's mark.
+    this.#marks.add(messages, published);
     // The batch fails as a whole (the relay retries it): what SNS took is marked, and repeats as duplicates.
     if (failure !== undefined) throw failure;
     return messages.map((message, index): PublishStatus => {
@@ -714,6 +718,7 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
   }
 
   protected async closeBroker(): Promise<void> {
+    await this.#marks.flush();
     this.#sns.destroy();
     this.#sqs.destroy();
     await this.#onClose?.();
