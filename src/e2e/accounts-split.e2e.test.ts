@@ -1,11 +1,10 @@
 // Goal: the accounts service runs as a process of its own (`koban serve accounts`, its own database) beside `koban serve bus`, publishing account.created through the bus's HTTP API (BUS_URL) to a consumer of topic `accounts`; it refuses to start without BUS_URL (exit 78, naming it) and exits 0 on SIGTERM.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import pino from 'pino';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.ts';
+import { type Served, ServedProcesses } from '../../test/support/processes.ts';
 import type { Consumer, Delivery, EventBus } from '../contracts/bus/event-bus.ts';
 import { ACCOUNTS_TOPIC } from '../contracts/events/accounts.ts';
 import { systemClock } from '../platform/clock.ts';
@@ -13,16 +12,11 @@ import { freePort } from '../platform/net.ts';
 import { openEventBus } from '../services/bus/clients/open-event-bus.ts';
 import { ACCOUNTS_OUTBOX_SCHEMA } from '../services/accounts/store/postgres/postgres-account-store.ts';
 
-const KOBAN = path.join(import.meta.dirname, '..', 'cli', 'koban.ts');
-const START_TIMEOUT_MS = 60_000;
-const STOP_TIMEOUT_MS = 20_000;
 /** How long the event may take to reach the test's consumer: the relay polls every 20 ms, the bus delivers at once. */
 const DELIVERY_TIMEOUT_MS = 15_000;
 const POLL_INTERVAL_MS = 50;
 const EX_CONFIG = 78;
 const SUBSCRIPTION = 'e2e-split-accounts';
-
-type Served = { child: ChildProcess; output: () => string; exited: Promise<number | null> };
 
 let busDatabase: TestDatabase;
 let accountsDatabase: TestDatabase;
@@ -36,7 +30,9 @@ let observer: EventBus | undefined;
 let consumer: Consumer | undefined;
 const delivered: Delivery[] = [];
 /** Every child spawned, so that one failing never leaves another running. */
-const children: ChildProcess[] = [];
+const processes = new ServedProcesses();
+const serve = (name: string, env: NodeJS.ProcessEnv) => processes.serve([name], env);
+const stop = (served: Served) => processes.stop(served);
 
 before(async () => {
   [busDatabase, accountsDatabase] = await Promise.all([createTestDatabase('e2e_acc_bus'), createTestDatabase('e2e_acc_accounts')]);
@@ -56,7 +52,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  processes.killAll();
   await consumer?.stop();
   await observer?.close();
   await Promise.all([busDatabase?.drop(), accountsDatabase?.drop()]);
@@ -106,17 +102,7 @@ describe('koban serve accounts without the bus', () => {
   });
 
   test('no bus in process and no BUS_URL: exit 78 with one line naming BUS_URL, before its database is touched', async () => {
-    const child = spawn(process.execPath, [KOBAN, 'serve', 'accounts'], {
-      env: { ...inherited, ACCOUNTS_DATABASE_URL: untouched.url, ACCOUNTS_PORT: String(await freePort()) },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    children.push(child);
-    let output = '';
-    child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), START_TIMEOUT_MS);
-    const code = await new Promise<number | null>((resolve) => child.once('close', (exitCode) => resolve(exitCode)));
-    clearTimeout(timer);
+    const { code, output } = await processes.runToExit(['accounts'], { ...inherited, ACCOUNTS_DATABASE_URL: untouched.url, ACCOUNTS_PORT: String(await freePort()) });
     assert.equal(code, EX_CONFIG, output);
     const lines = output.trim().split('\n');
     assert.equal(lines.length, 1, `one line, and no migration or other log before it:\n${output}`);
@@ -124,33 +110,6 @@ describe('koban serve accounts without the bus', () => {
     assert.deepEqual(await tablesOf(untouched.url), [], 'a configuration mistake is found before the database is migrated');
   });
 });
-
-async function serve(name: string, env: NodeJS.ProcessEnv): Promise<Served> {
-  const child = spawn(process.execPath, [KOBAN, 'serve', name], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  while (!output.includes('"msg":"Koban is listening"')) {
-    if (child.exitCode !== null) throw new Error(`koban serve ${name} exited with ${child.exitCode}:\n${output}`);
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`koban serve ${name} did not start within ${START_TIMEOUT_MS} ms:\n${output}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS));
-  }
-  return { child, output: () => output, exited };
-}
-
-async function stop(served: Served): Promise<number | null> {
-  served.child.kill('SIGTERM');
-  const timer = setTimeout(() => served.child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-  const code = await served.exited;
-  clearTimeout(timer);
-  return code;
-}
 
 async function postJson(url: string, body: object): Promise<{ status: number; text: string; replayed: string | null }> {
   const response = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });

@@ -1,24 +1,19 @@
 // Goal: `koban serve ledger` and `koban serve bus` run as two OS processes, each on its own port and database on a real PostgreSQL (and NATS JetStream when it answers), serve the ledger through LedgerClient and the bus through its HTTP API, log under their own names, and exit 0 on SIGTERM.
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import net from 'node:net';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.ts';
+import { type Served as ServedProcess, ServedProcesses } from '../../test/support/processes.ts';
 import { freePort } from '../platform/net.ts';
 import { LedgerClient } from '../services/ledger/clients/http-client.ts';
 
-const KOBAN = path.join(import.meta.dirname, '..', 'cli', 'koban.ts');
 const NATS_HOST = '127.0.0.1';
 const NATS_PORT = 4222;
 const NATS_PROBE_TIMEOUT_MS = 1_000;
-const START_TIMEOUT_MS = 60_000;
-const STOP_TIMEOUT_MS = 20_000;
-const POLL_INTERVAL_MS = 50;
 
-type Served = { name: string; child: ChildProcess; baseUrl: string; output: () => string; exited: Promise<number | null> };
+type Served = ServedProcess & { baseUrl: string };
 
 let ledgerDatabase: TestDatabase;
 let busDatabase: TestDatabase;
@@ -26,7 +21,7 @@ let adapter: 'nats' | 'postgres';
 let ledger: Served | undefined;
 let bus: Served | undefined;
 /** Every child spawned, so that one failing to start never leaves the other running (and the test hanging). */
-const children: ChildProcess[] = [];
+const processes = new ServedProcesses();
 
 before(async () => {
   ledgerDatabase = await createTestDatabase('e2e_ledger');
@@ -49,7 +44,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  processes.killAll();
   await ledgerDatabase?.drop();
   await busDatabase?.drop();
 });
@@ -116,30 +111,11 @@ describe('koban serve ledger + koban serve bus, two processes', () => {
 });
 
 async function serve(name: string, env: NodeJS.ProcessEnv, port: string): Promise<Served> {
-  const child = spawn(process.execPath, [KOBAN, 'serve', name], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let output = '';
-  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  while (!output.includes('"msg":"Koban is listening"')) {
-    if (child.exitCode !== null) throw new Error(`koban serve ${name} exited with ${child.exitCode}:\n${output}`);
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`koban serve ${name} did not start within ${START_TIMEOUT_MS} ms:\n${output}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS));
-  }
-  return { name, child, baseUrl: `http://127.0.0.1:${port}`, output: () => output, exited };
+  return { ...(await processes.serve([name], env)), baseUrl: `http://127.0.0.1:${port}` };
 }
 
-async function stop(served: Served): Promise<number | null> {
-  served.child.kill('SIGTERM');
-  const timer = setTimeout(() => served.child.kill('SIGKILL'), STOP_TIMEOUT_MS);
-  const code = await served.exited;
-  clearTimeout(timer);
-  return code;
+function stop(served: Served): Promise<number | null> {
+  return processes.stop(served);
 }
 
 /** Which of `names` are tables in the database's public schema. */
