@@ -19,7 +19,7 @@ import { freePort, pollUntil } from './lib/net.ts';
 import { PgObserver } from './lib/pg-observer.ts';
 import { type PgServer, databaseUrl, providePgServer, serverVersion, withClient } from './lib/pg-server.ts';
 import { PgbenchReference, describePgSettings, hostBusyPercentOver } from './lib/reference.ts';
-import { errorCode, fixed, formatTable, round } from './lib/report.ts';
+import { errorCode, fixed, formatTable, round, runClock } from './lib/report.ts';
 import { guardRun, runMain } from './lib/run-guard.ts';
 import { median, medianItem, medianPairedRatio } from './lib/rounds.ts';
 import { readRunSettings } from './lib/settings.ts';
@@ -116,10 +116,7 @@ type Lag = { approvals: number; appeared: number; p50Ms: number; p99Ms: number; 
 const DRIFT_APPROVALS_MIN = 50;
 type Row = { round: number; mode: Mode; concurrency: number; load: LoadResult; lag: Lag | undefined; kobanCpuPercent: number; hostBusyPercent: number };
 
-const startedAt = performance.now();
-function log(message: string): void {
-  console.log(`[${((performance.now() - startedAt) / MS_PER_S).toFixed(1).padStart(6)} s] ${message}`);
-}
+const { elapsedS, log } = runClock();
 
 async function startMode(state: ModeState, serverUrl: string, settings: { kobanNodeArgs: string[]; concurrencies: number[] }): Promise<Running> {
   const urlOf = (service: string) => databaseUrl(serverUrl, state.databases.get(service)!);
@@ -650,7 +647,7 @@ async function main(): Promise<number> {
         pgbench_rows: pgbench.rows.map((row) => ('figures' in row ? { round: row.round, clients: row.concurrency, tps: round(row.figures.tps, 1) } : row)),
         targets: targetLines.map((line) => ({ met: line.met ?? null, text: line.text })),
         checks: Object.fromEntries([...checks].map(([mode, check]) => [mode, check.pass])),
-        total_s: round((performance.now() - startedAt) / MS_PER_S, 1),
+        total_s: round(elapsedS(), 1),
       }),
     );
     console.log(`RESULT: ${pass ? 'PASS' : 'FAIL'}`);

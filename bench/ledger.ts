@@ -13,7 +13,8 @@ import { type PgServer, createDatabase, databaseUrl, dropDatabase, providePgServ
 import { readHostCpuTicks } from './lib/proc.ts';
 import { sleep } from './lib/net.ts';
 import * as ledgerLimits from '../src/services/ledger/domain/limits.ts';
-import { errorCode, fixed, formatTable, percentOfCore, round, usPer } from './lib/report.ts';
+import { errorCode, fixed, formatTable, percentOfCore, round, runClock, usPer } from './lib/report.ts';
+import { PGBENCH_SCENARIO, readRunSettings } from './lib/settings.ts';
 import { guardRun, runMain } from './lib/run-guard.ts';
 import { median, medianItem, medianPairedRatio } from './lib/rounds.ts';
 import { ledgerConfig } from '../src/services/ledger/module.ts';
@@ -21,12 +22,9 @@ import { ledgerConfig } from '../src/services/ledger/module.ts';
 const REPO_ROOT = path.resolve(import.meta.dirname, '..');
 
 const DURATION_S_DEFAULT = 5;
-const DURATION_S_MAX = 600;
 /** Every scenario and the pgbench reference are measured this many times, interleaved; figures are medians over rounds. */
 const ROUNDS_DEFAULT = 3;
-const ROUNDS_MAX = 20;
 const CONCURRENCIES_DEFAULT = '1,16,64';
-const CONCURRENCY_MAX = 1_000;
 /** Traffic before each measured window, sent and checked but not timed. */
 const WARMUP_MS = 1_500;
 
@@ -95,8 +93,6 @@ const ACTIVE_ALWAYS = 0.9;
 
 const SCENARIOS = ['add', 'consume', 'replay', 'hold_post', 'hot_add', 'hot_consume'] as const;
 type ScenarioName = (typeof SCENARIOS)[number];
-/** BENCH_SCENARIOS also accepts this, for the pgbench reference runs. */
-const PGBENCH_SCENARIO = 'pgbench';
 
 const SCENARIO_LABELS: Record<ScenarioName, string> = {
   add: 'add (uniform)',
@@ -148,47 +144,11 @@ type ScenarioSummary = {
 };
 
 function readSettings(env: NodeJS.ProcessEnv): Settings {
-  const durationText = env.BENCH_DURATION_S || String(DURATION_S_DEFAULT);
-  const durationS = Number(durationText);
-  if (!Number.isInteger(durationS) || durationS < 1 || durationS > DURATION_S_MAX) {
-    throw new Error(`BENCH_DURATION_S=${JSON.stringify(durationText)}: set it to whole seconds, 1–${DURATION_S_MAX}`);
-  }
-  const concurrencyText = env.BENCH_CONCURRENCY || CONCURRENCIES_DEFAULT;
-  const concurrencies = concurrencyText.split(',').map((part) => Number(part.trim()));
-  if (concurrencies.length === 0 || concurrencies.some((c) => !Number.isInteger(c) || c < 1 || c > CONCURRENCY_MAX)) {
-    throw new Error(`BENCH_CONCURRENCY=${JSON.stringify(concurrencyText)}: set it to a comma-separated list of integers 1–${CONCURRENCY_MAX}, e.g. 1,16,64`);
-  }
-  const roundsText = env.BENCH_ROUNDS || String(ROUNDS_DEFAULT);
-  const rounds = Number(roundsText);
-  if (!Number.isInteger(rounds) || rounds < 1 || rounds > ROUNDS_MAX) {
-    throw new Error(`BENCH_ROUNDS=${JSON.stringify(roundsText)}: set it to a whole number of rounds, 1–${ROUNDS_MAX}`);
-  }
-  const known = [...SCENARIOS, PGBENCH_SCENARIO];
-  const scenarioText = env.BENCH_SCENARIOS || known.join(',');
-  const chosen = scenarioText.split(',').map((part) => part.trim()).filter((part) => part !== '');
-  const unknown = chosen.filter((name) => !known.includes(name));
-  if (chosen.length === 0 || unknown.length > 0) {
-    throw new Error(`BENCH_SCENARIOS=${JSON.stringify(scenarioText)}: set it to a comma-separated list of ${known.join(', ')}${unknown.length ? ` (unknown: ${unknown.join(', ')})` : ''}`);
-  }
-  return {
-    durationS,
-    rounds,
-    concurrencies,
-    scenarios: SCENARIOS.filter((name) => chosen.includes(name)),
-    runPgbench: chosen.includes(PGBENCH_SCENARIO),
-    kobanNodeArgs: (env.BENCH_KOBAN_NODE_ARGS ?? '').split(/\s+/).filter((arg) => arg !== ''),
-    keepDatabases: env.BENCH_KEEP_DBS === '1',
-    databaseUrl: env.DATABASE_URL || undefined,
-  };
+  const { modes, ...rest } = readRunSettings(env, { modes: SCENARIOS, durationS: DURATION_S_DEFAULT, rounds: ROUNDS_DEFAULT, concurrencies: CONCURRENCIES_DEFAULT });
+  return { ...rest, scenarios: modes };
 }
 
-const startedAt = performance.now();
-function elapsedS(): number {
-  return (performance.now() - startedAt) / MS_PER_S;
-}
-function log(message: string): void {
-  console.log(`[${elapsedS().toFixed(1).padStart(6)} s] ${message}`);
-}
+const { elapsedS, log } = runClock();
 
 function pick<T>(items: readonly T[]): T {
   return items[randomInt(items.length)]!;

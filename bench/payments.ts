@@ -16,7 +16,7 @@ import { freePort, pollUntil, sleep } from './lib/net.ts';
 import { PgObserver, type PgWindowFigures, describeWaits } from './lib/pg-observer.ts';
 import { type PgServer, databaseUrl, providePgServer, serverVersion, withClient } from './lib/pg-server.ts';
 import { PgbenchReference, describePgSettings, hostBusyPercentOver } from './lib/reference.ts';
-import { errorCode, fixed, formatTable, percentOfCore, round, usPer } from './lib/report.ts';
+import { errorCode, fixed, formatTable, percentOfCore, round, runClock, usPer } from './lib/report.ts';
 import { guardRun, runMain } from './lib/run-guard.ts';
 import { median, medianItem, medianPairedRatio } from './lib/rounds.ts';
 import { type RunSettings, readRunSettings } from './lib/settings.ts';
@@ -148,10 +148,7 @@ function readSettings(env: NodeJS.ProcessEnv): Settings {
   };
 }
 
-const startedAt = performance.now();
-function log(message: string): void {
-  console.log(`[${((performance.now() - startedAt) / MS_PER_S).toFixed(1).padStart(6)} s] ${message}`);
-}
+const { elapsedS, log } = runClock();
 
 async function startMode(state: ModeState, serverUrl: string, settings: Settings, probeDir: string, round: number): Promise<Running> {
   const urlOf = (service: string) => databaseUrl(serverUrl, state.databases.get(service)!);
@@ -757,7 +754,7 @@ async function main(): Promise<number> {
         pgbench_rows: pgbench.rows.map((row) => ('figures' in row ? { round: row.round, clients: row.concurrency, tps: round(row.figures.tps, 1) } : row)),
         targets: targetLines.map((line) => ({ met: line.met ?? null, text: line.text })),
         money: Object.fromEntries([...money].map(([mode, check]) => [mode, check.pass])),
-        total_s: round((performance.now() - startedAt) / MS_PER_S, 1),
+        total_s: round(elapsedS(), 1),
       }),
     );
     console.log(`RESULT: ${pass ? 'PASS' : 'FAIL'}`);

@@ -44,3 +44,10 @@ export function round(value: number, digits: number): number | null {
   const factor = 10 ** digits;
   return Math.round(value * factor) / factor;
 }
+
+/** Seconds since the benchmark began, and its log lines stamped with them: `[  12.3 s] …`. */
+export function runClock(): { elapsedS(): number; log(message: string): void } {
+  const startedAt = performance.now();
+  const elapsedS = () => (performance.now() - startedAt) / 1000;
+  return { elapsedS, log: (message) => console.log(`[${elapsedS().toFixed(1).padStart(6)} s] ${message}`) };
+}
