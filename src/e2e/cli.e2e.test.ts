@@ -65,13 +65,16 @@ describe('koban', () => {
     }
   });
 
-  test('bad configuration exits 78 naming the variable: a renamed setting, serve without a database', async () => {
+  test('bad configuration exits 78 naming the variable: a renamed setting, serve without a database, a retention of 0 days', async () => {
     const renamed = await koban(['start'], { KOBAN_WRITE_LANES: '2' });
     assert.equal(renamed.code, 78);
     assert.match(renamed.stderr, /KOBAN_WRITE_LANES was renamed KOBAN_WRITE_BATCHES_IN_FLIGHT/);
     const nowhere = await koban(['serve', 'bus']);
     assert.equal(nowhere.code, 78);
     assert.match(nowhere.stderr, /bus has no database: set BUS_DATABASE_URL/);
+    const noRetention = await koban(['start'], { KOBAN_RETENTION_DAYS: '0' });
+    assert.equal(noRetention.code, 78);
+    assert.match(noRetention.stderr, /KOBAN_RETENTION_DAYS="0": must be > 0; set it to days/);
   });
 
   test('migrate ledger puts its tables in its own database; migrate (all) with DATABASE_URL too gives the other services a schema each beside it', async () => {

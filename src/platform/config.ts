@@ -8,6 +8,14 @@
 // that a rename is never silently ignored.
 import { Ajv } from 'ajv';
 import path from 'node:path';
+import {
+  RETENTION_DAYS_DEFAULT,
+  RETENTION_DAYS_MAX,
+  RETENTION_INTERVAL_MS_DEFAULT,
+  RETENTION_INTERVAL_MS_MAX,
+  type RetentionConfig,
+  retentionMs,
+} from './retention.ts';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -59,6 +67,16 @@ export const PLATFORM_SETTINGS: readonly Setting[] = [
     schema: { type: 'number', minimum: 0, maximum: 1, default: REQUEST_LOG_SAMPLE_RATE_DEFAULT },
     hint: 'a fraction, 0–1, of requests logged at info (0.001: one in a thousand)',
   },
+  {
+    key: 'KOBAN_RETENTION_DAYS',
+    schema: { type: 'number', exclusiveMinimum: 0, maximum: RETENTION_DAYS_MAX, default: RETENTION_DAYS_DEFAULT },
+    hint: `days, more than 0 and at most ${RETENTION_DAYS_MAX} (fractions allowed: 0.01 is about 15 minutes), that published outbox rows, acknowledged bus messages, handled dedupe records and delivered notifications are kept`,
+  },
+  {
+    key: 'KOBAN_RETENTION_INTERVAL_MS',
+    schema: { type: 'integer', minimum: 0, maximum: RETENTION_INTERVAL_MS_MAX, default: RETENTION_INTERVAL_MS_DEFAULT },
+    hint: `milliseconds between looks for rows older than the retention, 0–${RETENTION_INTERVAL_MS_MAX} (0: never prune)`,
+  },
 ];
 
 export type PlatformConfig = Readonly<{
@@ -73,6 +91,8 @@ export type PlatformConfig = Readonly<{
   dbPoolSize: number;
   requestSlowMs: number;
   requestLogSampleRate: number;
+  /** How long prunable rows are kept, and how often each service prunes its own database. */
+  retention: RetentionConfig;
 }>;
 
 export function platformConfig(settings: Settings): PlatformConfig {
@@ -86,6 +106,7 @@ export function platformConfig(settings: Settings): PlatformConfig {
     dbPoolSize: settings.KOBAN_DB_POOL_SIZE as number,
     requestSlowMs: settings.KOBAN_REQUEST_SLOW_MS as number,
     requestLogSampleRate: settings.KOBAN_REQUEST_LOG_SAMPLE_RATE as number,
+    retention: Object.freeze({ retentionMs: retentionMs(settings.KOBAN_RETENTION_DAYS as number), intervalMs: settings.KOBAN_RETENTION_INTERVAL_MS as number }),
   });
 }
 

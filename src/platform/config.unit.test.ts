@@ -20,6 +20,7 @@ test('defaults: localhost:3000, embedded PostgreSQL, info, frozen', () => {
   assert.equal(settings.WIDGET_PORT, 3009);
   assert.equal(settings.WIDGET_DATABASE_URL, undefined);
   assert.equal(settings.KOBAN_WIDGET_BATCH_SIZE_MAX, 10);
+  assert.deepEqual(platform.retention, { retentionMs: 7 * 86_400_000, intervalMs: 60_000 });
   assert.ok(Object.isFrozen(settings));
   assert.ok(Object.isFrozen(platform));
   assert.throws(() => {
@@ -33,6 +34,8 @@ test('numbers are parsed; an empty variable means unset', () => {
   assert.equal(settings.WIDGET_PORT, 0);
   assert.equal(platformConfig(settings).requestLogSampleRate, 0.5);
   assert.equal(settings.DATABASE_URL, undefined);
+  // A fraction of a day: a short retention for a soak run.
+  assert.equal(platformConfig(readSettings(WIDGET_SETTINGS, { KOBAN_RETENTION_DAYS: '0.001' })).retention.retentionMs, 86_400);
 });
 
 const bad: Array<[Record<string, string>, RegExp]> = [
@@ -43,6 +46,11 @@ const bad: Array<[Record<string, string>, RegExp]> = [
   [{ DATABASE_URL: 'mysql://x' }, /DATABASE_URL="mysql:\/\/x".*postgres:\/\//],
   [{ WIDGET_DATABASE_URL: 'x' }, /WIDGET_DATABASE_URL="x".*widget database/],
   [{ KOBAN_REQUEST_LOG_SAMPLE_RATE: '2' }, /KOBAN_REQUEST_LOG_SAMPLE_RATE="2".*fraction/],
+  [{ KOBAN_RETENTION_DAYS: '0' }, /KOBAN_RETENTION_DAYS="0": must be > 0; set it to days, more than 0/],
+  [{ KOBAN_RETENTION_DAYS: '-7' }, /KOBAN_RETENTION_DAYS="-7": must be > 0/],
+  [{ KOBAN_RETENTION_DAYS: '7d' }, /KOBAN_RETENTION_DAYS="7d": must be number/],
+  [{ KOBAN_RETENTION_DAYS: '40000' }, /KOBAN_RETENTION_DAYS="40000": must be <= 36500/],
+  [{ KOBAN_RETENTION_INTERVAL_MS: '1.5' }, /KOBAN_RETENTION_INTERVAL_MS="1.5": must be integer; set it to milliseconds/],
   [{ KOBAN_WIDGET_LANES: '4' }, /KOBAN_WIDGET_LANES was renamed KOBAN_WIDGET_BATCH_SIZE_MAX: rename the variable/],
 ];
 for (const [env, message] of bad) {

@@ -243,6 +243,29 @@ export class OutboxRelay {
   }
 }
 
+/**
+ * The statement that deletes up to `$<rowsMax>` published rows published
+ * before `$<cutoff>`, oldest first, returning each row's event id, subject and
+ * when it was published: for a producer that keeps when its events were
+ * published elsewhere before the row goes (a data-modifying CTE). Never an
+ * unpublished row, whatever its age. Rows another transaction holds (the
+ * relay marking them) are skipped, not waited for.
+ */
+export function outboxPruneSql(schema: string, cutoffParameter: number, rowsMaxParameter: number): string {
+  checkSchema(schema);
+  return `DELETE FROM ${schema}.events AS o
+           WHERE o.seq IN (SELECT seq FROM ${schema}.events
+                            WHERE published_at < $${cutoffParameter}::timestamptz
+                            ORDER BY published_at LIMIT $${rowsMaxParameter}::int FOR UPDATE SKIP LOCKED)
+       RETURNING o.event_id, o.event->>'subject' AS subject, o.published_at`;
+}
+
+/** Deletes up to `rowsMax` rows published before `cutoff` (see outboxPruneSql); returns how many. */
+export async function pruneOutbox(pool: Pool, cutoff: Date, rowsMax: number, schema: string = OUTBOX_SCHEMA): Promise<number> {
+  const result = await pool.query(`WITH pruned AS (${outboxPruneSql(schema, 1, 2)}) SELECT count(*)::int AS pruned FROM pruned`, [cutoff, rowsMax]);
+  return (result.rows[0] as { pruned: number }).pruned;
+}
+
 /** Rows not yet published, set-aside ones included (a conflict waits for a person): for health checks and tests. */
 export async function outboxBacklog(pool: Pool, schema: string = OUTBOX_SCHEMA): Promise<number> {
   const result = await pool.query<{ count: number }>(`SELECT count(*)::int AS count FROM ${checkSchema(schema)}.events WHERE published_at IS NULL`);

@@ -2,7 +2,8 @@
 // its own, each announced by `account.created` through its outbox (a schema of
 // its own) and the bus — in process under `koban start`, at BUS_URL alone.
 import type { Logger } from 'pino';
-import { OutboxRelay } from '../../platform/outbox/outbox.ts';
+import { OutboxRelay, pruneOutbox } from '../../platform/outbox/outbox.ts';
+import { RetentionSweeper } from '../../platform/retention.ts';
 import { createPool, type Pool } from '../../platform/postgres/pool.ts';
 import type { ServiceModule } from '../../platform/service-module.ts';
 import { publishingBusFor } from '../bus/clients/publisher-bus.ts';
@@ -29,6 +30,14 @@ export const accountsModule: ServiceModule<AccountsService> = {
     // The relay shares the pool: one connection while it publishes a batch.
     const relay = new OutboxRelay({ pool, bus, logger, schema: ACCOUNTS_OUTBOX_SCHEMA });
     relay.start();
+    // Published outbox rows go after the retention; accounts are kept for good.
+    const retention = new RetentionSweeper({
+      tasks: [{ name: 'accounts.outbox', pruneBatch: (cutoff, rowsMax) => pruneOutbox(pool, cutoff, rowsMax, ACCOUNTS_OUTBOX_SCHEMA) }],
+      config: platform.retention,
+      clock,
+      logger,
+    });
+    retention.start();
     const service = new AccountsService({ store, clock });
     return {
       api: service,
@@ -36,6 +45,7 @@ export const accountsModule: ServiceModule<AccountsService> = {
       async stop() {
         // Rows the relay has not published stay in the outbox for the next start.
         try {
+          await retention.stop();
           await relay.stop();
         } finally {
           await store.close();

@@ -3,8 +3,13 @@
 // routes, its delivery loops (inside the adapter), and how it starts and stops.
 import type { Logger } from 'pino';
 import type { EventBus } from '../../contracts/bus/event-bus.ts';
-import type { Setting, Settings } from '../../platform/config.ts';
-import type { Pool } from '../../platform/postgres/pool.ts';
+import type { PlatformConfig, Setting, Settings } from '../../platform/config.ts';
+import type { Clock } from '../../platform/clock.ts';
+import { createPool, type Pool } from '../../platform/postgres/pool.ts';
+import { RetentionSweeper } from '../../platform/retention.ts';
+import { pruneAckedMessages } from './adapters/postgres/postgres-event-bus.ts';
+import { pruneHandledClaims } from './adapters/sns-sqs/consumed-events.ts';
+import { prunePublishedFingerprints } from './registry/event-fingerprints.ts';
 import type { ReadinessCheck, ServiceModule } from '../../platform/service-module.ts';
 import { type BusAdapter, migrateBusDatabase, openEventBus } from './clients/open-event-bus.ts';
 import { NATS_NAMESPACE_DEFAULT, NATS_NAMESPACE_PATTERN } from './domain/limits.ts';
@@ -93,9 +98,11 @@ export const busModule: ServiceModule<EventBus> = {
       throw error;
     }
     logger.info({ adapter: bus.adapter }, `event bus open on ${bus.adapter}`);
+    const retention = busRetention(databaseUrl, platform, logger, clock);
     const broker =
       config.adapter === 'nats'
         ? await natsReadiness(config.natsUrl).catch(async (error: unknown) => {
+            await retention.stop();
             await bus.close();
             throw error;
           })
@@ -106,6 +113,7 @@ export const busModule: ServiceModule<EventBus> = {
       readiness: broker ? [broker.check] : bus.ping ? [{ name: 'broker', check: (signal: AbortSignal) => bus.ping!(signal) }] : [],
       async stop() {
         try {
+          await retention.stop();
           await bus.close();
         } finally {
           await broker?.close();
@@ -114,6 +122,37 @@ export const busModule: ServiceModule<EventBus> = {
     };
   },
 };
+
+/**
+ * The bus prunes its own database, whatever the adapter (the postgres queue's
+ * tables are empty under the others): acknowledged messages with their
+ * deliveries, handled claims, published fingerprints. Declarations and dead
+ * letters are kept. One connection of its own, so pruning never takes one a
+ * publish or a claim waits for.
+ */
+function busRetention(databaseUrl: string, platform: PlatformConfig, logger: Logger, clock: Clock): { stop(): Promise<void> } {
+  const pool = createPool({ url: databaseUrl, size: 1, applicationName: 'koban-bus-retention', logger });
+  const sweeper = new RetentionSweeper({
+    tasks: [
+      { name: 'bus.messages', pruneBatch: (cutoff, rowsMax) => pruneAckedMessages(pool, cutoff, rowsMax) },
+      { name: 'bus.consumed_events', pruneBatch: (cutoff, rowsMax) => pruneHandledClaims(pool, cutoff, rowsMax) },
+      { name: 'bus.event_fingerprints', pruneBatch: (cutoff, rowsMax) => prunePublishedFingerprints(pool, cutoff, rowsMax) },
+    ],
+    config: platform.retention,
+    clock,
+    logger,
+  });
+  sweeper.start();
+  return {
+    async stop() {
+      try {
+        await sweeper.stop();
+      } finally {
+        await pool.end();
+      }
+    },
+  };
+}
 
 /**
  * The broker answers: a round trip to NATS and to JetStream on a connection of

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { Consumer, Topology } from '../../contracts/bus/event-bus.ts';
 import { ConfigError, type Setting, type Settings } from '../../platform/config.ts';
 import { createPool, type Pool } from '../../platform/postgres/pool.ts';
+import { RetentionSweeper } from '../../platform/retention.ts';
 import type { ServiceModule } from '../../platform/service-module.ts';
 import { openConsumerBus } from '../bus/clients/consumer-bus.ts';
 import type { NotificationChannel } from './channels/channel.ts';
@@ -164,7 +165,7 @@ export const notificationsModule: ServiceModule<NotificationService> = {
   bodyLimitBytes: NOTIFICATIONS_BODY_BYTES_MAX,
   migrate: (pool: Pool, logger: Logger) => migrateNotifications(pool, logger),
   async start(context) {
-    const { settings, databaseUrl, logger, clock } = context;
+    const { settings, platform, databaseUrl, logger, clock } = context;
     const config = notificationsConfig(settings);
     const pool = createPool({ url: databaseUrl, size: NOTIFICATIONS_POOL_SIZE, applicationName: 'koban-notifications', logger });
     const store = new PostgresNotificationStore(pool);
@@ -191,11 +192,20 @@ export const notificationsModule: ServiceModule<NotificationService> = {
       throw error;
     }
     logger.info({ webhooks: config.webhookSecret !== undefined, global_webhook: config.webhookUrl !== undefined }, 'notifications consuming');
+    // Delivered deliveries go after the retention; notices, settings, pending and dead deliveries are kept.
+    const retention = new RetentionSweeper({
+      tasks: [{ name: 'notifications.deliveries', pruneBatch: (cutoff, rowsMax) => store.pruneDelivered(cutoff, rowsMax) }],
+      config: platform.retention,
+      clock,
+      logger,
+    });
+    retention.start();
     return {
       api: service,
       registerRoutes: (app) => registerNotificationRoutes(app, service),
       async stop() {
         try {
+          await retention.stop();
           await stopConsuming();
           await worker.stop();
         } finally {

@@ -10,6 +10,7 @@ import type { PaymentRoute } from '../../contracts/events/payments.ts';
 import { ConfigError, envPrefix, type Setting } from '../../platform/config.ts';
 import { OutboxRelay } from '../../platform/outbox/outbox.ts';
 import { createPool, type Pool } from '../../platform/postgres/pool.ts';
+import { RetentionSweeper } from '../../platform/retention.ts';
 import type { ServiceContext, ServiceModule } from '../../platform/service-module.ts';
 import { publishingBusFor } from '../bus/clients/publisher-bus.ts';
 import { LedgerClient } from '../ledger/clients/http-client.ts';
@@ -118,11 +119,20 @@ export function paymentRouteModule(options: {
         ...(options.dialect ? { dialect: options.dialect } : {}),
       });
       service.start();
+      // Published outbox rows go after the retention; payments and network messages are kept (a resend replays its answer).
+      const retention = new RetentionSweeper({
+        tasks: [{ name: `${route}.outbox`, pruneBatch: (cutoff, rowsMax) => store.prunePublishedEvents(cutoff, rowsMax) }],
+        config: platform.retention,
+        clock,
+        logger,
+      });
+      retention.start();
       return {
         api: service,
         registerRoutes: (app) => options.registerRoutes(app, service, clock),
         async stop() {
           try {
+            await retention.stop();
             await service.close();
           } finally {
             await store.close();

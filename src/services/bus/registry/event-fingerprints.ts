@@ -59,6 +59,27 @@ export async function markEventsPublished(pool: Pool, keys: ReadonlyArray<{ topi
   });
 }
 
+/**
+ * Deletes up to `rowsMax` fingerprints of events the broker acknowledged
+ * before `cutoff`, oldest first; returns how many. One never acknowledged
+ * stays (its event is published again when it comes again). Once gone, a
+ * repeat of that id is published as new: the retention is this dedupe's window.
+ */
+export async function prunePublishedFingerprints(pool: Pool, cutoff: Date, rowsMax: number): Promise<number> {
+  const result = await pool.query<{ pruned: number }>(
+    `WITH pruned AS (
+       DELETE FROM event_fingerprints f
+        USING (SELECT topic, event_id FROM event_fingerprints
+                WHERE claimed_at < $1 AND published_at < $1
+                ORDER BY claimed_at LIMIT $2 FOR UPDATE SKIP LOCKED) old
+        WHERE f.topic = old.topic AND f.event_id = old.event_id
+       RETURNING 1)
+     SELECT count(*)::int AS pruned FROM pruned`,
+    [cutoff, rowsMax],
+  );
+  return result.rows[0]!.pruned;
+}
+
 /** What a batch may hand to its broker once its ids are claimed, and how every repeat in it is answered. */
 export type ClaimedBatch = Readonly<{
   /** Indexes to publish: claimed now, or claimed before with the same content and never acknowledged. */

@@ -100,7 +100,16 @@ describe('bus database from before the registry had its own migrations', () => {
     const bookkeeping = await legacyPool.query<{ row: string }>(`SELECT component || ':' || version || ':' || name AS row FROM schema_migrations ORDER BY 1`);
     assert.deepEqual(
       bookkeeping.rows.map((row) => row.row),
-      [':1:bus', 'bus_postgres:1:deliveries', 'bus_registry:1:registry', 'bus_registry:2:event_fingerprints', 'bus_registry:3:consumed_events', 'bus_registry:4:consumed_events_died'],
+      [
+        ':1:bus',
+        'bus_postgres:1:deliveries',
+        'bus_postgres:2:deliveries_retention',
+        'bus_registry:1:registry',
+        'bus_registry:2:event_fingerprints',
+        'bus_registry:3:consumed_events',
+        'bus_registry:4:consumed_events_died',
+        'bus_registry:5:retention',
+      ],
     );
     // Opening again applies nothing and still starts.
     await open(legacy.url);

@@ -47,6 +47,34 @@ export async function migratePostgresBus(pool: Pool, logger: Logger): Promise<vo
   await migrateRegistry(pool, logger);
   await migrate(pool, POSTGRES_MIGRATIONS_DIR, logger, { component: POSTGRES_MIGRATION_COMPONENT });
 }
+/**
+ * Deletes up to `rowsMax` messages published before `cutoff` whose every
+ * delivery was acknowledged before it, with those deliveries; returns how many
+ * messages went. A message with a pending (waiting or leased), dead or
+ * discarded delivery stays, and so does every delivery of it: dead letters are
+ * listed, redriven and discarded from these rows. Acknowledged is final (no
+ * statement changes an acked delivery), so what was checked stays true.
+ * Once gone, a repeat of the event's id is published as new.
+ */
+export async function pruneAckedMessages(pool: Pool, cutoff: Date, rowsMax: number): Promise<number> {
+  const result = await pool.query<{ pruned: number }>(
+    `WITH doomed AS (
+       SELECT m.seq FROM messages m
+        WHERE m.published_at < $1
+          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_seq = m.seq AND (d.state <> 'acked' OR d.acked_at >= $1))
+        ORDER BY m.published_at LIMIT $2
+        FOR UPDATE SKIP LOCKED
+     ), gone AS (
+       DELETE FROM deliveries d USING doomed WHERE d.message_seq = doomed.seq
+     ), pruned AS (
+       DELETE FROM messages m USING doomed WHERE m.seq = doomed.seq RETURNING 1
+     )
+     SELECT count(*)::int AS pruned FROM pruned`,
+    [cutoff, rowsMax],
+  );
+  return result.rows[0]!.pruned;
+}
+
 /** NOTIFY channel; the payload is the subscription that has new deliveries. */
 const NOTIFY_CHANNEL = 'koban_bus';
 /** Acknowledgements written together in one statement. */
@@ -116,7 +144,7 @@ export class PostgresEventBus extends RegistryEventBus<PostgresConsumer> {
         await this.#deliver(client, rows.rows.map((row) => ({ seq: row.seq, topic: row.topic, event: eventByKey.get(messageKey(row.topic, row.event_id))! })));
         const repeats = candidates.filter((message) => !inserted.has(messageKey(message.topic, message.event.id)));
         if (repeats.length > 0) {
-          // Kept for good, so a repeat is compared with the stored event however late it comes.
+          // Kept for the retention (KOBAN_RETENTION_DAYS), so a repeat within it is compared with the stored event.
           const stored = await client.query<{ topic: string; event_id: string; event: CloudEvent }>(
             `SELECT m.topic, m.event_id, m.event FROM messages m
                JOIN unnest($1::text[], $2::text[]) AS r (topic, event_id) ON m.topic = r.topic AND m.event_id = r.event_id`,

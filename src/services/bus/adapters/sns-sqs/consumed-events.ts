@@ -147,3 +147,24 @@ export async function restoreDead(pool: Pool, seqs: readonly number[]): Promise<
   if (seqs.length === 0) return;
   await pool.query(`UPDATE dead_letters SET state = 'dead', redrive_count = redrive_count - 1 WHERE seq = ANY($1::bigint[]) AND state = 'redriven'`, [[...seqs]]);
 }
+
+/**
+ * Deletes up to `rowsMax` claims handled before `cutoff`, oldest first;
+ * returns how many. A claim not handled (its message retried, dead, or being
+ * redriven) stays whatever its age. Once gone, a later copy of that event is
+ * handled again: the retention is this dedupe's window.
+ */
+export async function pruneHandledClaims(pool: Pool, cutoff: Date, rowsMax: number): Promise<number> {
+  const result = await pool.query<{ pruned: number }>(
+    `WITH pruned AS (
+       DELETE FROM consumed_events c
+        USING (SELECT subscription, event_id FROM consumed_events
+                WHERE claimed_at < $1 AND handled_at < $1
+                ORDER BY claimed_at LIMIT $2 FOR UPDATE SKIP LOCKED) old
+        WHERE c.subscription = old.subscription AND c.event_id = old.event_id
+       RETURNING 1)
+     SELECT count(*)::int AS pruned FROM pruned`,
+    [cutoff, rowsMax],
+  );
+  return result.rows[0]!.pruned;
+}

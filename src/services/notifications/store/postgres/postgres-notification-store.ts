@@ -186,6 +186,24 @@ export class PostgresNotificationStore implements NotificationStore {
     return result.rowCount ?? 0;
   }
 
+  /**
+   * Deletes up to `rowsMax` deliveries delivered before `cutoff`, oldest
+   * first; returns how many. Never a pending or dead one, nor a notice: a
+   * redelivered event finds its notice and plans no delivery again.
+   */
+  async pruneDelivered(cutoff: Date, rowsMax: number): Promise<number> {
+    const result = await this.#pool.query<{ pruned: number }>(
+      `WITH pruned AS (
+         DELETE FROM deliveries d
+          WHERE d.seq IN (SELECT seq FROM deliveries WHERE status = 'delivered' AND delivered_at < $1
+                           ORDER BY delivered_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+         RETURNING 1)
+       SELECT count(*)::int AS pruned FROM pruned`,
+      [cutoff, rowsMax],
+    );
+    return result.rows[0]!.pruned;
+  }
+
   async close(): Promise<void> {
     await this.#pool.end();
   }

@@ -3,7 +3,7 @@
 // messages for one payment never decide from the same state.
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { migrateOutbox, outboxInsert } from '../../../../platform/outbox/outbox.ts';
+import { migrateOutbox, outboxInsert, outboxPruneSql } from '../../../../platform/outbox/outbox.ts';
 import type { Clock } from '../../../../platform/clock.ts';
 import { migrate } from '../../../../platform/postgres/migrate.ts';
 import type { Pool, PoolClient } from '../../../../platform/postgres/pool.ts';
@@ -88,7 +88,9 @@ export class PostgresPaymentStore implements PaymentStore {
     const payment = await selectPayment(this.#pool, paymentId);
     if (payment === undefined) return undefined;
     const events = await this.#pool.query<{ id: string; type: string; occurred_at: Date; published_at: Date | null }>(
-      `SELECT e.event->>'id' AS id, e.event->>'type' AS type, (e.event->>'occurred_at')::timestamptz AS occurred_at, o.published_at
+      // Once its outbox row is pruned, an event's publication instant is the one kept in the payment's own list.
+      `SELECT e.event->>'id' AS id, e.event->>'type' AS type, (e.event->>'occurred_at')::timestamptz AS occurred_at,
+              coalesce(o.published_at, (e.event->>'published_at')::timestamptz) AS published_at
          FROM payments p CROSS JOIN LATERAL jsonb_array_elements(p.events) WITH ORDINALITY AS e(event, n)
          LEFT JOIN ${this.#outbox}.events o ON o.event_id = e.event->>'id'
         WHERE p.payment_id = $1 ORDER BY e.n`,
@@ -99,6 +101,29 @@ export class PostgresPaymentStore implements PaymentStore {
       payment,
       events: events.rows.map((row) => ({ id: row.id, type: row.type, occurred_at: row.occurred_at.toISOString(), published_at: row.published_at?.toISOString() ?? null })),
     };
+  }
+
+  /**
+   * Deletes up to `rowsMax` outbox rows published before `cutoff` and, in the
+   * same statement, copies when each was published into its payment's events
+   * list: `GET /v1/payments/{id}` keeps answering `published_at` after the row
+   * has gone (a payment is kept for good; its outbox rows are not).
+   */
+  async prunePublishedEvents(cutoff: Date, rowsMax: number): Promise<number> {
+    const result = await this.#pool.query<{ pruned: number }>(
+      `WITH pruned AS (${outboxPruneSql(this.#outbox, 1, 2)}),
+       kept AS (
+         UPDATE payments p
+            SET events = (SELECT jsonb_agg(CASE WHEN x.published_at IS NULL THEN e.event
+                                                ELSE e.event || jsonb_build_object('published_at', x.published_at) END ORDER BY e.n)
+                            FROM jsonb_array_elements(p.events) WITH ORDINALITY AS e(event, n)
+                            LEFT JOIN LATERAL (SELECT max(r.published_at) AS published_at FROM pruned r WHERE r.event_id = e.event->>'id') x ON true)
+          WHERE p.payment_id IN (SELECT subject FROM pruned)
+         RETURNING 1)
+       SELECT count(*)::int AS pruned FROM pruned`,
+      [cutoff, rowsMax],
+    );
+    return result.rows[0]!.pruned;
   }
 
   close(): Promise<void> {
