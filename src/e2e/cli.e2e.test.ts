@@ -65,13 +65,16 @@ describe('koban', () => {
     }
   });
 
-  test('bad configuration exits 78 naming the variable: a renamed setting, serve without a database', async () => {
+  test('bad configuration exits 78 naming the variable: a renamed setting, serve without a database, a malformed failpoint', async () => {
     const renamed = await koban(['start'], { KOBAN_WRITE_LANES: '2' });
     assert.equal(renamed.code, 78);
     assert.match(renamed.stderr, /KOBAN_WRITE_LANES was renamed KOBAN_WRITE_BATCHES_IN_FLIGHT/);
     const nowhere = await koban(['serve', 'bus']);
     assert.equal(nowhere.code, 78);
     assert.match(nowhere.stderr, /bus has no database: set BUS_DATABASE_URL/);
+    const failpoint = await koban(['serve', 'bus'], { BUS_DATABASE_URL: 'postgres://127.0.0.1:1/none', KOBAN_FAILPOINTS: 'outbox.after_publsh=crash' });
+    assert.equal(failpoint.code, 78);
+    assert.match(failpoint.stderr, /KOBAN_FAILPOINTS="outbox.after_publsh=crash": entry 1 "outbox.after_publsh=crash": unknown failpoint "outbox.after_publsh"/);
   });
 
   test('migrate ledger puts its tables in its own database; migrate (all) with DATABASE_URL too gives the other services a schema each beside it', async () => {
