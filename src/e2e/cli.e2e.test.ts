@@ -65,7 +65,7 @@ describe('koban', () => {
     }
   });
 
-  test('bad configuration exits 78 naming the variable: a renamed setting, serve without a database, a retention of 0 days', async () => {
+  test('bad configuration exits 78 naming the variable: a renamed setting, serve without a database, a retention of 0 days, a malformed failpoint', async () => {
     const renamed = await koban(['start'], { KOBAN_WRITE_LANES: '2' });
     assert.equal(renamed.code, 78);
     assert.match(renamed.stderr, /KOBAN_WRITE_LANES was renamed KOBAN_WRITE_BATCHES_IN_FLIGHT/);
@@ -75,6 +75,9 @@ describe('koban', () => {
     const noRetention = await koban(['start'], { KOBAN_RETENTION_DAYS: '0' });
     assert.equal(noRetention.code, 78);
     assert.match(noRetention.stderr, /KOBAN_RETENTION_DAYS="0": must be > 0; set it to days/);
+    const failpoint = await koban(['serve', 'bus'], { BUS_DATABASE_URL: 'postgres://127.0.0.1:1/none', KOBAN_FAILPOINTS: 'outbox.after_publsh=crash' });
+    assert.equal(failpoint.code, 78);
+    assert.match(failpoint.stderr, /KOBAN_FAILPOINTS="outbox.after_publsh=crash": entry 1 "outbox.after_publsh=crash": unknown failpoint "outbox.after_publsh"/);
   });
 
   test('migrate ledger puts its tables in its own database; migrate (all) with DATABASE_URL too gives the other services a schema each beside it', async () => {

@@ -16,6 +16,7 @@ import {
   type RetentionConfig,
   retentionMs,
 } from './retention.ts';
+import { type FailpointRule, parseFailpoints } from './failpoints.ts';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -27,6 +28,8 @@ export type Setting = Readonly<{
   hint: string;
   /** Names this setting had before: set, they stop start-up with the new name (a rename must not be ignored). */
   formerly?: readonly string[];
+  /** A check the schema cannot express, run on a value the schema accepted: what is wrong with it, or undefined. */
+  check?: (value: unknown) => string | undefined;
 }>;
 
 /** Validated values by key, frozen; an unset setting without a default is absent. */
@@ -40,6 +43,8 @@ export class ConfigError extends Error {
 export const REQUEST_SLOW_MS_DEFAULT = 1_000;
 /** The fraction of other requests logged at info (KOBAN_REQUEST_LOG_SAMPLE_RATE). */
 export const REQUEST_LOG_SAMPLE_RATE_DEFAULT = 0.001;
+/** The largest KOBAN_CLOCK_SKEW_MS either way: the skew the design claims to tolerate (README, Configuration). */
+export const CLOCK_SKEW_MS_MAX = 60_000;
 const POSTGRES_URL_PATTERN = '^postgres(ql)?://';
 /** Variables under these prefixes are Koban's own: one no setting reads is reported. Services add theirs (LEDGER_, BUS_, ...). */
 export const KOBAN_PREFIX = 'KOBAN_';
@@ -77,6 +82,24 @@ export const PLATFORM_SETTINGS: readonly Setting[] = [
     schema: { type: 'integer', minimum: 0, maximum: RETENTION_INTERVAL_MS_MAX, default: RETENTION_INTERVAL_MS_DEFAULT },
     hint: `milliseconds between looks for rows older than the retention, 0–${RETENTION_INTERVAL_MS_MAX} (0: never prune)`,
   },
+  {
+    key: 'KOBAN_FAILPOINTS',
+    schema: { type: 'string' },
+    hint: 'testing only: comma-separated <name>[@<scope>]=crash|throw|delay:<ms>[;p=<0..1>][;from=<epoch ms>][;until=<epoch ms>], or unset it',
+    check: (value) => {
+      try {
+        parseFailpoints(value as string);
+        return undefined;
+      } catch (error) {
+        return (error as Error).message;
+      }
+    },
+  },
+  {
+    key: 'KOBAN_CLOCK_SKEW_MS',
+    schema: { type: 'integer', minimum: -CLOCK_SKEW_MS_MAX, maximum: CLOCK_SKEW_MS_MAX, default: 0 },
+    hint: `testing only: milliseconds, ${-CLOCK_SKEW_MS_MAX}–${CLOCK_SKEW_MS_MAX}, added to this process's clock`,
+  },
 ];
 
 export type PlatformConfig = Readonly<{
@@ -93,6 +116,10 @@ export type PlatformConfig = Readonly<{
   requestLogSampleRate: number;
   /** How long prunable rows are kept, and how often each service prunes its own database. */
   retention: RetentionConfig;
+  /** Testing only: the failpoints this process arms (none by default). */
+  failpoints: readonly FailpointRule[];
+  /** Testing only: added to the process's clock, signed. */
+  clockSkewMs: number;
 }>;
 
 export function platformConfig(settings: Settings): PlatformConfig {
@@ -107,6 +134,8 @@ export function platformConfig(settings: Settings): PlatformConfig {
     requestSlowMs: settings.KOBAN_REQUEST_SLOW_MS as number,
     requestLogSampleRate: settings.KOBAN_REQUEST_LOG_SAMPLE_RATE as number,
     retention: Object.freeze({ retentionMs: retentionMs(settings.KOBAN_RETENTION_DAYS as number), intervalMs: settings.KOBAN_RETENTION_INTERVAL_MS as number }),
+    failpoints: Object.freeze(parseFailpoints((settings.KOBAN_FAILPOINTS as string | undefined) ?? '')),
+    clockSkewMs: (settings.KOBAN_CLOCK_SKEW_MS as number | undefined) ?? 0,
   });
 }
 
@@ -159,12 +188,19 @@ export function readSettings(settings: readonly Setting[], env: NodeJS.ProcessEn
   }
   const ajv = new Ajv({ coerceTypes: true, useDefaults: true, allErrors: true });
   const validate = ajv.compile({ type: 'object', properties: Object.fromEntries(settings.map((setting) => [setting.key, setting.schema])) });
+  const refused = new Set<string>();
   if (!validate(values)) {
     for (const error of validate.errors ?? []) {
       const key = error.instancePath.replace(/^\//, '');
       const setting = settings.find((candidate) => candidate.key === key);
+      refused.add(key);
       problems.push(`  ${key}=${JSON.stringify(env[key])}: ${error.message ?? 'invalid'}; set it to ${setting?.hint ?? 'a valid value'}`);
     }
+  }
+  for (const setting of settings) {
+    if (setting.check === undefined || values[setting.key] === undefined || refused.has(setting.key)) continue;
+    const problem = setting.check(values[setting.key]);
+    if (problem !== undefined) problems.push(`  ${setting.key}=${JSON.stringify(env[setting.key])}: ${problem}; set it to ${setting.hint}`);
   }
   if (problems.length > 0) throw new ConfigError(`Invalid configuration:\n${problems.join('\n')}`);
   return Object.freeze(values);

@@ -6,8 +6,9 @@
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { type Clock, systemClock } from './clock.ts';
+import { type Clock, skewedClock, systemClock } from './clock.ts';
 import { envPrefix, type PlatformConfig, type Settings } from './config.ts';
+import { installFailpoints } from './failpoints.ts';
 import { databaseCheck, type NamedCheck, registerHealthRoutes } from './health.ts';
 import { createHttpServer } from './http/server.ts';
 import { serviceLogger } from './logger.ts';
@@ -60,6 +61,9 @@ export async function startServices(options: {
   const processLogger = serviceLogger(options.root, modules.map((module) => module.name).join('+'));
   checkPeers(modules, settings);
   const plans = planDatabases(modules, settings, { embeddedAllowed: options.embeddedAllowed });
+  // Testing settings (KOBAN_FAILPOINTS, KOBAN_CLOCK_SKEW_MS): both inert by default.
+  installFailpoints(platform.failpoints);
+  const clock = skewedClock(options.clock ?? systemClock, platform.clockSkewMs);
   const cleanups: Array<{ step: string; run: () => Promise<void> }> = [];
   let closing: Promise<void> | undefined;
   // Every step runs even when one fails (a pool still closes after a failed drain); then close rejects naming what failed.
@@ -98,7 +102,7 @@ export async function startServices(options: {
         platform,
         databaseUrl: url,
         logger,
-        clock: options.clock ?? systemClock,
+        clock,
         peer: <Api>(name: string) => running.get(name)?.api as Api | undefined,
       });
       running.set(module.name, service);

@@ -9,6 +9,7 @@ import type { CloudEvent, CloudEventInput } from '../../contracts/events/envelop
 import { checkTopicName, validateEvent } from '../../contracts/events/envelope.ts';
 import type { EventBus, PublishStatus } from '../../contracts/bus/event-bus.ts';
 import { brokerRetryDelayMs, Wakeup } from '../wakeup.ts';
+import { failpoint } from '../failpoints.ts';
 import type { Clock } from '../clock.ts';
 import { migrate } from '../postgres/migrate.ts';
 import { createPool, type Pool, type PoolClient, withTransaction } from '../postgres/pool.ts';
@@ -191,6 +192,8 @@ export class OutboxRelay {
       if (rows.rows.length === 0) return 0;
       // The row locks are held while publishing: another relay skips these rows.
       const statuses = await this.#options.bus.publishBatch(rows.rows.map((row) => ({ topic: row.topic, event: row.event })));
+      // A crash here publishes these rows again after a restart: the bus's dedupe by event id must absorb it.
+      await failpoint('outbox.after_publish');
       await this.#record(client, rows.rows, statuses);
       return rows.rows.length;
     });

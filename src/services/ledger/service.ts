@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../../platform/clock.ts';
 import { decodeCursor, encodeCursor } from '../../platform/cursor.ts';
 import { KobanError } from '../../platform/errors.ts';
+import { failpoint } from '../../platform/failpoints.ts';
 import { GroupCommitQueue } from '../../platform/group-commit.ts';
 import { classifyPgError } from '../../platform/postgres/errors.ts';
 import {
@@ -167,7 +168,11 @@ export class LedgerService implements LedgerApi {
     if (this.#closing) throw new KobanError('unavailable', 'The ledger is shutting down; retry on another instance or shortly');
     this.#writesInProgress++;
     try {
-      return await withTimeout(this.#writes.submit(operation, pairKey(userId, balanceType)), this.#writeTimeoutMs);
+      const result = await withTimeout(this.#writes.submit(operation, pairKey(userId, balanceType)), this.#writeTimeoutMs);
+      // Committed, not yet answered: a crash here leaves the caller to resend with the same id.
+      const armed = failpoint('ledger.after_commit');
+      if (armed !== undefined) await armed;
+      return result;
     } finally {
       this.#writesInProgress--;
     }

@@ -306,9 +306,19 @@ export class PaymentService {
       if (prior !== undefined) return replayOf(prior, messageId, request);
       const now = this.#clock.now();
       if (payment !== undefined) payment = await this.#expireIfDue(session, payment, now);
-      const decision = decide(payment, now);
-      const body = await this.#decide(session, { kind, message_id: messageId, request, occurred_at: now.toISOString(), decision });
-      return { status: 200, body, replayed: false };
+      const intent = (current: Payment | undefined): Intent => ({ kind, message_id: messageId, request, occurred_at: now.toISOString(), decision: decide(current, now) });
+      try {
+        return { status: 200, body: await this.#decide(session, intent(payment)), replayed: false };
+      } catch (error) {
+        // The ledger keeps its holds' deadlines on its own clock: when it says a hold lapsed that this route's
+        // clock (behind it, or a moment earlier) still counted as held, nothing moved and the decision was
+        // abandoned; the ledger's word stands — the payment expires as of its deadline, and the message is
+        // decided again on what is left (a capture is then forced, as any late one).
+        if (payment === undefined || payment.hold_expires_at === null || ledgerRefusal(error) !== 'pending_expired') throw error;
+        this.#logger.info({ paymentId, deadline: payment.hold_expires_at }, "the ledger let the hold lapse before this route's clock reached its deadline; expiring it first");
+        const expired = await this.#expireIfDue(session, payment, new Date(payment.hold_expires_at));
+        return { status: 200, body: await this.#decide(session, intent(expired)), replayed: false };
+      }
     });
   }
 
@@ -404,6 +414,13 @@ export class PaymentService {
         }
     }
   }
+}
+
+/** The ledger's refusal behind a step's `internal` error (see #step), if that is what it is. */
+function ledgerRefusal(error: unknown): string | undefined {
+  if (!(error instanceof KobanError) || error.code !== 'internal') return undefined;
+  const refused = (error.details as { ledger_error?: unknown } | undefined)?.ledger_error;
+  return typeof refused === 'string' ? refused : undefined;
 }
 
 /** A resend gets the stored answer; the same id with other content is a conflict naming the fields. */

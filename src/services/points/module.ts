@@ -15,6 +15,9 @@ import { LedgerClient } from '../ledger/clients/http-client.ts';
 import { InProcessLedgerClient } from '../ledger/clients/in-process.ts';
 import { DEFAULT_EARNING_RULES } from './domain/default-rules.ts';
 import {
+  ACK_WAIT_MS_DEFAULT,
+  ACK_WAIT_MS_MAX,
+  ACK_WAIT_MS_MIN,
   REFERRAL_BONUS_POINTS_DEFAULT,
   REFERRAL_BONUS_POINTS_MAX,
   VALID_DAYS_MAX,
@@ -73,6 +76,11 @@ export const POINTS_SETTINGS: readonly Setting[] = [
     schema: { type: 'integer', minimum: 10, maximum: 60_000, default: 1000 },
     hint: 'milliseconds before the first retry of an event the points service failed (doubling up to 5 minutes), 10–60000',
   },
+  {
+    key: 'POINTS_ACK_WAIT_MS',
+    schema: { type: 'integer', minimum: ACK_WAIT_MS_MIN, maximum: ACK_WAIT_MS_MAX, default: ACK_WAIT_MS_DEFAULT },
+    hint: `milliseconds an event the points service took may stay unacknowledged before it is delivered again (a crashed consumer's events come back after this), ${ACK_WAIT_MS_MIN}–${ACK_WAIT_MS_MAX}`,
+  },
 ];
 
 /** The subscriptions the points service owns, one per topic. */
@@ -100,6 +108,7 @@ function subscriptions(settings: Settings): SubscriptionSpec[] {
     maxDeliveries: settings.POINTS_MAX_DELIVERIES as number,
     retryBackoffInitialMs: settings.POINTS_RETRY_BACKOFF_INITIAL_MS as number,
     retryBackoffMaxMs: RETRY_BACKOFF_MAX_MS,
+    ackWaitMs: settings.POINTS_ACK_WAIT_MS as number,
   };
   return [
     // A decline earns nothing: the bus need not deliver it.

@@ -3,6 +3,7 @@
 // does at its broker; this keeps the rest, once. A graceful stop takes no
 // more and waits for the handlers already running; an abandoning stop (as a
 // crash would) returns at once and settles nothing.
+import { failpoint } from '../../../platform/failpoints.ts';
 import { Wakeup } from '../../../platform/wakeup.ts';
 import type { Consumer, Handler } from '../../../contracts/bus/event-bus.ts';
 import type { Subscription } from './topology.ts';
@@ -35,7 +36,7 @@ export abstract class ConsumerLifecycle implements Consumer {
 
   constructor(options: ConsumerOptions) {
     this.subscription = options.subscription;
-    this.handler = options.handler;
+    this.handler = withFailpoints(options.handler, options.subscription.name);
     this.inFlightMax = options.inFlightMax;
     this.batchSizeMax = options.batchSizeMax;
     this.#onStopped = options.onStopped;
@@ -86,4 +87,20 @@ export abstract class ConsumerLifecycle implements Consumer {
     }
     this.#onStopped();
   }
+}
+
+/**
+ * The handler as every adapter runs it, with the consumer failpoints around it
+ * (inert unless KOBAN_FAILPOINTS arms them): `consumer.handle` before it runs,
+ * `consumer.after_handle` after its effect and before the adapter acks.
+ */
+function withFailpoints(handler: Handler, subscription: string): Handler {
+  return async (delivery) => {
+    // Unarmed, a failpoint returns undefined: no await, no extra turn of the event loop.
+    const before = failpoint('consumer.handle', subscription);
+    if (before !== undefined) await before;
+    await handler(delivery);
+    const after = failpoint('consumer.after_handle', subscription);
+    if (after !== undefined) await after;
+  };
 }

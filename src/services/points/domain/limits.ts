@@ -63,3 +63,9 @@ export const GRANTS_PAGE_LIMIT_DEFAULT = 50;
 export const GRANTS_PAGE_LIMIT_MAX = 200;
 /** Ledger transactions read back to find when a negative points balance went below zero; beyond it the oldest seen is reported. */
 export const NEGATIVE_SINCE_SCAN_TRANSACTIONS_MAX = 1_000;
+
+/** How long an event the points service took may go unacknowledged before the bus delivers it again (POINTS_ACK_WAIT_MS). */
+export const ACK_WAIT_MS_DEFAULT = 30_000;
+/** At least a second: a handler's ledger writes take milliseconds, and SQS counts in whole seconds. */
+export const ACK_WAIT_MS_MIN = 1_000;
+export const ACK_WAIT_MS_MAX = 12 * 60 * 60 * 1000;
