@@ -296,5 +296,9 @@ describe('bad requests', () => {
     assert.deepEqual(stored.json(), { user_id: 'judy', language: 'en', webhook_url: null });
     await invalid({ method: 'POST', url: '/v1/notifications/dead-letters/redrive', payload: { ids: ['not-a-uuid'] } }, 'ids.0');
     await invalid({ method: 'POST', url: '/v1/notifications/dead-letters/redrive', payload: { ids: [] } }, 'ids');
+    // JSON null is a body, and not an object: not the absent body that means "all".
+    const nullBody = await koban.app.inject({ method: 'POST', url: '/v1/notifications/dead-letters/redrive', headers: { 'content-type': 'application/json' }, payload: 'null' });
+    assert.equal(nullBody.statusCode, 400, nullBody.body);
+    assert.equal(nullBody.json().error.details.field, 'body');
   });
 });
