@@ -283,6 +283,9 @@ describe('bad requests', () => {
     await invalid({ method: 'GET', url: '/v1/users/alice/notices?cursor=bm90LWEtY3Vyc29y' }, 'cursor');
     await invalid({ method: 'GET', url: '/v1/users/alice/notices?sort=asc' }, 'sort');
     await invalid({ method: 'GET', url: '/v1/notifications/dead-letters?limit=201' }, 'limit');
+    // Past double range: not a limit of Infinity handed to the database.
+    await invalid({ method: 'GET', url: '/v1/users/alice/notices?limit=1e400' }, 'limit');
+    await invalid({ method: 'GET', url: '/v1/notifications/dead-letters?limit=Infinity' }, 'limit');
   });
 
   test('bad settings and redrive bodies are a 400 that changes nothing', async () => {
