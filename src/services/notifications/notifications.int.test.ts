@@ -193,6 +193,20 @@ describe('from events to notices', () => {
   });
 });
 
+describe('poison on the accounts topic', () => {
+  test('an account event with bad data is dead-lettered by the bus naming the field, and a good one behind it still becomes a notice', async () => {
+    const poison = { ...accountCreatedEvent({ user_id: 'gina', created_at: '2026-01-01T00:00:00.000Z' }), id: 'account.created.poison', data: { user_id: 'bad user', created_at: '2026-01-01T00:00:00.000Z' } };
+    await koban.bus.publish('accounts', poison);
+    await koban.bus.publish('accounts', accountCreatedEvent({ user_id: 'gina', created_at: '2026-01-01T00:00:00.000Z' }));
+    await waitFor('the good notice', async () => (await notices('gina')).data.length === 1);
+    const dead = await waitFor('the dead letter', async () => {
+      const page: DeadLetterPage = await koban.bus.deadLetters(NOTIFICATION_SUBSCRIPTIONS.accounts, { limit: 50 });
+      return page.data.find((letter) => letter.id === poison.id);
+    });
+    assert.match(dead.last_error ?? '', /user_id/);
+  });
+});
+
 describe('webhooks', () => {
   test("a user's own endpoint that is down is retried with backoff, then dead-lettered; redriven once it is back, it is delivered once", async () => {
     const own = await WebhookReceiver.start(SECRET);
