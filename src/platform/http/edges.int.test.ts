@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { Ajv } from 'ajv';
-import pg from 'pg';
+import { databaseFingerprint as fingerprintOf } from '../../../test/support/fingerprint.ts';
 import { startTestKoban, type TestKoban } from '../../../test/support/koban.ts';
 import { ERROR_CATALOGUE, type ErrorCode } from '../errors.ts';
 
@@ -95,25 +95,8 @@ after(async () => {
   await koban.database.drop();
 });
 
-/** Every row of every table of the test database (the ledger's and the bus's), as one string. */
-async function databaseFingerprint(): Promise<string> {
-  const client = new pg.Client({ connectionString: koban.database.url });
-  await client.connect();
-  try {
-    const tables = await client.query<{ name: string }>(
-      `SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1`,
-    );
-    assert.ok(tables.rows.length >= 5, `the ledger's and the bus's tables are there: ${tables.rows.map((row) => row.name).join(', ')}`);
-    const parts: string[] = [];
-    for (const { name } of tables.rows) {
-      const { rows } = await client.query<{ rows: string; digest: string | null }>(`SELECT count(*)::text AS rows, md5(string_agg(t::text, '|' ORDER BY t::text)) AS digest FROM ${name} t`);
-      parts.push(`${name}:${rows[0]!.rows}:${rows[0]!.digest ?? ''}`);
-    }
-    return parts.join('\n');
-  } finally {
-    await client.end();
-  }
+function databaseFingerprint(): Promise<string> {
+  return fingerprintOf(koban.database.url);
 }
 
 const checkShape = new Ajv({ strict: true }).compile({

@@ -6,7 +6,7 @@ import { STATUS_CODES, maxHeaderSize } from 'node:http';
 import type { Duplex } from 'node:stream';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import { Ajv } from 'ajv';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify';
 import type { Logger } from 'pino';
@@ -50,6 +50,32 @@ function newAjv(options: { coerceTypes: boolean }): Ajv {
   return ajv;
 }
 
+type ParameterValidator = ((data: unknown) => boolean) & { errors?: ErrorObject[] | null | undefined };
+
+/**
+ * Ajv coerces a path or query value past double range ("1e400", "Infinity")
+ * to ±Infinity, and then skips `minimum` and `maximum`, which assume a finite
+ * number: such a value would reach a service as a limit of Infinity. Path and
+ * query objects are flat, so their own values are all there is to check.
+ */
+function finiteParameters(validate: ValidateFunction): ParameterValidator {
+  const checked: ParameterValidator = (data) => {
+    if (!validate(data)) {
+      checked.errors = validate.errors;
+      return false;
+    }
+    const infinite = data !== null && typeof data === 'object' ? Object.entries(data).find(([, value]) => typeof value === 'number' && !Number.isFinite(value)) : undefined;
+    if (infinite) {
+      const [name] = infinite;
+      checked.errors = [{ instancePath: `/${name}`, schemaPath: '#/type', keyword: 'type', params: { type: 'number' }, message: 'must be a finite number' }];
+      return false;
+    }
+    checked.errors = null;
+    return true;
+  };
+  return checked;
+}
+
 export async function createHttpServer(options: {
   logger: Logger;
   bodyLimitBytes: number;
@@ -87,7 +113,7 @@ export async function createHttpServer(options: {
 
   const bodyAjv = newAjv({ coerceTypes: false });
   const parameterAjv = newAjv({ coerceTypes: true });
-  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv : parameterAjv).compile(schema));
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodyAjv.compile(schema) : finiteParameters(parameterAjv.compile(schema))));
   app.addSchema(errorSchema);
 
   await app.register(swagger, {

@@ -104,6 +104,48 @@ describe('405 for a known path with another method', () => {
   });
 });
 
+describe('path and query numbers', () => {
+  let app: FastifyInstance;
+  before(async () => {
+    app = await newServer();
+    app.get(
+      '/pages/:page',
+      {
+        schema: {
+          params: { type: 'object', properties: { page: { type: 'integer', minimum: 1, maximum: 1000 } } },
+          querystring: { type: 'object', additionalProperties: false, properties: { limit: { type: 'integer', minimum: 1, maximum: 100, default: 20 } } },
+        },
+      },
+      async (request) => ({ params: request.params, query: request.query }),
+    );
+    await app.ready();
+  });
+  after(() => app.close());
+
+  // Ajv coerces these to ±Infinity and then skips its bounds, which assume a finite number.
+  for (const [url, field, where] of [
+    ['/pages/1?limit=1e400', 'limit', 'query'],
+    ['/pages/1?limit=Infinity', 'limit', 'query'],
+    ['/pages/1?limit=-Infinity', 'limit', 'query'],
+    ['/pages/1e400?limit=5', 'page', 'path'],
+  ] as const) {
+    test(`${url}: a number past double range is 400 naming ${field}, not passed on as Infinity`, async () => {
+      const response = await app.inject({ method: 'GET', url });
+      assert.equal(response.statusCode, 400, response.body);
+      const { error } = response.json();
+      assert.equal(error.code, 'invalid_request');
+      assert.equal(error.details.field, field);
+      assert.equal(error.details.in, where);
+    });
+  }
+
+  test('finite numbers are still coerced and bounded', async () => {
+    assert.deepEqual((await app.inject({ method: 'GET', url: '/pages/7?limit=1e1' })).json(), { params: { page: 7 }, query: { limit: 10 } });
+    assert.deepEqual((await app.inject({ method: 'GET', url: '/pages/7' })).json(), { params: { page: 7 }, query: { limit: 20 } });
+    assert.equal((await app.inject({ method: 'GET', url: '/pages/7?limit=1e3' })).statusCode, 400);
+  });
+});
+
 describe('closing', () => {
   test('a request that arrives while the server closes is 503 unavailable, retryable, in the catalogue shape; the one in flight completes', async () => {
     const app = await newServer();

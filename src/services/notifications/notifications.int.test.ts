@@ -193,6 +193,20 @@ describe('from events to notices', () => {
   });
 });
 
+describe('poison on the accounts topic', () => {
+  test('an account event with bad data is dead-lettered by the bus naming the field, and a good one behind it still becomes a notice', async () => {
+    const poison = { ...accountCreatedEvent({ user_id: 'gina', created_at: '2026-01-01T00:00:00.000Z' }), id: 'account.created.poison', data: { user_id: 'bad user', created_at: '2026-01-01T00:00:00.000Z' } };
+    await koban.bus.publish('accounts', poison);
+    await koban.bus.publish('accounts', accountCreatedEvent({ user_id: 'gina', created_at: '2026-01-01T00:00:00.000Z' }));
+    await waitFor('the good notice', async () => (await notices('gina')).data.length === 1);
+    const dead = await waitFor('the dead letter', async () => {
+      const page: DeadLetterPage = await koban.bus.deadLetters(NOTIFICATION_SUBSCRIPTIONS.accounts, { limit: 50 });
+      return page.data.find((letter) => letter.id === poison.id);
+    });
+    assert.match(dead.last_error ?? '', /user_id/);
+  });
+});
+
 describe('webhooks', () => {
   test("a user's own endpoint that is down is retried with backoff, then dead-lettered; redriven once it is back, it is delivered once", async () => {
     const own = await WebhookReceiver.start(SECRET);
@@ -283,6 +297,9 @@ describe('bad requests', () => {
     await invalid({ method: 'GET', url: '/v1/users/alice/notices?cursor=bm90LWEtY3Vyc29y' }, 'cursor');
     await invalid({ method: 'GET', url: '/v1/users/alice/notices?sort=asc' }, 'sort');
     await invalid({ method: 'GET', url: '/v1/notifications/dead-letters?limit=201' }, 'limit');
+    // Past double range: not a limit of Infinity handed to the database.
+    await invalid({ method: 'GET', url: '/v1/users/alice/notices?limit=1e400' }, 'limit');
+    await invalid({ method: 'GET', url: '/v1/notifications/dead-letters?limit=Infinity' }, 'limit');
   });
 
   test('bad settings and redrive bodies are a 400 that changes nothing', async () => {
@@ -296,5 +313,9 @@ describe('bad requests', () => {
     assert.deepEqual(stored.json(), { user_id: 'judy', language: 'en', webhook_url: null });
     await invalid({ method: 'POST', url: '/v1/notifications/dead-letters/redrive', payload: { ids: ['not-a-uuid'] } }, 'ids.0');
     await invalid({ method: 'POST', url: '/v1/notifications/dead-letters/redrive', payload: { ids: [] } }, 'ids');
+    // JSON null is a body, and not an object: not the absent body that means "all".
+    const nullBody = await koban.app.inject({ method: 'POST', url: '/v1/notifications/dead-letters/redrive', headers: { 'content-type': 'application/json' }, payload: 'null' });
+    assert.equal(nullBody.statusCode, 400, nullBody.body);
+    assert.equal(nullBody.json().error.details.field, 'body');
   });
 });

@@ -377,8 +377,10 @@ export class PaymentService {
     try {
       return await this.#ledgerWrite(step, userId);
     } catch (error) {
-      // Retryable failures reach the network as they are (it resends); a hold refused for the balance is a decline. Any other refusal is a bug here, not the network's mistake.
-      if (!isLedgerError(error) || error.retryable || error.code === 'insufficient_balance') throw error;
+      // Retryable failures reach the network as they are (it resends); a hold refused for the balance is a decline; a forced
+      // debit past the largest debt (or a refund past the largest balance) the wallet keeps is the ledger's limit, answered
+      // as the ledger's 422. Any other refusal is a bug here, not the network's mistake.
+      if (!isLedgerError(error) || error.retryable || error.code === 'insufficient_balance' || error.code === 'balance_limit_exceeded') throw error;
       throw new KobanError('internal', `the ledger refused ${step.kind} ${step.transaction_id}: ${error.code}`, { ledger_error: error.code }, { cause: error });
     }
   }

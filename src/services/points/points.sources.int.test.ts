@@ -119,6 +119,19 @@ describe('new accounts', () => {
   });
 });
 
+describe('payments', () => {
+  test('a payment event with bad data is dead-lettered naming the field, grants nothing, and does not hold up a reward behind it', async () => {
+    await h.publish('payments', h.sourceEvent('payment.captured', { user_id: 'p1', payment_id: 'visa:bad', amount: -1 }));
+    await h.publish('rewards', reward('p1', 'order-p1', 25));
+    await h.settle();
+    assert.deepEqual(await h.balance('p1'), { available: 25, pending_credit: 0 });
+    const dead = await koban.bus.deadLetters('points-payments', { limit: 10 });
+    assert.equal(dead.data.length, 1, JSON.stringify(dead.data));
+    assert.equal(dead.data[0]!.attempts, 2);
+    assert.match(dead.data[0]!.last_error ?? '', /data/, 'the error names what is wrong');
+  });
+});
+
 describe('reads', () => {
   test('points of a user never seen are zero, in the documented shape', async () => {
     assert.deepEqual(await h.points('nobody'), { user_id: 'nobody', available: 0, pending: 0, expiring: [] });

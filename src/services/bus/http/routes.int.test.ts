@@ -199,6 +199,8 @@ describe('bus HTTP API', () => {
       [{ ids: 'dl-1' }, 'ids'],
       [{ ids: [1] }, 'ids.0'],
       [{ ids: ['dl-1'], all: true }, 'all'],
+      // JSON null is a body, and not an object: not the absent body that means "all".
+      [null, 'body'],
     ] as const) {
       const response = await redrive(payload);
       assert.equal(response.statusCode, 400, JSON.stringify(payload));

@@ -60,9 +60,9 @@ export function registerBusRoutes(app: FastifyInstance, bus: EventBus): void {
     '/v1/subscriptions/:name/dead-letters/redrive',
     {
       schema: busSchemas.redrive,
-      // No body at all means the same as {}: redrive everything.
+      // No body at all means the same as {}: redrive everything. JSON null is a body (not an object), refused.
       preValidation: async (request) => {
-        request.body ??= {};
+        if (request.body === undefined) request.body = {};
       },
     },
     (request) => bus.redrive(request.params.name, request.body?.ids),

@@ -30,9 +30,9 @@ export function registerNotificationRoutes(app: FastifyInstance, service: Notifi
     '/v1/notifications/dead-letters/redrive',
     {
       schema: notificationSchemas.redrive,
-      // No body at all means the same as {}: redrive everything.
+      // No body at all means the same as {}: redrive everything. JSON null is a body (not an object), refused.
       preValidation: async (request) => {
-        request.body ??= {};
+        if (request.body === undefined) request.body = {};
       },
     },
     (request) => service.redrive(request.body?.ids),

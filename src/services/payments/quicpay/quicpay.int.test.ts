@@ -118,6 +118,16 @@ describe('sales', () => {
     assert.deepEqual(await h.events('quicpay:q-fs'), [captured('q-fs-1', { amount: 250, authorized_total: 0, captured_total: 250, forced: true })]);
   });
 
+  test('a forced sales that would take the member past the largest debt the wallet keeps is 422 balance_limit_exceeded; nothing moves, no event', async () => {
+    // 10^15 is the most one message carries, and the most a balance may owe: the first is taken, the second would owe more.
+    answered(await sales('q-deep-1', 'q-deep-a', 'q-deep', 1_000_000_000_000_000), approved('q-deep-1'));
+    const response = await sales('q-deep-2', 'q-deep-b', 'q-deep', 1_000_000_000_000_000);
+    assert.equal(response.statusCode, 422, response.body);
+    assert.equal(errorOf(response).code, 'balance_limit_exceeded');
+    assert.deepEqual(await h.cash('q-deep'), { available: -1_000_000_000_000_000, posted: -1_000_000_000_000_000, pending_debit: 0 });
+    assert.deepEqual(await h.events('quicpay:q-deep-b'), []);
+  });
+
   test('a sales above the authorization takes it all (forced)', async () => {
     await h.fund('q-over', 1000);
     await authorize('q-o', 'q-over', 300);

@@ -47,7 +47,7 @@ export const quicpaySchemas = {
         },
         networkReplayHeaders,
       ),
-      ...messageErrors('not_found', 'authorization_closed', 'cancel_window_closed', 'exceeds_held_amount', 'exceeds_captured_amount'),
+      ...messageErrors('not_found', 'authorization_closed', 'cancel_window_closed', 'exceeds_held_amount', 'exceeds_captured_amount', 'balance_limit_exceeded'),
     },
   },
 } as const;

@@ -44,10 +44,10 @@ export const visaSchemas = {
   advice: {
     operationId: 'recordVisaAdvice',
     summary: 'Record a stand-in approval the network made while Koban was unreachable',
-    description: `Same body as an authorization. Holds the cash even if that takes the balance below zero (a forced hold); never declines. ${replayed}`,
+    description: `Same body as an authorization. Holds the cash even if that takes the balance below zero (a forced hold; past the largest debt the wallet keeps, 422 \`balance_limit_exceeded\`); never declines. ${replayed}`,
     tags: ['visa'],
     body: { ...authorization, title: 'VisaAdvice' },
-    response: { 200: jsonResponse('The acknowledgement', authorizationAnswer, networkReplayHeaders), ...messageErrors('not_found', 'authorization_closed', 'unsupported_currency') },
+    response: { 200: jsonResponse('The acknowledgement', authorizationAnswer, networkReplayHeaders), ...messageErrors('not_found', 'authorization_closed', 'unsupported_currency', 'balance_limit_exceeded') },
   },
   salesDraft: {
     operationId: 'captureVisaSalesDraft',
@@ -83,7 +83,7 @@ export const visaSchemas = {
         },
         networkReplayHeaders,
       ),
-      ...messageErrors('unsupported_currency'),
+      ...messageErrors('unsupported_currency', 'balance_limit_exceeded'),
     },
   },
   reversal: {
@@ -134,7 +134,7 @@ export const visaSchemas = {
         },
         networkReplayHeaders,
       ),
-      ...messageErrors('not_found', 'exceeds_captured_amount'),
+      ...messageErrors('not_found', 'exceeds_captured_amount', 'balance_limit_exceeded'),
     },
   },
 } as const;
