@@ -49,9 +49,13 @@ export async function pgbenchInit(bin: string, databaseUrl: string, scale: numbe
   if (result.code !== 0) throw new Error(`pgbench -i failed (${result.code}): ${tail(result.stderr + result.stdout)}`);
 }
 
-/** `pgbench -n -b tpcb-like -c C -j min(C, 2) -T durationS`: tps without connection time and average latency. */
-export async function pgbenchRun(bin: string, databaseUrl: string, concurrency: number, durationS: number, signal: AbortSignal): Promise<PgbenchFigures> {
-  const args = ['-n', '-b', 'tpcb-like', '-c', String(concurrency), '-j', String(Math.min(concurrency, PGBENCH_THREADS_MAX)), '-T', String(durationS)];
+/**
+ * `pgbench -n -b tpcb-like -c C -j min(C, 2) -T durationS` (or, given a script file, `-M prepared -f script`
+ * instead of the built-in): tps without connection time and average latency.
+ */
+export async function pgbenchRun(bin: string, databaseUrl: string, concurrency: number, durationS: number, signal: AbortSignal, script?: string): Promise<PgbenchFigures> {
+  const workload = script === undefined ? ['-b', 'tpcb-like'] : ['-M', 'prepared', '-f', script];
+  const args = ['-n', ...workload, '-c', String(concurrency), '-j', String(Math.min(concurrency, PGBENCH_THREADS_MAX)), '-T', String(durationS)];
   const result = await runProcess(bin, args, libpqEnv(databaseUrl), durationS * 1000 + PGBENCH_RUN_GRACE_MS, signal);
   const tps = /^tps = ([\d.]+) \(without initial connection time\)$/m.exec(result.stdout);
   const latency = /^latency average = ([\d.]+) ms$/m.exec(result.stdout);
