@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { isKobanError } from '../errors.ts';
-import { FIELD_ECHO_LENGTH_MAX, JSON_NESTING_DEPTH_MAX, parseStrictJson } from './strict-json.ts';
+import { FIELD_ECHO_LENGTH_MAX, JSON_NESTING_DEPTH_MAX, keysWritten, parseStrictJson } from './strict-json.ts';
 
 function refusal(text: string): { field: unknown; reason: unknown; message: string } {
   try {
@@ -139,5 +139,14 @@ describe('everything else is JSON.parse', () => {
     JSON.parse('{"x":0,"\\\\":1}');
     assert.deepEqual(Object.keys(parseStrictJson('{"x":0,"\\"":2}') as object), ['x', '"']);
     assert.deepEqual(parseStrictJson('{"caf\\u00e9":{"\\n":[1,"\\"",{"\\"":null}]}}'), { café: { '\n': [1, '"', { '"': null }] } });
+  });
+
+  test('the key count sees a key written with an escape after backslashes in earlier values and many plain keys, and only keys', () => {
+    const plain = Array.from({ length: 50 }, (_, index) => `"k${index}":"v\\\\${index}"`).join(',');
+    assert.deepEqual(keysWritten(`{"note":"a\\"b",${plain},"\\"":2}`), { count: 52, escaped: true });
+    assert.deepEqual(keysWritten(`{"note":"a\\"b",${plain}}`), { count: 51, escaped: false });
+    assert.deepEqual(keysWritten(`{"a\\u0062":1,${plain}}`), { count: 51, escaped: true });
+    assert.deepEqual(keysWritten('{"a":[{"b":"\\\\"},{"c":{"d\\n":"x"}}]}'), { count: 4, escaped: true });
+    assert.deepEqual(keysWritten('{"a":"b","c":["d:","e"]}'), { count: 2, escaped: false });
   });
 });
