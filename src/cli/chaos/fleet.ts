@@ -9,6 +9,9 @@ import { sleep } from './topology.ts';
 
 /** A process that died on its own is started again after this pause. */
 const RESPAWN_PAUSE_MS = 200;
+/** A process that will not start is tried again after this pause, for this long. */
+const SPAWN_RETRY_PAUSE_MS = 500;
+const SPAWN_RETRY_DEADLINE_MS = 120_000;
 
 export type Observation = Readonly<{ target: string; at: number; what: 'fired' | 'thrown' | 'killed'; failpoint?: string }>;
 
@@ -115,8 +118,18 @@ export class Fleet {
     await this.#spawn(name);
   }
 
+  /** Started again until it stays up, as a supervisor would: a service refuses to start while its database or a peer is down (a restart of PostgreSQL under way). */
   async #spawn(name: string): Promise<void> {
-    const served = await this.#processes.serve(name.split('+'), this.#envFor(name), { onLine: (line) => this.#read(name, line) });
+    const deadline = Date.now() + SPAWN_RETRY_DEADLINE_MS;
+    let served: Served | undefined;
+    while (served === undefined) {
+      try {
+        served = await this.#processes.serve(name.split('+'), this.#envFor(name), { onLine: (line) => this.#read(name, line) });
+      } catch (error) {
+        if (Date.now() > deadline) throw error;
+        await sleep(SPAWN_RETRY_PAUSE_MS);
+      }
+    }
     this.#served.set(name, served);
     void served.exited.then(() => {
       if (this.#expected.has(served) || this.#stopping) return;
