@@ -5,7 +5,7 @@ import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.ts';
-import { type Served as ServedProcess, ServedProcesses } from '../../test/support/processes.ts';
+import { type Served as ServedProcess, ServedProcesses } from '../cli/served-processes.ts';
 import { freePort } from '../platform/net.ts';
 import { LedgerClient } from '../services/ledger/clients/http-client.ts';
 

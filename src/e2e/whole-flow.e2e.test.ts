@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { connect } from '@nats-io/transport-node';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.ts';
-import { isolatedEnv, type Served, ServedProcesses } from '../../test/support/processes.ts';
+import { isolatedEnv, type Served, ServedProcesses } from '../cli/served-processes.ts';
 import { freePort } from '../platform/net.ts';
 import { checkEndState, drain, type Violation } from '../cli/simulate/check.ts';
 import { call, driveUser, type DriveStats, type Endpoints } from '../cli/simulate/driver.ts';

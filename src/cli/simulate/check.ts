@@ -2,6 +2,11 @@
 // pipeline drains, every payment, cash balance, points grant and notice must
 // be what the plan's model says, the ledger's audit must balance, and no event
 // may sit in dead letters. Each difference is one line naming what differs.
+import pg from 'pg';
+import { filterAttributes, type CloudEvent } from '../../contracts/events/envelope.ts';
+import type { FilterPolicy } from '../../contracts/bus/filter-policy.ts';
+import { matchesFilter } from '../../services/bus/domain/filter.ts';
+import { NOTIFIED_TOPICS } from '../../services/notifications/domain/notice.ts';
 import { call, type Endpoints } from './driver.ts';
 import type { Plan } from './plan.ts';
 import { expectedPoints, type PointsExpectation, type PointsModelOptions } from './points-model.ts';
@@ -15,7 +20,7 @@ export type Violation = Readonly<{ what: string; expected: string; got: string }
 export type DrainReport = { drainMs: number; deadLetters: number };
 
 /** Waits for lapsed holds to expire, every payment's events to leave its outbox, and every subscription to empty. */
-export async function drain(endpoints: Endpoints, plan: Plan, violations: Violation[]): Promise<DrainReport> {
+export async function drain(endpoints: Endpoints, plan: Plan, violations: Violation[], options: { deadLettersAreViolations: boolean } = { deadLettersAreViolations: true }): Promise<DrainReport> {
   const started = performance.now();
   const deadline = started + DRAIN_WAIT_MS;
   const pending = new Set(plan.payments.map((payment) => payment.payment_id));
@@ -43,9 +48,22 @@ export async function drain(endpoints: Endpoints, plan: Plan, violations: Violat
   if (quietPolls < 3) violations.push({ what: 'bus', expected: `every subscription empty within ${DRAIN_WAIT_MS} ms`, got: 'messages still waiting' });
   const { json } = await call(`${endpoints.bus}/v1/subscriptions`, 'GET');
   for (const subscription of json.data as Array<{ name: string; dead_letters: number }>) {
-    if (subscription.dead_letters > 0) violations.push({ what: `subscription ${subscription.name}`, expected: '0 dead letters', got: `${subscription.dead_letters} dead letters` });
+    if (subscription.dead_letters > 0 && options.deadLettersAreViolations) violations.push({ what: `subscription ${subscription.name}`, expected: '0 dead letters', got: `${subscription.dead_letters} dead letters` });
   }
   return { drainMs: performance.now() - started, deadLetters };
+}
+
+/** Sends every subscription's dead letters back once (the chaos run's poison windows have healed by then): how many. */
+export async function redriveDeadLetters(endpoints: Endpoints): Promise<number> {
+  const { json } = await call(`${endpoints.bus}/v1/subscriptions`, 'GET');
+  let redriven = 0;
+  for (const subscription of json.data as Array<{ name: string; dead_letters: number }>) {
+    if (subscription.dead_letters === 0) continue;
+    const answer = await call(`${endpoints.bus}/v1/subscriptions/${encodeURIComponent(subscription.name)}/dead-letters/redrive`, 'POST', {});
+    redriven += Number(answer.json.redriven ?? 0);
+    if (answer.status >= 300) throw new Error(`redrive of ${subscription.name}: ${answer.status} ${JSON.stringify(answer.json)}`);
+  }
+  return redriven;
 }
 
 export type CheckCounts = { payments: number; users: number; grants: number; notices: number; events: number };
@@ -131,4 +149,92 @@ function routeUrl(endpoints: Endpoints, paymentId: string): string {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Where the delivery check reads: each producer's database (its outbox), the bus's, the notifications service's. */
+export type DeliveryDatabases = Readonly<{ producers: Readonly<Record<string, { url: string; outboxSchema: string }>>; bus: string; notifications: string; busKind: 'postgres' | 'nats' | 'sns-sqs' }>;
+
+export type DeliveryCounts = { outboxEvents: number; deliveries: number; notices: number };
+
+/**
+ * No event lost, none handled twice in effect: every outbox event was published; on the postgres bus,
+ * every message (outbox or published from outside) was handled by every subscription whose topic and
+ * filter it matches (acked), or sits in dead letters with its error; and every event of a notified
+ * topic has exactly one notice. Other buses keep no per-event record of handling: there the effects
+ * (grants, notices, cash) and the bus's dead letters say it.
+ */
+export async function checkDelivery(databases: DeliveryDatabases, violations: Violation[]): Promise<DeliveryCounts> {
+  const read = async <T extends Record<string, unknown>>(url: string, sql: string): Promise<T[]> => {
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      return (await client.query<T>(sql)).rows;
+    } finally {
+      await client.end();
+    }
+  };
+  const outbox: Array<{ producer: string; topic: string; event_id: string }> = [];
+  for (const [producer, { url, outboxSchema }] of Object.entries(databases.producers)) {
+    for (const row of await read<{ topic: string; event_id: string; published: boolean; last_error: string | null }>(url, `SELECT topic, event_id, published_at IS NOT NULL AS published, last_error FROM ${outboxSchema}.events`)) {
+      outbox.push({ producer, topic: row.topic, event_id: row.event_id });
+      if (!row.published) violations.push({ what: `outbox event ${row.event_id} of ${producer}`, expected: 'published', got: `unpublished${row.last_error ? ` (${row.last_error})` : ''}` });
+    }
+  }
+  let deliveries = 0;
+  if (databases.busKind === 'postgres') {
+    const subscriptions = await read<{ name: string; topic: string; filter: FilterPolicy | null }>(databases.bus, 'SELECT name, topic, filter FROM subscriptions');
+    const messages = await read<{ seq: string; topic: string; event_id: string; event: CloudEvent }>(databases.bus, 'SELECT seq, topic, event_id, event FROM messages');
+    const states = new Map<string, { state: string; last_error: string | null }>();
+    for (const row of await read<{ subscription: string; message_seq: string; state: string; last_error: string | null }>(databases.bus, 'SELECT subscription, message_seq, state, last_error FROM deliveries')) {
+      states.set(`${row.subscription}/${row.message_seq}`, row);
+    }
+    const published = new Set(messages.map((message) => `${message.topic}/${message.event_id}`));
+    for (const event of outbox) if (!published.has(`${event.topic}/${event.event_id}`)) violations.push({ what: `outbox event ${event.event_id} of ${event.producer}`, expected: `a message on ${event.topic}`, got: 'none: lost between outbox and bus' });
+    for (const message of messages) {
+      for (const subscription of subscriptions) {
+        if (subscription.topic !== message.topic || !matchesFilter(subscription.filter, filterAttributes(message.event))) continue;
+        deliveries += 1;
+        const delivery = states.get(`${subscription.name}/${message.seq}`);
+        const handled = delivery?.state === 'acked' || (delivery?.state === 'dead' && delivery.last_error !== null);
+        if (!handled) violations.push({ what: `event ${message.event_id} for ${subscription.name}`, expected: 'handled (acked), or dead-lettered with its error', got: delivery === undefined ? 'no delivery' : `${delivery.state}${delivery.last_error ? ` (${delivery.last_error})` : ''}` });
+      }
+    }
+  }
+  const notified = new Set<string>(NOTIFIED_TOPICS);
+  const notices = new Map<string, number>();
+  for (const row of await read<{ topic: string; event_id: string; count: string }>(databases.notifications, 'SELECT topic, event_id, count(*) AS count FROM notices GROUP BY topic, event_id')) {
+    notices.set(`${row.topic}/${row.event_id}`, Number(row.count));
+  }
+  for (const event of outbox) {
+    if (!notified.has(event.topic)) continue;
+    const count = notices.get(`${event.topic}/${event.event_id}`) ?? 0;
+    if (count !== 1) violations.push({ what: `notices of event ${event.event_id}`, expected: '1', got: String(count) });
+  }
+  return { outboxEvents: outbox.length, deliveries, notices: [...notices.values()].reduce((a, b) => a + b, 0) };
+}
+
+/**
+ * Every answer the client received agrees with the final state: an approval is never undone (its
+ * payment exists, authorized, with ledger transactions), a decline is never charged (nothing
+ * authorized, captured or held, no ledger transaction). `answers` maps authorization ids to what the
+ * network was told.
+ */
+export async function checkAnswers(endpoints: Endpoints, plan: Plan, answers: ReadonlyMap<string, string>, violations: Violation[]): Promise<number> {
+  let checked = 0;
+  for (const payment of plan.payments) {
+    const authorizationId = payment.payment_id.slice(payment.payment_id.indexOf(':') + 1);
+    const told = answers.get(authorizationId);
+    if (told === undefined) continue;
+    const { status, json } = await call(`${routeUrl(endpoints, payment.payment_id)}/v1/payments/${payment.payment_id}`, 'GET');
+    checked += 1;
+    const ids = (json.ledger_transaction_ids as string[] | undefined) ?? [];
+    if (new Set(ids).size !== ids.length) violations.push({ what: `payment ${payment.payment_id} ledger transactions`, expected: 'each once', got: JSON.stringify(ids) });
+    if (told === 'approved' && (status !== 200 || !(Number(json.authorized_amount) > 0) || ids.length === 0)) {
+      violations.push({ what: `payment ${payment.payment_id}`, expected: 'approved as the network was told: authorized, with its hold in the ledger', got: `${status} ${JSON.stringify(json).slice(0, 300)}` });
+    }
+    if (told === 'declined' && status === 200 && (Number(json.authorized_amount ?? 0) > 0 || Number(json.captured_total ?? 0) > 0 || Number(json.held_amount ?? 0) > 0 || ids.length > 0)) {
+      violations.push({ what: `payment ${payment.payment_id}`, expected: 'declined as the network was told: nothing held or charged', got: JSON.stringify(json).slice(0, 300) });
+    }
+  }
+  return checked;
 }

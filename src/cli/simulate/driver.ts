@@ -27,12 +27,12 @@ export class HttpError extends Error {
   }
 }
 
-export async function call(url: string, method: 'GET' | 'POST', body?: unknown): Promise<{ status: number; json: Record<string, unknown>; replayed: string | null }> {
+export async function call(url: string, method: 'GET' | 'POST', body?: unknown, timeoutMs = SIMULATE_REQUEST_TIMEOUT_MS): Promise<{ status: number; json: Record<string, unknown>; replayed: string | null }> {
   const response = await fetch(url, {
     method,
     headers: body === undefined ? {} : { 'content-type': 'application/json' },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    signal: AbortSignal.timeout(SIMULATE_REQUEST_TIMEOUT_MS),
+    signal: AbortSignal.timeout(timeoutMs),
   });
   const text = await response.text();
   let json: Record<string, unknown> = {};
@@ -44,14 +44,29 @@ export async function call(url: string, method: 'GET' | 'POST', body?: unknown):
   return { status: response.status, json, replayed: response.headers.get('idempotent-replayed') };
 }
 
-export async function driveUser(endpoints: Endpoints, user: UserPlan, options: { welcomeCash: number; resend: (step: Step) => boolean; onStep: () => void }, stats: DriveStats): Promise<Mismatch[]> {
+/** How a request reaches Koban: once (`call`), or, for the chaos run, resent with the same id until an answer arrives. */
+export type Send = (url: string, method: 'GET' | 'POST', body?: unknown) => Promise<{ status: number; json: Record<string, unknown>; replayed: string | null }>;
+
+export type DriveOptions = {
+  welcomeCash: number;
+  resend: (step: Step) => boolean;
+  onStep: () => void;
+  send?: Send;
+  /** Each answer to a payment message, as the network got it (the chaos run checks them against the end state). */
+  onAnswer?: (step: Step, outcome: string) => void;
+  welcomeWaitMs?: number;
+};
+
+export async function driveUser(endpoints: Endpoints, user: UserPlan, options: DriveOptions, stats: DriveStats): Promise<Mismatch[]> {
+  const send: Send = options.send ?? call;
+  const welcomeWaitMs = options.welcomeWaitMs ?? WELCOME_WAIT_MS;
   const mismatches: Mismatch[] = [];
   const differ = (step: string, expected: string, got: string) => mismatches.push({ user_id: user.user_id, step, expected, got });
-  const created = await call(`${endpoints.accounts}/v1/users`, 'POST', { user_id: user.user_id });
+  const created = await send(`${endpoints.accounts}/v1/users`, 'POST', { user_id: user.user_id });
   stats.requests += 1;
   if (created.status !== 201 && created.status !== 200) differ('create account', '201', `${created.status} ${JSON.stringify(created.json).slice(0, 200)}`);
   if (user.topup > 0) {
-    const topup = await call(`${endpoints.ledger}/v1/transactions`, 'POST', { transaction_id: `${user.user_id}-topup`, type: 'add', user_id: user.user_id, balance_type: 'cash', amount: user.topup });
+    const topup = await send(`${endpoints.ledger}/v1/transactions`, 'POST', { transaction_id: `${user.user_id}-topup`, type: 'add', user_id: user.user_id, balance_type: 'cash', amount: user.topup });
     stats.requests += 1;
     if (topup.status !== 201 && topup.status !== 200) differ('top-up', '201', `${topup.status} ${JSON.stringify(topup.json).slice(0, 200)}`);
   }
@@ -59,11 +74,11 @@ export async function driveUser(endpoints: Endpoints, user: UserPlan, options: {
   const waitStarted = performance.now();
   const funds = user.topup + options.welcomeCash;
   for (;;) {
-    const balance = await call(`${endpoints.ledger}/v1/users/${user.user_id}/balances/cash`, 'GET');
+    const balance = await send(`${endpoints.ledger}/v1/users/${user.user_id}/balances/cash`, 'GET');
     stats.requests += 1;
     if (balance.json.available === funds) break;
-    if (performance.now() - waitStarted > WELCOME_WAIT_MS) {
-      differ('welcome cash', `available ${funds} within ${WELCOME_WAIT_MS} ms`, `available ${String(balance.json.available)}`);
+    if (performance.now() - waitStarted > welcomeWaitMs) {
+      differ('welcome cash', `available ${funds} within ${welcomeWaitMs} ms`, `available ${String(balance.json.available)}`);
       return mismatches;
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -71,19 +86,20 @@ export async function driveUser(endpoints: Endpoints, user: UserPlan, options: {
   stats.welcomeWaitMs.push(performance.now() - waitStarted);
   for (const step of user.steps) {
     const request = requestOf(endpoints, user.user_id, step);
-    const first = await call(request.url, 'POST', request.body);
+    const first = await send(request.url, 'POST', request.body);
     stats.requests += 1;
     const got = outcomeOf(step, first.status, first.json);
     if (got !== step.expect) differ(describe(step), step.expect, `${got} (${first.status} ${JSON.stringify(first.json).slice(0, 300)})`);
+    options.onAnswer?.(step, got);
     if (got === 'approved') stats.approvals += 1;
     if (got === 'declined') stats.declines += 1;
     if (step.kind === 'reward' && step.duplicate) {
-      const again = await call(request.url, 'POST', request.body);
+      const again = await send(request.url, 'POST', request.body);
       stats.requests += 1;
       stats.resends += 1;
       if (again.status !== 200 && again.status !== 201 && again.status !== 202) differ(`${describe(step)} published again`, 'accepted as a duplicate', String(again.status));
     } else if (step.kind !== 'reward' && step.kind !== 'referral' && options.resend(step)) {
-      const again = await call(request.url, 'POST', request.body);
+      const again = await send(request.url, 'POST', request.body);
       stats.requests += 1;
       stats.resends += 1;
       if (again.status !== first.status || JSON.stringify(again.json) !== JSON.stringify(first.json) || again.replayed !== 'true') {

@@ -1,0 +1,107 @@
+#!/usr/bin/env node
+// `npm run chaos -- [--profile short|long] [--bus postgres|nats] [--seed S] [--duration SECONDS] [--payments N]`:
+// every service as its own process on the run's own PostgreSQL (and broker),
+// seeded card and partner traffic from a client that times out and resends,
+// and seeded faults meanwhile (kills, PostgreSQL and broker restarts, relay and
+// consumer crashes, poison windows, client timeouts, clock skew); then a drain,
+// one redrive of dead letters, and the end-state checks. Exit 0 when nothing
+// is violated, 1 on any violation, 64 on bad usage. The seed replays the run.
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { type ChaosOptions, runChaos } from './chaos/run.ts';
+import { FAULT_KINDS, supportedKinds } from './chaos/schedule.ts';
+import { natsServerBinary } from './chaos/topology.ts';
+
+const EX_USAGE = 64;
+const VIOLATIONS_PRINTED_MAX = 40;
+const CHAOS_PAYMENTS_MAX = 1_000_000;
+
+/** Each profile's defaults: short fits CI (about a minute of traffic), long is the issue's bar (≥ 20,000 payments, ≥ 50 faults of each kind). */
+export const PROFILES = {
+  short: { durationS: 50, payments: 400 },
+  long: { durationS: 1_500, payments: 20_000 },
+  soak: { durationS: 3_600, payments: 40_000 },
+} as const;
+
+const integer = (name: string, min: number, max: number) => (value: string) => {
+  const parsed = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(parsed) || parsed < min || parsed > max) throw new InvalidArgumentError(`${name} must be an integer ${min}–${max}`);
+  return parsed;
+};
+
+export function chaosProgram(): Command {
+  return new Command('chaos')
+    .description('Run every Koban service as its own process under seeded faults and realistic traffic, then check that nothing was lost, doubled or contradicted.')
+    .addOption(new Option('--profile <profile>', 'short (CI), long (≥ 20,000 payments, ≥ 50 faults of each kind) or soak').choices(Object.keys(PROFILES)).default('short'))
+    .addOption(new Option('--bus <bus>', 'the bus the services use (nats: the run starts its own nats-server)').choices(['postgres', 'nats', 'sns-sqs']).default('postgres'))
+    .addOption(new Option('--seed <s>', 'seed of the traffic and the fault schedule (the same seed replays both)').argParser(integer('--seed', 0, 2 ** 31 - 1)))
+    .addOption(new Option('--duration <seconds>', "seconds of traffic (default: the profile's)").argParser(integer('--duration', 5, 86_400)))
+    .addOption(new Option('--payments <n>', "card payments to send (default: the profile's)").argParser(integer('--payments', 1, CHAOS_PAYMENTS_MAX)))
+    .addOption(new Option('--concurrency <c>', 'users driven at once').argParser(integer('--concurrency', 1, 512)).default(32))
+    .addOption(new Option('--database-url <url>', 'use this PostgreSQL server (databases of its own are created on it) instead of starting one; no PostgreSQL restarts then'))
+    .exitOverride()
+    .showHelpAfterError('(add --help for usage)');
+}
+
+type CliOptions = { profile: keyof typeof PROFILES; bus: ChaosOptions['bus']; seed?: number; duration?: number; payments?: number; concurrency: number; databaseUrl?: string };
+
+/** The run's options from the command line: the profile's defaults, overridden by what is given; a seed drawn when none is. */
+export function chaosOptions(argv: readonly string[], randomSeed: () => number = () => Math.floor(Math.random() * 2 ** 31)): ChaosOptions {
+  const program = chaosProgram();
+  program.parse([...argv], { from: 'user' });
+  const options = program.opts<CliOptions>();
+  const profile = PROFILES[options.profile];
+  const payments = options.payments ?? profile.payments;
+  return {
+    seed: options.seed ?? randomSeed(),
+    durationMs: (options.duration ?? profile.durationS) * 1_000,
+    payments,
+    users: Math.max(10, Math.ceil(payments / 10)),
+    bus: options.bus,
+    profile: options.profile,
+    concurrency: options.concurrency,
+    ...(options.databaseUrl === undefined ? {} : { databaseUrl: options.databaseUrl }),
+  };
+}
+
+async function main(options: ChaosOptions): Promise<number> {
+  if (options.bus === 'nats' && natsServerBinary() === undefined) {
+    console.error('chaos: --bus nats needs nats-server on PATH (or /usr/sbin/nats-server): the run starts its own so it can stop and start it');
+    return EX_USAGE;
+  }
+  if (options.bus === 'sns-sqs') {
+    console.error('chaos: --bus sns-sqs is not supported yet: use --bus postgres or --bus nats');
+    return EX_USAGE;
+  }
+  const report = await runChaos(options, (line) => console.log(line));
+  const kinds = supportedKinds({ bus: options.bus, ownPostgres: options.databaseUrl === undefined });
+  console.log(`payments sent: ${report.payments} (${report.approvals} approved, ${report.declines} declined), ${report.requests} requests`);
+  console.log(`faults injected (of scheduled), by kind:`);
+  for (const kind of FAULT_KINDS) {
+    const note = kinds.includes(kind) ? (kind === 'clock_skew' ? ' (set through KOBAN_CLOCK_SKEW_MS at restart)' : '') : ' (not supported on this run)';
+    console.log(`  ${kind.padEnd(18)} ${String(report.injected[kind]).padStart(5)} of ${report.scheduled[kind]}${note}`);
+  }
+  const client = report.client;
+  console.log(`retries and resends: ${client.resends} resends (${client.timeouts} client timeouts, ${client.timeoutsAfterCommit} of them after the server committed; ${client.dropped} dropped connections; ${client.unavailable} 5xx/retryable), ${report.plannedResends} planned duplicates, ${client.unanswered} unanswered`);
+  console.log(`traffic ${(report.trafficMs / 1000).toFixed(1)} s; time to drain ${(report.drainMs / 1000).toFixed(1)} s; dead letters redriven once: ${report.redriven}`);
+  for (const note of report.notes) console.log(`note: ${note}`);
+  if (report.violations.length === 0) {
+    console.log(`chaos: OK — 0 violations (seed ${report.seed})`);
+    return 0;
+  }
+  for (const violation of report.violations.slice(0, VIOLATIONS_PRINTED_MAX)) console.log(`  VIOLATION ${violation.what}: expected ${violation.expected}, got ${violation.got} (seed ${report.seed})`);
+  if (report.violations.length > VIOLATIONS_PRINTED_MAX) console.log(`  … and ${report.violations.length - VIOLATIONS_PRINTED_MAX} more`);
+  console.log(`chaos: ${report.violations.length} violations (seed ${report.seed}: rerun with --seed ${report.seed} --profile ${options.profile} --bus ${options.bus} to replay the schedule)`);
+  return 1;
+}
+
+if (import.meta.main) {
+  try {
+    process.exitCode = await main(chaosOptions(process.argv.slice(2)));
+  } catch (error) {
+    if (error instanceof CommanderError) process.exitCode = error.exitCode === 0 ? 0 : EX_USAGE;
+    else {
+      console.error(`chaos: ${(error as Error).stack ?? (error as Error).message}`);
+      process.exitCode = 1;
+    }
+  }
+}

@@ -1,0 +1,230 @@
+// What `npm run chaos` runs: its own PostgreSQL (embedded binaries, a fresh
+// directory, a free port: it can be restarted with an immediate shutdown
+// without touching any other server), its own broker where the bus needs one,
+// and every service as its own OS process on its own database — each of which
+// the fault injector may kill, restart or take down for a while.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import pino from 'pino';
+import { freePort } from '../../platform/net.ts';
+import { type EmbeddedServer, startEmbeddedPostgres } from '../../platform/postgres/embedded.ts';
+import { NOTIFICATION_SUBSCRIPTIONS } from '../../services/notifications/module.ts';
+import { POINTS_SUBSCRIPTIONS } from '../../services/points/module.ts';
+import type { Endpoints } from '../simulate/driver.ts';
+import type { BusKind, ProcessRole } from './schedule.ts';
+
+/** The processes of the split topology (the ledger serves the bus's HTTP API beside it) and their roles. */
+export const CHAOS_PROCESSES: readonly ProcessRole[] = [
+  { name: 'ledger+bus', producer: false, subscriptions: [] },
+  { name: 'visa', producer: true, subscriptions: [] },
+  { name: 'quicpay', producer: true, subscriptions: [] },
+  { name: 'accounts', producer: true, subscriptions: [] },
+  { name: 'points', producer: false, subscriptions: Object.values(POINTS_SUBSCRIPTIONS) },
+  { name: 'notifications', producer: false, subscriptions: Object.values(NOTIFICATION_SUBSCRIPTIONS) },
+];
+export const SERVICE_NAMES = ['ledger', 'bus', 'visa', 'quicpay', 'accounts', 'points', 'notifications'] as const;
+/** Every service's connection pools plus the consumers' together stay well under this. */
+const POSTGRES_MAX_CONNECTIONS = 400;
+const READY_TIMEOUT_MS = 30_000;
+const POLL_MS = 50;
+const NATS_BINARIES = ['/usr/sbin/nats-server', '/usr/local/bin/nats-server', '/usr/bin/nats-server'];
+
+export type Postgres = {
+  readonly serverUrl: string;
+  /** Restartable: false when the run uses a server it was given. */
+  readonly own: boolean;
+  /** Immediate shutdown (SIGQUIT to the postmaster: no checkpoint, connections cut), down for `downMs`, started again. */
+  restart(downMs: number): Promise<void>;
+  pid(): number | undefined;
+  stop(): Promise<void>;
+};
+
+export async function startOwnPostgres(): Promise<Postgres> {
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'koban-chaos-pg-'));
+  // Embedded PostgreSQL runs as `postgres` when this runs as root: it must reach its directory.
+  await chmod(dataDir, 0o755);
+  const port = await freePort();
+  const logger = pino({ level: 'silent' });
+  let server: EmbeddedServer = await startEmbeddedPostgres({ dataDir, port, logger });
+  const client = new pg.Client({ connectionString: server.serverUrl });
+  await client.connect();
+  await client.query(`ALTER SYSTEM SET max_connections = ${POSTGRES_MAX_CONNECTIONS}`);
+  await client.end();
+  await server.stop();
+  server = await startEmbeddedPostgres({ dataDir, port, logger });
+  return {
+    serverUrl: server.serverUrl,
+    own: true,
+    pid: () => server.pid,
+    async restart(downMs) {
+      const pid = server.pid;
+      process.kill(pid, 'SIGQUIT');
+      await waitFor(() => !alive(pid), READY_TIMEOUT_MS, `PostgreSQL (pid ${pid}) to stop`);
+      await sleep(downMs);
+      server = await startEmbeddedPostgres({ dataDir, port, logger });
+    },
+    async stop() {
+      await server.stop().catch(() => {});
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function givenPostgres(serverUrl: string): Postgres {
+  return {
+    serverUrl,
+    own: false,
+    pid: () => undefined,
+    restart: () => Promise.reject(new Error('the run does not restart a PostgreSQL it did not start')),
+    stop: async () => {},
+  };
+}
+
+/** One fresh database per service on the server, named after the run; dropped by the returned function. */
+export async function createDatabases(serverUrl: string, runTag: string): Promise<{ urls: Record<string, string>; drop(): Promise<void> }> {
+  const admin = new pg.Client({ connectionString: serverUrl });
+  await admin.connect();
+  const urls: Record<string, string> = {};
+  try {
+    for (const name of SERVICE_NAMES) {
+      const database = `chaos_${runTag}_${name}`;
+      await admin.query(`CREATE DATABASE ${database}`);
+      const url = new URL(serverUrl);
+      url.pathname = `/${database}`;
+      urls[name] = url.toString();
+    }
+  } finally {
+    await admin.end();
+  }
+  return {
+    urls,
+    async drop() {
+      const client = new pg.Client({ connectionString: serverUrl });
+      await client.connect();
+      try {
+        for (const name of SERVICE_NAMES) await client.query(`DROP DATABASE IF EXISTS chaos_${runTag}_${name} WITH (FORCE)`);
+      } finally {
+        await client.end();
+      }
+    },
+  };
+}
+
+export type Broker = {
+  readonly kind: BusKind;
+  /** What the services' environment needs to reach it. */
+  readonly env: NodeJS.ProcessEnv;
+  /** Stopped (cleanly: the broker keeps what it acknowledged), down for `downMs`, started again on the same port and store. */
+  restart(downMs: number): Promise<void>;
+  pid(): number | undefined;
+  stop(): Promise<void>;
+};
+
+export function natsServerBinary(): string | undefined {
+  for (const directory of (process.env.PATH ?? '').split(path.delimiter)) {
+    const candidate = path.join(directory, 'nats-server');
+    if (directory !== '' && existsSync(candidate)) return candidate;
+  }
+  return NATS_BINARIES.find((candidate) => existsSync(candidate));
+}
+
+export async function startOwnNats(runTag: string): Promise<Broker> {
+  const binary = natsServerBinary();
+  if (binary === undefined) throw new Error('--bus nats needs nats-server (on PATH or in /usr/sbin): the run starts its own so it can stop and start it');
+  const storeDir = await mkdtemp(path.join(tmpdir(), 'koban-chaos-nats-'));
+  const port = await freePort();
+  let child: ChildProcess | undefined;
+  const start = async () => {
+    const started = spawn(binary, ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', storeDir], { stdio: 'ignore' });
+    child = started;
+    await waitFor(() => portAnswers(port), READY_TIMEOUT_MS, `nats-server on port ${port}`, () => started.exitCode !== null);
+  };
+  const halt = async () => {
+    const running = child;
+    if (running === undefined || running.exitCode !== null || running.signalCode !== null) return;
+    const exited = new Promise((resolve) => running.once('exit', resolve));
+    running.kill('SIGTERM');
+    await exited;
+  };
+  await start();
+  return {
+    kind: 'nats',
+    env: { NATS_URL: `nats://127.0.0.1:${port}`, KOBAN_NATS_NAMESPACE: `chaos-${runTag}` },
+    pid: () => child?.pid,
+    async restart(downMs) {
+      await halt();
+      await sleep(downMs);
+      await start();
+    },
+    async stop() {
+      await halt();
+      await rm(storeDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The postgres bus: PostgreSQL itself is the broker; its restarts are the PostgreSQL faults. */
+export function postgresBroker(): Broker {
+  return { kind: 'postgres', env: {}, pid: () => undefined, restart: () => Promise.reject(new Error('the postgres bus has no broker of its own')), stop: async () => {} };
+}
+
+/** Each process's environment, and where each service answers. */
+export async function serviceEnvironments(options: { bus: Broker; databaseUrls: Record<string, string>; base: NodeJS.ProcessEnv }): Promise<{ env: (process: string) => NodeJS.ProcessEnv; endpoints: Endpoints }> {
+  const ports = new Map<string, number>();
+  for (const name of SERVICE_NAMES) ports.set(name, await freePort());
+  const url = (name: string) => `http://127.0.0.1:${ports.get(name)}`;
+  const common: NodeJS.ProcessEnv = {
+    ...options.base,
+    KOBAN_BUS: options.bus.kind,
+    ...options.bus.env,
+    LEDGER_URL: url('ledger'),
+    BUS_URL: url('bus'),
+    // Consumers claim from the bus's own database (its queues and registry), as a NATS consumer reaches NATS.
+    BUS_DATABASE_URL: options.databaseUrls.bus,
+  };
+  const env = (processName: string): NodeJS.ProcessEnv => {
+    const own: NodeJS.ProcessEnv = { ...common };
+    for (const served of processName.split('+')) {
+      own[`${served.toUpperCase()}_DATABASE_URL`] = options.databaseUrls[served];
+      own[`${served.toUpperCase()}_PORT`] = String(ports.get(served));
+    }
+    return own;
+  };
+  const endpoints = Object.fromEntries(SERVICE_NAMES.map((name) => [name, url(name)])) as unknown as Endpoints;
+  return { env, endpoints };
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function waitFor(done: () => boolean | Promise<boolean>, timeoutMs: number, what: string, failed: () => boolean = () => false): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await done())) {
+    if (failed()) throw new Error(`waiting for ${what}: it exited`);
+    if (Date.now() > deadline) throw new Error(`waiting for ${what}: not within ${timeoutMs} ms`);
+    await sleep(POLL_MS);
+  }
+}
+
+function portAnswers(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => (socket.destroy(), resolve(true)));
+    socket.once('error', () => (socket.destroy(), resolve(false)));
+  });
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
