@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.ts';
-import { isolatedEnv, type Served, ServedProcesses } from '../../test/support/processes.ts';
+import { isolatedEnv, type Served, ServedProcesses } from '../cli/served-processes.ts';
 import { freePort } from '../platform/net.ts';
 
 /** The route's hold timeout: short, so the deadline comes within the test. */

@@ -4,7 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import pino from 'pino';
 import { createTestDatabase, type TestDatabase } from '../../test/support/database.ts';
-import { isolatedEnv, type Served, ServedProcesses } from '../../test/support/processes.ts';
+import { isolatedEnv, type Served, ServedProcesses } from '../cli/served-processes.ts';
 import type { Consumer, Delivery, EventBus } from '../contracts/bus/event-bus.ts';
 import { PAYMENTS_TOPIC } from '../contracts/events/payments.ts';
 import { systemClock } from '../platform/clock.ts';
