@@ -37,12 +37,13 @@ export function chaosProgram(): Command {
     .addOption(new Option('--duration <seconds>', "seconds of traffic (default: the profile's)").argParser(integer('--duration', 5, 86_400)))
     .addOption(new Option('--payments <n>', "card payments to send (default: the profile's)").argParser(integer('--payments', 1, CHAOS_PAYMENTS_MAX)))
     .addOption(new Option('--concurrency <c>', 'users driven at once').argParser(integer('--concurrency', 1, 512)).default(32))
+    .addOption(new Option('--log-dir <dir>', "write each service process's output to <dir>/<process>.log (appended across its restarts), to read after a violation"))
     .addOption(new Option('--database-url <url>', 'use this PostgreSQL server (databases of its own are created on it) instead of starting one; no PostgreSQL restarts then'))
     .exitOverride()
     .showHelpAfterError('(add --help for usage)');
 }
 
-type CliOptions = { profile: keyof typeof PROFILES; bus: ChaosOptions['bus']; seed?: number; duration?: number; payments?: number; concurrency: number; databaseUrl?: string };
+type CliOptions = { profile: keyof typeof PROFILES; bus: ChaosOptions['bus']; seed?: number; duration?: number; payments?: number; concurrency: number; databaseUrl?: string; logDir?: string };
 
 /** The run's options from the command line: the profile's defaults, overridden by what is given; a seed drawn when none is. */
 export function chaosOptions(argv: readonly string[], randomSeed: () => number = () => Math.floor(Math.random() * 2 ** 31)): ChaosOptions {
@@ -60,6 +61,7 @@ export function chaosOptions(argv: readonly string[], randomSeed: () => number =
     profile: options.profile,
     concurrency: options.concurrency,
     ...(options.databaseUrl === undefined ? {} : { databaseUrl: options.databaseUrl }),
+    ...(options.logDir === undefined ? {} : { logDir: options.logDir }),
   };
 }
 

@@ -146,14 +146,21 @@ export function failpoint(name: FailpointName, scope?: string): Promise<void> | 
   if (action === undefined) return undefined;
   switch (action.kind) {
     case 'crash':
-      // Synchronously, so the line is out before the process dies; pino's shape, so log tools read it.
-      writeSync(2, `${JSON.stringify({ level: 60, time: Date.now(), pid: process.pid, hostname: hostname(), msg: 'failpoint fired', failpoint: name, scope: scope ?? null, action: 'crash' })}\n`);
+      // Synchronously, so the line is out before the process dies.
+      fired(name, scope, 'crash');
       process.kill(process.pid, 'SIGKILL');
       // SIGKILL is delivered at once; this only stops the caller should it not be.
       throw new Error(`failpoint ${name} crashed the process`);
     case 'throw':
+      // Said, too: a retried delivery's error may be logged nowhere else, and a fault runner counts these.
+      fired(name, scope, 'throw');
       throw new Error(`failpoint ${name}${scope === undefined ? '' : `@${scope}`} threw`);
     case 'delay':
       return new Promise((resolve) => setTimeout(resolve, action.ms));
   }
+}
+
+/** The one line a failpoint that fires writes to stderr: pino's shape, so log tools read it. */
+function fired(name: FailpointName, scope: string | undefined, action: 'crash' | 'throw'): void {
+  writeSync(2, `${JSON.stringify({ level: 60, time: Date.now(), pid: process.pid, hostname: hostname(), msg: 'failpoint fired', failpoint: name, scope: scope ?? null, action })}\n`);
 }

@@ -3,6 +3,8 @@
 // that moment, restarted when it dies on its own (a failpoint crash), killed
 // or restarted on the injector's orders — one operation per process at a time
 // — and watched for the "failpoint fired" lines that prove a fault happened.
+import { appendFileSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
 import type { Served, ServedProcesses } from '../served-processes.ts';
 import { type Fault, failpointsFor, FAILPOINT_LEAD_MS } from './schedule.ts';
 import { sleep } from './topology.ts';
@@ -25,13 +27,16 @@ export class Fleet {
   readonly #skew = new Map<string, number>();
   readonly observations: Observation[] = [];
   readonly respawnFailures: string[] = [];
+  readonly #logDir: string | undefined;
   #startEpochMs: number | undefined;
   #stopping = false;
 
-  constructor(processes: ServedProcesses, env: (name: string) => NodeJS.ProcessEnv, faults: readonly Fault[]) {
+  constructor(processes: ServedProcesses, env: (name: string) => NodeJS.ProcessEnv, faults: readonly Fault[], logDir?: string) {
     this.#processes = processes;
     this.#env = env;
     this.#faults = faults;
+    this.#logDir = logDir;
+    if (logDir !== undefined) mkdirSync(logDir, { recursive: true });
   }
 
   /** Traffic starts now: failpoint windows are placed from here. */
@@ -145,16 +150,16 @@ export class Fleet {
   }
 
   #read(name: string, line: string): void {
+    // Synchronous, so a line is on disk before the process that wrote it can be killed and respawned.
+    if (this.#logDir !== undefined) appendFileSync(path.join(this.#logDir, `${name}.log`), `${line}\n`);
     if (line.includes('"failpoint fired"')) {
-      let failpoint: string | undefined;
+      let fired: { failpoint?: string; action?: string } = {};
       try {
-        failpoint = (JSON.parse(line) as { failpoint?: string }).failpoint;
+        fired = JSON.parse(line) as typeof fired;
       } catch {
-        failpoint = undefined;
+        // a torn line: counted as fired, name unknown
       }
-      this.observations.push({ target: name, at: Date.now(), what: 'fired', ...(failpoint === undefined ? {} : { failpoint }) });
-    } else if (line.includes('failpoint consumer.handle')) {
-      this.observations.push({ target: name, at: Date.now(), what: 'thrown', failpoint: 'consumer.handle' });
+      this.observations.push({ target: name, at: Date.now(), what: fired.action === 'throw' ? 'thrown' : 'fired', ...(fired.failpoint === undefined ? {} : { failpoint: fired.failpoint }) });
     }
   }
 

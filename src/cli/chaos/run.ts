@@ -25,7 +25,10 @@ const TRAFFIC_SPREAD = 0.85;
 /** How late a failpoint may be seen firing after its window closed (the line is read asynchronously). */
 const OBSERVATION_SLACK_MS = 2_000;
 
-export type ChaosOptions = Readonly<{ seed: number; durationMs: number; payments: number; users: number; bus: BusKind; profile: Profile; concurrency: number; databaseUrl?: string }>;
+/** The services are started within this long (one after another; about 10 s on a quiet 2-core machine); traffic starts when it is over. */
+const CHAOS_BOOT_ALLOWANCE_MS = 25_000;
+
+export type ChaosOptions = Readonly<{ seed: number; durationMs: number; payments: number; users: number; bus: BusKind; profile: Profile; concurrency: number; databaseUrl?: string; logDir?: string }>;
 
 /** What the soak sampler gets every interval (wired by `--profile soak`). */
 export type SoakSample = Readonly<{ elapsedMs: number; pids: Record<string, number | undefined>; databaseUrls: Record<string, string>; latenciesMs: number[] }>;
@@ -80,9 +83,17 @@ export async function runChaos(options: ChaosOptions, log: (line: string) => voi
       }),
     });
     const faults = planFaults({ seed: options.seed, durationMs: options.durationMs, profile: options.profile, bus: options.bus, ownPostgres: postgres.own, processes: CHAOS_PROCESSES });
-    fleet = new Fleet(processes, env, faults);
+    fleet = new Fleet(processes, env, faults, options.logDir);
+    // Traffic starts at a moment fixed before the first spawn, so every process is started with every
+    // failpoint window of the run already in its settings: arming one never needs a restart (a restart takes
+    // seconds, long enough to miss a window).
+    const trafficEpochMs = Date.now() + CHAOS_BOOT_ALLOWANCE_MS;
+    fleet.startEpochMs = trafficEpochMs;
     // The ledger (and the bus's API beside it) first: the others reach it as they start.
     for (const role of CHAOS_PROCESSES) await fleet.start(role.name);
+    const bootLeftMs = trafficEpochMs - Date.now();
+    if (bootLeftMs > 0) await sleep(bootLeftMs);
+    else notes.push(`the services took ${CHAOS_BOOT_ALLOWANCE_MS - bootLeftMs} ms to start, more than the ${CHAOS_BOOT_ALLOWANCE_MS} ms allowed: traffic and faults began late`);
 
     const plan = planSimulation({ seed: options.seed, payments: options.payments, users: options.users, expiries: true, welcomeCash: WELCOME_CASH });
     const client = chaosClient(options.seed);
@@ -91,8 +102,8 @@ export async function runChaos(options: ChaosOptions, log: (line: string) => voi
     const answers = new Map<string, string>();
     log(`chaos: seed ${options.seed}, ${plan.payments.length} payments over ${plan.users.length} users, ${options.bus} bus, ${options.profile} profile, ${Math.round(options.durationMs / 1000)} s, ${faults.length} faults scheduled`);
 
-    const startedAt = performance.now();
-    fleet.startEpochMs = Date.now();
+    // The traffic epoch on the monotonic clock (now, unless the start ran late).
+    const startedAt = performance.now() - Math.max(0, Date.now() - trafficEpochMs);
     let trafficDone = false;
     const executed: Array<{ fault: Fault; ok: boolean; timeoutsBefore?: number; timeoutsAfter?: number; error?: string }> = [];
     const injector = (async () => {

@@ -31,6 +31,7 @@ export type Profile = 'short' | 'long' | 'soak';
 export type BusKind = 'postgres' | 'nats' | 'sns-sqs';
 
 /** A process of the split topology and what it does: producers own an outbox, consumers own subscriptions. */
+/** A process of the run; `subscriptions` lists its busiest first: poison windows go there, since one on a quiet subscription would see no event. */
 export type ProcessRole = Readonly<{ name: string; producer: boolean; subscriptions: readonly string[] }>;
 
 export type Fault = Readonly<{
@@ -90,6 +91,8 @@ export function planFaults(options: ScheduleOptions): Fault[] {
   } else {
     for (const kind of kinds) for (let count = 0; count < LONG_FAULTS_PER_KIND; count += 1) draws.push({ kind, at_ms: between(first, last) });
   }
+  // Up to CRASH_WINDOW_MS, ending before the run does.
+  const crashWindow = (at_ms: number) => Math.min(CRASH_WINDOW_MS, Math.floor(options.durationMs - at_ms - FAILPOINT_LEAD_MS - 1));
   const processes = options.processes.map((role) => role.name);
   const producers = options.processes.filter((role) => role.producer).map((role) => role.name);
   const consumers = options.processes.filter((role) => role.subscriptions.length > 0);
@@ -104,12 +107,12 @@ export function planFaults(options: ScheduleOptions): Fault[] {
       case 'client_timeout':
         return { at_ms, kind, target: 'client', window_ms: between(1_000, 3_000) };
       case 'relay_crash':
-        return { at_ms, kind, target: pick(producers), window_ms: 3_000, failpoint: 'outbox.after_publish' };
+        return { at_ms, kind, target: pick(producers), window_ms: crashWindow(at_ms), failpoint: 'outbox.after_publish' };
       case 'consumer_crash':
-        return { at_ms, kind, target: pick(consumers).name, window_ms: 3_000, failpoint: pick(['consumer.handle', 'consumer.after_handle']) };
+        return { at_ms, kind, target: pick(consumers).name, window_ms: crashWindow(at_ms), failpoint: pick(['consumer.handle', 'consumer.after_handle']) };
       case 'poison_window': {
         const consumer = pick(consumers);
-        return { at_ms, kind, target: consumer.name, window_ms: between(1_000, 4_000), failpoint: 'consumer.handle', scope: pick(consumer.subscriptions) };
+        return { at_ms, kind, target: consumer.name, window_ms: between(2_000, 6_000), failpoint: 'consumer.handle', scope: consumer.subscriptions[0] };
       }
       case 'clock_skew': {
         const skew = between(1, CLOCK_SKEW_MAX_MS) * (between(0, 1) === 0 ? -1 : 1);
@@ -120,29 +123,30 @@ export function planFaults(options: ScheduleOptions): Fault[] {
   return faults.sort((a, b) => a.at_ms - b.at_ms || a.kind.localeCompare(b.kind));
 }
 
+/** A crash failpoint fires at the first pass inside its window, once (respawned, the process is not armed with it again): a long window only makes a pass likelier, as traffic or a peer may pause. */
+const CRASH_WINDOW_MS = 10_000;
+
 /** A failpoint window opens this long after its fault's moment: the runner respawns the process with it at that moment, and it must be up first. */
 export const FAILPOINT_LEAD_MS = 3_000;
 
 /**
  * The failpoint settings of one process spawned at `nowEpochMs` in a run whose traffic started at
- * `startEpochMs`: per failpoint (and scope), the next window still to come — one entry each, as the
- * contract names a failpoint once; the runner respawns the process before each later window. A crash
- * window that has begun is left out: the process is being spawned again after it fired (or after
- * something else killed it), and firing again at once would turn one fault into a crash loop.
+ * `startEpochMs`: every window still to come, one entry each (a name may repeat with other windows), so a
+ * process is armed for the whole run when it starts and never restarted to be armed. A crash window that
+ * has begun is left out: the process is being spawned again after it fired (or after something else
+ * killed it), and firing again at once would turn one fault into a crash loop.
  */
 export function failpointsFor(faults: readonly Fault[], processName: string, startEpochMs: number, nowEpochMs: number): string | undefined {
-  const entries = new Map<string, string>();
+  const entries: string[] = [];
   for (const fault of faults) {
     if (fault.target !== processName || fault.failpoint === undefined) continue;
     const from = startEpochMs + fault.at_ms + FAILPOINT_LEAD_MS;
     const until = from + fault.window_ms;
     const action = fault.kind === 'poison_window' ? 'throw' : 'crash';
     if (until <= nowEpochMs || (action === 'crash' && from <= nowEpochMs)) continue;
-    const name = `${fault.failpoint}${fault.scope === undefined ? '' : `@${fault.scope}`}`;
-    // Faults are in time order: the first seen is the next to come.
-    if (!entries.has(name)) entries.set(name, `${name}=${action};from=${from};until=${until}`);
+    entries.push(`${fault.failpoint}${fault.scope === undefined ? '' : `@${fault.scope}`}=${action};from=${from};until=${until}`);
   }
-  return entries.size === 0 ? undefined : [...entries.values()].join(',');
+  return entries.length === 0 ? undefined : entries.join(',');
 }
 
 /** Counts per kind, every kind named (0 when none). */

@@ -24,8 +24,9 @@ export const CHAOS_PROCESSES: readonly ProcessRole[] = [
   { name: 'visa', producer: true, subscriptions: [] },
   { name: 'quicpay', producer: true, subscriptions: [] },
   { name: 'accounts', producer: true, subscriptions: [] },
-  { name: 'points', producer: false, subscriptions: Object.values(POINTS_SUBSCRIPTIONS) },
-  { name: 'notifications', producer: false, subscriptions: Object.values(NOTIFICATION_SUBSCRIPTIONS) },
+  // The payments subscription first: card traffic keeps it busy (see ProcessRole).
+  { name: 'points', producer: false, subscriptions: [POINTS_SUBSCRIPTIONS.payments, ...Object.values(POINTS_SUBSCRIPTIONS).filter((name) => name !== POINTS_SUBSCRIPTIONS.payments)] },
+  { name: 'notifications', producer: false, subscriptions: [NOTIFICATION_SUBSCRIPTIONS.payments, NOTIFICATION_SUBSCRIPTIONS.accounts] },
 ];
 export const SERVICE_NAMES = ['ledger', 'bus', 'visa', 'quicpay', 'accounts', 'points', 'notifications'] as const;
 /** Every service's connection pools plus the consumers' together stay well under this. */
