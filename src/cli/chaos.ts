@@ -8,6 +8,7 @@
 // is violated, 1 on any violation, 64 on bad usage. The seed replays the run.
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { type ChaosOptions, runChaos } from './chaos/run.ts';
+import { SOAK_SAMPLE_INTERVAL_MS, SoakRecorder } from './chaos/soak.ts';
 import { FAULT_KINDS, supportedKinds } from './chaos/schedule.ts';
 import { natsServerBinary } from './chaos/topology.ts';
 
@@ -19,7 +20,8 @@ const CHAOS_PAYMENTS_MAX = 1_000_000;
 export const PROFILES = {
   short: { durationS: 50, payments: 400 },
   long: { durationS: 1_500, payments: 20_000 },
-  soak: { durationS: 3_600, payments: 40_000 },
+  // About ten minutes of steady traffic at the long profile's rate, no faults.
+  soak: { durationS: 600, payments: 8_000 },
 } as const;
 
 const integer = (name: string, min: number, max: number) => (value: string) => {
@@ -31,13 +33,13 @@ const integer = (name: string, min: number, max: number) => (value: string) => {
 export function chaosProgram(): Command {
   return new Command('chaos')
     .description('Run every Koban service as its own process under seeded faults and realistic traffic, then check that nothing was lost, doubled or contradicted.')
-    .addOption(new Option('--profile <profile>', 'short (CI), long (≥ 20,000 payments, ≥ 50 faults of each kind) or soak').choices(Object.keys(PROFILES)).default('short'))
+    .addOption(new Option('--profile <profile>', 'short (CI), long (≥ 20,000 payments, ≥ 50 faults of each kind) or soak (10 minutes of steady traffic, no faults; fails on unbounded growth of memory, latency or pruned tables)').choices(Object.keys(PROFILES)).default('short'))
     .addOption(new Option('--bus <bus>', 'the bus the services use (nats: the run starts its own nats-server)').choices(['postgres', 'nats', 'sns-sqs']).default('postgres'))
     .addOption(new Option('--seed <s>', 'seed of the traffic and the fault schedule (the same seed replays both)').argParser(integer('--seed', 0, 2 ** 31 - 1)))
     .addOption(new Option('--duration <seconds>', "seconds of traffic (default: the profile's)").argParser(integer('--duration', 5, 86_400)))
     .addOption(new Option('--payments <n>', "card payments to send (default: the profile's)").argParser(integer('--payments', 1, CHAOS_PAYMENTS_MAX)))
     .addOption(new Option('--concurrency <c>', 'users driven at once').argParser(integer('--concurrency', 1, 512)).default(32))
-    .addOption(new Option('--log-dir <dir>', "write each service process's output to <dir>/<process>.log (appended across its restarts), to read after a violation"))
+    .addOption(new Option('--log-dir <dir>', "write each service process's output to <dir>/<process>.log (appended across its restarts), to read after a violation; a soak writes its table, chart and samples there too (default ./chaos-soak-<seed>)"))
     .addOption(new Option('--database-url <url>', 'use this PostgreSQL server (databases of its own are created on it) instead of starting one; no PostgreSQL restarts then'))
     .exitOverride()
     .showHelpAfterError('(add --help for usage)');
@@ -74,7 +76,14 @@ async function main(options: ChaosOptions): Promise<number> {
     console.error('chaos: --bus sns-sqs is not supported yet: use --bus postgres or --bus nats');
     return EX_USAGE;
   }
-  const report = await runChaos(options, (line) => console.log(line));
+  const soak = options.profile === 'soak' ? new SoakRecorder() : undefined;
+  const report = await runChaos(options, (line) => console.log(line), soak === undefined ? {} : { soak: soak.hook() });
+  if (soak !== undefined) {
+    const judged = await soak.finish(options.logDir ?? `chaos-soak-${options.seed}`);
+    console.log(`soak: ${soak.samples.length} samples every ${SOAK_SAMPLE_INTERVAL_MS / 1000} s (memory, latency and the tables retention prunes are judged; business tables are charted, not judged):\n${judged.table}`);
+    console.log(`soak: wrote ${judged.files.join(', ')}`);
+    report.violations.push(...judged.violations);
+  }
   const kinds = supportedKinds({ bus: options.bus, ownPostgres: options.databaseUrl === undefined });
   console.log(`payments sent: ${report.payments} (${report.approvals} approved, ${report.declines} declined), ${report.requests} requests`);
   console.log(`faults injected (of scheduled), by kind:`);

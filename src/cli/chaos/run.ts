@@ -12,6 +12,7 @@ import { paymentsOutboxSchema } from '../../services/payments/store/postgres/pos
 import { DEFAULT_EARNING_RULES } from '../../services/points/domain/default-rules.ts';
 import { isolatedEnv, ServedProcesses } from '../served-processes.ts';
 import { chaosClient } from './client.ts';
+import { type SoakHook, soakServiceEnv } from './soak.ts';
 import { Fleet } from './fleet.ts';
 import { type BusKind, countByKind, type Fault, type FaultKind, planFaults, type Profile } from './schedule.ts';
 import { type Broker, CHAOS_PROCESSES, createDatabases, givenPostgres, type Postgres, postgresBroker, serviceEnvironments, sleep, startOwnNats, startOwnPostgres } from './topology.ts';
@@ -30,10 +31,9 @@ const CHAOS_BOOT_ALLOWANCE_MS = 25_000;
 
 export type ChaosOptions = Readonly<{ seed: number; durationMs: number; payments: number; users: number; bus: BusKind; profile: Profile; concurrency: number; databaseUrl?: string; logDir?: string }>;
 
-/** What the soak sampler gets every interval (wired by `--profile soak`). */
-export type SoakSample = Readonly<{ elapsedMs: number; pids: Record<string, number | undefined>; databaseUrls: Record<string, string>; latenciesMs: number[] }>;
 export type ChaosHooks = {
-  soak?: { intervalMs: number; sample(sample: SoakSample): void | Promise<void> };
+  /** Called every interval with what a soak samples (wired by `--profile soak`: soak.ts). */
+  soak?: SoakHook;
   /** After the drain and before the checks (a test tampers with the end state here to see the checks fail). */
   beforeCheck?: (context: { databaseUrls: Record<string, string> }) => Promise<void>;
 };
@@ -80,6 +80,7 @@ export async function runChaos(options: ChaosOptions, log: (line: string) => voi
         QUICPAY_EXPIRY_SWEEP_INTERVAL_MS: '500',
         POINTS_WELCOME_CASH_AMOUNT: String(WELCOME_CASH),
         POINTS_REFERRAL_BONUS_POINTS: String(REFERRAL_BONUS_POINTS),
+        ...(options.profile === 'soak' ? soakServiceEnv() : {}),
       }),
     });
     const faults = planFaults({ seed: options.seed, durationMs: options.durationMs, profile: options.profile, bus: options.bus, ownPostgres: postgres.own, processes: CHAOS_PROCESSES });

@@ -78,8 +78,10 @@ export function planFaults(options: ScheduleOptions): Fault[] {
   const kinds = supportedKinds(options);
   const first = options.durationMs * FIRST_FAULT_AT;
   const last = options.durationMs * LAST_FAULT_AT;
-  // Short: one of each kind (two service kills) in its own slot, in a seeded order; long and soak: many of each at seeded times.
+  // Short: one of each kind (two service kills) in its own slot, in a seeded order; long: many of each at seeded times.
   const draws: Array<{ kind: FaultKind; at_ms: number }> = [];
+  // A soak measures growth under steady traffic: no faults.
+  if (options.profile === 'soak') return [];
   if (options.profile === 'short') {
     const order = [...kinds, 'service_kill' as const];
     for (let index = order.length - 1; index > 0; index -= 1) {
