@@ -166,7 +166,7 @@ export async function runChaos(options: ChaosOptions, log: (line: string) => voi
         }, bus: databases.urls.bus!, notifications: databases.urls.notifications!, busKind: options.bus }, violations);
     for (const failure of fleet.respawnFailures) violations.push({ what: 'a process that died', expected: 'restarted', got: failure });
     for (const failed of executed.filter((entry) => !entry.ok)) notes.push(`fault ${failed.fault.kind} on ${failed.fault.target} at ${failed.fault.at_ms} ms not injected: ${failed.error}`);
-    if (options.bus !== 'postgres') notes.push(`the ${options.bus} bus keeps no per-event record of handling: "no event lost" is checked through the effects (grants, notices, cash) and its dead letters`);
+    if (options.bus === 'nats') notes.push('the nats bus keeps no per-event record of handling: "no event lost" is checked through the effects (grants, notices, cash) and its dead letters');
     return {
       seed: options.seed,
       payments: plan.payments.length,
