@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// `npm run chaos -- [--profile short|long] [--bus postgres|nats] [--seed S] [--duration SECONDS] [--payments N]`:
+// `npm run chaos -- [--profile short|long] [--bus postgres|nats|sns-sqs] [--seed S] [--duration SECONDS] [--payments N]`:
 // every service as its own process on the run's own PostgreSQL (and broker),
 // seeded card and partner traffic from a client that times out and resends,
 // and seeded faults meanwhile (kills, PostgreSQL and broker restarts, relay and
@@ -34,7 +34,7 @@ export function chaosProgram(): Command {
   return new Command('chaos')
     .description('Run every Koban service as its own process under seeded faults and realistic traffic, then check that nothing was lost, doubled or contradicted.')
     .addOption(new Option('--profile <profile>', 'short (CI), long (≥ 20,000 payments, ≥ 50 faults of each kind) or soak (10 minutes of steady traffic, no faults; fails on unbounded growth of memory, latency or pruned tables)').choices(Object.keys(PROFILES)).default('short'))
-    .addOption(new Option('--bus <bus>', 'the bus the services use (nats: the run starts its own nats-server)').choices(['postgres', 'nats', 'sns-sqs']).default('postgres'))
+    .addOption(new Option('--bus <bus>', 'the bus the services use (nats: the run starts its own nats-server; sns-sqs: its own SNS+SQS emulator)').choices(['postgres', 'nats', 'sns-sqs']).default('postgres'))
     .addOption(new Option('--seed <s>', 'seed of the traffic and the fault schedule (the same seed replays both)').argParser(integer('--seed', 0, 2 ** 31 - 1)))
     .addOption(new Option('--duration <seconds>', "seconds of traffic (default: the profile's)").argParser(integer('--duration', 5, 86_400)))
     .addOption(new Option('--payments <n>', "card payments to send (default: the profile's)").argParser(integer('--payments', 1, CHAOS_PAYMENTS_MAX)))
@@ -70,10 +70,6 @@ export function chaosOptions(argv: readonly string[], randomSeed: () => number =
 async function main(options: ChaosOptions): Promise<number> {
   if (options.bus === 'nats' && natsServerBinary() === undefined) {
     console.error('chaos: --bus nats needs nats-server on PATH (or /usr/sbin/nats-server): the run starts its own so it can stop and start it');
-    return EX_USAGE;
-  }
-  if (options.bus === 'sns-sqs') {
-    console.error('chaos: --bus sns-sqs is not supported yet: use --bus postgres or --bus nats');
     return EX_USAGE;
   }
   const soak = options.profile === 'soak' ? new SoakRecorder() : undefined;

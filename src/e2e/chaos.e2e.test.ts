@@ -1,4 +1,4 @@
-// Goal: `npm run chaos` as CI runs it — the short profile on the postgres bus and on NATS (its own nats-server) injects the faults the run can make happen (kills, PostgreSQL and broker restarts, client timeouts, clock skew) under seeded traffic, drains, checks and exits 0; the checks can fail: an end state tampered with after the drain (a grant deleted, a notice deleted) is reported as violations; bad usage exits 64.
+// Goal: `npm run chaos` as CI runs it — the short profile on the postgres bus, on NATS (its own nats-server) and on SNS+SQS (its own emulator process, restarted with its state kept) injects the faults the run can make happen (kills, PostgreSQL and broker restarts, client timeouts, clock skew) under seeded traffic, drains, checks and exits 0; the checks can fail: an end state tampered with after the drain (a grant deleted, a notice deleted) is reported as violations; bad usage exits 64.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
@@ -24,7 +24,7 @@ function run(args: string[]): Promise<{ code: number | null; output: string }> {
 const injected = (output: string, kind: string) => Number(new RegExp(`^  ${kind} +(\\d+) of`, 'm').exec(output)?.[1] ?? -1);
 
 describe('npm run chaos, short profile', { concurrency: false }, () => {
-  for (const bus of ['postgres', 'nats'] as const) {
+  for (const bus of ['postgres', 'nats', 'sns-sqs'] as const) {
     const skip = bus === 'nats' && natsServerBinary() === undefined ? 'nats-server is not installed (on PATH or /usr/sbin): the chaos run on NATS starts its own' : false;
     // On NATS this seed loses a payment's captured and refunded events for every subscription around the broker's restart (outboxes say published): a product defect to fix, kept visible as todo.
     const todo = bus === 'nats' ? 'events lost across a NATS broker restart (seed 20261201): grant left pending, notices missing' : false;
@@ -32,7 +32,7 @@ describe('npm run chaos, short profile', { concurrency: false }, () => {
       const { code, output } = await run(['--profile', 'short', '--bus', bus, '--seed', '20261201', '--duration', '40', '--payments', '300']);
       assert.equal(code, 0, output);
       assert.match(output, /chaos: OK — 0 violations \(seed 20261201\)/);
-      for (const kind of ['service_kill', 'postgres_restart', 'client_timeout', 'clock_skew', ...(bus === 'nats' ? ['broker_restart'] : [])]) assert.ok(injected(output, kind) >= 1, `${kind} injected:\n${output}`);
+      for (const kind of ['service_kill', 'postgres_restart', 'client_timeout', 'clock_skew', ...(bus === 'postgres' ? [] : ['broker_restart'])]) assert.ok(injected(output, kind) >= 1, `${kind} injected:\n${output}`);
       assert.match(output, /retries and resends: [1-9]\d* resends/);
     });
   }

@@ -13,6 +13,7 @@ import pg from 'pg';
 import pino from 'pino';
 import { freePort } from '../../platform/net.ts';
 import { type EmbeddedServer, startEmbeddedPostgres } from '../../platform/postgres/embedded.ts';
+import { EMULATOR_CREDENTIALS } from '../../services/bus/adapters/sns-sqs/embedded-emulator.ts';
 import { NOTIFICATION_SUBSCRIPTIONS } from '../../services/notifications/module.ts';
 import { POINTS_SUBSCRIPTIONS } from '../../services/points/module.ts';
 import type { Endpoints } from '../simulate/driver.ts';
@@ -165,6 +166,58 @@ export async function startOwnNats(runTag: string): Promise<Broker> {
     async stop() {
       await halt();
       await rm(storeDir, { recursive: true, force: true });
+    },
+  };
+}
+
+const SNS_SQS_EMULATOR = path.join(import.meta.dirname, 'sns-sqs-emulator.ts');
+/** A clean stop of the emulator that takes longer than this is a kill (its store is written through, so nothing acknowledged is lost either way). */
+const EMULATOR_STOP_GRACE_MS = 10_000;
+
+/**
+ * The SNS+SQS emulator (fauxqs) as a process of its own on a free loopback
+ * port, its state in a directory of its own: a restart stops it and starts it
+ * again on the same port and directory, and it comes back with every topic,
+ * subscription, queue and message (in flight ones with their deadlines), as
+ * SQS never loses what it acknowledged.
+ */
+export async function startOwnSnsSqs(runTag: string): Promise<Broker> {
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'koban-chaos-sns-sqs-'));
+  const port = await freePort();
+  let child: ChildProcess | undefined;
+  const start = async () => {
+    const started = spawn(process.execPath, [SNS_SQS_EMULATOR, String(port), dataDir], { stdio: ['ignore', 'ignore', 'inherit'] });
+    child = started;
+    await waitFor(() => portAnswers(port), READY_TIMEOUT_MS, `the SNS+SQS emulator on port ${port}`, () => started.exitCode !== null);
+  };
+  const halt = async () => {
+    const running = child;
+    if (running === undefined || running.exitCode !== null || running.signalCode !== null) return;
+    const exited = new Promise((resolve) => running.once('exit', resolve));
+    running.kill('SIGTERM');
+    const timer = setTimeout(() => running.kill('SIGKILL'), EMULATOR_STOP_GRACE_MS);
+    await exited;
+    clearTimeout(timer);
+  };
+  await start();
+  return {
+    kind: 'sns-sqs',
+    env: {
+      KOBAN_SNS_SQS_ENDPOINT: `http://127.0.0.1:${port}`,
+      KOBAN_SNS_SQS_NAMESPACE: `chaos-${runTag}`,
+      // The SDK signs with credentials from its default chain, the environment first; the emulator checks none.
+      AWS_ACCESS_KEY_ID: EMULATOR_CREDENTIALS.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: EMULATOR_CREDENTIALS.secretAccessKey,
+    },
+    pid: () => child?.pid,
+    async restart(downMs) {
+      await halt();
+      await sleep(downMs);
+      await start();
+    },
+    async stop() {
+      await halt();
+      await rm(dataDir, { recursive: true, force: true });
     },
   };
 }

@@ -160,7 +160,9 @@ export type DeliveryCounts = { outboxEvents: number; deliveries: number; notices
  * No event lost, none handled twice in effect: every outbox event was published; on the postgres bus,
  * every message (outbox or published from outside) was handled by every subscription whose topic and
  * filter it matches (acked), or sits in dead letters with its error; and every event of a notified
- * topic has exactly one notice. Other buses keep no per-event record of handling: there the effects
+ * topic has exactly one notice. On the sns-sqs bus, every outbox event reached the bus (its publish
+ * fingerprint) and was handled by every subscription it matches (the consumers' claim of it marked
+ * handled), or is dead with its error. NATS keeps no per-event record of handling: there the effects
  * (grants, notices, cash) and the bus's dead letters say it.
  */
 export async function checkDelivery(databases: DeliveryDatabases, violations: Violation[]): Promise<DeliveryCounts> {
@@ -173,10 +175,10 @@ export async function checkDelivery(databases: DeliveryDatabases, violations: Vi
       await client.end();
     }
   };
-  const outbox: Array<{ producer: string; topic: string; event_id: string }> = [];
+  const outbox: Array<{ producer: string; topic: string; event_id: string; event: CloudEvent }> = [];
   for (const [producer, { url, outboxSchema }] of Object.entries(databases.producers)) {
-    for (const row of await read<{ topic: string; event_id: string; published: boolean; last_error: string | null }>(url, `SELECT topic, event_id, published_at IS NOT NULL AS published, last_error FROM ${outboxSchema}.events`)) {
-      outbox.push({ producer, topic: row.topic, event_id: row.event_id });
+    for (const row of await read<{ topic: string; event_id: string; event: CloudEvent; published: boolean; last_error: string | null }>(url, `SELECT topic, event_id, event, published_at IS NOT NULL AS published, last_error FROM ${outboxSchema}.events`)) {
+      outbox.push({ producer, topic: row.topic, event_id: row.event_id, event: row.event });
       if (!row.published) violations.push({ what: `outbox event ${row.event_id} of ${producer}`, expected: 'published', got: `unpublished${row.last_error ? ` (${row.last_error})` : ''}` });
     }
   }
@@ -197,6 +199,26 @@ export async function checkDelivery(databases: DeliveryDatabases, violations: Vi
         const delivery = states.get(`${subscription.name}/${message.seq}`);
         const handled = delivery?.state === 'acked' || (delivery?.state === 'dead' && delivery.last_error !== null);
         if (!handled) violations.push({ what: `event ${message.event_id} for ${subscription.name}`, expected: 'handled (acked), or dead-lettered with its error', got: delivery === undefined ? 'no delivery' : `${delivery.state}${delivery.last_error ? ` (${delivery.last_error})` : ''}` });
+      }
+    }
+  }
+  if (databases.busKind === 'sns-sqs') {
+    const subscriptions = await read<{ name: string; topic: string; filter: FilterPolicy | null }>(databases.bus, 'SELECT name, topic, filter FROM subscriptions');
+    const fingerprinted = new Set((await read<{ topic: string; event_id: string }>(databases.bus, 'SELECT topic, event_id FROM event_fingerprints')).map((row) => `${row.topic}/${row.event_id}`));
+    const handled = new Set((await read<{ subscription: string; event_id: string }>(databases.bus, 'SELECT subscription, event_id FROM consumed_events WHERE handled_at IS NOT NULL')).map((row) => `${row.subscription}/${row.event_id}`));
+    const dead = new Map<string, { state: string; last_error: string | null }>();
+    for (const row of await read<{ subscription: string; event_id: string; state: string; last_error: string | null }>(databases.bus, 'SELECT subscription, event_id, state, last_error FROM dead_letters')) {
+      dead.set(`${row.subscription}/${row.event_id}`, row);
+    }
+    for (const event of outbox) {
+      if (!fingerprinted.has(`${event.topic}/${event.event_id}`)) violations.push({ what: `outbox event ${event.event_id} of ${event.producer}`, expected: `published on ${event.topic}`, got: 'never published: lost between outbox and bus' });
+      for (const subscription of subscriptions) {
+        if (subscription.topic !== event.topic || !matchesFilter(subscription.filter, filterAttributes(event.event))) continue;
+        deliveries += 1;
+        const key = `${subscription.name}/${event.event_id}`;
+        const letter = dead.get(key);
+        if (handled.has(key) || (letter?.state === 'dead' && letter.last_error !== null)) continue;
+        violations.push({ what: `event ${event.event_id} for ${subscription.name}`, expected: 'handled (its claim marked handled), or dead-lettered with its error', got: letter === undefined ? 'no handled claim and no dead letter' : `a ${letter.state} dead letter${letter.last_error ? ` (${letter.last_error})` : ''}, not handled` });
       }
     }
   }
