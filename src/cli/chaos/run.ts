@@ -64,6 +64,14 @@ export async function runChaos(options: ChaosOptions, log: (line: string) => voi
   const processes = new ServedProcesses();
   let databases: Awaited<ReturnType<typeof createDatabases>> | undefined;
   let fleet: Fleet | undefined;
+  // Interrupted (Ctrl-C, a CI timeout), the run still leaves nothing behind: its services, broker and PostgreSQL go with it.
+  const onSignal = (signal: NodeJS.Signals) => {
+    log(`chaos: ${signal}: stopping every process the run started`);
+    processes.killAll();
+    void Promise.allSettled([broker?.stop(), postgres.stop()]).finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
     broker = options.bus === 'nats' ? await startOwnNats(runTag) : options.bus === 'sns-sqs' ? await startOwnSnsSqs(runTag) : postgresBroker();
     databases = await createDatabases(postgres.serverUrl, runTag);
@@ -196,6 +204,8 @@ export async function runChaos(options: ChaosOptions, log: (line: string) => voi
       notes,
     };
   } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     await fleet?.stopAll().catch(() => {});
     processes.killAll();
     await databases?.drop().catch(() => {});
@@ -233,7 +243,7 @@ async function inject(
       case 'relay_crash':
       case 'consumer_crash':
       case 'poison_window':
-        if (!(await fleet.arm(fault))) throw new Error('its failpoint window had passed by the time the process was up');
+        if (!(await fleet.arm(fault))) throw new Error('its window was not armed: the process was started again inside it, after an earlier fault');
         break;
       case 'clock_skew':
         await fleet.skew(fault.target, fault.skew_ms!);

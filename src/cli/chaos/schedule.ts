@@ -60,6 +60,8 @@ export type ScheduleOptions = Readonly<{
 
 /** Faults of each kind a long profile injects (the issue's bar), and the short profile's (one each, service kills twice). */
 export const LONG_FAULTS_PER_KIND = 50;
+/** Drawn per kind in a long run: a few more than the bar, since a crash window that opens while its process is down after an earlier fault is not armed. */
+const LONG_FAULTS_DRAWN_PER_KIND = 60;
 /** A clock shift a service is claimed to tolerate: well inside the holds' timeout and the bus's ack deadlines. */
 export const CLOCK_SKEW_MAX_MS = 2_000;
 /** Faults are drawn inside this share of the run, so the last ones still meet traffic and the drain starts clean. */
@@ -91,7 +93,7 @@ export function planFaults(options: ScheduleOptions): Fault[] {
     const slot = (last - first) / order.length;
     order.forEach((kind, index) => draws.push({ kind, at_ms: between(first + index * slot, first + index * slot + slot * 0.6) }));
   } else {
-    for (const kind of kinds) for (let count = 0; count < LONG_FAULTS_PER_KIND; count += 1) draws.push({ kind, at_ms: between(first, last) });
+    for (const kind of kinds) for (let count = 0; count < LONG_FAULTS_DRAWN_PER_KIND; count += 1) draws.push({ kind, at_ms: between(first, last) });
   }
   // Up to CRASH_WINDOW_MS, ending before the run does.
   const crashWindow = (at_ms: number) => Math.min(CRASH_WINDOW_MS, Math.floor(options.durationMs - at_ms - FAILPOINT_LEAD_MS - 1));

@@ -58,8 +58,11 @@ export class SoakRecorder {
       // A window with no answers (traffic paused) has no latency: left out, not charted as zero.
       this.samples.push(await this.#sampler.sample(sample.latenciesMs.length === 0 ? {} : { client: percentiles(sample.latenciesMs) }));
     } catch {
-      // A sample lost (a database busy restarting) leaves a gap, not a failed run; too many gaps make the verdict too_short.
+      // A sample lost (a database busy restarting) leaves a gap, not a failed run; too many gaps make the verdict
+      // too_short. The next sample opens fresh connections.
       this.#failures += 1;
+      await this.#sampler?.close();
+      this.#sampler = undefined;
     }
   }
 

@@ -55,6 +55,8 @@ export class SoakSampler {
     try {
       for (const database of options.databases) {
         const client = new pg.Client({ connectionString: database.url, application_name: 'koban-soak-sampler' });
+        // Between samples the server may restart or the run drop the database: the next query fails and says so, the process goes on.
+        client.on('error', () => undefined);
         await client.connect();
         clients.push({ name: database.name, client });
       }
@@ -88,7 +90,7 @@ export class SoakSampler {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.#databases.map(({ client }) => client.end()));
+    await Promise.all(this.#databases.map(({ client }) => client.end().catch(() => undefined)));
   }
 }
 
