@@ -1,11 +1,15 @@
 // Goal: an event the NATS adapter reports published survives a clean restart of the server (SIGTERM, then
 // start on the same store) that happens while publishes are under way: every subscription of its topic
-// receives it. Runs its own nats-server (free port, own store); skips when nats-server is not installed.
+// receives it; and a stream keeps a message exactly until every subscription has acknowledged it (the
+// adapter trims it, not the server). Runs its own nats-server (free port, own store); skips when
+// nats-server is not installed.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { after, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { systemClock } from '../../../../platform/clock.ts';
 import { createLogger } from '../../../../platform/logger.ts';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
 import { createTestDatabase, type TestDatabase } from '../../../../../test/support/database.ts';
 import type { CloudEvent } from '../../../../contracts/events/envelope.ts';
 import type { Consumer } from '../../../../contracts/bus/event-bus.ts';
@@ -29,6 +33,12 @@ describe('NATS adapter across a clean restart of its server', { skip }, () => {
   let database: TestDatabase | undefined;
   let bus: NatsEventBus | undefined;
 
+  before(async () => {
+    server = await startOwnNatsServer({ storePrefix: 'koban-test-nats-' });
+    database = await createTestDatabase('bus_nats_restart');
+    bus = await NatsEventBus.open({ natsUrl: server.url, databaseUrl: database.url, poolSize: 8, logger, clock: systemClock, namespace: 'restart', publishTimeoutMs: 500 });
+  });
+
   after(async () => {
     await bus?.close();
     await server?.stop();
@@ -36,9 +46,7 @@ describe('NATS adapter across a clean restart of its server', { skip }, () => {
   });
 
   test('every event acknowledged while the server stops and starts again reaches every subscription', async () => {
-    server = await startOwnNatsServer({ storePrefix: 'koban-test-nats-' });
-    database = await createTestDatabase('bus_nats_restart');
-    bus = await NatsEventBus.open({ natsUrl: server.url, databaseUrl: database.url, poolSize: 8, logger, clock: systemClock, namespace: 'restart', publishTimeoutMs: 500 });
+    assert.ok(bus && server);
     const topic = `payments-${randomUUID().slice(0, 8)}`;
     const subscriptions = ['points', 'notifications'];
     await bus.declare({ topics: [topic], subscriptions: subscriptions.map((name) => ({ name, topic, ackWaitMs: 2_000 })) });
@@ -64,7 +72,7 @@ describe('NATS adapter across a clean restart of its server', { skip }, () => {
         for (;;) {
           try {
             const statuses = await bus!.publishBatch(events.map((event) => ({ topic, event })));
-            statuses.forEach((status, index) => assert.ok(status === 'published' || status === 'duplicate', JSON.stringify(status)));
+            for (const status of statuses) assert.ok(status === 'published' || status === 'duplicate', JSON.stringify(status));
             for (const event of events) acknowledged.add(event.id);
             break;
           } catch {
@@ -76,7 +84,7 @@ describe('NATS adapter across a clean restart of its server', { skip }, () => {
     const publishers = Array.from({ length: PUBLISHERS }, (_, worker) => publisher(worker));
 
     await waitFor(() => acknowledged.size >= EVENTS_BEFORE_RESTART_MIN, DELIVERED_TIMEOUT_MS);
-    await server.restart(DOWN_MS);
+    await server!.restart(DOWN_MS);
     const atRestart = acknowledged.size;
     await waitFor(() => acknowledged.size >= atRestart + EVENTS_AFTER_RESTART_MIN, DELIVERED_TIMEOUT_MS);
     stopping = true;
@@ -88,5 +96,42 @@ describe('NATS adapter across a clean restart of its server', { skip }, () => {
     const lost = missing();
     assert.deepEqual(lost.slice(0, 10), [], `${lost.length} deliveries of ${acknowledged.size} acknowledged events never came (first 10 shown)`);
     await Promise.all(consumers.map((consumer) => consumer.stop()));
+  });
+
+  test('a trim deletes what every subscription acknowledged and keeps what one of them has not', async () => {
+    assert.ok(bus && server);
+    const topic = `trim-${randomUUID().slice(0, 8)}`;
+    await bus.declare({ topics: [topic], subscriptions: ['a', 'b'].map((name) => ({ name: `${topic}-${name}`, topic, ackWaitMs: 2_000 })) });
+    const seen = { a: new Set<string>(), b: new Set<string>() };
+    const consume = (name: 'a' | 'b') => bus!.consume(`${topic}-${name}`, async ({ event }) => void seen[name].add(event.id));
+    const publish = (ids: string[]) =>
+      bus!.publishBatch(ids.map((id) => ({ topic, event: { specversion: '1.0', id, source: '/koban/tests', type: 'koban.test.happened', time: new Date().toISOString(), data: {} } as CloudEvent })));
+    const nc = await connect({ servers: server.url });
+    const storedMessages = async () => (await (await jetstreamManager(nc)).streams.info(bus!.streamName(topic))).state.messages;
+    try {
+      const a = await consume('a');
+      let b = await consume('b');
+      await publish(['t1', 't2', 't3']);
+      await waitFor(() => seen.a.size === 3 && seen.b.size === 3);
+      // Acknowledgements are sent without waiting for an answer: wait until the floors have moved, then trim.
+      await waitFor(async () => {
+        await bus!.trimAcknowledged();
+        return (await storedMessages()) === 0;
+      });
+      await b.stop();
+      await publish(['t4', 't5']);
+      await waitFor(() => seen.a.size === 5);
+      await bus.trimAcknowledged();
+      assert.equal(await storedMessages(), 2, 'kept for the subscription that has not acknowledged them');
+      b = await consume('b');
+      await waitFor(() => seen.b.size === 5);
+      await waitFor(async () => {
+        await bus!.trimAcknowledged();
+        return (await storedMessages()) === 0;
+      });
+      await Promise.all([a.stop(), b.stop()]);
+    } finally {
+      await nc.close();
+    }
   });
 });
