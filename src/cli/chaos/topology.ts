@@ -3,15 +3,13 @@
 // without touching any other server), its own broker where the bus needs one,
 // and every service as its own OS process on its own database — each of which
 // the fault injector may kill, restart or take down for a while.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import pino from 'pino';
 import { freePort } from '../../platform/net.ts';
+import { natsServerBinary, startOwnNatsServer } from '../../services/bus/testing/nats-server.ts';
 import { type EmbeddedServer, startEmbeddedPostgres } from '../../platform/postgres/embedded.ts';
 import { EMULATOR_CREDENTIALS } from '../../services/bus/adapters/sns-sqs/embedded-emulator.ts';
 import { NOTIFICATION_SUBSCRIPTIONS } from '../../services/notifications/module.ts';
@@ -34,7 +32,6 @@ export const SERVICE_NAMES = ['ledger', 'bus', 'visa', 'quicpay', 'accounts', 'p
 const POSTGRES_MAX_CONNECTIONS = 400;
 const READY_TIMEOUT_MS = 30_000;
 const POLL_MS = 50;
-const NATS_BINARIES = ['/usr/sbin/nats-server', '/usr/local/bin/nats-server', '/usr/bin/nats-server'];
 
 export type Postgres = {
   readonly serverUrl: string;
@@ -127,46 +124,17 @@ export type Broker = {
   stop(): Promise<void>;
 };
 
-export function natsServerBinary(): string | undefined {
-  for (const directory of (process.env.PATH ?? '').split(path.delimiter)) {
-    const candidate = path.join(directory, 'nats-server');
-    if (directory !== '' && existsSync(candidate)) return candidate;
-  }
-  return NATS_BINARIES.find((candidate) => existsSync(candidate));
-}
+export { natsServerBinary } from '../../services/bus/testing/nats-server.ts';
 
 export async function startOwnNats(runTag: string): Promise<Broker> {
-  const binary = natsServerBinary();
-  if (binary === undefined) throw new Error('--bus nats needs nats-server (on PATH or in /usr/sbin): the run starts its own so it can stop and start it');
-  const storeDir = await mkdtemp(path.join(tmpdir(), 'koban-chaos-nats-'));
-  const port = await freePort();
-  let child: ChildProcess | undefined;
-  const start = async () => {
-    const started = spawn(binary, ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', storeDir], { stdio: 'ignore' });
-    child = started;
-    await waitFor(() => portAnswers(port), READY_TIMEOUT_MS, `nats-server on port ${port}`, () => started.exitCode !== null);
-  };
-  const halt = async () => {
-    const running = child;
-    if (running === undefined || running.exitCode !== null || running.signalCode !== null) return;
-    const exited = new Promise((resolve) => running.once('exit', resolve));
-    running.kill('SIGTERM');
-    await exited;
-  };
-  await start();
+  if (natsServerBinary() === undefined) throw new Error('--bus nats needs nats-server (on PATH or in /usr/sbin): the run starts its own so it can stop and start it');
+  const server = await startOwnNatsServer({ storePrefix: 'koban-chaos-nats-' });
   return {
     kind: 'nats',
-    env: { NATS_URL: `nats://127.0.0.1:${port}`, KOBAN_NATS_NAMESPACE: `chaos-${runTag}` },
-    pid: () => child?.pid,
-    async restart(downMs) {
-      await halt();
-      await sleep(downMs);
-      await start();
-    },
-    async stop() {
-      await halt();
-      await rm(storeDir, { recursive: true, force: true });
-    },
+    env: { NATS_URL: server.url, KOBAN_NATS_NAMESPACE: `chaos-${runTag}` },
+    pid: () => server.pid(),
+    restart: (downMs) => server.restart(downMs),
+    stop: () => server.stop(),
   };
 }
 
@@ -269,14 +237,6 @@ export async function waitFor(done: () => boolean | Promise<boolean>, timeoutMs:
     if (Date.now() > deadline) throw new Error(`waiting for ${what}: not within ${timeoutMs} ms`);
     await sleep(POLL_MS);
   }
-}
-
-function portAnswers(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => (socket.destroy(), resolve(true)));
-    socket.once('error', () => (socket.destroy(), resolve(false)));
-  });
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -1,6 +1,8 @@
-// NATS JetStream adapter of the EventBus. One stream per topic (interest
-// retention: a message stays until every subscription has acknowledged it),
-// one durable pull consumer per subscription. The registry keeps every
+// NATS JetStream adapter of the EventBus. One stream per topic, one durable
+// pull consumer per subscription; a message stays in its stream until every
+// subscription has acknowledged it: the adapter trims below the lowest ack
+// floor itself (limits retention, see TRIM_INTERVAL_MS for why not the
+// server's interest retention). The registry keeps every
 // published (topic, id) with a fingerprint of its content, so a repeat is a
 // duplicate or a conflict however late it comes; publishing also sets
 // Nats-Msg-Id to the event id, so the stream's duplicate window absorbs a
@@ -38,6 +40,17 @@ const CONSUMER_ACK_PENDING_MAX = IN_FLIGHT_MAX_LIMIT;
 const RECONNECT_WAIT_MS = 250;
 /** Stream sequences probed past the ack floor to find the oldest unacknowledged message. */
 const OLDEST_PROBE_MAX = 16;
+/**
+ * How often a bus trims its declared topics' streams below the lowest ack
+ * floor of their subscriptions. The streams keep messages by limits (none
+ * set), not by interest: a nats-server stopping cleanly removes a stream's
+ * consumers before it stops taking publishes, and an interest stream with
+ * no consumer acknowledges a publish (PubAck with a sequence) while storing
+ * nothing — events reported published that no subscription ever receives.
+ * Trimming ourselves keeps "until every subscription acknowledged it" with
+ * what the consumers have acknowledged, which a restart does not lose.
+ */
+export const TRIM_INTERVAL_MS = 5_000;
 
 export type NatsEventBusOptions = {
   natsUrl: string;
@@ -61,6 +74,8 @@ export class NatsEventBus extends RegistryEventBus<NatsConsumer> {
   readonly #namespace: string;
   readonly #logger: Logger;
   #topics = new Set<string>();
+  #trimTimer: NodeJS.Timeout | undefined;
+  #trimming: Promise<void> | undefined;
 
   private constructor(nc: NatsConnection, jsm: JetStreamManager, pool: Pool, options: NatsEventBusOptions) {
     super(pool, options.clock);
@@ -82,6 +97,7 @@ export class NatsEventBus extends RegistryEventBus<NatsConsumer> {
       const jsm = await jetstreamManager(nc);
       const bus = new NatsEventBus(nc, jsm, pool, options);
       bus.#watchStatus();
+      bus.#trimTimer = setInterval(() => void bus.#trimQuietly(), TRIM_INTERVAL_MS).unref();
       return bus;
     } catch (error) {
       await nc?.close().catch(() => undefined);
@@ -118,12 +134,16 @@ export class NatsEventBus extends RegistryEventBus<NatsConsumer> {
       const config = {
         name: this.streamName(topic),
         subjects: [`${this.#namespace}.${topic}.>`],
-        retention: RetentionPolicy.Interest,
+        retention: RetentionPolicy.Limits,
         storage: StorageType.File,
         duplicate_window: nanos(this.#options.duplicateWindowMs ?? DUPLICATE_WINDOW_MS_DEFAULT),
       };
       try {
-        await this.#jsm.streams.info(config.name);
+        const existing = await this.#jsm.streams.info(config.name);
+        if (existing.config.retention !== RetentionPolicy.Limits) {
+          // The server does not change a stream's retention: such a stream must be drained and deleted to be made again.
+          this.#logger.warn({ stream: config.name, retention: existing.config.retention }, 'stream made with interest retention: a clean restart of nats-server may drop events published while it stops; drain it, delete it and start again');
+        }
       } catch (error) {
         if (!isNotFound(error)) throw error;
         await this.#jsm.streams.add(config);
@@ -219,6 +239,30 @@ export class NatsEventBus extends RegistryEventBus<NatsConsumer> {
     );
   }
 
+  /**
+   * Deletes, in each declared topic's stream, the messages every subscription
+   * has acknowledged (those at or below the lowest ack floor). The stream's
+   * last sequence is read before its consumers, so a subscription made
+   * meanwhile (it takes what is published after it) loses nothing.
+   */
+  async trimAcknowledged(): Promise<void> {
+    for (const topic of this.#topics) {
+      const stream = this.streamName(topic);
+      const { state } = await this.#jsm.streams.info(stream);
+      let floor = state.last_seq;
+      for await (const consumer of this.#jsm.consumers.list(stream)) floor = Math.min(floor, consumer.ack_floor.stream_seq);
+      if (floor >= state.first_seq && state.messages > 0) await this.#jsm.streams.purge(stream, { seq: floor + 1 });
+    }
+  }
+
+  async #trimQuietly(): Promise<void> {
+    if (this.#trimming) return;
+    this.#trimming = this.trimAcknowledged()
+      .catch((error: unknown) => this.#logger.warn({ err: error }, 'trimming acknowledged messages failed; trying again at the next interval'))
+      .finally(() => (this.#trimming = undefined));
+    await this.#trimming;
+  }
+
   async #oldestAgeMs(stream: string, ackFloor: number): Promise<number | null> {
     for (let seq = ackFloor + 1; seq <= ackFloor + OLDEST_PROBE_MAX; seq++) {
       const message = await this.#jsm.streams.getMessage(stream, { seq }).catch(() => null);
@@ -246,6 +290,8 @@ export class NatsEventBus extends RegistryEventBus<NatsConsumer> {
   }
 
   protected async closeBroker(): Promise<void> {
+    clearInterval(this.#trimTimer);
+    await this.#trimming;
     await this.#nc.close().catch(() => undefined);
   }
 

@@ -1,0 +1,137 @@
+// Goal: an event the NATS adapter reports published survives a clean restart of the server (SIGTERM, then
+// start on the same store) that happens while publishes are under way: every subscription of its topic
+// receives it; and a stream keeps a message exactly until every subscription has acknowledged it (the
+// adapter trims it, not the server). Runs its own nats-server (free port, own store); skips when
+// nats-server is not installed.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { systemClock } from '../../../../platform/clock.ts';
+import { createLogger } from '../../../../platform/logger.ts';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { createTestDatabase, type TestDatabase } from '../../../../../test/support/database.ts';
+import type { CloudEvent } from '../../../../contracts/events/envelope.ts';
+import type { Consumer } from '../../../../contracts/bus/event-bus.ts';
+import { natsServerBinary, type OwnNatsServer, startOwnNatsServer } from '../../testing/nats-server.ts';
+import { sleep, waitFor } from '../../testing/conformance.ts';
+import { NatsEventBus } from './nats-event-bus.ts';
+
+const skip = natsServerBinary() === undefined ? 'nats-server is not installed (on PATH or in /usr/sbin): this test starts and restarts its own' : false;
+/** Publishers at once, each sending batches like an outbox relay, so publishes are in flight when the server stops. */
+const PUBLISHERS = 6;
+const BATCH_SIZE = 25;
+/** Events acknowledged before the stop, and again after the start, so both sides of the restart are covered. */
+const EVENTS_BEFORE_RESTART_MIN = 500;
+const EVENTS_AFTER_RESTART_MIN = 200;
+const DOWN_MS = 300;
+const DELIVERED_TIMEOUT_MS = 30_000;
+
+describe('NATS adapter across a clean restart of its server', { skip }, () => {
+  const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
+  let server: OwnNatsServer | undefined;
+  let database: TestDatabase | undefined;
+  let bus: NatsEventBus | undefined;
+
+  before(async () => {
+    server = await startOwnNatsServer({ storePrefix: 'koban-test-nats-' });
+    database = await createTestDatabase('bus_nats_restart');
+    bus = await NatsEventBus.open({ natsUrl: server.url, databaseUrl: database.url, poolSize: 8, logger, clock: systemClock, namespace: 'restart', publishTimeoutMs: 500 });
+  });
+
+  after(async () => {
+    await bus?.close();
+    await server?.stop();
+    await database?.drop();
+  });
+
+  test('every event acknowledged while the server stops and starts again reaches every subscription', async () => {
+    assert.ok(bus && server);
+    const topic = `payments-${randomUUID().slice(0, 8)}`;
+    const subscriptions = ['points', 'notifications'];
+    await bus.declare({ topics: [topic], subscriptions: subscriptions.map((name) => ({ name, topic, ackWaitMs: 2_000 })) });
+    const received = new Map(subscriptions.map((name) => [name, new Set<string>()]));
+    const consumers: Consumer[] = [];
+    for (const name of subscriptions) {
+      consumers.push(await bus.consume(name, async ({ event }) => void received.get(name)!.add(event.id)));
+    }
+
+    const acknowledged = new Set<string>();
+    let stopping = false;
+    const publisher = async (worker: number) => {
+      for (let batch = 0; !stopping; batch++) {
+        const events = Array.from({ length: BATCH_SIZE }, (_, n): CloudEvent => ({
+          specversion: '1.0',
+          id: `w${worker}-b${batch}-${n}`,
+          source: '/koban/tests',
+          type: 'koban.test.happened',
+          time: new Date().toISOString(),
+          data: { worker, batch, n },
+        }) as CloudEvent);
+        // As the outbox relay does: the same batch again until the bus accepts it.
+        for (;;) {
+          try {
+            const statuses = await bus!.publishBatch(events.map((event) => ({ topic, event })));
+            for (const status of statuses) assert.ok(status === 'published' || status === 'duplicate', JSON.stringify(status));
+            for (const event of events) acknowledged.add(event.id);
+            break;
+          } catch {
+            await sleep(50);
+          }
+        }
+      }
+    };
+    const publishers = Array.from({ length: PUBLISHERS }, (_, worker) => publisher(worker));
+
+    await waitFor(() => acknowledged.size >= EVENTS_BEFORE_RESTART_MIN, DELIVERED_TIMEOUT_MS);
+    await server!.restart(DOWN_MS);
+    const atRestart = acknowledged.size;
+    await waitFor(() => acknowledged.size >= atRestart + EVENTS_AFTER_RESTART_MIN, DELIVERED_TIMEOUT_MS);
+    stopping = true;
+    await Promise.all(publishers);
+
+    const missing = () => subscriptions.flatMap((name) => [...acknowledged].filter((id) => !received.get(name)!.has(id)).map((id) => `${name}:${id}`));
+    const deadline = Date.now() + DELIVERED_TIMEOUT_MS;
+    while (missing().length > 0 && Date.now() < deadline) await sleep(100);
+    const lost = missing();
+    assert.deepEqual(lost.slice(0, 10), [], `${lost.length} deliveries of ${acknowledged.size} acknowledged events never came (first 10 shown)`);
+    await Promise.all(consumers.map((consumer) => consumer.stop()));
+  });
+
+  test('a trim deletes what every subscription acknowledged and keeps what one of them has not', async () => {
+    assert.ok(bus && server);
+    const topic = `trim-${randomUUID().slice(0, 8)}`;
+    await bus.declare({ topics: [topic], subscriptions: ['a', 'b'].map((name) => ({ name: `${topic}-${name}`, topic, ackWaitMs: 2_000 })) });
+    const seen = { a: new Set<string>(), b: new Set<string>() };
+    const consume = (name: 'a' | 'b') => bus!.consume(`${topic}-${name}`, async ({ event }) => void seen[name].add(event.id));
+    const publish = (ids: string[]) =>
+      bus!.publishBatch(ids.map((id) => ({ topic, event: { specversion: '1.0', id, source: '/koban/tests', type: 'koban.test.happened', time: new Date().toISOString(), data: {} } as CloudEvent })));
+    const nc = await connect({ servers: server.url });
+    const storedMessages = async () => (await (await jetstreamManager(nc)).streams.info(bus!.streamName(topic))).state.messages;
+    try {
+      const a = await consume('a');
+      let b = await consume('b');
+      await publish(['t1', 't2', 't3']);
+      await waitFor(() => seen.a.size === 3 && seen.b.size === 3);
+      // Acknowledgements are sent without waiting for an answer: wait until the floors have moved, then trim.
+      await waitFor(async () => {
+        await bus!.trimAcknowledged();
+        return (await storedMessages()) === 0;
+      });
+      await b.stop();
+      await publish(['t4', 't5']);
+      await waitFor(() => seen.a.size === 5);
+      await bus.trimAcknowledged();
+      assert.equal(await storedMessages(), 2, 'kept for the subscription that has not acknowledged them');
+      b = await consume('b');
+      await waitFor(() => seen.b.size === 5);
+      await waitFor(async () => {
+        await bus!.trimAcknowledged();
+        return (await storedMessages()) === 0;
+      });
+      await Promise.all([a.stop(), b.stop()]);
+    } finally {
+      await nc.close();
+    }
+  });
+});
