@@ -1,4 +1,4 @@
-// A free TCP port on the loopback interface, for servers a test starts.
+// Loopback ports for servers a test or a run starts: a free one, and whether one answers yet.
 import net from 'node:net';
 
 export function freePort(): Promise<number> {
@@ -8,6 +8,21 @@ export function freePort(): Promise<number> {
     server.listen(0, '127.0.0.1', () => {
       const { port } = server.address() as net.AddressInfo;
       server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Whether something accepts TCP connections on the loopback port (a server started and not yet listening answers false). */
+export function portAnswers(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => {
+      socket.destroy();
+      resolve(false);
     });
   });
 }

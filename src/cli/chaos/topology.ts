@@ -3,12 +3,13 @@
 // without touching any other server), its own broker where the bus needs one,
 // and every service as its own OS process on its own database — each of which
 // the fault injector may kill, restart or take down for a while.
+import { type ChildProcess, spawn } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import pino from 'pino';
-import { freePort } from '../../platform/net.ts';
+import { freePort, portAnswers } from '../../platform/net.ts';
 import { natsServerBinary, startOwnNatsServer } from '../../services/bus/testing/nats-server.ts';
 import { type EmbeddedServer, startEmbeddedPostgres } from '../../platform/postgres/embedded.ts';
 import { EMULATOR_CREDENTIALS } from '../../services/bus/adapters/sns-sqs/embedded-emulator.ts';

@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { freePort } from '../../../platform/net.ts';
+import { freePort, portAnswers } from '../../../platform/net.ts';
 
 const NATS_BINARIES = ['/usr/sbin/nats-server', '/usr/local/bin/nats-server', '/usr/bin/nats-server'];
 const READY_TIMEOUT_MS = 30_000;
@@ -70,17 +70,6 @@ export async function startOwnNatsServer(options: { storePrefix: string }): Prom
       await rm(storeDir, { recursive: true, force: true });
     },
   };
-}
-
-function portAnswers(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
 }
 
 function sleep(ms: number): Promise<void> {
