@@ -12,17 +12,19 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** A port that neither accepts nor refuses within this long counts as not answering. */
+const PORT_PROBE_TIMEOUT_MS = 1_000;
+
 /** Whether something accepts TCP connections on the loopback port (a server started and not yet listening answers false). */
 export function portAnswers(port: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    socket.once('connect', () => {
+    const socket = net.connect({ host: '127.0.0.1', port, timeout: PORT_PROBE_TIMEOUT_MS });
+    const done = (answered: boolean) => {
       socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => {
-      socket.destroy();
-      resolve(false);
-    });
+      resolve(answered);
+    };
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+    socket.once('timeout', () => done(false));
   });
 }

@@ -3,13 +3,14 @@
 // without touching any other server), its own broker where the bus needs one,
 // and every service as its own OS process on its own database — each of which
 // the fault injector may kill, restart or take down for a while.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import pino from 'pino';
-import { freePort, portAnswers } from '../../platform/net.ts';
+import { freePort } from '../../platform/net.ts';
+import { startBrokerProcess } from '../../services/bus/testing/broker-process.ts';
 import { natsServerBinary, startOwnNatsServer } from '../../services/bus/testing/nats-server.ts';
 import { type EmbeddedServer, startEmbeddedPostgres } from '../../platform/postgres/embedded.ts';
 import { EMULATOR_CREDENTIALS } from '../../services/bus/adapters/sns-sqs/embedded-emulator.ts';
@@ -140,8 +141,6 @@ export async function startOwnNats(runTag: string): Promise<Broker> {
 }
 
 const SNS_SQS_EMULATOR = path.join(import.meta.dirname, 'sns-sqs-emulator.ts');
-/** A clean stop of the emulator that takes longer than this is a kill (its store is written through, so nothing acknowledged is lost either way). */
-const EMULATOR_STOP_GRACE_MS = 10_000;
 
 /**
  * The SNS+SQS emulator (fauxqs) as a process of its own on a free loopback
@@ -153,22 +152,12 @@ const EMULATOR_STOP_GRACE_MS = 10_000;
 export async function startOwnSnsSqs(runTag: string): Promise<Broker> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'koban-chaos-sns-sqs-'));
   const port = await freePort();
-  let child: ChildProcess | undefined;
-  const start = async () => {
-    const started = spawn(process.execPath, [SNS_SQS_EMULATOR, String(port), dataDir], { stdio: ['ignore', 'ignore', 'inherit'] });
-    child = started;
-    await waitFor(() => portAnswers(port), READY_TIMEOUT_MS, `the SNS+SQS emulator on port ${port}`, () => started.exitCode !== null);
-  };
-  const halt = async () => {
-    const running = child;
-    if (running === undefined || running.exitCode !== null || running.signalCode !== null) return;
-    const exited = new Promise((resolve) => running.once('exit', resolve));
-    running.kill('SIGTERM');
-    const timer = setTimeout(() => running.kill('SIGKILL'), EMULATOR_STOP_GRACE_MS);
-    await exited;
-    clearTimeout(timer);
-  };
-  await start();
+  const emulator = await startBrokerProcess({
+    name: 'the SNS+SQS emulator',
+    port,
+    dataDir,
+    spawn: () => spawn(process.execPath, [SNS_SQS_EMULATOR, String(port), dataDir], { stdio: ['ignore', 'ignore', 'inherit'] }),
+  });
   return {
     kind: 'sns-sqs',
     env: {
@@ -178,16 +167,9 @@ export async function startOwnSnsSqs(runTag: string): Promise<Broker> {
       AWS_ACCESS_KEY_ID: EMULATOR_CREDENTIALS.accessKeyId,
       AWS_SECRET_ACCESS_KEY: EMULATOR_CREDENTIALS.secretAccessKey,
     },
-    pid: () => child?.pid,
-    async restart(downMs) {
-      await halt();
-      await sleep(downMs);
-      await start();
-    },
-    async stop() {
-      await halt();
-      await rm(dataDir, { recursive: true, force: true });
-    },
+    pid: () => emulator.pid(),
+    restart: (downMs) => emulator.restart(downMs),
+    stop: () => emulator.stop(),
   };
 }
 

