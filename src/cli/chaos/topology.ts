@@ -32,6 +32,9 @@ export const CHAOS_PROCESSES: readonly ProcessRole[] = [
 export const SERVICE_NAMES = ['ledger', 'bus', 'visa', 'quicpay', 'accounts', 'points', 'notifications'] as const;
 /** Every service's connection pools plus the consumers' together stay well under this. */
 const POSTGRES_MAX_CONNECTIONS = 400;
+/** A PostgreSQL that will not start again is tried again after this pause, for this long. */
+const POSTGRES_START_RETRY_PAUSE_MS = 1_000;
+const POSTGRES_START_DEADLINE_MS = 180_000;
 const READY_TIMEOUT_MS = 30_000;
 const POLL_MS = 50;
 
@@ -64,10 +67,23 @@ export async function startOwnPostgres(): Promise<Postgres> {
     pid: () => server.pid,
     async restart(downMs) {
       const pid = server.pid;
-      process.kill(pid, 'SIGQUIT');
-      await waitFor(() => !alive(pid), READY_TIMEOUT_MS, `PostgreSQL (pid ${pid}) to stop`);
+      if (alive(pid)) {
+        process.kill(pid, 'SIGQUIT');
+        await waitFor(() => !alive(pid), READY_TIMEOUT_MS, `PostgreSQL (pid ${pid}) to stop`);
+      }
       await sleep(downMs);
-      server = await startEmbeddedPostgres({ dataDir, port, logger });
+      // Started again until it is up, as a supervisor would: one failed start (a slow recovery on a loaded
+      // machine) had left a long run without its database, every later restart failing with ESRCH.
+      const deadline = Date.now() + POSTGRES_START_DEADLINE_MS;
+      for (;;) {
+        try {
+          server = await startEmbeddedPostgres({ dataDir, port, logger });
+          return;
+        } catch (error) {
+          if (Date.now() > deadline) throw error;
+          await sleep(POSTGRES_START_RETRY_PAUSE_MS);
+        }
+      }
     },
     async stop() {
       await server.stop().catch(() => {});
