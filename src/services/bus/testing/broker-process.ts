@@ -26,7 +26,10 @@ export type BrokerProcess = {
 export async function startBrokerProcess(options: { name: string; port: number; dataDir: string; spawn: () => ChildProcess }): Promise<BrokerProcess> {
   const { name, port } = options;
   let child: ChildProcess | undefined;
+  // Once stopped, a restart under way does not start it again (it would outlive its owner).
+  let stopped = false;
   const start = async () => {
+    if (stopped) return;
     const started = options.spawn();
     child = started;
     const deadline = Date.now() + READY_TIMEOUT_MS;
@@ -55,6 +58,7 @@ export async function startBrokerProcess(options: { name: string; port: number; 
       await start();
     },
     async stop() {
+      stopped = true;
       await halt();
       await rm(options.dataDir, { recursive: true, force: true });
     },
