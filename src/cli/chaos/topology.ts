@@ -4,7 +4,7 @@
 // and every service as its own OS process on its own database — each of which
 // the fault injector may kill, restart or take down for a while.
 import { spawn } from 'node:child_process';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -66,14 +66,12 @@ export async function startOwnPostgres(): Promise<Postgres> {
     own: true,
     pid: () => server.pid,
     async restart(downMs) {
-      const pid = server.pid;
-      if (alive(pid)) {
-        process.kill(pid, 'SIGQUIT');
-        await waitFor(() => !alive(pid), READY_TIMEOUT_MS, `PostgreSQL (pid ${pid}) to stop`);
-      }
+      await stopImmediately(server.pid);
       await sleep(downMs);
       // Started again until it is up, as a supervisor would: one failed start (a slow recovery on a loaded
-      // machine) had left a long run without its database, every later restart failing with ESRCH.
+      // machine) had left a long run without its database, every later restart failing with ESRCH. A start
+      // that failed may still have left a postmaster running (its pid in postmaster.pid) that holds the
+      // directory and refuses the next start: it is stopped the same way first.
       const deadline = Date.now() + POSTGRES_START_DEADLINE_MS;
       for (;;) {
         try {
@@ -81,6 +79,7 @@ export async function startOwnPostgres(): Promise<Postgres> {
           return;
         } catch (error) {
           if (Date.now() > deadline) throw error;
+          await stopImmediately(await postmasterPid(dataDir));
           await sleep(POSTGRES_START_RETRY_PAUSE_MS);
         }
       }
@@ -218,6 +217,20 @@ export async function serviceEnvironments(options: { bus: Broker; databaseUrls: 
   };
   const endpoints = Object.fromEntries(SERVICE_NAMES.map((name) => [name, url(name)])) as unknown as Endpoints;
   return { env, endpoints };
+}
+
+/** An immediate shutdown (SIGQUIT) of the postmaster `pid`, waited for; nothing when it is not running. */
+async function stopImmediately(pid: number | undefined): Promise<void> {
+  if (pid === undefined || !alive(pid)) return;
+  process.kill(pid, 'SIGQUIT');
+  await waitFor(() => !alive(pid), READY_TIMEOUT_MS, `PostgreSQL (pid ${pid}) to stop`);
+}
+
+/** The pid in the cluster's postmaster.pid (embedded PostgreSQL keeps its cluster in `<dataDir>/pg`), if any. */
+async function postmasterPid(dataDir: string): Promise<number | undefined> {
+  const text = await readFile(path.join(dataDir, 'pg', 'postmaster.pid'), 'utf8').catch(() => '');
+  const pid = Number(text.split('\n')[0]);
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
 }
 
 function alive(pid: number): boolean {
