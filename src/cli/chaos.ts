@@ -6,6 +6,8 @@
 // consumer crashes, poison windows, client timeouts, clock skew); then a drain,
 // one redrive of dead letters, and the end-state checks. Exit 0 when nothing
 // is violated, 1 on any violation, 64 on bad usage. The seed replays the run.
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { type ChaosOptions, runChaos } from './chaos/run.ts';
 import { SOAK_SAMPLE_INTERVAL_MS, SoakRecorder } from './chaos/soak.ts';
@@ -96,7 +98,13 @@ async function main(options: ChaosOptions): Promise<number> {
     return 0;
   }
   for (const violation of report.violations.slice(0, VIOLATIONS_PRINTED_MAX)) console.log(`  VIOLATION ${violation.what}: expected ${violation.expected}, got ${violation.got} (seed ${report.seed})`);
-  if (report.violations.length > VIOLATIONS_PRINTED_MAX) console.log(`  … and ${report.violations.length - VIOLATIONS_PRINTED_MAX} more`);
+  if (report.violations.length > VIOLATIONS_PRINTED_MAX) console.log(`  … and ${report.violations.length - VIOLATIONS_PRINTED_MAX} more${options.logDir === undefined ? ' (--log-dir keeps them all)' : ''}`);
+  if (options.logDir !== undefined) {
+    const file = path.join(options.logDir, 'violations.json');
+    await mkdir(options.logDir, { recursive: true });
+    await writeFile(file, JSON.stringify(report.violations, null, 1));
+    console.log(`  every violation: ${file}`);
+  }
   console.log(`chaos: ${report.violations.length} violations (seed ${report.seed}: rerun with --seed ${report.seed} --profile ${options.profile} --bus ${options.bus} to replay the schedule)`);
   return 1;
 }
