@@ -12,7 +12,7 @@ import { paymentsOutboxSchema } from '../../services/payments/store/postgres/pos
 import { DEFAULT_EARNING_RULES } from '../../services/points/domain/default-rules.ts';
 import { isolatedEnv, ServedProcesses } from '../served-processes.ts';
 import { chaosClient } from './client.ts';
-import { type SoakHook, soakServiceEnv } from './soak.ts';
+import { SOAK_CHECK_MARGIN_MS, SOAK_RETENTION_MS, type SoakHook, soakServiceEnv } from './soak.ts';
 import { Fleet } from './fleet.ts';
 import { type BusKind, countByKind, type Fault, type FaultKind, planFaults, type Profile } from './schedule.ts';
 import { type Broker, CHAOS_PROCESSES, createDatabases, givenPostgres, type Postgres, postgresBroker, serviceEnvironments, sleep, startOwnNats, startOwnPostgres, startOwnSnsSqs } from './topology.ts';
@@ -183,7 +183,9 @@ export async function runChaos(options: ChaosOptions, log: (line: string) => voi
           visa: { url: databases.urls.visa!, outboxSchema: paymentsOutboxSchema('visa') },
           quicpay: { url: databases.urls.quicpay!, outboxSchema: paymentsOutboxSchema('quicpay') },
           accounts: { url: databases.urls.accounts!, outboxSchema: ACCOUNTS_OUTBOX_SCHEMA },
-        }, bus: databases.urls.bus!, notifications: databases.urls.notifications!, busKind: options.bus }, violations);
+        }, bus: databases.urls.bus!, notifications: databases.urls.notifications!, busKind: options.bus,
+        // Under a soak's short retention the bus may have pruned what was acknowledged a retention ago (less a margin for its sweeps during the check).
+        ...(options.profile === 'soak' ? { busRecordsSince: new Date(Date.now() - SOAK_RETENTION_MS + SOAK_CHECK_MARGIN_MS) } : {}) }, violations);
     for (const failure of fleet.respawnFailures) violations.push({ what: 'a process that died', expected: 'restarted', got: failure });
     for (const failed of executed.filter((entry) => !entry.ok)) notes.push(`fault ${failed.fault.kind} on ${failed.fault.target} at ${failed.fault.at_ms} ms not injected: ${failed.error}`);
     if (options.bus === 'nats') notes.push('the nats bus keeps no per-event record of handling: "no event lost" is checked through the effects (grants, notices, cash) and its dead letters');

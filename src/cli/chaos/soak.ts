@@ -16,6 +16,8 @@ export const SOAK_SAMPLE_INTERVAL_MS = 10_000;
 /** The services' retention in a soak (KOBAN_RETENTION_DAYS as a fraction of a day), and how often they prune. */
 export const SOAK_RETENTION_MS = 60_000;
 export const SOAK_RETENTION_INTERVAL_MS = 5_000;
+/** The delivery check trusts the bus's records only for events published this much less than a retention ago: sweeps go on while it reads. */
+export const SOAK_CHECK_MARGIN_MS = 30_000;
 const DAY_MS = 86_400_000;
 
 /** What the run hands the soak every interval: its processes, its databases and the client's latencies since the last one. */
