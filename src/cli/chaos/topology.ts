@@ -16,6 +16,7 @@ import { type EmbeddedServer, startEmbeddedPostgres } from '../../platform/postg
 import { EMULATOR_CREDENTIALS } from '../../services/bus/adapters/sns-sqs/embedded-emulator.ts';
 import { NOTIFICATION_SUBSCRIPTIONS } from '../../services/notifications/module.ts';
 import { POINTS_SUBSCRIPTIONS } from '../../services/points/module.ts';
+import { SERVICES } from '../services.ts';
 import type { Endpoints } from '../simulate/driver.ts';
 import type { BusKind, ProcessRole } from './schedule.ts';
 
@@ -29,7 +30,8 @@ export const CHAOS_PROCESSES: readonly ProcessRole[] = [
   { name: 'points', producer: false, subscriptions: [POINTS_SUBSCRIPTIONS.payments, ...Object.values(POINTS_SUBSCRIPTIONS).filter((name) => name !== POINTS_SUBSCRIPTIONS.payments)] },
   { name: 'notifications', producer: false, subscriptions: [NOTIFICATION_SUBSCRIPTIONS.payments, NOTIFICATION_SUBSCRIPTIONS.accounts] },
 ];
-export const SERVICE_NAMES = ['ledger', 'bus', 'visa', 'quicpay', 'accounts', 'points', 'notifications'] as const;
+/** Every service of Koban, as `koban start` runs them: each gets a database and a port of its own. */
+export const SERVICE_NAMES: readonly string[] = SERVICES.map((service) => service.name);
 /** Every service's connection pools plus the consumers' together stay well under this. */
 const POSTGRES_MAX_CONNECTIONS = 400;
 /** A PostgreSQL that will not start again is tried again after this pause, for this long. */
