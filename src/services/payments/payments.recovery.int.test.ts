@@ -26,6 +26,7 @@ let service: PaymentService;
 class FlakyLedger implements LedgerApi {
   readonly #ledger: LedgerApi;
   #failOnWrite = 0;
+  #failAfterWrite = 0;
   #writes = 0;
   constructor(ledger: LedgerApi) {
     this.#ledger = ledger;
@@ -35,13 +36,23 @@ class FlakyLedger implements LedgerApi {
     this.#writes = 0;
     this.#failOnWrite = nth;
   }
-  #write<T>(run: () => Promise<T>): Promise<T> {
+  /** The `nth` write from now is applied, but its answer is lost: the caller gets `internal` (a 500 whose outcome it cannot know). */
+  failAfterOnce(nth: number): void {
+    this.#writes = 0;
+    this.#failAfterWrite = nth;
+  }
+  async #write<T>(run: () => Promise<T>): Promise<T> {
     this.#writes += 1;
     if (this.#writes === this.#failOnWrite) {
       this.#failOnWrite = 0;
-      return Promise.reject(new KobanError('unavailable', 'the ledger is unreachable (test)'));
+      throw new KobanError('unavailable', 'the ledger is unreachable (test)');
     }
-    return run();
+    const result = await run();
+    if (this.#writes === this.#failAfterWrite) {
+      this.#failAfterWrite = 0;
+      throw new KobanError('internal', 'the ledger applied the write but its answer was lost (test)');
+    }
+    return result;
   }
   submit(request: TransactionRequest): Promise<WriteResult> {
     return this.#write(() => this.#ledger.submit(request));
@@ -196,5 +207,97 @@ describe('a decision cut short that no message comes to finish', () => {
     assert.equal(resent.replayed, true);
     assert.deepEqual(JSON.parse(resent.body), { sales_draft_id: 'rx-3-s', authorization_id: 'rx-3', payment_id: 'visa:rx-3', captured_amount: 450, captured_total: 450, held_amount: 0, forced: false });
     assert.deepEqual(await h.cash('r-swp'), { available: 550, posted: 550, pending_debit: 0 });
+  });
+});
+
+describe('a decision cut short, finished after its hold lapsed', () => {
+  const DEADLINE_MS = 7 * 24 * 60 * 60 * 1000;
+
+  test('a capture journalled before the deadline and resent after it: the payment expires as of its deadline, the capture is forced — no 500, nothing doubled', async () => {
+    clock.set(START);
+    await h.fund('r-lap-cap', 1000);
+    await service.authorize(authorization('rx-10', 'r-lap-cap', 500), { advice: false });
+    ledger.failOnce(1);
+    await assert.rejects(service.capture(salesDraft('rx-10-s', 'rx-10', 'r-lap-cap', 200, true)), isUnavailable);
+    assert.equal(await unfinishedIntents('visa:rx-10'), 1);
+
+    clock.advance(DEADLINE_MS + 1000);
+    const resent = await service.capture(salesDraft('rx-10-s', 'rx-10', 'r-lap-cap', 200, true));
+    assert.deepEqual(JSON.parse(resent.body), { sales_draft_id: 'rx-10-s', authorization_id: 'rx-10', payment_id: 'visa:rx-10', captured_amount: 200, captured_total: 200, held_amount: 0, forced: true });
+    assert.equal(await unfinishedIntents('visa:rx-10'), 0);
+    assert.deepEqual(await h.cash('r-lap-cap'), { available: 800, posted: 800, pending_debit: 0 });
+    assert.deepEqual(
+      (await h.events('visa:rx-10')).map((e) => e.type),
+      ['payment.authorized', 'payment.authorization_expired', 'payment.captured'],
+    );
+    assert.deepEqual(await ledgerIdsOf('r-lap-cap'), ['fund-r-lap-cap-1000', 'visa:rx-10:capture:rx-10-s', 'visa:rx-10:hold']);
+  });
+
+  test('the sweeper meets a capture journalled before the deadline: it drops the decision (nothing moved, never answered) and expires the payment', async () => {
+    clock.set(START);
+    await h.fund('r-lap-swp', 1000);
+    await service.authorize(authorization('rx-11', 'r-lap-swp', 500), { advice: false });
+    ledger.failOnce(1);
+    await assert.rejects(service.capture(salesDraft('rx-11-s', 'rx-11', 'r-lap-swp', 200, true)), isUnavailable);
+
+    clock.advance(DEADLINE_MS + 1000);
+    assert.equal(await service.finishStalled(), 1);
+    assert.equal(await unfinishedIntents('visa:rx-11'), 0);
+    assert.equal((await service.payment('visa:rx-11'))!.status, 'authorized', 'dropping the decision changes nothing by itself');
+    await service.expireDue(); // (other tests' payments lapse at the same deadline)
+    assert.equal((await service.payment('visa:rx-11'))!.status, 'expired');
+    assert.deepEqual(await h.cash('r-lap-swp'), { available: 1000, posted: 1000, pending_debit: 0 });
+    assert.deepEqual((await h.events('visa:rx-11')).map((e) => e.type), ['payment.authorized', 'payment.authorization_expired']);
+  });
+
+  test('an authorization journalled whose hold never reached the ledger, resent after the deadline: decided afresh (a new deadline), one hold', async () => {
+    clock.set(START);
+    await h.fund('r-lap-auth', 1000);
+    ledger.failOnce(1);
+    await assert.rejects(service.authorize(authorization('rx-12', 'r-lap-auth', 300), { advice: false }), isUnavailable);
+    assert.equal(await unfinishedIntents('visa:rx-12'), 1);
+
+    clock.advance(DEADLINE_MS + 1000);
+    const resent = await service.authorize(authorization('rx-12', 'r-lap-auth', 300), { advice: false });
+    assert.deepEqual(JSON.parse(resent.body), { authorization_id: 'rx-12', approved: true, available_after: 700 });
+    assert.equal(await unfinishedIntents('visa:rx-12'), 0);
+    assert.deepEqual(await h.cash('r-lap-auth'), { available: 700, posted: 1000, pending_debit: 300 });
+    const [hold] = await koban.ledger.getTransactions('visa:rx-12:hold');
+    assert.equal(hold!.pending_expires_at, new Date(clock.now().getTime() + DEADLINE_MS).toISOString());
+    assert.deepEqual(await h.events('visa:rx-12'), [event('visa', 'authorization', 'rx-12', 'payment.authorized', { amount: 300, authorized_total: 300, advice: false })]);
+  });
+
+  test('an increment journalled before the deadline and resent after it: the payment expires, the increment is refused as closed (409), not a 500', async () => {
+    clock.set(START);
+    await h.fund('r-lap-inc', 1000);
+    await service.authorize(authorization('rx-13', 'r-lap-inc', 300), { advice: false });
+    ledger.failOnce(1);
+    await assert.rejects(service.authorize(authorization('rx-13-up', 'r-lap-inc', 200, { incremental_of: 'rx-13' }), { advice: false }), isUnavailable);
+
+    clock.advance(DEADLINE_MS + 1000);
+    await assert.rejects(
+      service.authorize(authorization('rx-13-up', 'r-lap-inc', 200, { incremental_of: 'rx-13' }), { advice: false }),
+      (error: unknown) => error instanceof KobanError && error.code === 'authorization_closed',
+    );
+    assert.equal(await unfinishedIntents('visa:rx-13'), 0);
+    assert.deepEqual(await h.cash('r-lap-inc'), { available: 1000, posted: 1000, pending_debit: 0 });
+    assert.deepEqual((await h.events('visa:rx-13')).map((e) => e.type), ['payment.authorized', 'payment.authorization_expired']);
+  });
+});
+
+describe('a ledger answer lost after the write applied', () => {
+  test('an authorization whose hold was placed but answered 500: the decision stays and its resend finishes it (the same hold) — never decided again with another deadline', async () => {
+    clock.set(START);
+    await h.fund('r-lost', 1000);
+    ledger.failAfterOnce(1);
+    await assert.rejects(service.authorize(authorization('rx-14', 'r-lost', 300), { advice: false }), (error: unknown) => error instanceof KobanError && error.code === 'internal');
+    assert.equal(await unfinishedIntents('visa:rx-14'), 1, 'a 500 may have been applied: the decision stays to be finished');
+
+    clock.advance(1000);
+    const resent = await service.authorize(authorization('rx-14', 'r-lost', 300), { advice: false });
+    assert.deepEqual(JSON.parse(resent.body), { authorization_id: 'rx-14', approved: true, available_after: 700 });
+    assert.equal(await unfinishedIntents('visa:rx-14'), 0);
+    assert.deepEqual(await h.cash('r-lost'), { available: 700, posted: 1000, pending_debit: 300 });
+    assert.deepEqual(await h.events('visa:rx-14'), [event('visa', 'authorization', 'rx-14', 'payment.authorized', { amount: 300, authorized_total: 300, advice: false })]);
   });
 });

@@ -276,7 +276,14 @@ export class PaymentService {
     if (opened.intents.length === 0) return opened.payment;
     for (const open of opened.intents) {
       this.#logger.info({ paymentId, kind: open.intent.kind, messageId: open.intent.message_id }, 'finishing a payment decision that was cut short');
-      await this.#finish(session, open.intent, open.seq);
+      try {
+        await this.#finish(session, open.intent, open.seq);
+      } catch (error) {
+        // Refused before anything moved (#finish dropped it): its message was never answered, so the network's
+        // resend is decided afresh — typically a hold that lapsed while the decision waited. Nothing to carry on.
+        if (!refusedBeforeMoving(error)) throw error;
+        this.#logger.info({ paymentId, kind: open.intent.kind, messageId: open.intent.message_id, err: error }, 'the ledger refused a payment decision cut short; dropped it');
+      }
     }
     return session.payment(paymentId);
   }
@@ -314,7 +321,7 @@ export class PaymentService {
         // clock (behind it, or a moment earlier) still counted as held, nothing moved and the decision was
         // abandoned; the ledger's word stands — the payment expires as of its deadline, and the message is
         // decided again on what is left (a capture is then forced, as any late one).
-        if (payment === undefined || payment.hold_expires_at === null || ledgerRefusal(error) !== 'pending_expired') throw error;
+        if (payment === undefined || payment.hold_expires_at === null || !holdLapsed(error)) throw error;
         this.#logger.info({ paymentId, deadline: payment.hold_expires_at }, "the ledger let the hold lapse before this route's clock reached its deadline; expiring it first");
         const expired = await this.#expireIfDue(session, payment, new Date(payment.hold_expires_at));
         return { status: 200, body: await this.#decide(session, intent(expired)), replayed: false };
@@ -338,8 +345,12 @@ export class PaymentService {
       if (results.length === 0 && decision.declinableHold !== undefined && isLedgerError(error, 'insufficient_balance')) {
         decision = decision.declinableHold.decline;
       } else {
-        // Refused before anything moved, for good: nothing to finish later. Otherwise the intent stays, to be finished.
-        if (results.length === 0 && isLedgerError(error) && !error.retryable && seq !== undefined) await session.abandonIntent(seq);
+        // Refused before anything moved, for good: nothing to finish later. Otherwise (a write done, or an outcome
+        // unknown: a timeout, a 500) the intent stays, to be finished — its writes replay.
+        if (results.length === 0 && refusedBeforeMoving(error) && seq !== undefined) await session.abandonIntent(seq);
+        if (results.length > 0 && holdLapsed(error)) {
+          this.#logger.error({ paymentId: decision.payment.payment_id, kind: intent.kind, messageId: intent.message_id, err: error }, 'a hold lapsed midway through a payment decision; it stays unfinished');
+        }
         throw error;
       }
     }
@@ -379,9 +390,15 @@ export class PaymentService {
     } catch (error) {
       // Retryable failures reach the network as they are (it resends); a hold refused for the balance is a decline; a forced
       // debit past the largest debt (or a refund past the largest balance) the wallet keeps is the ledger's limit, answered
-      // as the ledger's 422. Any other refusal is a bug here, not the network's mistake.
-      if (!isLedgerError(error) || error.retryable || error.code === 'insufficient_balance' || error.code === 'balance_limit_exceeded') throw error;
-      throw new KobanError('internal', `the ledger refused ${step.kind} ${step.transaction_id}: ${error.code}`, { ledger_error: error.code }, { cause: error });
+      // as the ledger's 422; a 5xx (its outcome unknown) stays what it is. Any other refusal is a bug here, not the network's mistake.
+      if (!isLedgerError(error) || error.retryable || error.status >= 500 || error.code === 'insufficient_balance' || error.code === 'balance_limit_exceeded') throw error;
+      const field = error.details?.['field'];
+      throw new KobanError(
+        'internal',
+        `the ledger refused ${step.kind} ${step.transaction_id}: ${error.code}`,
+        { ledger_error: error.code, ...(typeof field === 'string' ? { ledger_field: field } : {}) },
+        { cause: error },
+      );
     }
   }
 
@@ -418,11 +435,32 @@ export class PaymentService {
   }
 }
 
-/** The ledger's refusal behind a step's `internal` error (see #step), if that is what it is. */
-function ledgerRefusal(error: unknown): string | undefined {
+/** The ledger's refusal behind a step's `internal` error (see #step), if that is what it is, and the field it named. */
+function ledgerRefusal(error: unknown): { code: string; field: unknown } | undefined {
   if (!(error instanceof KobanError) || error.code !== 'internal') return undefined;
-  const refused = (error.details as { ledger_error?: unknown } | undefined)?.ledger_error;
-  return typeof refused === 'string' ? refused : undefined;
+  const details = error.details as { ledger_error?: unknown; ledger_field?: unknown } | undefined;
+  return typeof details?.ledger_error === 'string' ? { code: details.ledger_error, field: details.ledger_field } : undefined;
+}
+
+/**
+ * The ledger said no and stored nothing: a refusal it answered (a 4xx), never
+ * a 5xx, timeout or lost connection, whose write may have been applied.
+ */
+function refusedBeforeMoving(error: unknown): boolean {
+  if (ledgerRefusal(error) !== undefined) return true;
+  return error instanceof KobanError && !error.retryable && error.status < 500;
+}
+
+/**
+ * The ledger's clock passed the payment's hold deadline: a post or void of a
+ * hold is `pending_expired`; a hold placed under that deadline (an increment,
+ * a remainder held again, a decision finished late) is refused as not in the
+ * future — the ledger's only `pending_expires_at` refusal a route's deadline,
+ * always within the ledger's horizon, can meet.
+ */
+function holdLapsed(error: unknown): boolean {
+  const refusal = ledgerRefusal(error);
+  return refusal?.code === 'pending_expired' || (refusal?.code === 'invalid_request' && refusal.field === 'pending_expires_at');
 }
 
 /** A resend gets the stored answer; the same id with other content is a conflict naming the fields. */
