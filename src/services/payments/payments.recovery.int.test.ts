@@ -285,6 +285,49 @@ describe('a decision cut short, finished after its hold lapsed', () => {
   });
 });
 
+describe('a decision cut short between its writes, finished after its hold lapsed', () => {
+  const DEADLINE_MS = 7 * 24 * 60 * 60 * 1000;
+
+  test('a final capture over two holds, its second post lost, resent after the deadline: the rest is taken by a forced consume — exact cash, one capture', async () => {
+    clock.set(START);
+    await h.fund('r-mid-cap', 1000);
+    await service.authorize(authorization('rx-20', 'r-mid-cap', 300), { advice: false });
+    await service.authorize(authorization('rx-20-up', 'r-mid-cap', 200, { incremental_of: 'rx-20' }), { advice: false });
+    ledger.failOnce(2);
+    await assert.rejects(service.capture(salesDraft('rx-20-s', 'rx-20', 'r-mid-cap', 450, true)), isUnavailable);
+    assert.deepEqual(await h.cash('r-mid-cap'), { available: 500, posted: 700, pending_debit: 200 });
+
+    clock.advance(DEADLINE_MS + 1000);
+    const resent = await service.capture(salesDraft('rx-20-s', 'rx-20', 'r-mid-cap', 450, true));
+    assert.deepEqual(JSON.parse(resent.body), { sales_draft_id: 'rx-20-s', authorization_id: 'rx-20', payment_id: 'visa:rx-20', captured_amount: 450, captured_total: 450, held_amount: 0, forced: true });
+    assert.equal(await unfinishedIntents('visa:rx-20'), 0);
+    assert.deepEqual(await h.cash('r-mid-cap'), { available: 550, posted: 550, pending_debit: 0 });
+    assert.deepEqual(
+      (await h.events('visa:rx-20')).map((e) => e.type),
+      ['payment.authorized', 'payment.authorization_increased', 'payment.captured'],
+    );
+    assert.deepEqual(await ledgerIdsOf('r-mid-cap'), ['fund-r-mid-cap-1000', 'visa:rx-20:hold', 'visa:rx-20:hold:rx-20-up', 'visa:rx-20:hold:rx-20-up:lapsed']);
+  });
+
+  test('a non-final capture whose remainder was not yet held again, finished by the sweeper after the deadline: the remainder is released, the capture stands', async () => {
+    clock.set(START);
+    await h.fund('r-mid-rest', 1000);
+    await service.authorize(authorization('rx-21', 'r-mid-rest', 500), { advice: false });
+    ledger.failOnce(2);
+    await assert.rejects(service.capture(salesDraft('rx-21-s', 'rx-21', 'r-mid-rest', 200, false)), isUnavailable);
+
+    clock.advance(DEADLINE_MS + 1000);
+    assert.equal(await service.finishStalled() >= 1, true);
+    assert.equal(await unfinishedIntents('visa:rx-21'), 0);
+    assert.deepEqual(await h.cash('r-mid-rest'), { available: 800, posted: 800, pending_debit: 0 });
+    const payment = (await service.payment('visa:rx-21'))!;
+    assert.deepEqual([payment.status, payment.captured_total, payment.reversed_total, payment.open_holds], ['captured', 200, 300, []]);
+    assert.deepEqual((await h.events('visa:rx-21')).map((e) => e.type), ['payment.authorized', 'payment.captured', 'payment.authorization_expired']);
+    const resent = await service.capture(salesDraft('rx-21-s', 'rx-21', 'r-mid-rest', 200, false));
+    assert.deepEqual([resent.replayed, JSON.parse(resent.body).held_amount], [true, 0]);
+  });
+});
+
 describe('a ledger answer lost after the write applied', () => {
   test('an authorization whose hold was placed but answered 500: the decision stays and its resend finishes it (the same hold) — never decided again with another deadline', async () => {
     clock.set(START);

@@ -29,6 +29,7 @@ import {
   type Payment,
   paymentIdOf,
   type RouteRules,
+  withLapsedStep,
 } from './domain/payment.ts';
 import { differingFields } from './domain/messages.ts';
 import { EXPIRY_SWEEP_BATCH_SIZE_MAX, INTENT_STALLED_AFTER_MS } from './domain/limits.ts';
@@ -340,7 +341,17 @@ export class PaymentService {
     let decision = intent.decision;
     let results: Transaction[] = [];
     try {
-      for (const step of decision.steps) results.push(await this.#step(step, decision.payment.user_id));
+      for (let index = 0; index < decision.steps.length; index += 1) {
+        try {
+          results.push(await this.#step(decision.steps[index]!, decision.payment.user_id));
+        } catch (error) {
+          // Midway, the ledger let the hold lapse (finished after the deadline): what ran stays, the rest follows the lapse.
+          if (results.length === 0 || !holdLapsed(error)) throw error;
+          this.#logger.warn({ paymentId: decision.payment.payment_id, kind: intent.kind, messageId: intent.message_id }, 'a hold lapsed midway through a payment decision; finishing it as lapsed');
+          decision = withLapsedStep(decision, index);
+          index -= 1;
+        }
+      }
     } catch (error) {
       if (results.length === 0 && decision.declinableHold !== undefined && isLedgerError(error, 'insufficient_balance')) {
         decision = decision.declinableHold.decline;
@@ -348,9 +359,6 @@ export class PaymentService {
         // Refused before anything moved, for good: nothing to finish later. Otherwise (a write done, or an outcome
         // unknown: a timeout, a 500) the intent stays, to be finished — its writes replay.
         if (results.length === 0 && refusedBeforeMoving(error) && seq !== undefined) await session.abandonIntent(seq);
-        if (results.length > 0 && holdLapsed(error)) {
-          this.#logger.error({ paymentId: decision.payment.payment_id, kind: intent.kind, messageId: intent.message_id, err: error }, 'a hold lapsed midway through a payment decision; it stays unfinished');
-        }
         throw error;
       }
     }

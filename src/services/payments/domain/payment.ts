@@ -396,6 +396,57 @@ export function decideExpiry(payment: Payment): Decision | undefined {
   };
 }
 
+/**
+ * A decision whose hold lapsed at the ledger midway — step `index` refused
+ * after earlier ones ran, the decision finished after the payment's deadline
+ * (a crash between its writes): what is done stays done, and the rest follows
+ * what the ledger did at the deadline, which released the hold. A post from
+ * the lapsed hold becomes a forced consume of the same amount (the capture
+ * still takes its cash); a remainder to be held again under that deadline is
+ * released instead (reversed, and said so by an expiry event). Ids derive from
+ * the step's, so finishing it again replays.
+ */
+export function withLapsedStep(decision: Decision, index: number): Decision {
+  const step = decision.steps[index];
+  if (step === undefined) throw new Error(`no step ${index} in this decision`);
+  const steps = [...decision.steps];
+  const payment = decision.payment;
+  if (step.kind === 'post') {
+    const consume: LedgerStep = { kind: 'consume', transaction_id: `${step.transaction_id}:lapsed`, amount: step.amount };
+    steps[index] = consume;
+    const captures = payment.captures.map((capture, at) =>
+      at !== payment.captures.length - 1
+        ? capture
+        : { ...capture, draws: capture.draws.map((draw) => (draw.transaction_id === step.transaction_id ? { ...draw, transaction_id: consume.transaction_id } : draw)) },
+    );
+    return {
+      ...decision,
+      steps,
+      payment: { ...payment, captures, ledger_transaction_ids: [...payment.ledger_transaction_ids, consume.transaction_id] },
+      events: decision.events.map((event) => (event.type === 'payment.captured' ? { ...event, extra: { ...event.extra, forced: true } } : event)),
+      answer: 'forced' in decision.answer ? { ...decision.answer, forced: true } : decision.answer,
+    };
+  }
+  if (step.kind === 'hold') {
+    steps.splice(index, 1);
+    const openHolds = payment.open_holds.filter((hold) => hold.transaction_id !== step.transaction_id);
+    return {
+      ...decision,
+      steps,
+      payment: {
+        ...payment,
+        open_holds: openHolds,
+        reversed_total: payment.reversed_total + step.amount,
+        hold_expires_at: openHolds.length > 0 ? payment.hold_expires_at : null,
+        ledger_transaction_ids: payment.ledger_transaction_ids.filter((id) => id !== step.transaction_id),
+      },
+      events: [...decision.events, { type: 'payment.authorization_expired', amount: step.amount }],
+      answer: 'held_amount' in decision.answer ? { ...decision.answer, held_amount: heldOf(openHolds) } : decision.answer,
+    };
+  }
+  throw new Error(`a ${step.kind} step cannot lapse`);
+}
+
 export function heldOf(holds: readonly OpenHold[]): number {
   return holds.reduce((sum, hold) => sum + hold.amount, 0);
 }

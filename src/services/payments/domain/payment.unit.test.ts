@@ -13,6 +13,7 @@ import {
   decideReversal,
   type Payment,
   type RouteRules,
+  withLapsedStep,
 } from './payment.ts';
 
 const NOW = new Date('2026-03-01T00:00:00.000Z');
@@ -149,5 +150,43 @@ describe('payment.unit: reversal, refund, expiry', () => {
     assert.deepEqual(decision.steps, [{ kind: 'void', transaction_id: 'visa:A1:hold' }]);
     assert.deepEqual([decision.payment.status, decision.payment.hold_expires_at, decision.events[0]], ['expired', null, { type: 'payment.authorization_expired', amount: 1_000 }]);
     assert.equal(decideExpiry(decision.payment), undefined);
+  });
+});
+
+describe('payment.unit: a hold lapsing midway through a decision', () => {
+  test('a post from the lapsed hold becomes a forced consume of the same amount, under an id derived from the hold, drawn for refunds', () => {
+    const increased = decideIncrement(rules, authorized(300), auth({ authorization_id: 'I1', amount: 200, incremental_of: 'A1' }), { advice: false, now: NOW }).payment;
+    const capture = decideCapture(increased, { sales_draft_id: 'S1', amount: 450, currency: 'JPY', final: true }, NOW);
+    const lapsed = withLapsedStep(capture, 1);
+    assert.deepEqual(lapsed.steps, [
+      { kind: 'post', transaction_id: 'visa:A1:hold', amount: 300, force: false },
+      { kind: 'consume', transaction_id: 'visa:A1:hold:I1:lapsed', amount: 150 },
+    ]);
+    assert.deepEqual(lapsed.payment.captures[0]!.draws, [
+      { transaction_id: 'visa:A1:hold', amount: 300, refunded: 0 },
+      { transaction_id: 'visa:A1:hold:I1:lapsed', amount: 150, refunded: 0 },
+    ]);
+    assert.equal(lapsed.payment.captured_total, 450);
+    assert.equal(lapsed.answer.forced, true);
+    assert.deepEqual(lapsed.events, [{ type: 'payment.captured', amount: 450, extra: { final: true, forced: true } }]);
+    assert.deepEqual(decideRefund(lapsed.payment, { refund_id: 'R1', amount: 450, sales_draft_id: 'S1' }).steps.map((step) => step.kind === 'refund' && step.refund_of), ['visa:A1:hold', 'visa:A1:hold:I1:lapsed']);
+    assert.deepEqual(withLapsedStep(capture, 1), lapsed, 'the same lapse, the same ids: finishing it again replays');
+  });
+
+  test('a remainder to be held again under the deadline is released instead: reversed, and an expiry event says how much', () => {
+    const capture = decideCapture(authorized(500), { sales_draft_id: 'S1', amount: 200, currency: 'JPY', final: false }, NOW);
+    assert.equal(capture.steps[1]!.kind, 'hold');
+    const lapsed = withLapsedStep(capture, 1);
+    assert.deepEqual(lapsed.steps, [{ kind: 'post', transaction_id: 'visa:A1:hold', amount: 200, force: false }]);
+    assert.deepEqual([lapsed.payment.open_holds, lapsed.payment.hold_expires_at, lapsed.payment.reversed_total, lapsed.payment.captured_total], [[], null, 300, 200]);
+    assert.equal(lapsed.payment.ledger_transaction_ids.includes('visa:A1:hold:S1'), false);
+    assert.equal(lapsed.answer.held_amount, 0);
+    assert.deepEqual(lapsed.events.map((event) => [event.type, event.amount]), [['payment.captured', 200], ['payment.authorization_expired', 300]]);
+
+    const reversal = decideReversal(authorized(500), { reversal_id: 'V1', amount: 100 });
+    const released = withLapsedStep(reversal, 1);
+    assert.deepEqual(released.steps, [{ kind: 'void', transaction_id: 'visa:A1:hold' }]);
+    assert.deepEqual([released.payment.open_holds, released.payment.reversed_total, released.answer.held_amount], [[], 500, 0]);
+    assert.throws(() => withLapsedStep(reversal, 0), /a void step cannot lapse/);
   });
 });
