@@ -328,6 +328,28 @@ describe('a decision cut short between its writes, finished after its hold lapse
   });
 });
 
+describe('a journal entry lost with a database crash, the hold placed after it', () => {
+  test('the authorization decided again by a later clock keeps the hold the ledger has (its deadline), approved once — not an idempotency conflict', async () => {
+    clock.set(START);
+    await h.fund('r-lost-journal', 1000);
+    ledger.failOnce(1);
+    await assert.rejects(service.authorize(authorization('rx-15', 'r-lost-journal', 300), { advice: false }), isUnavailable);
+    const [{ intent }] = (await h.query<{ intent: { decision: { steps: Array<{ expires_at: string }> } } }>('SELECT intent FROM koban_visa.payment_intents WHERE payment_id = $1', ['visa:rx-15'])).rows as [{ intent: { decision: { steps: Array<{ expires_at: string }> } } }];
+    const firstDeadline = intent.decision.steps[0]!.expires_at;
+    // The client's retry placed the hold after the server came back; the journal entry (committed without waiting for its flush) did not survive.
+    await koban.ledger.submit({ transaction_id: 'visa:rx-15:hold', user_id: 'r-lost-journal', balance_type: 'cash', type: 'consume', amount: 300, pending: true, pending_expires_at: firstDeadline });
+    await h.query('DELETE FROM koban_visa.payment_intents WHERE payment_id = $1', ['visa:rx-15']);
+
+    clock.advance(1000);
+    const resent = await service.authorize(authorization('rx-15', 'r-lost-journal', 300), { advice: false });
+    assert.deepEqual(JSON.parse(resent.body), { authorization_id: 'rx-15', approved: true, available_after: 700 });
+    assert.equal((await service.payment('visa:rx-15'))!.hold_expires_at, firstDeadline);
+    assert.deepEqual(await h.cash('r-lost-journal'), { available: 700, posted: 1000, pending_debit: 300 });
+    assert.deepEqual(await ledgerIdsOf('r-lost-journal'), ['fund-r-lost-journal-1000', 'visa:rx-15:hold']);
+    assert.deepEqual(await h.events('visa:rx-15'), [event('visa', 'authorization', 'rx-15', 'payment.authorized', { amount: 300, authorized_total: 300, advice: false })]);
+  });
+});
+
 describe('a ledger answer lost after the write applied', () => {
   test('an authorization whose hold was placed but answered 500: the decision stays and its resend finishes it (the same hold) — never decided again with another deadline', async () => {
     clock.set(START);

@@ -29,6 +29,7 @@ import {
   type Payment,
   paymentIdOf,
   type RouteRules,
+  withHoldDeadline,
   withLapsedStep,
 } from './domain/payment.ts';
 import { differingFields } from './domain/messages.ts';
@@ -345,6 +346,14 @@ export class PaymentService {
         try {
           results.push(await this.#step(decision.steps[index]!, decision.payment.user_id));
         } catch (error) {
+          const step = decision.steps[index]!;
+          const deadline = step.kind === 'hold' ? await this.#deadlineOfOwnHold(step.transaction_id, error) : undefined;
+          if (deadline !== undefined) {
+            this.#logger.warn({ paymentId: decision.payment.payment_id, kind: intent.kind, messageId: intent.message_id, deadline }, 'the ledger holds this decision\'s hold under an earlier deadline (a lost journal entry); keeping it');
+            decision = withHoldDeadline(decision, index, deadline);
+            index -= 1;
+            continue;
+          }
           // Midway, the ledger let the hold lapse (finished after the deadline): what ran stays, the rest follows the lapse.
           if (results.length === 0 || !holdLapsed(error)) throw error;
           this.#logger.warn({ paymentId: decision.payment.payment_id, kind: intent.kind, messageId: intent.message_id }, 'a hold lapsed midway through a payment decision; finishing it as lapsed');
@@ -408,6 +417,18 @@ export class PaymentService {
         { cause: error },
       );
     }
+  }
+
+  /**
+   * The deadline the ledger keeps a hold under, when the hold was refused as an idempotency conflict on its
+   * deadline alone: the same hold, of the same message, placed by an earlier decision whose journal was lost.
+   */
+  async #deadlineOfOwnHold(transactionId: string, error: unknown): Promise<string | undefined> {
+    if (ledgerRefusal(error)?.code !== 'idempotency_conflict') return undefined;
+    const fields = ((error as KobanError).cause as KobanError | undefined)?.details?.['fields'];
+    if (!Array.isArray(fields) || fields.length !== 1 || fields[0] !== 'pending_expires_at') return undefined;
+    const [existing] = await this.#ledger.getTransactions(transactionId);
+    return existing?.pending_expires_at ?? undefined;
   }
 
   async #ledgerWrite(step: LedgerStep, userId: string): Promise<Transaction> {

@@ -447,6 +447,22 @@ export function withLapsedStep(decision: Decision, index: number): Decision {
   throw new Error(`a ${step.kind} step cannot lapse`);
 }
 
+/**
+ * A decision whose hold (step `index`) the ledger already has under another
+ * deadline: an earlier decision about the same message placed it, then its
+ * journal entry was lost (a database crash before the entry reached disk, the
+ * ledger's write retried after it) and the message was decided again by a
+ * later clock. The hold is that message's own; the ledger's deadline stands.
+ */
+export function withHoldDeadline(decision: Decision, index: number, deadline: string): Decision {
+  const step = decision.steps[index];
+  if (step?.kind !== 'hold') throw new Error(`step ${index} of this decision is not a hold`);
+  const steps = [...decision.steps];
+  steps[index] = { ...step, expires_at: deadline };
+  const payment = decision.payment.hold_expires_at === step.expires_at ? { ...decision.payment, hold_expires_at: deadline } : decision.payment;
+  return { ...decision, steps, payment };
+}
+
 export function heldOf(holds: readonly OpenHold[]): number {
   return holds.reduce((sum, hold) => sum + hold.amount, 0);
 }

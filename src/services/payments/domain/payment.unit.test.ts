@@ -13,6 +13,7 @@ import {
   decideReversal,
   type Payment,
   type RouteRules,
+  withHoldDeadline,
   withLapsedStep,
 } from './payment.ts';
 
@@ -188,5 +189,18 @@ describe('payment.unit: a hold lapsing midway through a decision', () => {
     assert.deepEqual(released.steps, [{ kind: 'void', transaction_id: 'visa:A1:hold' }]);
     assert.deepEqual([released.payment.open_holds, released.payment.reversed_total, released.answer.held_amount], [[], 500, 0]);
     assert.throws(() => withLapsedStep(reversal, 0), /a void step cannot lapse/);
+  });
+});
+
+describe('payment.unit: a hold the ledger already keeps under an earlier deadline', () => {
+  test('the decision takes the ledger deadline for the step and the payment; anything but a hold step is refused', () => {
+    const decision = decideAuthorization(rules, auth(), { advice: false, now: NOW });
+    const earlier = '2026-03-07T23:59:59.000Z';
+    const kept = withHoldDeadline(decision, 0, earlier);
+    assert.deepEqual(kept.steps, [{ kind: 'hold', transaction_id: 'visa:A1:hold', amount: 1_000, force: false, expires_at: earlier }]);
+    assert.equal(kept.payment.hold_expires_at, earlier);
+    assert.deepEqual(kept.declinableHold, decision.declinableHold);
+    const reversal = decideReversal(authorized(500), { reversal_id: 'V1', amount: 100 });
+    assert.throws(() => withHoldDeadline(reversal, 0, earlier), /not a hold/);
   });
 });
