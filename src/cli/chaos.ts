@@ -10,7 +10,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { type ChaosOptions, runChaos } from './chaos/run.ts';
-import { SOAK_SAMPLE_INTERVAL_MS, SoakRecorder } from './chaos/soak.ts';
+import { SOAK_DURATION_MIN_S, SOAK_SAMPLE_INTERVAL_MS, SoakRecorder } from './chaos/soak.ts';
 import { FAULT_KINDS, supportedKinds } from './chaos/schedule.ts';
 import { natsServerBinary } from './chaos/topology.ts';
 
@@ -55,6 +55,9 @@ export function chaosOptions(argv: readonly string[], randomSeed: () => number =
   program.parse([...argv], { from: 'user' });
   const options = program.opts<CliOptions>();
   const profile = PROFILES[options.profile];
+  if (options.profile === 'soak' && options.duration !== undefined && options.duration < SOAK_DURATION_MIN_S) {
+    program.error(`error: option '--duration' of a soak must be at least ${SOAK_DURATION_MIN_S} seconds: a shorter soak judges growth before retention has levelled it off`, { exitCode: 64, code: 'chaos.soak_too_short' });
+  }
   const payments = options.payments ?? profile.payments;
   return {
     seed: options.seed ?? randomSeed(),

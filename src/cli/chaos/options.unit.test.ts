@@ -22,6 +22,11 @@ test('long: at least 20,000 payments; options override the profile; --database-u
   });
 });
 
+test('a soak of 5 minutes or more is taken', () => {
+  assert.equal(chaosOptions(['--profile', 'soak', '--duration', '300']).durationMs, 300_000);
+  assert.equal(chaosOptions(['--profile', 'soak']).durationMs, 600_000);
+});
+
 test('bad usage is refused, naming the option', () => {
   const refused = (argv: string[], message: RegExp) =>
     assert.throws(
@@ -35,6 +40,7 @@ test('bad usage is refused, naming the option', () => {
     refused(['--bus', 'kafka'], /--bus.*kafka/);
     refused(['--profile', 'medium'], /--profile.*medium/);
     refused(['--seed', '-1'], /--seed/);
+    refused(['--profile', 'soak', '--duration', '150'], /--duration' of a soak must be at least 300 seconds/);
   } finally {
     process.stderr.write = stderr;
   }

@@ -18,6 +18,12 @@ export const SOAK_RETENTION_MS = 60_000;
 export const SOAK_RETENTION_INTERVAL_MS = 5_000;
 /** The delivery check trusts the bus's records only for events published this much less than a retention ago: sweeps go on while it reads. */
 export const SOAK_CHECK_MARGIN_MS = 30_000;
+/**
+ * The shortest soak judged: the pruned tables reach their steady state a couple of minutes in (one-minute
+ * retention, pruned every 5 s); a 150 s soak judged bus messages and two services' memory unbounded
+ * that a 10-minute one, from the same start, saw level off.
+ */
+export const SOAK_DURATION_MIN_S = 300;
 const DAY_MS = 86_400_000;
 
 /** What the run hands the soak every interval: its processes, its databases and the client's latencies since the last one. */
