@@ -30,9 +30,13 @@ export type FaultKind = (typeof FAULT_KINDS)[number];
 export type Profile = 'short' | 'long' | 'soak';
 export type BusKind = 'postgres' | 'nats' | 'sns-sqs';
 
-/** A process of the split topology and what it does: producers own an outbox, consumers own subscriptions. */
-/** A process of the run; `subscriptions` lists its busiest first: poison windows go there, since one on a quiet subscription would see no event. */
-export type ProcessRole = Readonly<{ name: string; producer: boolean; subscriptions: readonly string[] }>;
+/**
+ * A process of the run and what it does: a producer owns an outbox — `steady` when card traffic keeps it
+ * publishing all through the run (a relay crash goes there: accounts publishes once per user, mostly at
+ * the start, so a crash window on it may see no batch); consumers own subscriptions, listed busiest first
+ * (poison windows go to the first, since one on a quiet subscription would see no event).
+ */
+export type ProcessRole = Readonly<{ name: string; producer: false | 'steady' | 'sparse'; subscriptions: readonly string[] }>;
 
 export type Fault = Readonly<{
   /** Since the traffic started. */
@@ -98,7 +102,7 @@ export function planFaults(options: ScheduleOptions): Fault[] {
   // Up to CRASH_WINDOW_MS, ending before the run does.
   const crashWindow = (at_ms: number) => Math.min(CRASH_WINDOW_MS, Math.floor(options.durationMs - at_ms - FAILPOINT_LEAD_MS - 1));
   const processes = options.processes.map((role) => role.name);
-  const producers = options.processes.filter((role) => role.producer).map((role) => role.name);
+  const producers = options.processes.filter((role) => role.producer === 'steady').map((role) => role.name);
   const consumers = options.processes.filter((role) => role.subscriptions.length > 0);
   const faults = draws.map(({ kind, at_ms }): Fault => {
     switch (kind) {

@@ -23,9 +23,9 @@ import type { BusKind, ProcessRole } from './schedule.ts';
 /** The processes of the split topology (the ledger serves the bus's HTTP API beside it) and their roles. */
 export const CHAOS_PROCESSES: readonly ProcessRole[] = [
   { name: 'ledger+bus', producer: false, subscriptions: [] },
-  { name: 'visa', producer: true, subscriptions: [] },
-  { name: 'quicpay', producer: true, subscriptions: [] },
-  { name: 'accounts', producer: true, subscriptions: [] },
+  { name: 'visa', producer: 'steady', subscriptions: [] },
+  { name: 'quicpay', producer: 'steady', subscriptions: [] },
+  { name: 'accounts', producer: 'sparse', subscriptions: [] },
   // The payments subscription first: card traffic keeps it busy (see ProcessRole).
   { name: 'points', producer: false, subscriptions: [POINTS_SUBSCRIPTIONS.payments, ...Object.values(POINTS_SUBSCRIPTIONS).filter((name) => name !== POINTS_SUBSCRIPTIONS.payments)] },
   { name: 'notifications', producer: false, subscriptions: [NOTIFICATION_SUBSCRIPTIONS.payments, NOTIFICATION_SUBSCRIPTIONS.accounts] },
