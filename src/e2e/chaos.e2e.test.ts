@@ -26,12 +26,7 @@ const injected = (output: string, kind: string) => Number(new RegExp(`^  ${kind}
 describe('npm run chaos, short profile', { concurrency: false }, () => {
   for (const bus of ['postgres', 'nats', 'sns-sqs'] as const) {
     const skip = bus === 'nats' && natsServerBinary() === undefined ? 'nats-server is not installed (on PATH or /usr/sbin): the chaos run on NATS starts its own' : false;
-    // A todo while a product bug the chaos runs found is open: after faults, an authorization (or a capture) can
-    // answer 500 when the ledger refuses its hold or post (idempotency_conflict; pending_expired or invalid_request
-    // once its hold lapsed) — seen here once on sns-sqs with this seed, and in the long postgres run. The run still
-    // executes and prints every violation; remove the todo with the fix.
-    const todo = 'open bug: a payment decision can meet a ledger refusal after faults and answer 500 (chaos seed 20261201 on sns-sqs; long run seed 20261130 on postgres)';
-    test(`on the ${bus} bus: every fault the run makes itself happened, 0 violations, exit 0`, { skip, todo, timeout: RUN_TIMEOUT_MS + 10_000 }, async () => {
+    test(`on the ${bus} bus: every fault the run makes itself happened, 0 violations, exit 0`, { skip, timeout: RUN_TIMEOUT_MS + 10_000 }, async () => {
       const { code, output } = await run(['--profile', 'short', '--bus', bus, '--seed', '20261201', '--duration', '40', '--payments', '300']);
       assert.equal(code, 0, output);
       assert.match(output, /chaos: OK — 0 violations \(seed 20261201\)/);
