@@ -148,7 +148,9 @@ function session(client: PoolClient, clock: Clock, outboxSchema: string, state: 
     payment: (paymentId) => selectPayment(client, paymentId),
     async recordIntent(paymentId, intent): Promise<number> {
       // Committed before the ledger writes, without waiting for its flush (see payments_journal). Stamped by the
-      // service's clock, the one finishStalled measures staleness with.
+      // service's clock, the one finishStalled measures staleness with. One case loses it: PostgreSQL crashes
+      // before the flush and the ledger takes the write only after the restart (the ledger client's retry); the
+      // message is then decided again, and the service keeps the hold the ledger has (see #deadlineOfOwnHold).
       const result = await client.query<{ seq: string }>({
         name: 'payments_journal',
         text: 'SELECT payments_journal($1, $2, $3) AS seq',
