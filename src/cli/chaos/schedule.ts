@@ -64,8 +64,18 @@ export type ScheduleOptions = Readonly<{
 
 /** Faults of each kind a long profile injects (the issue's bar), and the short profile's (one each, service kills twice). */
 export const LONG_FAULTS_PER_KIND = 50;
-/** Drawn per kind in a long run: a few more than the bar, since a crash window that opens while its process is down after an earlier fault is not armed. */
+/** Drawn per kind in a long run: a few more than the bar (one that finds no free time on any process is dropped). */
 const LONG_FAULTS_DRAWN_PER_KIND = 60;
+/**
+ * How long a process counts as busy after it is killed or restarted: it comes back within this, on a loaded
+ * machine. In a long run, faults that act on one process (a kill, a skew, a failpoint window and the crash it
+ * ends in) never overlap on it: a window that opened while its process was down after an earlier fault was
+ * not armed (the first long run injected only 30–35 of 60 failpoint faults of each kind).
+ */
+const PROCESS_RESPAWN_ALLOWANCE_MS = 8_000;
+const FAILPOINT_KINDS: ReadonlySet<FaultKind> = new Set(['relay_crash', 'consumer_crash', 'poison_window']);
+/** Tries at a free moment for one fault before it is dropped. */
+const PLACEMENT_TRIES_MAX = 200;
 /** A clock shift a service is claimed to tolerate: well inside the holds' timeout and the bus's ack deadlines. */
 export const CLOCK_SKEW_MAX_MS = 2_000;
 /** Faults are drawn inside this share of the run, so the last ones still meet traffic and the drain starts clean. */
@@ -84,7 +94,7 @@ export function planFaults(options: ScheduleOptions): Fault[] {
   const kinds = supportedKinds(options);
   const first = options.durationMs * FIRST_FAULT_AT;
   const last = options.durationMs * LAST_FAULT_AT;
-  // Short: one of each kind (two service kills) in its own slot, in a seeded order; long: many of each at seeded times.
+  // Short: one of each kind (two service kills) in its own slot, in a seeded order.
   const draws: Array<{ kind: FaultKind; at_ms: number }> = [];
   // A soak measures growth under steady traffic: no faults.
   if (options.profile === 'soak') return [];
@@ -96,15 +106,13 @@ export function planFaults(options: ScheduleOptions): Fault[] {
     }
     const slot = (last - first) / order.length;
     order.forEach((kind, index) => draws.push({ kind, at_ms: between(first + index * slot, first + index * slot + slot * 0.6) }));
-  } else {
-    for (const kind of kinds) for (let count = 0; count < LONG_FAULTS_DRAWN_PER_KIND; count += 1) draws.push({ kind, at_ms: between(first, last) });
   }
   // Up to CRASH_WINDOW_MS, ending before the run does.
   const crashWindow = (at_ms: number) => Math.min(CRASH_WINDOW_MS, Math.floor(options.durationMs - at_ms - FAILPOINT_LEAD_MS - 1));
   const processes = options.processes.map((role) => role.name);
   const producers = options.processes.filter((role) => role.producer === 'steady').map((role) => role.name);
   const consumers = options.processes.filter((role) => role.subscriptions.length > 0);
-  const faults = draws.map(({ kind, at_ms }): Fault => {
+  const make = (kind: FaultKind, at_ms: number): Fault => {
     switch (kind) {
       case 'service_kill':
         return { at_ms, kind, target: pick(processes), window_ms: 0 };
@@ -127,12 +135,51 @@ export function planFaults(options: ScheduleOptions): Fault[] {
         return { at_ms, kind, target: pick(processes), window_ms: between(3_000, 8_000), skew_ms: skew };
       }
     }
-  });
+  };
+  const faults: Fault[] = [];
+  if (options.profile === 'short') {
+    for (const { kind, at_ms } of draws) faults.push(make(kind, at_ms));
+  } else {
+    // Long: many of each at seeded times, kinds interleaved so that none is left the least free time, those
+    // with the fewest possible targets (the failpoints) placed first in each round.
+    const busy = new Map<string, Array<readonly [number, number]>>();
+    const order = [...kinds].sort((a, b) => Number(FAILPOINT_KINDS.has(b)) - Number(FAILPOINT_KINDS.has(a)));
+    for (let count = 0; count < LONG_FAULTS_DRAWN_PER_KIND; count += 1) {
+      for (const kind of order) {
+        for (let attempt = 0; attempt < PLACEMENT_TRIES_MAX; attempt += 1) {
+          const fault = make(kind, between(first, last));
+          const span = processSpan(fault);
+          const taken = busy.get(fault.target) ?? [];
+          if (span !== undefined && taken.some(([from, until]) => span[0] < until && from < span[1])) continue;
+          if (span !== undefined) busy.set(fault.target, [...taken, span]);
+          faults.push(fault);
+          break;
+        }
+      }
+    }
+  }
   return faults.sort((a, b) => a.at_ms - b.at_ms || a.kind.localeCompare(b.kind));
 }
 
+/** The time a fault keeps its process busy (its window, then its way back), or undefined for faults that act on no one process. */
+export function processSpan(fault: Fault): readonly [number, number] | undefined {
+  switch (fault.kind) {
+    case 'service_kill':
+      return [fault.at_ms, fault.at_ms + PROCESS_RESPAWN_ALLOWANCE_MS];
+    case 'clock_skew':
+      return [fault.at_ms, fault.at_ms + fault.window_ms + PROCESS_RESPAWN_ALLOWANCE_MS];
+    case 'relay_crash':
+    case 'consumer_crash':
+      return [fault.at_ms, fault.at_ms + FAILPOINT_LEAD_MS + fault.window_ms + PROCESS_RESPAWN_ALLOWANCE_MS];
+    case 'poison_window':
+      return [fault.at_ms, fault.at_ms + FAILPOINT_LEAD_MS + fault.window_ms];
+    default:
+      return undefined;
+  }
+}
+
 /** A crash failpoint fires at the first pass inside its window, once (respawned, the process is not armed with it again): a long window only makes a pass likelier, as traffic or a peer may pause. */
-const CRASH_WINDOW_MS = 10_000;
+const CRASH_WINDOW_MS = 6_000;
 
 /** A failpoint window opens this long after its fault's moment: the runner respawns the process with it at that moment, and it must be up first. */
 export const FAILPOINT_LEAD_MS = 3_000;

@@ -1,7 +1,7 @@
 // Goal: the chaos run's fault schedule is a pure function of its seed — the same seed replays the same faults — and every profile injects every kind the run supports, at least as often as the issue asks, inside the run and on targets that exist.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { countByKind, FAILPOINT_LEAD_MS, failpointsFor, LONG_FAULTS_PER_KIND, planFaults, type ProcessRole, supportedKinds } from './schedule.ts';
+import { countByKind, FAILPOINT_LEAD_MS, failpointsFor, LONG_FAULTS_PER_KIND, planFaults, type ProcessRole, processSpan, supportedKinds } from './schedule.ts';
 
 const processes: ProcessRole[] = [
   { name: 'ledger+bus', producer: false, subscriptions: [] },
@@ -41,9 +41,26 @@ describe('planFaults', () => {
     assert.ok(counts.service_kill >= 1 && counts.client_timeout >= 1);
   });
 
-  test(`long: at least ${LONG_FAULTS_PER_KIND} faults of every supported kind`, () => {
-    const counts = countByKind(planFaults({ ...options, profile: 'long', durationMs: 1_200_000 }));
-    for (const kind of supportedKinds(options)) assert.ok(counts[kind] >= LONG_FAULTS_PER_KIND, `${kind}: ${counts[kind]}`);
+  test(`long: at least ${LONG_FAULTS_PER_KIND} faults of every supported kind, and never two on one process at once (its window, then its way back)`, () => {
+    // The run's own shape: two card routes publishing all along, two consumers.
+    const run = [
+      ...processes,
+      { name: 'quicpay', producer: 'steady' as const, subscriptions: [] },
+    ];
+    for (let seed = 0; seed < 10; seed += 1) {
+      const faults = planFaults({ ...options, seed, processes: run, profile: 'long', durationMs: 1_500_000 });
+      const counts = countByKind(faults);
+      for (const kind of supportedKinds(options)) assert.ok(counts[kind] >= LONG_FAULTS_PER_KIND, `seed ${seed}, ${kind}: ${counts[kind]}`);
+      const spans = new Map<string, Array<readonly [number, number]>>();
+      for (const fault of faults) {
+        const span = processSpan(fault);
+        if (span === undefined) continue;
+        const taken = spans.get(fault.target) ?? [];
+        const clash = taken.find(([from, until]) => span[0] < until && from < span[1]);
+        assert.equal(clash, undefined, `seed ${seed}: ${JSON.stringify(fault)} overlaps ${JSON.stringify(clash)} on ${fault.target}`);
+        spans.set(fault.target, [...taken, span]);
+      }
+    }
   });
 });
 
