@@ -224,10 +224,14 @@ async function recoverFromOrphan(dataDir: string, clusterDir: string, logger: Lo
   const info = await processInfo(postmaster.pid);
   // A stale file (no such process, or the pid now belongs to something else): PostgreSQL itself handles it.
   if (info === undefined || info.zombie || !(await isPostmasterOf(info, clusterDir))) return;
-  if (info.ppid !== 1 && isNodeProcess(info.parentCommand)) throw dataDirInUse(dataDir, postmaster, info.ppid);
+  // Ours (this process's child) is one an earlier start here gave up on while it went on starting: stopped like an orphan.
+  const ours = info.ppid === process.pid;
+  if (!ours && info.ppid !== 1 && isNodeProcess(info.parentCommand)) throw dataDirInUse(dataDir, postmaster, info.ppid);
   logger.warn(
     { postgresPid: postmaster.pid, port: postmaster.port, clusterDir },
-    `embedded PostgreSQL (pid ${postmaster.pid}) outlived the Koban that started it: stopping it before starting again`,
+    ours
+      ? `embedded PostgreSQL (pid ${postmaster.pid}) of a start given up on is still running: stopping it before starting again`
+      : `embedded PostgreSQL (pid ${postmaster.pid}) outlived the Koban that started it: stopping it before starting again`,
   );
   process.kill(postmaster.pid, 'SIGINT');
   const deadline = Date.now() + ORPHAN_STOP_TIMEOUT_MS;
