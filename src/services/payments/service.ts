@@ -348,7 +348,8 @@ export class PaymentService {
         } catch (error) {
           const step = decision.steps[index]!;
           const deadline = step.kind === 'hold' ? await this.#deadlineOfOwnHold(step.transaction_id, error) : undefined;
-          if (deadline !== undefined) {
+          // (Once: a deadline already taken from the ledger that conflicts again is not this case.)
+          if (deadline !== undefined && step.kind === 'hold' && deadline !== step.expires_at) {
             this.#logger.warn({ paymentId: decision.payment.payment_id, kind: intent.kind, messageId: intent.message_id, deadline }, 'the ledger holds this decision\'s hold under an earlier deadline (a lost journal entry); keeping it');
             decision = withHoldDeadline(decision, index, deadline);
             index -= 1;
