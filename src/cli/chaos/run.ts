@@ -165,6 +165,11 @@ export async function runChaos(options: ChaosOptions, log: (line: string) => voi
     const trafficMs = performance.now() - startedAt;
     log(`traffic done in ${(trafficMs / 1000).toFixed(1)} s; waiting for the faults under way, then draining…`);
     await injector;
+    // Failpoint windows live in the processes' settings, not in the injector: one still open after the traffic
+    // would crash its process in the middle of the drain (a relay crash 3 s before the end of a long run did,
+    // and the drain's next request failed). Wait for the last to close; settle() then waits for its respawn.
+    const windowsClosedAt = Math.max(0, ...faults.filter((fault) => fault.failpoint !== undefined).map((fault) => fleet!.windowStart(fault) + fault.window_ms));
+    if (windowsClosedAt > Date.now()) await sleep(windowsClosedAt - Date.now());
     // A skewed clock is put right before the drain: the checks are about the faults' effects, not a skew left on.
     for (const name of fleet.names()) await fleet.skew(name, 0).catch(() => {});
     await fleet.settle();
