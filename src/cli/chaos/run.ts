@@ -221,6 +221,17 @@ export async function runChaos(options: ChaosOptions, log: (line: string) => voi
   }
 }
 
+/**
+ * Restarts of one server run one after another: two at once (a restart drawn while one was still bringing it
+ * back) would start two servers on one store. The schedule keeps them apart; this holds when a restart overruns.
+ */
+const restartsUnderWay = new WeakMap<object, Promise<void>>();
+function oneAtATime(server: object, restart: () => Promise<void>): Promise<void> {
+  const next = (restartsUnderWay.get(server) ?? Promise.resolve()).catch(() => {}).then(restart);
+  restartsUnderWay.set(server, next);
+  return next;
+}
+
 async function inject(
   fault: Fault,
   fleet: Fleet,
@@ -235,10 +246,10 @@ async function inject(
         await fleet.kill(fault.target);
         break;
       case 'postgres_restart':
-        await postgres.restart(fault.window_ms);
+        await oneAtATime(postgres, () => postgres.restart(fault.window_ms));
         break;
       case 'broker_restart':
-        await broker.restart(fault.window_ms);
+        await oneAtATime(broker, () => broker.restart(fault.window_ms));
         break;
       case 'client_timeout': {
         const timeoutsBefore = client.stats.timeouts;

@@ -161,7 +161,7 @@ export function planFaults(options: ScheduleOptions): Fault[] {
   return faults.sort((a, b) => a.at_ms - b.at_ms || a.kind.localeCompare(b.kind));
 }
 
-/** The time a fault keeps its process busy (its window, then its way back), or undefined for faults that act on no one process. */
+/** The time a fault keeps its process (a service, PostgreSQL, the broker) busy — its window, then its way back — or undefined for the client's. */
 export function processSpan(fault: Fault): readonly [number, number] | undefined {
   switch (fault.kind) {
     case 'service_kill':
@@ -173,6 +173,10 @@ export function processSpan(fault: Fault): readonly [number, number] | undefined
       return [fault.at_ms, fault.at_ms + FAILPOINT_LEAD_MS + fault.window_ms + PROCESS_RESPAWN_ALLOWANCE_MS];
     case 'poison_window':
       return [fault.at_ms, fault.at_ms + FAILPOINT_LEAD_MS + fault.window_ms];
+    case 'postgres_restart':
+    case 'broker_restart':
+      // PostgreSQL or the broker: one restart at a time (three NATS restarts within 2 s of one another were drawn once).
+      return [fault.at_ms, fault.at_ms + fault.window_ms + PROCESS_RESPAWN_ALLOWANCE_MS];
     default:
       return undefined;
   }
