@@ -98,6 +98,34 @@ describe('NATS adapter across a clean restart of its server', { skip }, () => {
     await Promise.all(consumers.map((consumer) => consumer.stop()));
   });
 
+  test('a delivery that failed and waits out its retry delay when the server restarts is delivered again after it, trims meanwhile', async () => {
+    assert.ok(bus && server);
+    const topic = `retry-${randomUUID().slice(0, 8)}`;
+    const name = `${topic}-points`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic, ackWaitMs: 2_000, maxDeliveries: 5, retryBackoffInitialMs: 1_500, retryBackoffMaxMs: 1_500 }] });
+    const attempts: number[] = [];
+    let failed = false;
+    const consumer = await bus.consume(name, async ({ event, attempt }) => {
+      if (event.id !== 'r1') return;
+      attempts.push(attempt);
+      if (attempt === 1) {
+        failed = true;
+        throw new Error('the first delivery fails (a database restart under way)');
+      }
+    });
+    try {
+      await bus.publishBatch([{ topic, event: { specversion: '1.0', id: 'r1', source: '/koban/tests', type: 'koban.test.happened', time: new Date().toISOString(), data: {} } as CloudEvent }]);
+      await waitFor(() => failed);
+      // Inside the retry delay: the server restarts, and the adapter trims as it does every few seconds.
+      await server.restart(DOWN_MS);
+      await bus.trimAcknowledged().catch(() => undefined);
+      await waitFor(() => attempts.length >= 2, DELIVERED_TIMEOUT_MS);
+      assert.equal(attempts[1], 2);
+    } finally {
+      await consumer.stop();
+    }
+  });
+
   test('a trim deletes what every subscription acknowledged and keeps what one of them has not', async () => {
     assert.ok(bus && server);
     const topic = `trim-${randomUUID().slice(0, 8)}`;
