@@ -15,6 +15,8 @@ import { PostgresPaymentStore } from './store/postgres/postgres-payment-store.ts
 import { event, MERCHANT, PaymentHarness } from './testing/harness.ts';
 
 const START = '2026-03-02T01:00:00.000Z';
+/** The route's hold timeout here: an authorization's hold lapses this long after it. */
+const HOLD_TIMEOUT_MS = 7 * 24 * 60 * 60 * 1000;
 const clock = new ManualClock(START);
 let koban: TestKoban;
 let h: PaymentHarness;
@@ -89,7 +91,7 @@ before(async () => {
   service = new PaymentService({
     store,
     ledger,
-    rules: { route: 'visa', currency: 'JPY', authorizationAmountMax: 1_000_000, holdTimeoutMs: 7 * 24 * 60 * 60 * 1000 },
+    rules: { route: 'visa', currency: 'JPY', authorizationAmountMax: 1_000_000, holdTimeoutMs: HOLD_TIMEOUT_MS },
     clock,
     logger,
     sweepIntervalMs: 0,
@@ -211,8 +213,6 @@ describe('a decision cut short that no message comes to finish', () => {
 });
 
 describe('a decision cut short, finished after its hold lapsed', () => {
-  const DEADLINE_MS = 7 * 24 * 60 * 60 * 1000;
-
   test('a capture journalled before the deadline and resent after it: the payment expires as of its deadline, the capture is forced — no 500, nothing doubled', async () => {
     clock.set(START);
     await h.fund('r-lap-cap', 1000);
@@ -221,7 +221,7 @@ describe('a decision cut short, finished after its hold lapsed', () => {
     await assert.rejects(service.capture(salesDraft('rx-10-s', 'rx-10', 'r-lap-cap', 200, true)), isUnavailable);
     assert.equal(await unfinishedIntents('visa:rx-10'), 1);
 
-    clock.advance(DEADLINE_MS + 1000);
+    clock.advance(HOLD_TIMEOUT_MS + 1000);
     const resent = await service.capture(salesDraft('rx-10-s', 'rx-10', 'r-lap-cap', 200, true));
     assert.deepEqual(JSON.parse(resent.body), { sales_draft_id: 'rx-10-s', authorization_id: 'rx-10', payment_id: 'visa:rx-10', captured_amount: 200, captured_total: 200, held_amount: 0, forced: true });
     assert.equal(await unfinishedIntents('visa:rx-10'), 0);
@@ -240,7 +240,7 @@ describe('a decision cut short, finished after its hold lapsed', () => {
     ledger.failOnce(1);
     await assert.rejects(service.capture(salesDraft('rx-11-s', 'rx-11', 'r-lap-swp', 200, true)), isUnavailable);
 
-    clock.advance(DEADLINE_MS + 1000);
+    clock.advance(HOLD_TIMEOUT_MS + 1000);
     assert.equal(await service.finishStalled(), 1);
     assert.equal(await unfinishedIntents('visa:rx-11'), 0);
     assert.equal((await service.payment('visa:rx-11'))!.status, 'authorized', 'dropping the decision changes nothing by itself');
@@ -257,13 +257,13 @@ describe('a decision cut short, finished after its hold lapsed', () => {
     await assert.rejects(service.authorize(authorization('rx-12', 'r-lap-auth', 300), { advice: false }), isUnavailable);
     assert.equal(await unfinishedIntents('visa:rx-12'), 1);
 
-    clock.advance(DEADLINE_MS + 1000);
+    clock.advance(HOLD_TIMEOUT_MS + 1000);
     const resent = await service.authorize(authorization('rx-12', 'r-lap-auth', 300), { advice: false });
     assert.deepEqual(JSON.parse(resent.body), { authorization_id: 'rx-12', approved: true, available_after: 700 });
     assert.equal(await unfinishedIntents('visa:rx-12'), 0);
     assert.deepEqual(await h.cash('r-lap-auth'), { available: 700, posted: 1000, pending_debit: 300 });
     const [hold] = await koban.ledger.getTransactions('visa:rx-12:hold');
-    assert.equal(hold!.pending_expires_at, new Date(clock.now().getTime() + DEADLINE_MS).toISOString());
+    assert.equal(hold!.pending_expires_at, new Date(clock.now().getTime() + HOLD_TIMEOUT_MS).toISOString());
     assert.deepEqual(await h.events('visa:rx-12'), [event('visa', 'authorization', 'rx-12', 'payment.authorized', { amount: 300, authorized_total: 300, advice: false })]);
   });
 
@@ -274,7 +274,7 @@ describe('a decision cut short, finished after its hold lapsed', () => {
     ledger.failOnce(1);
     await assert.rejects(service.authorize(authorization('rx-13-up', 'r-lap-inc', 200, { incremental_of: 'rx-13' }), { advice: false }), isUnavailable);
 
-    clock.advance(DEADLINE_MS + 1000);
+    clock.advance(HOLD_TIMEOUT_MS + 1000);
     await assert.rejects(
       service.authorize(authorization('rx-13-up', 'r-lap-inc', 200, { incremental_of: 'rx-13' }), { advice: false }),
       (error: unknown) => error instanceof KobanError && error.code === 'authorization_closed',
@@ -286,8 +286,6 @@ describe('a decision cut short, finished after its hold lapsed', () => {
 });
 
 describe('a decision cut short between its writes, finished after its hold lapsed', () => {
-  const DEADLINE_MS = 7 * 24 * 60 * 60 * 1000;
-
   test('a final capture over two holds, its second post lost, resent after the deadline: the rest is taken by a forced consume — exact cash, one capture', async () => {
     clock.set(START);
     await h.fund('r-mid-cap', 1000);
@@ -297,7 +295,7 @@ describe('a decision cut short between its writes, finished after its hold lapse
     await assert.rejects(service.capture(salesDraft('rx-20-s', 'rx-20', 'r-mid-cap', 450, true)), isUnavailable);
     assert.deepEqual(await h.cash('r-mid-cap'), { available: 500, posted: 700, pending_debit: 200 });
 
-    clock.advance(DEADLINE_MS + 1000);
+    clock.advance(HOLD_TIMEOUT_MS + 1000);
     const resent = await service.capture(salesDraft('rx-20-s', 'rx-20', 'r-mid-cap', 450, true));
     assert.deepEqual(JSON.parse(resent.body), { sales_draft_id: 'rx-20-s', authorization_id: 'rx-20', payment_id: 'visa:rx-20', captured_amount: 450, captured_total: 450, held_amount: 0, forced: true });
     assert.equal(await unfinishedIntents('visa:rx-20'), 0);
@@ -316,7 +314,7 @@ describe('a decision cut short between its writes, finished after its hold lapse
     ledger.failOnce(2);
     await assert.rejects(service.capture(salesDraft('rx-21-s', 'rx-21', 'r-mid-rest', 200, false)), isUnavailable);
 
-    clock.advance(DEADLINE_MS + 1000);
+    clock.advance(HOLD_TIMEOUT_MS + 1000);
     assert.equal(await service.finishStalled() >= 1, true);
     assert.equal(await unfinishedIntents('visa:rx-21'), 0);
     assert.deepEqual(await h.cash('r-mid-rest'), { available: 800, posted: 800, pending_debit: 0 });
