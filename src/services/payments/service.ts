@@ -347,13 +347,15 @@ export class PaymentService {
           results.push(await this.#step(decision.steps[index]!, decision.payment.user_id));
         } catch (error) {
           const step = decision.steps[index]!;
-          const deadline = step.kind === 'hold' ? await this.#deadlineOfOwnHold(step.transaction_id, error) : undefined;
-          // (Once: a deadline already taken from the ledger that conflicts again is not this case.)
-          if (deadline !== undefined && step.kind === 'hold' && deadline !== step.expires_at) {
-            this.#logger.warn({ paymentId: decision.payment.payment_id, kind: intent.kind, messageId: intent.message_id, deadline }, 'the ledger holds this decision\'s hold under an earlier deadline (a lost journal entry); keeping it');
-            decision = withHoldDeadline(decision, index, deadline);
-            index -= 1;
-            continue;
+          if (step.kind === 'hold') {
+            const deadline = await this.#deadlineOfOwnHold(step.transaction_id, error);
+            // (Once: a deadline already taken from the ledger that conflicts again is not this case.)
+            if (deadline !== undefined && deadline !== step.expires_at) {
+              this.#logger.warn({ paymentId: decision.payment.payment_id, kind: intent.kind, messageId: intent.message_id, deadline }, 'the ledger holds this decision\'s hold under an earlier deadline (a lost journal entry); keeping it');
+              decision = withHoldDeadline(decision, index, deadline);
+              index -= 1;
+              continue;
+            }
           }
           // Midway, the ledger let the hold lapse (finished after the deadline): what ran stays, the rest follows the lapse.
           if (results.length === 0 || !holdLapsed(error)) throw error;
