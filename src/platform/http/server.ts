@@ -28,6 +28,8 @@ const BROKER_UNAVAILABLE_ERRORS: ReadonlySet<string> = new Set([
   'ClosedConnectionError',
   'DrainingConnectionError',
   'RequestError',
+  // JetStream's "no responders": a server that is up but whose JetStream is not answering yet (recovering its streams after a restart).
+  'JetStreamNotEnabled',
 ]);
 /** Longer than any id Koban accepts, so that the schema, not the router, rejects long ids. */
 const ROUTE_PARAM_LENGTH_MAX = 1024;

@@ -13,6 +13,8 @@ import { appendToOutbox, migrateOutbox, OutboxRelay, outboxBacklog } from '../..
 import { createPool, type Pool, type PoolClient } from '../../../platform/postgres/pool.ts';
 import type { CloudEventInput } from '../../../contracts/events/envelope.ts';
 import type { Delivery, EventBus, SubscriptionSpec } from '../../../contracts/bus/event-bus.ts';
+import { createHttpServer } from '../../../platform/http/server.ts';
+import { registerBusRoutes } from '../http/routes.ts';
 import { TcpProxy } from './tcp-proxy.ts';
 
 export type BusHarness = {
@@ -476,6 +478,48 @@ export function runConformance(adapter: string, factory: HarnessFactory, options
       await waitFor(async () => (await outboxBacklog(producerPool)) === 0);
       await relay.stop();
       await consumer.stop();
+    });
+
+    test('a partner publish over HTTP while the broker is down is 503 unavailable with Retry-After; the resend once it is back is accepted and delivered once', async () => {
+      const { topic, names } = await declare({ points: {} });
+      const seen = collect();
+      const consumer = await bus.consume(names.points!, seen.handler);
+      let proxy!: TcpProxy;
+      const flaky = await harness.open({
+        via: async (target) => {
+          proxy = new TcpProxy(target);
+          await proxy.up();
+          proxies.push(proxy);
+          return proxy;
+        },
+      });
+      opened.push(flaky);
+      const app = await createHttpServer({ logger, bodyLimitBytes: 16 * 1024, title: 'conformance', version: '0', description: 'conformance' });
+      registerBusRoutes(app, flaky);
+      await app.ready();
+      const publish = (id: string) =>
+        app.inject({ method: 'POST', url: `/v1/topics/${topic}/events`, headers: { 'content-type': 'application/json' }, payload: JSON.stringify(event({ id })) });
+      try {
+        await proxy.down();
+        const refused = await publish('partner-1');
+        assert.equal(refused.statusCode, 503, refused.body);
+        assert.equal(refused.json().error.code, 'unavailable');
+        assert.equal(refused.json().error.retryable, true);
+        assert.ok(refused.headers['retry-after'], 'Retry-After tells the partner when to resend');
+        await proxy.up();
+        const accepted = await waitFor(async () => {
+          const answer = await publish('partner-1');
+          if (answer.statusCode !== 202) assert.equal(answer.json().error.code, 'unavailable', answer.body);
+          return answer.statusCode === 202 ? answer : undefined;
+        }, 30_000);
+        assert.equal(accepted.json().id, 'partner-1');
+        await waitFor(() => seen.deliveries.length >= 1);
+        await settle();
+        assert.deepEqual(seen.ids(names.points!), ['partner-1']);
+      } finally {
+        await app.close();
+        await consumer.stop();
+      }
     });
 
     test('subscription stats report depth, in-flight, oldest age and dead letters', async () => {

@@ -22,7 +22,8 @@ export function natsServerBinary(): string | undefined {
 
 export type OwnNatsServer = BrokerProcess & { readonly url: string };
 
-export async function startOwnNatsServer(options: { storePrefix: string }): Promise<OwnNatsServer> {
+/** `jetStream` is asked at each start: false starts a server whose JetStream answers nothing (as while it recovers its streams). */
+export async function startOwnNatsServer(options: { storePrefix: string; jetStream?: () => boolean }): Promise<OwnNatsServer> {
   const binary = natsServerBinary();
   if (binary === undefined) throw new Error('nats-server is not installed (on PATH or in /usr/sbin)');
   const storeDir = await mkdtemp(path.join(tmpdir(), options.storePrefix));
@@ -31,7 +32,7 @@ export async function startOwnNatsServer(options: { storePrefix: string }): Prom
     name: 'nats-server',
     port,
     dataDir: storeDir,
-    spawn: () => spawn(binary, ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', storeDir], { stdio: 'ignore' }),
+    spawn: () => spawn(binary, ['-a', '127.0.0.1', '-p', String(port), ...((options.jetStream?.() ?? true) ? ['-js'] : []), '-sd', storeDir], { stdio: 'ignore' }),
   });
   return { ...server, url: `nats://127.0.0.1:${port}` };
 }

@@ -1,7 +1,8 @@
 // Goal: an event the NATS adapter reports published survives a clean restart of the server (SIGTERM, then
 // start on the same store) that happens while publishes are under way: every subscription of its topic
 // receives it; and a stream keeps a message exactly until every subscription has acknowledged it (the
-// adapter trims it, not the server). Runs its own nats-server (free port, own store); skips when
+// adapter trims it, not the server); a partner's publish while JetStream does not answer is a retryable
+// 503, never a 500. Runs its own nats-server (free port, own store); skips when
 // nats-server is not installed.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -15,6 +16,8 @@ import type { CloudEvent } from '../../../../contracts/events/envelope.ts';
 import type { Consumer } from '../../../../contracts/bus/event-bus.ts';
 import { natsServerBinary, type OwnNatsServer, startOwnNatsServer } from '../../testing/nats-server.ts';
 import { sleep, waitFor } from '../../testing/conformance.ts';
+import { createHttpServer } from '../../../../platform/http/server.ts';
+import { registerBusRoutes } from '../../http/routes.ts';
 import { NatsEventBus } from './nats-event-bus.ts';
 
 const skip = natsServerBinary() === undefined ? 'nats-server is not installed (on PATH or in /usr/sbin): this test starts and restarts its own' : false;
@@ -32,9 +35,11 @@ describe('NATS adapter across a clean restart of its server', { skip }, () => {
   let server: OwnNatsServer | undefined;
   let database: TestDatabase | undefined;
   let bus: NatsEventBus | undefined;
+  // Whether the server's next start enables JetStream.
+  let jetStream = true;
 
   before(async () => {
-    server = await startOwnNatsServer({ storePrefix: 'koban-test-nats-' });
+    server = await startOwnNatsServer({ storePrefix: 'koban-test-nats-', jetStream: () => jetStream });
     database = await createTestDatabase('bus_nats_restart');
     bus = await NatsEventBus.open({ natsUrl: server.url, databaseUrl: database.url, poolSize: 8, logger, clock: systemClock, namespace: 'restart', publishTimeoutMs: 500 });
   });
@@ -160,6 +165,52 @@ describe('NATS adapter across a clean restart of its server', { skip }, () => {
       await Promise.all([a.stop(), b.stop()]);
     } finally {
       await nc.close();
+    }
+  });
+
+  test('a publish over HTTP while JetStream does not answer is 503 unavailable with Retry-After; the resend once it answers is accepted and delivered once', async () => {
+    assert.ok(bus && server);
+    const topic = `rewards-${randomUUID().slice(0, 8)}`;
+    const name = `${topic}-points`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic, ackWaitMs: 2_000 }] });
+    const delivered: string[] = [];
+    const consumer = await bus.consume(name, async ({ event }) => void delivered.push(event.id));
+    const app = await createHttpServer({ logger, bodyLimitBytes: 16 * 1024, title: 'test', version: '0', description: 'test' });
+    registerBusRoutes(app, bus);
+    await app.ready();
+    const event = (id: string) => ({ specversion: '1.0', id, source: 'https://partner.example/rewards', type: 'koban.reward.earned', data: { points: 30 } });
+    const publish = (id: string) => app.inject({ method: 'POST', url: `/v1/topics/${topic}/events`, headers: { 'content-type': 'application/json' }, payload: JSON.stringify(event(id)) });
+    try {
+      jetStream = false;
+      await server.restart(0);
+      // Connected again, to a server whose JetStream answers nothing ("no responders").
+      await waitFor(async () => {
+        const probe = await bus!.publishBatch([{ topic, event: event(`probe-${randomUUID()}`) as CloudEvent }]).then(() => undefined, (error: unknown) => error);
+        return probe instanceof Error && probe.name === 'JetStreamNotEnabled';
+      }, DELIVERED_TIMEOUT_MS);
+      const refused = await publish('e1');
+      assert.equal(refused.statusCode, 503, refused.body);
+      assert.equal(refused.json().error.code, 'unavailable');
+      assert.ok(refused.json().error.retryable);
+      assert.ok(refused.headers['retry-after'], 'Retry-After tells the partner when to resend');
+
+      jetStream = true;
+      await server.restart(0);
+      // The partner resends until accepted; every answer before that is the same retryable refusal.
+      const accepted = await waitFor(async () => {
+        const answer = await publish('e1');
+        if (answer.statusCode !== 202) assert.equal(answer.json().error.code, 'unavailable', answer.body);
+        return answer.statusCode === 202 ? answer : undefined;
+      }, DELIVERED_TIMEOUT_MS);
+      assert.equal(accepted.json().id, 'e1');
+      assert.equal((await publish('e2')).statusCode, 202);
+      // The stream keeps order: a second copy of e1 would arrive before e2.
+      await waitFor(() => delivered.includes('e2'), DELIVERED_TIMEOUT_MS);
+      assert.deepEqual(delivered.filter((id) => !id.startsWith('probe-')), ['e1', 'e2']);
+    } finally {
+      jetStream = true;
+      await consumer.stop();
+      await app.close();
     }
   });
 });
