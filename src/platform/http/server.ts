@@ -20,7 +20,7 @@ import { FIELD_ECHO_LENGTH_MAX, boundedText, parseStrictJson } from './strict-js
 export { ERROR_SCHEMA_ID } from './openapi.ts';
 /** How long a request may take to arrive in full (headers and body) before it is answered 408 request_timeout. */
 export const REQUEST_TIMEOUT_MS = 30_000;
-/** NATS client errors (by class name, so the HTTP shell imports no broker client) that mean "try again later". */
+/** NATS client errors (by class name, so the HTTP shell imports no broker client) that mean "try again later"; AWS ones: awsServiceFailure. */
 const BROKER_UNAVAILABLE_ERRORS: ReadonlySet<string> = new Set([
   'TimeoutError',
   'NoRespondersError',
@@ -31,6 +31,8 @@ const BROKER_UNAVAILABLE_ERRORS: ReadonlySet<string> = new Set([
   // JetStream's "no responders": a server that is up but whose JetStream is not answering yet (recovering its streams after a restart).
   'JetStreamNotEnabled',
 ]);
+/** Throttling error names of SNS and SQS (the SDK retries these, then gives up). */
+const AWS_THROTTLING_ERRORS: ReadonlySet<string> = new Set(['ThrottledException', 'Throttling', 'ThrottlingException', 'RequestThrottled', 'RequestThrottledException', 'KMSThrottlingException']);
 /** Longer than any id Koban accepts, so that the schema, not the router, rejects long ids. */
 const ROUTE_PARAM_LENGTH_MAX = 1024;
 /** Longest part of a request's path echoed back in a message. */
@@ -275,10 +277,21 @@ function toCatalogueError(error: unknown, request: FastifyRequest | undefined, r
     case 'timeout':
       return new KobanError('timeout', 'A database did not answer in time; retry', undefined, { cause: error });
   }
-  if (error instanceof Error && BROKER_UNAVAILABLE_ERRORS.has(error.name)) {
+  if (error instanceof Error && (BROKER_UNAVAILABLE_ERRORS.has(error.name) || awsServiceFailure(error))) {
     return new KobanError('unavailable', 'The message broker is unavailable; retry shortly', undefined, { cause: error });
   }
   return new KobanError('internal', 'Internal error', undefined, { cause: error });
+}
+
+/**
+ * An AWS SDK error (told by its shape: `$fault`, and the throttling names its
+ * retry strategy knows) that is the service's failure, not our request's: a
+ * 5xx (the emulator's "database is locked" among them) or throttling.
+ */
+function awsServiceFailure(error: Error): boolean {
+  const fault = (error as { $fault?: unknown }).$fault;
+  if (fault === 'server') return true;
+  return fault === 'client' && AWS_THROTTLING_ERRORS.has(error.name);
 }
 
 /** The name of the first path parameter of the request's route whose value (as sent) is `faulty`. */

@@ -5,6 +5,9 @@ import { Duplex } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
+import { InternalErrorException, InvalidParameterException, ThrottledException } from '@aws-sdk/client-sns';
+import { SQSServiceException } from '@aws-sdk/client-sqs';
+import { jserrors } from '@nats-io/jetstream/internal';
 import { ERROR_CATALOGUE } from '../errors.ts';
 import { RouteTable } from './route-table.ts';
 import { createHttpServer } from './server.ts';
@@ -143,6 +146,44 @@ describe('path and query numbers', () => {
     assert.deepEqual((await app.inject({ method: 'GET', url: '/pages/7?limit=1e1' })).json(), { params: { page: 7 }, query: { limit: 10 } });
     assert.deepEqual((await app.inject({ method: 'GET', url: '/pages/7' })).json(), { params: { page: 7 }, query: { limit: 20 } });
     assert.equal((await app.inject({ method: 'GET', url: '/pages/7?limit=1e3' })).statusCode, 400);
+  });
+});
+
+describe('a broker that fails', () => {
+  let app: FastifyInstance;
+  let thrown: unknown;
+  before(async () => {
+    app = await newServer();
+    app.post('/publish', async () => {
+      throw thrown;
+    });
+    await app.ready();
+  });
+  after(() => app.close());
+
+  // The brokers' own error classes, as their clients throw them: each means "try again later", never a bug of ours.
+  for (const [label, error] of [
+    ['NATS: JetStream answers no one (a server recovering its streams)', () => new jserrors.JetStreamNotEnabled('jetstream is not enabled')],
+    ['SNS: the service failed (5xx)', () => new InternalErrorException({ message: 'database is locked', $metadata: { httpStatusCode: 500 } })],
+    ['SQS: the service failed (5xx)', () => new SQSServiceException({ name: 'InternalFailure', $fault: 'server', message: 'database is locked', $metadata: { httpStatusCode: 500 } })],
+    ['SNS: throttled', () => new ThrottledException({ message: 'Rate exceeded', $metadata: { httpStatusCode: 400 } })],
+  ] as const) {
+    test(`${label} → 503 unavailable, retryable, with Retry-After`, async () => {
+      thrown = error();
+      const response = await app.inject({ method: 'POST', url: '/publish' });
+      assert.equal(response.statusCode, 503, response.body);
+      assert.equal(response.json().error.code, 'unavailable');
+      assert.match(response.json().error.message, /broker/);
+      assert.equal(response.json().error.retryable, true);
+      assert.ok(response.headers['retry-after']);
+    });
+  }
+
+  test('a broker refusing what we sent (a client fault) is still a 500: a bug of ours, not a reason to resend', async () => {
+    thrown = new InvalidParameterException({ message: 'Invalid parameter: TopicArn', $metadata: { httpStatusCode: 400 } });
+    const response = await app.inject({ method: 'POST', url: '/publish' });
+    assert.equal(response.statusCode, 500, response.body);
+    assert.equal(response.json().error.code, 'internal');
   });
 });
 
