@@ -516,6 +516,34 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     await consumer.stop();
   });
 
+  test('a message handled on its last delivery whose delete was lost, then moved by SQS to the dead-letter queue, is not a dead letter: the look deletes it there', async () => {
+    const proxy = new TcpProxy({ host: emulator!.host, port: emulator!.port });
+    await proxy.up();
+    proxies.push(proxy);
+    const bus = await openBus(`ns-h-${randomUUID().slice(0, 8)}`, { endpoint: `http://127.0.0.1:${proxy.port}` });
+    const topic = `handled-${randomUUID().slice(0, 8)}`;
+    const name = `${topic}-worker`;
+    await bus.declare({ topics: [topic], subscriptions: [{ name, topic, maxDeliveries: 1, ackWaitMs: 2_000 }] });
+    const handled: string[] = [];
+    const consumer = await bus.consume(name, async (delivery) => {
+      handled.push(delivery.event.id);
+      // SQS is cut off as the handler returns: its success is recorded (the database is reached directly), the delete is lost.
+      if (handled.length === 1) await proxy.down();
+    });
+    await bus.publish(topic, event('handled-then-moved'));
+    await waitFor(() => handled.length >= 1);
+    await sleep(500);
+    await proxy.up();
+    // Its next receive is one past maxReceiveCount: SQS moves it to the dead-letter queue.
+    await waitFor(async () => (await queueDepth(bus, `${name}-DLQ`)) === 1, 10_000);
+    assert.deepEqual((await bus.deadLetters(name, { limit: 10 })).data, [], 'its event was handled: nothing is dead');
+    assert.equal((await bus.subscriptions()).find((entry) => entry.name === name)?.dead_letters, 0);
+    assert.equal(await queueDepth(bus, `${name}-DLQ`), 0, 'the stale copy is deleted');
+    assert.deepEqual(await bus.redrive(name), { redriven: 0 });
+    assert.deepEqual(handled, ['handled-then-moved'], 'the handler ran once');
+    await consumer.stop();
+  });
+
   test('a consumer that dies holding a last delivery: SQS moves the message, and the dead-letter API finds it there, once', async () => {
     const database = await createTestDatabase('bus_sns_crash');
     databases.push(database);

@@ -503,7 +503,8 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
 
   /**
    * What a look does with a copy in the dead-letter queue, by its event's
-   * dead letter and claim: one recorded dead stays; a copy of a discarded one,
+   * dead letter and claim: a copy of an event the subscription handled goes;
+   * one recorded dead stays; a copy of a discarded one,
    * or of one redriven whose event another message owns now, goes. One the
    * registry does not know as dead is recorded dead (with the claim of its
    * message, when that one owns the event): SQS moved it after a consumer died
@@ -513,19 +514,22 @@ export class SnsSqsEventBus extends RegistryEventBus<SqsConsumer> {
    * Only a move task still running may yet move that one: it stays as it is.
    */
   async #judgeCopy(subscription: Subscription, message: Message, event: CloudEvent, moveTaskRunning: () => Promise<boolean>): Promise<'keep' | 'delete'> {
-    const state = await this.pool.query<{ state: string; owner: string | null }>(
-      `SELECT d.state, c.message_id AS owner FROM dead_letters d
-         LEFT JOIN consumed_events c ON c.subscription = d.subscription AND c.event_id = d.event_id
-        WHERE d.subscription = $1 AND d.event_id = $2`,
+    const state = await this.pool.query<{ state: string | null; owner: string | null; handled: boolean }>(
+      `SELECT d.state, c.message_id AS owner, c.handled_at IS NOT NULL AS handled
+         FROM (SELECT $1::text AS subscription, $2::text AS event_id) k
+         LEFT JOIN dead_letters d ON d.subscription = k.subscription AND d.event_id = k.event_id
+         LEFT JOIN consumed_events c ON c.subscription = k.subscription AND c.event_id = k.event_id`,
       [subscription.name, event.id],
     );
-    const row = state.rows[0];
-    if (row?.state === 'dead') return 'keep';
-    if (row?.state === 'discarded') return 'delete';
-    if (row?.state === 'redriven' && row.owner !== null && row.owner !== message.MessageId) return 'delete';
-    if (row?.state === 'redriven' && row.owner === null && (await moveTaskRunning())) return 'keep';
+    const row = state.rows[0]!;
+    // Its event was handled (this message's delete was lost, then SQS moved it on its next receive): a stale copy.
+    if (row.handled) return 'delete';
+    if (row.state === 'dead') return 'keep';
+    if (row.state === 'discarded') return 'delete';
+    if (row.state === 'redriven' && row.owner !== null && row.owner !== message.MessageId) return 'delete';
+    if (row.state === 'redriven' && row.owner === null && (await moveTaskRunning())) return 'keep';
     await recordDeath(this.pool, subscription.name, event, message.MessageId, subscription.maxDeliveries, ACK_DEADLINE_EXCEEDED);
-    this.#logger.warn({ id: event.id, subscription: subscription.name, redriven: row?.state === 'redriven' }, 'message found in the dead-letter queue, unrecorded: listed as dead');
+    this.#logger.warn({ id: event.id, subscription: subscription.name, redriven: row.state === 'redriven' }, 'message found in the dead-letter queue, unrecorded: listed as dead');
     return 'keep';
   }
 
