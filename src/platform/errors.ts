@@ -88,7 +88,7 @@ export const ERROR_CATALOGUE = {
     owner: 'any',
     status: 503,
     retryable: true,
-    description: 'The service or its database is unavailable or overloaded, or shutting down. Retry after `Retry-After` seconds with the same transaction id.',
+    description: 'The service, its database or its message broker is unavailable or overloaded, or shutting down. Retry after `Retry-After` seconds with the same id (transaction, message or event).',
   },
   timeout: {
     owner: 'any',
