@@ -28,6 +28,12 @@ export type Opened = Readonly<{ intents: readonly OpenIntent[]; message: StoredM
 export interface PaymentSession {
   /** Takes the payment's lock, then reads its unfinished decisions, the message (if named) and the payment. */
   open(lockKey: string, paymentId: string, message?: Readonly<{ namespace: string; id: string }>): Promise<Opened>;
+  /**
+   * `open` for a message that would create its payment: when the lock finds no payment, no answer to the
+   * message and no unfinished decision, journals `intent` (decided from no payment) in the same round trip
+   * and returns its sequence number; otherwise journals nothing and returns what `open` returns.
+   */
+  openFresh(lockKey: string, paymentId: string, message: Readonly<{ namespace: string; id: string }>, intent: Intent): Promise<Opened | Readonly<{ journalled: number }>>;
   /** A message by the key its id is unique under (its kind, or a network's own namespace). */
   message(namespace: string, messageId: string): Promise<StoredMessage | undefined>;
   payment(paymentId: string): Promise<Payment | undefined>;

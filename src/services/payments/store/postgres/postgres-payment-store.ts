@@ -9,7 +9,7 @@ import { migrate } from '../../../../platform/postgres/migrate.ts';
 import type { Pool, PoolClient } from '../../../../platform/postgres/pool.ts';
 import type { Payment } from '../../domain/payment.ts';
 import { PAYMENTS_TOPIC, type PaymentRoute } from '../../../../contracts/events/payments.ts';
-import type { OpenIntent, Opened, PaymentEventRow, PaymentSession, PaymentStore, StoredMessage } from '../payment-store.ts';
+import type { Intent, Opened, PaymentEventRow, PaymentSession, PaymentStore, StoredMessage } from '../payment-store.ts';
 
 const MIGRATIONS_DIR = path.join(import.meta.dirname, 'migrations');
 
@@ -134,15 +134,24 @@ export class PostgresPaymentStore implements PaymentStore {
 function session(client: PoolClient, clock: Clock, outboxSchema: string, state: { lockKey: string | undefined }): PaymentSession {
   return {
     async open(lockKey, paymentId, message): Promise<Opened> {
-      if (state.lockKey !== undefined) throw new Error(`this session already holds the lock of ${state.lockKey}`);
-      state.lockKey = lockKey;
-      const result = await client.query<{ opened: { intents: OpenIntent[]; message: StoredMessage | null; payment: Payment | null } }>({
+      takeLock(state, lockKey);
+      const result = await client.query<{ opened: RawOpened }>({
         name: 'payments_open',
         text: 'SELECT payments_open($1, $2, $3, $4) AS opened',
         values: [lockKey, message?.namespace ?? null, message?.id ?? null, paymentId],
       });
+      return openedOf(result.rows[0]!.opened);
+    },
+    async openFresh(lockKey, paymentId, message, intent) {
+      takeLock(state, lockKey);
+      // Stamped as recordIntent stamps (see there), in the statement that takes the lock.
+      const result = await client.query<{ opened: { journalled: string } | RawOpened }>({
+        name: 'payments_open_fresh',
+        text: 'SELECT payments_open_fresh($1, $2, $3, $4, $5, $6) AS opened',
+        values: [lockKey, message.namespace, message.id, paymentId, JSON.stringify(intent), clock.now()],
+      });
       const opened = result.rows[0]!.opened;
-      return { intents: opened.intents.map(({ seq, intent }) => ({ seq: Number(seq), intent })), message: opened.message ?? undefined, payment: opened.payment ?? undefined };
+      return 'journalled' in opened ? { journalled: Number(opened.journalled) } : openedOf(opened);
     },
     message: (namespace, messageId) => selectMessage(client, namespace, messageId),
     payment: (paymentId) => selectPayment(client, paymentId),
@@ -202,6 +211,19 @@ function session(client: PoolClient, clock: Clock, outboxSchema: string, state: 
       });
     },
   };
+}
+
+/** What payments_open returns, as JSON. */
+type RawOpened = { intents: Array<{ seq: string | number; intent: Intent }>; message: StoredMessage | null; payment: Payment | null };
+
+function openedOf(raw: RawOpened): Opened {
+  return { intents: raw.intents.map(({ seq, intent }) => ({ seq: Number(seq), intent })), message: raw.message ?? undefined, payment: raw.payment ?? undefined };
+}
+
+/** A session opens one payment: its lock is released when the session ends. */
+function takeLock(state: { lockKey: string | undefined }, lockKey: string): void {
+  if (state.lockKey !== undefined) throw new Error(`this session already holds the lock of ${state.lockKey}`);
+  state.lockKey = lockKey;
 }
 
 async function selectMessage(client: Pick<PoolClient, 'query'>, namespace: string, messageId: string): Promise<StoredMessage | undefined> {
