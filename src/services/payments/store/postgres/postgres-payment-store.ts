@@ -38,16 +38,16 @@ export class PostgresPaymentStore implements PaymentStore {
   /**
    * One connection for the whole message: a session-level advisory lock, so
    * the decision's journal entry commits before the ledger writes and its
-   * outcome after them, all under the one lock.
+   * outcome after them, all under the one lock. The answer does not wait for
+   * the unlock: the connection returns to the pool once it is done, and a next
+   * message for the payment waits for it at the lock, as for any holder.
    */
   async withPayment<T>(work: (session: PaymentSession) => Promise<T>): Promise<T> {
     const client = await this.#pool.connect();
     const state: { lockKey: string | undefined } = { lockKey: undefined };
-    let healthy = true;
-    try {
-      return await work(session(client, this.#clock, this.#outbox, state));
-    } finally {
+    const finish = async () => {
       // A connection that cannot unlock is destroyed, which ends its session and so its lock.
+      let healthy = true;
       if (state.lockKey !== undefined) {
         healthy = await client.query({ name: 'payments_unlock', text: 'SELECT pg_advisory_unlock(hashtextextended($1, 0))', values: [state.lockKey] }).then(
           () => true,
@@ -55,7 +55,16 @@ export class PostgresPaymentStore implements PaymentStore {
         );
       }
       client.release(!healthy);
+    };
+    let result: T;
+    try {
+      result = await work(session(client, this.#clock, this.#outbox, state));
+    } catch (error) {
+      await finish();
+      throw error;
     }
+    void finish();
+    return result;
   }
 
   async storedMessage(namespace: string, messageId: string): Promise<StoredMessage | undefined> {
