@@ -36,6 +36,16 @@ export const DUPLICATE_WINDOW_MS_DEFAULT = 15 * 60 * 1000;
 export const PUBLISH_TIMEOUT_MS_DEFAULT = 5_000;
 /** Unacknowledged messages one subscription may have outstanding, across all its consumers. */
 const CONSUMER_ACK_PENDING_MAX = IN_FLIGHT_MAX_LIMIT;
+/**
+ * How long a consumer's pull request lives. The client library also waits
+ * about this long (jittered, up to 1.5×) before checking its consumer again
+ * when a check failed — JetStream not answering yet after a restart — and
+ * pulls nothing meanwhile: its default, 30 s, stalled consumption 15–45 s after
+ * a broker restart. A pull every 5 s per consumer costs nothing.
+ */
+const PULL_EXPIRES_MS = 5_000;
+/** After JetStream answers again, a consumer is pulling again within this (the library's backoff, jitter included). */
+export const CONSUMER_RESUME_MS_MAX = PULL_EXPIRES_MS * 1.5;
 /** Wait between reconnect attempts while the server is away. */
 const RECONNECT_WAIT_MS = 250;
 /** Stream sequences probed past the ack floor to find the oldest unacknowledged message. */
@@ -209,7 +219,7 @@ export class NatsEventBus extends RegistryEventBus<NatsConsumer> {
     const jsConsumer = await this.#js.consumers.get(this.streamName(subscription.topic), subscription.name);
     return new NatsConsumer({
       ...options,
-      messages: await jsConsumer.consume({ max_messages: options.batchSizeMax }),
+      messages: await jsConsumer.consume({ max_messages: options.batchSizeMax, expires: PULL_EXPIRES_MS }),
       ownRedriveSubject: this.#redriveSubject(subscription.topic, subscription.name),
       redrivePrefix: `${this.#namespace}.${subscription.topic}.redrive.`,
       deadLetter: (event, attempts, lastError) => recordDeadLetter(this.pool, subscription.name, event, attempts, lastError),
