@@ -136,8 +136,7 @@ export class PaymentService {
   authorize(message: Authorization, options: { advice: boolean; raw?: object }): Promise<Answer> {
     const kind: MessageKind = options.advice ? 'advice' : 'authorization';
     const paymentId = paymentIdOf(this.route, message.incremental_of ?? message.authorization_id);
-    const fresh = message.incremental_of === undefined ? (now: Date) => decideAuthorization(this.#rules, message, { advice: options.advice, now }) : undefined;
-    return this.#handle(kind, message.authorization_id, options.raw ?? message, paymentId, fresh, (payment, now) => {
+    return this.#handle(kind, message.authorization_id, options.raw ?? message, paymentId, message.incremental_of === undefined, (payment, now) => {
       if (message.incremental_of !== undefined) {
         if (payment === undefined) throw unknownPayment(paymentId, 'incremental_of');
         checkUser(payment, message.user_id);
@@ -153,7 +152,7 @@ export class PaymentService {
   /** A sales draft: captures from the hold, or a forced capture when the authorization was never seen. */
   capture(message: SalesDraftMessage, raw?: object): Promise<Answer> {
     const paymentId = paymentIdOf(this.route, message.authorization_id);
-    return this.#handle('sales_draft', message.sales_draft_id, raw ?? message, paymentId, undefined, (payment, now) => {
+    return this.#handle('sales_draft', message.sales_draft_id, raw ?? message, paymentId, false, (payment, now) => {
       if (payment === undefined) return decideForcedCapture(this.#rules, message, now);
       checkUser(payment, message.user_id);
       return decideCapture(payment, message, now);
@@ -162,7 +161,7 @@ export class PaymentService {
 
   reverse(message: ReversalMessage, raw?: object): Promise<Answer> {
     const paymentId = paymentIdOf(this.route, message.authorization_id);
-    return this.#handle('reversal', message.reversal_id, raw ?? message, paymentId, undefined, (payment) => {
+    return this.#handle('reversal', message.reversal_id, raw ?? message, paymentId, false, (payment) => {
       if (payment === undefined) throw unknownPayment(paymentId, 'authorization_id');
       checkUser(payment, message.user_id);
       return decideReversal(payment, message);
@@ -178,7 +177,7 @@ export class PaymentService {
     } else {
       paymentId = paymentIdOf(this.route, message.authorization_id);
     }
-    return this.#handle('refund', message.refund_id, raw ?? message, paymentId, undefined, (payment) => {
+    return this.#handle('refund', message.refund_id, raw ?? message, paymentId, false, (payment) => {
       if (payment === undefined) throw unknownPayment(paymentId, 'authorization_id');
       checkUser(payment, message.user_id);
       return decideRefund(payment, message);
@@ -305,17 +304,22 @@ export class PaymentService {
     messageId: string,
     request: object,
     paymentId: string,
-    /** For a message that would create its payment: its decision from no payment, journalled as the lock is taken (openFresh). */
-    decideFresh: ((now: Date) => Decision) | undefined,
+    /** A message that would create its payment: its decision from no payment is journalled as the lock is taken (openFresh). */
+    createsPayment: boolean,
     decide: (payment: Payment | undefined, now: Date) => Decision,
   ): Promise<Answer> {
     const namespace = this.#dialect.namespace(kind);
     return this.#store.withPayment(async (session) => {
       const message = { namespace, id: messageId };
-      const fresh = this.#freshIntent(kind, messageId, request, decideFresh);
-      const opening = fresh === undefined ? await session.open(paymentId, paymentId, message) : await session.openFresh(paymentId, paymentId, message, fresh);
-      if ('journalled' in opening) return { status: 200, body: await this.#finish(session, fresh!, opening.journalled), replayed: false };
-      const opened = opening;
+      const fresh = createsPayment ? this.#freshIntent(kind, messageId, request, decide) : undefined;
+      let opened: Opened;
+      if (fresh === undefined) {
+        opened = await session.open(paymentId, paymentId, message);
+      } else {
+        const opening = await session.openFresh(paymentId, paymentId, message, fresh);
+        if ('journalled' in opening) return { status: 200, body: await this.#finish(session, fresh, opening.journalled), replayed: false };
+        opened = opening;
+      }
       let payment = await this.#settled(session, paymentId, opened);
       // A decision just finished may have been this very message's.
       const prior = opened.intents.length === 0 ? opened.message : await session.message(namespace, messageId);
@@ -339,16 +343,15 @@ export class PaymentService {
   }
 
   /**
-   * The intent of a message that would create its payment, decided now from no payment, when it moves cash
+   * The intent of a message that would create its payment, decided now as if it had none, when it moves cash
    * (a decline is only recorded: nothing to journal). Undefined otherwise, or when the decision refuses the
    * message: the ordinary path then decides it again under the lock and answers that refusal.
    */
-  #freshIntent(kind: MessageKind, messageId: string, request: object, decideFresh: ((now: Date) => Decision) | undefined): Intent | undefined {
-    if (decideFresh === undefined) return undefined;
+  #freshIntent(kind: MessageKind, messageId: string, request: object, decide: (payment: undefined, now: Date) => Decision): Intent | undefined {
     const now = this.#clock.now();
     let decision: Decision;
     try {
-      decision = decideFresh(now);
+      decision = decide(undefined, now);
     } catch {
       return undefined;
     }
