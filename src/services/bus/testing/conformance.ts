@@ -46,21 +46,25 @@ export function runConformance(adapter: string, factory: HarnessFactory, options
     const opened: EventBus[] = [];
     const proxies: TcpProxy[] = [];
 
-    const openBus = async (via?: boolean) => {
-      const instance = await harness.open(
-        via
-          ? {
-              via: async (target) => {
-                const proxy = new TcpProxy(target);
-                await proxy.up();
-                proxies.push(proxy);
-                return proxy;
-              },
-            }
-          : undefined,
-      );
+    const openBus = async () => {
+      const instance = await harness.open();
       opened.push(instance);
       return instance;
+    };
+
+    /** A bus whose broker traffic runs through a proxy the test can cut (closed after the suite). */
+    const openBehindProxy = async () => {
+      let proxy!: TcpProxy;
+      const instance = await harness.open({
+        via: async (target) => {
+          proxy = new TcpProxy(target);
+          await proxy.up();
+          proxies.push(proxy);
+          return proxy;
+        },
+      });
+      opened.push(instance);
+      return { bus: instance, proxy };
     };
 
     before(async () => {
@@ -450,16 +454,7 @@ export function runConformance(adapter: string, factory: HarnessFactory, options
       const { topic, names } = await declare({ ledger: {} });
       const seen = collect();
       const consumer = await bus.consume(names.ledger!, seen.handler);
-      let proxy!: TcpProxy;
-      const flaky = await harness.open({
-        via: async (target) => {
-          proxy = new TcpProxy(target);
-          await proxy.up();
-          proxies.push(proxy);
-          return proxy;
-        },
-      });
-      opened.push(flaky);
+      const { bus: flaky, proxy } = await openBehindProxy();
       const relay = new OutboxRelay({ pool: producerPool, bus: flaky, logger, idlePollMs: 50, retryInitialMs: 20, retryMaxMs: 200 });
       relay.start();
       await inTransaction(producerPool, (client) => appendToOutbox(client, [{ topic, event: event({ id: 'before-outage' }) }], systemClock));
@@ -484,16 +479,7 @@ export function runConformance(adapter: string, factory: HarnessFactory, options
       const { topic, names } = await declare({ points: {} });
       const seen = collect();
       const consumer = await bus.consume(names.points!, seen.handler);
-      let proxy!: TcpProxy;
-      const flaky = await harness.open({
-        via: async (target) => {
-          proxy = new TcpProxy(target);
-          await proxy.up();
-          proxies.push(proxy);
-          return proxy;
-        },
-      });
-      opened.push(flaky);
+      const { bus: flaky, proxy } = await openBehindProxy();
       const app = await createHttpServer({ logger, bodyLimitBytes: 16 * 1024, title: 'conformance', version: '0', description: 'conformance' });
       registerBusRoutes(app, flaky);
       await app.ready();
