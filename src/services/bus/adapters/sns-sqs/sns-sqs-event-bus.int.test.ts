@@ -98,6 +98,14 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
     return bus;
   }
 
+  /** A bus whose SQS and SNS traffic runs through a proxy the test can cut. */
+  async function openBehindProxy(busNamespace: string): Promise<{ bus: SnsSqsEventBus; proxy: TcpProxy }> {
+    const proxy = new TcpProxy({ host: emulator!.host, port: emulator!.port });
+    await proxy.up();
+    proxies.push(proxy);
+    return { bus: await openBus(busNamespace, { endpoint: `http://127.0.0.1:${proxy.port}` }), proxy };
+  }
+
   const event = (id: string, extra: Record<string, string> = {}) => ({ specversion: '1.0' as const, id, source: '/koban/tests', type: 'koban.test.happened', data: { id }, ...extra });
 
   test('every filter operator, translated to an SNS FilterPolicy, selects in SNS exactly what the bus\'s own evaluator selects', async () => {
@@ -221,10 +229,7 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
   });
 
   test('a message handled but whose delete was lost comes back and is dropped: its handler runs once', async () => {
-    const proxy = new TcpProxy({ host: emulator!.host, port: emulator!.port });
-    await proxy.up();
-    proxies.push(proxy);
-    const bus = await openBus(`ns-l-${randomUUID().slice(0, 8)}`, { endpoint: `http://127.0.0.1:${proxy.port}` });
+    const { bus, proxy } = await openBehindProxy(`ns-l-${randomUUID().slice(0, 8)}`);
     const topic = `lost-${randomUUID().slice(0, 8)}`;
     const ACK_WAIT_MS = 2_000;
     await bus.declare({ topics: [topic], subscriptions: [{ name: `${topic}-worker`, topic, ackWaitMs: ACK_WAIT_MS }] });
@@ -517,10 +522,7 @@ describe('SNS+SQS adapter beyond the conformance suite', { skip, concurrency: fa
   });
 
   test('a message handled on its last delivery whose delete was lost, then moved by SQS to the dead-letter queue, is not a dead letter: the look deletes it there', async () => {
-    const proxy = new TcpProxy({ host: emulator!.host, port: emulator!.port });
-    await proxy.up();
-    proxies.push(proxy);
-    const bus = await openBus(`ns-h-${randomUUID().slice(0, 8)}`, { endpoint: `http://127.0.0.1:${proxy.port}` });
+    const { bus, proxy } = await openBehindProxy(`ns-h-${randomUUID().slice(0, 8)}`);
     const topic = `handled-${randomUUID().slice(0, 8)}`;
     const name = `${topic}-worker`;
     await bus.declare({ topics: [topic], subscriptions: [{ name, topic, maxDeliveries: 1, ackWaitMs: 2_000 }] });
