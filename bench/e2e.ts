@@ -19,7 +19,7 @@ import { freePort, pollUntil } from './lib/net.ts';
 import { PgObserver } from './lib/pg-observer.ts';
 import { type PgServer, databaseUrl, providePgServer, serverVersion, withClient } from './lib/pg-server.ts';
 import { PgbenchReference, describePgSettings, hostBusyPercentOver } from './lib/reference.ts';
-import { errorCode, fixed, formatTable, round, runClock } from './lib/report.ts';
+import { errorCode, fixed, formatTable, percentOfCore, ratioCeiling, round, runClock, usPer } from './lib/report.ts';
 import { guardRun, runMain } from './lib/run-guard.ts';
 import { median, medianItem, medianPairedRatio } from './lib/rounds.ts';
 import { readRunSettings } from './lib/settings.ts';
@@ -114,7 +114,21 @@ type Running = { processes: KobanProcess[]; visaPool: Pool; ledgerPool: Pool; st
 type Lag = { approvals: number; appeared: number; p50Ms: number; p99Ms: number; maxMs: number; driftMs: number };
 /** Fewer approvals in a window than this give no drift (a tenth would be too few to have a median). */
 const DRIFT_APPROVALS_MIN = 50;
-type Row = { round: number; mode: Mode; concurrency: number; load: LoadResult; lag: Lag | undefined; kobanCpuPercent: number; hostBusyPercent: number };
+type Row = {
+  round: number;
+  mode: Mode;
+  concurrency: number;
+  load: LoadResult;
+  lag: Lag | undefined;
+  kobanCpuPercent: number;
+  hostBusyPercent: number;
+  /** CPU per authorization (with its capture and everything they set off in the window), in µs: Koban's processes, the load generator, every PostgreSQL process. */
+  kobanUsPerPair: number;
+  benchUsPerPair: number;
+  pgUsPerPair: number;
+  /** Transaction ids PostgreSQL assigned server-wide per authorization (with its capture and what they set off): its durable commits. */
+  writeTxnsPerPair: number;
+};
 
 const { elapsedS, log } = runClock();
 
@@ -460,6 +474,8 @@ async function main(): Promise<number> {
           }
           for (const concurrency of settings.concurrencies) {
             const cpu = cpuWindow(current.processes);
+            // Whole-server CPU: every service's database, the WAL writer and the rest (the watched database only names the sampled waits).
+            const pgWindow = observer.window(state.databases.get('visa')!);
             const window = new Map<string, number>();
             const load = await runClosedLoop(current.visaPool, {
               concurrency,
@@ -470,10 +486,12 @@ async function main(): Promise<number> {
               signal,
               onWindowStart: () => {
                 cpu.begin();
+                pgWindow.begin();
                 state.window = window;
               },
               onWindowEnd: () => {
                 cpu.end();
+                pgWindow.end();
                 state.window = undefined;
               },
             }).catch((error: unknown) => {
@@ -484,12 +502,25 @@ async function main(): Promise<number> {
             const lag = POINTS_BUILT ? await measureLag(databaseUrl(server.serverUrl, state.databases.get('points')!), window, signal) : undefined;
             assertAlive(current.processes, `${state.mode} c=${concurrency}`);
             const figures = cpu.figures();
-            const row: Row = { round, mode: state.mode, concurrency, load, lag, kobanCpuPercent: (100 * figures.kobanMs) / (load.measuredS * MS_PER_S), hostBusyPercent: figures.hostBusyPercent };
+            const pg = await pgWindow.figures();
+            const row: Row = {
+              round,
+              mode: state.mode,
+              concurrency,
+              load,
+              lag,
+              kobanCpuPercent: percentOfCore(figures.kobanMs, load.measuredS),
+              hostBusyPercent: figures.hostBusyPercent,
+              kobanUsPerPair: usPer(figures.kobanMs, load.units),
+              benchUsPerPair: usPer(figures.benchMs, load.units),
+              pgUsPerPair: usPer(pg.cpu?.totalMs ?? Number.NaN, load.units),
+              writeTxnsPerPair: pg.writeTransactions / load.units,
+            };
             rows.push(row);
             log(
               `  ${state.mode.padEnd(8)} c=${String(concurrency).padEnd(3)} ${fixed(load.unitsPerS, 0).padStart(5)} auth/s (+ captures)  auth p50 ${fixed(load.p50Ms, 1)} ms  p99 ${fixed(load.p99Ms, 1)} ms  ` +
                 (lag ? `lag p50 ${fixed(lag.p50Ms, 0)} ms  p99 ${fixed(lag.p99Ms, 0)} ms  drift ${fixed(lag.driftMs, 0)} ms  (${lag.appeared}/${lag.approvals} grants)  ` : 'lag not measured  ') +
-                `Koban ${fixed(row.kobanCpuPercent, 0)}% of a core, host ${fixed(row.hostBusyPercent, 0)}% busy  unexpected ${load.unexpected.total}` +
+                `Koban ${fixed(row.kobanCpuPercent, 0)}% of a core, PostgreSQL ${fixed(row.pgUsPerPair, 0)} µs CPU per authorization and capture, host ${fixed(row.hostBusyPercent, 0)}% busy  unexpected ${load.unexpected.total}` +
                 (load.unexpected.total > 0 ? ` [${describeUnexpected(load.unexpected)}]` : ''),
             );
           }
@@ -594,6 +625,42 @@ async function main(): Promise<number> {
       );
     }
     console.log('');
+    console.log('Where the time goes (the round with the median throughput; CPU per authorization with its capture and what they set off in the window — consumers, relays, bus — in µs)');
+    const pgbenchPgUs = (concurrency: number) => {
+      const typical = medianItem(pgbench.measured(concurrency), (row) => row.figures.tps);
+      return typical ? usPer(typical.pg.cpu?.totalMs ?? Number.NaN, typical.figures.transactions) : Number.NaN;
+    };
+    console.log(
+      formatTable(
+        ['mode', 'clients', 'auth/s', 'Koban µs', 'load gen µs', 'PostgreSQL µs', 'write txns', 'host busy %', 'pgbench: PostgreSQL µs/txn', 'ratio', 'ceiling ratio'],
+        summaries.flatMap((summary) => {
+          const row = medianItem(summary.rounds, (item) => item.load.unitsPerS);
+          if (!row) return [];
+          return [
+            [
+              summary.mode,
+              String(summary.concurrency),
+              fixed(row.load.unitsPerS, 0),
+              fixed(row.kobanUsPerPair, 0),
+              fixed(row.benchUsPerPair, 0),
+              fixed(row.pgUsPerPair, 0),
+              fixed(row.writeTxnsPerPair, 1),
+              fixed(row.hostBusyPercent, 0),
+              fixed(pgbenchPgUs(summary.concurrency), 0),
+              fixed(summary.ratio.ratio, 2),
+              fixed(ratioCeiling(row.pgUsPerPair, navigator.hardwareConcurrency, pgbench.tps(summary.concurrency)), 2),
+            ],
+          ];
+        }),
+      ),
+    );
+    console.log(
+      `   PostgreSQL µs: every process of the server (all of the mode's databases, WAL writer, checkpointer). write txns: transaction ids assigned server-wide (a pgbench transaction is one). ceiling ratio: the ratio if Koban, the load generator and the broker cost nothing ` +
+        `and PostgreSQL kept all ${navigator.hardwareConcurrency} cores busy at its CPU per authorization — ${navigator.hardwareConcurrency} × 10⁶ µs ÷ PostgreSQL µs ÷ pgbench tps. ` +
+        `A consumer falling behind (lag drift > 0) leaves part of its work outside the window, so the ceiling then flatters.`,
+    );
+
+    console.log('');
     console.log('Targets (issue 12) — reported, not part of the exit code');
     for (const line of targetLines) console.log(`  ${line.met === undefined ? 'NOT MEASURED' : line.met ? 'MET    ' : 'NOT MET'}  ${line.text}`);
 
@@ -643,6 +710,10 @@ async function main(): Promise<number> {
           lag_drift_ms: row.lag ? round(row.lag.driftMs, 1) : null,
           koban_cpu_percent: round(row.kobanCpuPercent, 1),
           host_busy_percent: round(row.hostBusyPercent, 1),
+          koban_cpu_us_per_auth: round(row.kobanUsPerPair, 0),
+          bench_cpu_us_per_auth: round(row.benchUsPerPair, 0),
+          postgres_cpu_us_per_auth: round(row.pgUsPerPair, 0),
+          write_transactions_per_auth: round(row.writeTxnsPerPair, 2),
         })),
         pgbench_rows: pgbench.rows.map((row) => ('figures' in row ? { round: row.round, clients: row.concurrency, tps: round(row.figures.tps, 1) } : row)),
         targets: targetLines.map((line) => ({ met: line.met ?? null, text: line.text })),

@@ -16,7 +16,7 @@ import { freePort, pollUntil, sleep } from './lib/net.ts';
 import { PgObserver, type PgWindowFigures, describeWaits } from './lib/pg-observer.ts';
 import { type PgServer, databaseUrl, providePgServer, serverVersion, withClient } from './lib/pg-server.ts';
 import { PgbenchReference, describePgSettings, hostBusyPercentOver } from './lib/reference.ts';
-import { errorCode, fixed, formatTable, percentOfCore, round, runClock, usPer } from './lib/report.ts';
+import { errorCode, fixed, formatTable, percentOfCore, ratioCeiling, round, runClock, usPer } from './lib/report.ts';
 import { guardRun, runMain } from './lib/run-guard.ts';
 import { median, medianItem, medianPairedRatio } from './lib/rounds.ts';
 import { type RunSettings, readRunSettings } from './lib/settings.ts';
@@ -606,7 +606,7 @@ async function main(): Promise<number> {
     console.log(`Where the time goes (the round with the median throughput; CPU in µs per authorization and % of one core)`);
     console.log(
       formatTable(
-        ['mode', 'c', 'auth/s', 'mean latency ms', 'koban µs/auth', 'koban %', 'koban main threads %', 'PG visa db µs/auth', 'PG ledger db µs/auth', 'PG other %', 'load gen %', 'host busy %', 'write txns/auth (server-wide)', 'PG waits, visa db', 'PG waits, ledger db'],
+        ['mode', 'c', 'auth/s', 'mean latency ms', 'koban µs/auth', 'koban %', 'koban main threads %', 'PG visa db µs/auth', 'PG ledger db µs/auth', 'PG other %', 'PG all µs/auth', 'ceiling ratio', 'load gen %', 'host busy %', 'write txns/auth (server-wide)', 'PG waits, visa db', 'PG waits, ledger db'],
         summaries.map(({ typical: row }) => [
           row.mode,
           String(row.concurrency),
@@ -619,6 +619,8 @@ async function main(): Promise<number> {
           fixed(usPer(row.pgVisa.cpu?.watchedBackendsMs ?? Number.NaN, row.koban.requests), 0),
           fixed(usPer(row.pgLedger.cpu?.watchedBackendsMs ?? Number.NaN, row.koban.requests), 0),
           fixed(percentOfCore((row.pgVisa.cpu?.totalMs ?? Number.NaN) - (row.pgVisa.cpu?.watchedBackendsMs ?? Number.NaN) - (row.pgLedger.cpu?.watchedBackendsMs ?? Number.NaN), row.koban.measuredS), 0),
+          fixed(usPer(row.pgVisa.cpu?.totalMs ?? Number.NaN, row.koban.requests), 0),
+          fixed(ratioCeiling(usPer(row.pgVisa.cpu?.totalMs ?? Number.NaN, row.koban.requests), navigator.hardwareConcurrency, pgbench.tps(row.concurrency)), 2),
           fixed(percentOfCore(row.cpu.benchMs, row.koban.measuredS), 0),
           fixed(row.cpu.hostBusyPercent, 0),
           fixed(row.pgVisa.writeTransactions / row.koban.requests, 2),
@@ -628,7 +630,9 @@ async function main(): Promise<number> {
       ),
     );
     console.log(
-      '   PG … db µs/auth: CPU of that database\'s backends; PG other: WAL writer, checkpointer, other backends; write txns: transaction ids assigned server-wide per authorization; ' +
+      '   PG … db µs/auth: CPU of that database\'s backends; PG other: WAL writer, checkpointer, other backends; PG all: every process of the server; ' +
+        `ceiling ratio: authorizations/s ÷ pgbench tps if Koban and the load generator cost nothing and PostgreSQL kept all ${navigator.hardwareConcurrency} cores busy at its CPU per authorization; ` +
+        'write txns: transaction ids assigned server-wide per authorization; ' +
         'PG waits: share of active-backend samples (every 25 ms, pg_stat_activity) per wait event, CPU when not waiting.',
     );
     for (const concurrency of settings.concurrencies) {

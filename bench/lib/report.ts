@@ -33,6 +33,15 @@ export function usPer(cpuMs: number, count: number): number {
   return (cpuMs * US_PER_MS) / count;
 }
 
+/**
+ * The highest `units/s ÷ pgbench tps` a workload could reach on this machine if everything but PostgreSQL —
+ * Koban, the load generator, a broker — cost no CPU and PostgreSQL kept every core busy at the CPU per unit it
+ * showed under the load: an upper bound no change outside PostgreSQL's share of the work can beat.
+ */
+export function ratioCeiling(pgCpuUsPerUnit: number, cores: number, pgbenchTps: number): number {
+  return (cores * MS_PER_S * US_PER_MS) / pgCpuUsPerUnit / pgbenchTps;
+}
+
 /** A figure for a table: `-` when it is not a number. */
 export function fixed(value: number, digits: number): string {
   return Number.isFinite(value) ? value.toFixed(digits) : '-';
