@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Goal: the SQL floor of a card authorization. pgbench replays the three statements Visa's store sends for one
+// Goal: the SQL floor of a card authorization. pgbench replays the statements Visa's store sends for one
 // approved authorization (bench/sql/visa-authorization.sql) against a database migrated by the product's own
 // migrations, beside pgbench TPC-B-like on the same server, in alternating rounds. No Node.js, HTTP, ledger or
 // relay takes part, so the ratio is the most `bench:payments` could reach if all of those cost nothing: an

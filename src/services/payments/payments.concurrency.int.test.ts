@@ -71,3 +71,31 @@ describe('one authorization sent 20 times at once', () => {
     assert.equal(Number(stored.rows[0]!.n), 1);
   });
 });
+
+describe('ten sales drafts of one authorization at once', () => {
+  test('each decides from the one before it (the payment lock passes only with the outcome committed): all captured, totals exact, no lock left', async () => {
+    const CAPTURES = 10;
+    const CAPTURE_AMOUNT = 100;
+    await h.fund('c-multi', 10 * AMOUNT);
+    const authorization = await authorize('cc-1', 'c-multi', 5 * AMOUNT);
+    assert.equal(authorization.json().approved, true, authorization.body);
+    const responses = await Promise.all(
+      Array.from({ length: CAPTURES }, (_, index) =>
+        h.visa('sales-drafts', { sales_draft_id: `cc-1-sd-${index}`, authorization_id: 'cc-1', user_id: 'c-multi', amount: CAPTURE_AMOUNT, currency: 'JPY', merchant: MERCHANT, final: false }),
+      ),
+    );
+    for (const response of responses) assert.equal(response.statusCode, 200, response.body);
+    // A capture that decided from a state its predecessor had not yet committed would lose that capture's update.
+    const payment = await koban.app.inject({ method: 'GET', url: '/v1/payments/visa:cc-1' });
+    assert.equal(payment.statusCode, 200, payment.body);
+    assert.equal(payment.json().captured_total, CAPTURES * CAPTURE_AMOUNT);
+    assert.equal(payment.json().status, 'captured');
+    assert.deepEqual(await h.cash('c-multi'), { available: 5 * AMOUNT, posted: 10 * AMOUNT - CAPTURES * CAPTURE_AMOUNT, pending_debit: 5 * AMOUNT - CAPTURES * CAPTURE_AMOUNT });
+    assert.deepEqual(await eventTypeCounts('visa:cc-1'), { 'payment.authorized': 1, 'payment.captured': CAPTURES });
+    // Every capture's answer came after its outcome committed and its lock went with that commit.
+    const locks = await h.query<{ n: string }>(
+      `SELECT count(*) AS n FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND a.application_name = 'koban-visa'`,
+    );
+    assert.equal(Number(locks.rows[0]!.n), 0);
+  });
+});

@@ -317,7 +317,7 @@ export class PaymentService {
         opened = await session.open(paymentId, paymentId, message);
       } else {
         const opening = await session.openFresh(paymentId, paymentId, message, fresh);
-        if ('journalled' in opening) return { status: 200, body: await this.#finish(session, fresh, opening.journalled), replayed: false };
+        if ('journalled' in opening) return { status: 200, body: await this.#finish(session, fresh, opening.journalled, { endsSession: true }), replayed: false };
         opened = opening;
       }
       let payment = await this.#settled(session, paymentId, opened);
@@ -328,7 +328,7 @@ export class PaymentService {
       if (payment !== undefined) payment = await this.#expireIfDue(session, payment, now);
       const intent = (current: Payment | undefined): Intent => ({ kind, message_id: messageId, request, occurred_at: now.toISOString(), decision: decide(current, now) });
       try {
-        return { status: 200, body: await this.#decide(session, intent(payment)), replayed: false };
+        return { status: 200, body: await this.#decide(session, intent(payment), { endsSession: true }), replayed: false };
       } catch (error) {
         // The ledger keeps its holds' deadlines on its own clock: when it says a hold lapsed that this route's
         // clock (behind it, or a moment earlier) still counted as held, nothing moved and the decision was
@@ -337,7 +337,7 @@ export class PaymentService {
         if (payment === undefined || payment.hold_expires_at === null || !holdLapsed(error)) throw error;
         this.#logger.info({ paymentId, deadline: payment.hold_expires_at }, "the ledger let the hold lapse before this route's clock reached its deadline; expiring it first");
         const expired = await this.#expireIfDue(session, payment, new Date(payment.hold_expires_at));
-        return { status: 200, body: await this.#decide(session, intent(expired)), replayed: false };
+        return { status: 200, body: await this.#decide(session, intent(expired), { endsSession: true }), replayed: false };
       }
     });
   }
@@ -359,13 +359,16 @@ export class PaymentService {
   }
 
   /** Journals a decision that moves cash, then carries it out; returns the answer's body. */
-  async #decide(session: PaymentSession, intent: Intent): Promise<string> {
+  async #decide(session: PaymentSession, intent: Intent, options: { endsSession: boolean } = { endsSession: false }): Promise<string> {
     const seq = intent.decision.steps.length > 0 ? await session.recordIntent(intent.decision.payment.payment_id, intent) : undefined;
-    return this.#finish(session, intent, seq);
+    return this.#finish(session, intent, seq, options);
   }
 
-  /** Runs a decision's ledger writes (replays, if they ran before) and commits its outcome. */
-  async #finish(session: PaymentSession, intent: Intent, seq: number | undefined): Promise<string> {
+  /**
+   * Runs a decision's ledger writes (replays, if they ran before) and commits its outcome. `endsSession`: the
+   * message's own decision, the session's last step — its commit lets the payment's lock go.
+   */
+  async #finish(session: PaymentSession, intent: Intent, seq: number | undefined, options: { endsSession: boolean } = { endsSession: false }): Promise<string> {
     let decision = intent.decision;
     let results: Transaction[] = [];
     try {
@@ -412,6 +415,7 @@ export class PaymentService {
       payment: decision.payment,
       events: this.#events(decision, intent.kind, intent.message_id, intent.occurred_at),
       intentSeq: seq,
+      endsSession: options.endsSession,
     });
     return body;
   }

@@ -41,12 +41,16 @@ export interface PaymentSession {
   recordIntent(paymentId: string, intent: Intent): Promise<number>;
   /** Closes a journalled decision the ledger refused before moving anything. */
   abandonIntent(seq: number): Promise<void>;
-  /** Records, in one transaction, the answer to a message, the payment after it, its events (into the outbox) and the intent finished. */
+  /**
+   * Records, in one transaction, the answer to a message, the payment after it, its events (into the outbox) and the intent finished.
+   * `endsSession`: the session's last step — the payment's lock goes with this commit (no unlock of its own), and nothing may follow.
+   */
   commit(entry: {
     message?: Readonly<{ kind: string; id: string; request: unknown; response: string; status_code: number }> | undefined;
     payment: Payment;
     events: readonly Readonly<{ event: CloudEventInput; type: string; occurred_at: string }>[];
     intentSeq?: number | undefined;
+    endsSession?: boolean | undefined;
   }): Promise<void>;
 }
 

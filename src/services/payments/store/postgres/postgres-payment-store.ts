@@ -38,17 +38,19 @@ export class PostgresPaymentStore implements PaymentStore {
   /**
    * One connection for the whole message: a session-level advisory lock, so
    * the decision's journal entry commits before the ledger writes and its
-   * outcome after them, all under the one lock. The answer does not wait for
-   * the unlock: the connection returns to the pool once it is done, and a next
-   * message for the payment waits for it at the lock, as for any holder.
+   * outcome after them, all under the one lock. A session whose last step is
+   * an outcome (`endsSession`) lets the lock go in that statement; otherwise
+   * the answer does not wait for the unlock: the connection returns to the
+   * pool once it is done, and a next message for the payment waits for it at
+   * the lock, as for any holder.
    */
   async withPayment<T>(work: (session: PaymentSession) => Promise<T>): Promise<T> {
     const client = await this.#pool.connect();
-    const state: { lockKey: string | undefined } = { lockKey: undefined };
+    const state: SessionState = { lockKey: undefined, ended: false };
     const finish = async () => {
       // A connection that cannot unlock is destroyed, which ends its session and so its lock.
       let healthy = true;
-      if (state.lockKey !== undefined) {
+      if (state.lockKey !== undefined && !state.ended) {
         healthy = await client.query({ name: 'payments_unlock', text: 'SELECT pg_advisory_unlock(hashtextextended($1, 0))', values: [state.lockKey] }).then(
           () => true,
           () => false,
@@ -140,7 +142,10 @@ export class PostgresPaymentStore implements PaymentStore {
   }
 }
 
-function session(client: PoolClient, clock: Clock, outboxSchema: string, state: { lockKey: string | undefined }): PaymentSession {
+/** The lock a session took, and whether an outcome has released it (nothing may follow that outcome). */
+type SessionState = { lockKey: string | undefined; ended: boolean };
+
+function session(client: PoolClient, clock: Clock, outboxSchema: string, state: SessionState): PaymentSession {
   return {
     async open(lockKey, paymentId, message): Promise<Opened> {
       takeLock(state, lockKey);
@@ -162,9 +167,10 @@ function session(client: PoolClient, clock: Clock, outboxSchema: string, state: 
       const opened = result.rows[0]!.opened;
       return 'journalled' in opened ? { journalled: Number(opened.journalled) } : openedOf(opened);
     },
-    message: (namespace, messageId) => selectMessage(client, namespace, messageId),
-    payment: (paymentId) => selectPayment(client, paymentId),
+    message: (namespace, messageId) => selectMessage(live(state, client), namespace, messageId),
+    payment: (paymentId) => selectPayment(live(state, client), paymentId),
     async recordIntent(paymentId, intent): Promise<number> {
+      live(state, client);
       // Committed before the ledger writes, without waiting for its flush (see payments_journal). Stamped by the
       // service's clock, the one finishStalled measures staleness with. One case loses it: PostgreSQL crashes
       // before the flush and the ledger takes the write only after the restart (the ledger client's retry); the
@@ -177,14 +183,18 @@ function session(client: PoolClient, clock: Clock, outboxSchema: string, state: 
       return Number(result.rows[0]!.seq);
     },
     async abandonIntent(seq): Promise<void> {
-      await client.query('DELETE FROM payment_intents WHERE seq = $1', [seq]);
+      await live(state, client).query('DELETE FROM payment_intents WHERE seq = $1', [seq]);
     },
-    async commit({ message, payment, events, intentSeq }) {
-      // One statement, so one round trip and one commit: data-modifying CTEs, the outbox's own insert among them.
-      const outbox = outboxInsert(events.map(({ event }) => ({ topic: PAYMENTS_TOPIC, event })), clock, 16, outboxSchema);
-      // Named: planned once per connection (two shapes, with events and without).
+    async commit({ message, payment, events, intentSeq, endsSession }) {
+      live(state, client);
+      const releases = endsSession === true;
+      if (releases && state.lockKey === undefined) throw new Error('an outcome that ends the session needs the lock open took');
+      // One statement, so one round trip and one commit: data-modifying CTEs, the outbox's own insert among them
+      // (and, ending the session, the lock's release at commit: payments_release_at_commit).
+      const outbox = outboxInsert(events.map(({ event }) => ({ topic: PAYMENTS_TOPIC, event })), clock, releases ? 17 : 16, outboxSchema);
+      // Named: planned once per connection (four shapes: with events or without, releasing or not).
       await client.query({
-        name: outbox.events.length > 0 ? 'payments_record_with_events' : 'payments_record',
+        name: `${outbox.events.length > 0 ? 'payments_record_with_events' : 'payments_record'}${releases ? '_releasing' : ''}`,
         text: `WITH upserted AS (
            INSERT INTO payments (payment_id, route, authorization_id, user_id, status, state, hold_expires_at, created_at, events)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $15)
@@ -197,8 +207,8 @@ function session(client: PoolClient, clock: Clock, outboxSchema: string, state: 
            RETURNING 1
          ), finished AS (
            DELETE FROM payment_intents WHERE seq = $14::bigint RETURNING 1
-         )${outbox.events.length > 0 ? `, outboxed AS (${outbox.sql} RETURNING 1)` : ''}
-         SELECT 1`,
+         )${outbox.events.length > 0 ? `, outboxed AS (${outbox.sql} RETURNING 1)` : ''}${releases ? ', released AS (SELECT payments_release_at_commit($16::text) AS released)' : ''}
+         SELECT ${releases ? 'released FROM released' : '1'}`,
         values: [
           payment.payment_id,
           payment.route,
@@ -215,9 +225,11 @@ function session(client: PoolClient, clock: Clock, outboxSchema: string, state: 
           message?.status_code ?? null,
           intentSeq ?? null,
           JSON.stringify(outbox.events.map((event, index) => ({ id: event.id, type: events[index]!.type, occurred_at: events[index]!.occurred_at }))),
+          ...(releases ? [state.lockKey] : []),
           ...(outbox.events.length > 0 ? outbox.params : []),
         ],
       });
+      if (releases) state.ended = true;
     },
   };
 }
@@ -230,9 +242,15 @@ function openedOf(raw: RawOpened): Opened {
 }
 
 /** A session opens one payment: its lock is released when the session ends. */
-function takeLock(state: { lockKey: string | undefined }, lockKey: string): void {
+function takeLock(state: SessionState, lockKey: string): void {
   if (state.lockKey !== undefined) throw new Error(`this session already holds the lock of ${state.lockKey}`);
   state.lockKey = lockKey;
+}
+
+/** The session's connection, while the lock is still held: after an outcome that released it, nothing more may run. */
+function live(state: SessionState, client: PoolClient): PoolClient {
+  if (state.ended) throw new Error(`the session of ${state.lockKey} has ended: its outcome released the lock`);
+  return client;
 }
 
 async function selectMessage(client: Pick<PoolClient, 'query'>, namespace: string, messageId: string): Promise<StoredMessage | undefined> {
