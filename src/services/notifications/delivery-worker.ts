@@ -112,6 +112,7 @@ export class DeliveryWorker {
       event_id: delivery.event_id,
       user_id: delivery.user_id,
       target: delivery.target,
+      user_endpoint: delivery.user_endpoint,
       payload: delivery.payload,
       attempt: delivery.attempt,
     };
@@ -126,7 +127,9 @@ export class DeliveryWorker {
     const outcome = decideOutcome(this.#policy, delivery.attempt, result, this.#clock.now());
     const context = { delivery_id: delivery.delivery_id, channel: delivery.channel, event_id: delivery.event_id, attempt: delivery.attempt };
     if (outcome.kind === 'retry') this.#logger.warn({ ...context, error: outcome.error, next_attempt_at: outcome.nextAttemptAt }, 'delivery failed; will retry');
-    if (outcome.kind === 'dead') this.#logger.error({ ...context, error: outcome.error }, 'delivery failed for the last time: dead letter');
+    // A permanent failure (an endpoint it may not reach) is the endpoint's configuration, not an outage: warn, not error.
+    if (outcome.kind === 'dead' && !result.ok && result.permanent === true) this.#logger.warn({ ...context, error: outcome.error }, 'delivery refused: dead letter without retries');
+    else if (outcome.kind === 'dead') this.#logger.error({ ...context, error: outcome.error }, 'delivery failed for the last time: dead letter');
     try {
       await this.#store.settle(delivery.seq, delivery.attempt, outcome);
     } catch (error) {

@@ -63,6 +63,11 @@ export const NOTIFICATIONS_SETTINGS: readonly Setting[] = [
     hint: "an http(s):// URL every notice is POSTed to unless its user set a webhook of their own (needs NOTIFICATIONS_WEBHOOK_SECRET); unset for none",
   },
   {
+    key: 'NOTIFICATIONS_USER_WEBHOOK_PRIVATE_ALLOWED',
+    schema: { type: 'boolean', default: false },
+    hint: "true or false: whether a user's own webhook_url may reach loopback, private, link-local and other non-public addresses (false refuses them when set and when sending; the global NOTIFICATIONS_WEBHOOK_URL is never restricted)",
+  },
+  {
     key: 'NOTIFICATIONS_WEBHOOK_SECRET',
     schema: { type: 'string', minLength: WEBHOOK_SECRET_LENGTH_MIN, maxLength: 512 },
     hint: `the secret webhooks are signed with (HMAC-SHA256, header Koban-Signature), at least ${WEBHOOK_SECRET_LENGTH_MIN} characters; unset, webhooks are off`,
@@ -107,6 +112,7 @@ export const NOTIFICATIONS_SETTINGS: readonly Setting[] = [
 type NotificationsConfig = Readonly<{
   defaultLanguage: Language;
   webhookUrl: string | undefined;
+  userWebhookPrivateAllowed: boolean;
   webhookSecret: string | undefined;
   webhookTimeoutMs: number;
   retry: RetryPolicy;
@@ -119,6 +125,7 @@ export function notificationsConfig(settings: Settings): NotificationsConfig {
   const config: NotificationsConfig = {
     defaultLanguage: settings.NOTIFICATIONS_DEFAULT_LANGUAGE as Language,
     webhookUrl: settings.NOTIFICATIONS_WEBHOOK_URL as string | undefined,
+    userWebhookPrivateAllowed: settings.NOTIFICATIONS_USER_WEBHOOK_PRIVATE_ALLOWED as boolean,
     webhookSecret: settings.NOTIFICATIONS_WEBHOOK_SECRET as string | undefined,
     webhookTimeoutMs: settings.NOTIFICATIONS_WEBHOOK_TIMEOUT_MS as number,
     retry: {
@@ -169,10 +176,21 @@ export const notificationsModule: ServiceModule<NotificationService> = {
     const config = notificationsConfig(settings);
     const pool = createPool({ url: databaseUrl, size: NOTIFICATIONS_POOL_SIZE, applicationName: 'koban-notifications', logger });
     const store = new PostgresNotificationStore(pool);
-    const channels: NotificationChannel[] = [new LogChannel(logger)];
-    if (config.webhookSecret !== undefined) channels.push(new WebhookChannel({ secret: config.webhookSecret, timeoutMs: config.webhookTimeoutMs, clock }));
+    const webhook =
+      config.webhookSecret === undefined
+        ? undefined
+        : new WebhookChannel({ secret: config.webhookSecret, timeoutMs: config.webhookTimeoutMs, userPrivateAllowed: config.userWebhookPrivateAllowed, clock });
+    const channels: NotificationChannel[] = [new LogChannel(logger), ...(webhook === undefined ? [] : [webhook])];
     const worker = new DeliveryWorker({ store, channels, policy: config.retry, attemptTimeoutMs: config.webhookTimeoutMs, concurrency: config.concurrency, clock, logger });
-    const service = new NotificationService({ store, worker, clock, logger, defaultLanguage: config.defaultLanguage, globalWebhookUrl: config.webhookUrl });
+    const service = new NotificationService({
+      store,
+      worker,
+      clock,
+      logger,
+      defaultLanguage: config.defaultLanguage,
+      globalWebhookUrl: config.webhookUrl,
+      userWebhookPrivateAllowed: config.userWebhookPrivateAllowed,
+    });
     const consumers: Consumer[] = [];
     let bus: Awaited<ReturnType<typeof openConsumerBus>> | undefined;
     const stopConsuming = async () => {
@@ -188,10 +206,14 @@ export const notificationsModule: ServiceModule<NotificationService> = {
       worker.start();
     } catch (error) {
       await stopConsuming().catch(() => undefined);
+      await webhook?.close();
       await store.close();
       throw error;
     }
-    logger.info({ webhooks: config.webhookSecret !== undefined, global_webhook: config.webhookUrl !== undefined }, 'notifications consuming');
+    logger.info(
+      { webhooks: config.webhookSecret !== undefined, global_webhook: config.webhookUrl !== undefined, user_webhook_private_allowed: config.userWebhookPrivateAllowed },
+      'notifications consuming',
+    );
     // Delivered deliveries go after the retention; notices, settings, pending and dead deliveries are kept.
     const retention = new RetentionSweeper({
       tasks: [{ name: 'notifications.deliveries', pruneBatch: (cutoff, rowsMax) => store.pruneDelivered(cutoff, rowsMax) }],
@@ -209,6 +231,7 @@ export const notificationsModule: ServiceModule<NotificationService> = {
           await stopConsuming();
           await worker.stop();
         } finally {
+          await webhook?.close();
           await store.close();
         }
       },

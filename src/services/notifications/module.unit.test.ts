@@ -6,11 +6,12 @@ import { NOTIFICATIONS_SETTINGS, notificationsConfig, notificationsTopology } fr
 
 const settingsOf = (env: Record<string, string>) => readSettings(NOTIFICATIONS_SETTINGS, env);
 
-test('the defaults: Japanese, webhooks off, 8 attempts from 1 s', () => {
+test("the defaults: Japanese, webhooks off, users' webhooks kept to public addresses, 8 attempts from 1 s", () => {
   const config = notificationsConfig(settingsOf({}));
   assert.equal(config.defaultLanguage, 'ja');
   assert.equal(config.webhookUrl, undefined);
   assert.equal(config.webhookSecret, undefined);
+  assert.equal(config.userWebhookPrivateAllowed, false);
   assert.deepEqual(config.retry, { attemptsMax: 8, retryInitialMs: 1_000, retryMaxMs: 3_600_000 });
 });
 
@@ -31,6 +32,12 @@ test('bad single values are refused by the settings schema', () => {
   assert.throws(() => settingsOf({ NOTIFICATIONS_WEBHOOK_SECRET: 'short' }), /NOTIFICATIONS_WEBHOOK_SECRET/);
   assert.throws(() => settingsOf({ NOTIFICATIONS_WEBHOOK_URL: 'ftp://example.com' }), /NOTIFICATIONS_WEBHOOK_URL/);
   assert.throws(() => settingsOf({ NOTIFICATIONS_WEBHOOK_TIMEOUT_MS: '0' }), /NOTIFICATIONS_WEBHOOK_TIMEOUT_MS/);
+  assert.throws(() => settingsOf({ NOTIFICATIONS_USER_WEBHOOK_PRIVATE_ALLOWED: 'yes' }), /NOTIFICATIONS_USER_WEBHOOK_PRIVATE_ALLOWED="yes".*true or false/);
+});
+
+test('NOTIFICATIONS_USER_WEBHOOK_PRIVATE_ALLOWED reads true and false', () => {
+  assert.equal(notificationsConfig(settingsOf({ NOTIFICATIONS_USER_WEBHOOK_PRIVATE_ALLOWED: 'true' })).userWebhookPrivateAllowed, true);
+  assert.equal(notificationsConfig(settingsOf({ NOTIFICATIONS_USER_WEBHOOK_PRIVATE_ALLOWED: 'false' })).userWebhookPrivateAllowed, false);
 });
 
 test('one subscription per topic it reads, with the retry policy of its settings', () => {

@@ -79,6 +79,8 @@ before(async () => {
       NOTIFICATIONS_WEBHOOK_RETRY_MAX_MS: '2000',
       NOTIFICATIONS_CONSUMER_MAX_DELIVERIES: '3',
       NOTIFICATIONS_CONSUMER_RETRY_INITIAL_MS: '10',
+      // Users' endpoints here are test servers on loopback (notifications.ssrf.int.test.ts keeps the default, false).
+      NOTIFICATIONS_USER_WEBHOOK_PRIVATE_ALLOWED: 'true',
     },
   });
   service = koban.host.api(notificationsModule);
@@ -272,6 +274,30 @@ describe('webhooks', () => {
       assert.equal(hanging.of(hungDead.delivery_id).length, ATTEMPTS_MAX);
     } finally {
       await hanging.close();
+    }
+  });
+});
+
+describe('private endpoints allowed', () => {
+  test('with NOTIFICATIONS_USER_WEBHOOK_PRIVATE_ALLOWED=true a user may choose an endpoint on loopback, by name or by address, and it receives the notices', async () => {
+    const own = await WebhookReceiver.start(SECRET);
+    try {
+      const port = new URL(own.url()).port;
+      for (const [user, url] of [
+        ['kate', `http://localhost:${port}/kate`],
+        ['liam', `http://[::ffff:127.0.0.1]:${port}/liam`],
+      ] as const) {
+        const put = await putSettings(user, { language: 'en', webhook_url: url });
+        assert.equal(put.statusCode, 200, put.body);
+        const authorized = event(user);
+        await koban.bus.publish('payments', authorized);
+        const delivered = await waitFor(`${user}'s delivery`, async () => (await deliveriesOf(authorized.id)).find((row) => row.channel === 'webhook' && row.status === 'delivered'));
+        assert.equal(delivered.target, url);
+        assert.equal(own.of(delivered.delivery_id).length, 1, `${url} received it`);
+        assert.equal(own.of(delivered.delivery_id)[0]!.path, `/${user}`);
+      }
+    } finally {
+      await own.close();
     }
   });
 });

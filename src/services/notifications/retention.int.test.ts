@@ -33,7 +33,7 @@ function notice(eventId: string): Notice {
 
 /** A notice with one log delivery, put in `status`, settled `daysAgo`. */
 async function deliveryIn(eventId: string, status: 'pending' | 'delivered' | 'dead', daysAgo: number): Promise<void> {
-  assert.equal(await store.recordNotice(notice(eventId), [{ delivery_id: randomUUID(), channel: 'log', target: null, payload: '{}' }]), true);
+  assert.equal(await store.recordNotice(notice(eventId), [{ delivery_id: randomUUID(), channel: 'log', target: null, user_endpoint: false, payload: '{}' }]), true);
   await pool.query(
     `UPDATE deliveries d SET status = $2,
             delivered_at = CASE WHEN $2 = 'delivered' THEN now() - make_interval(days => $3::int) END,
@@ -59,7 +59,7 @@ test('delivered deliveries older than the retention go; younger, pending and dea
   assert.deepEqual((await store.deadLetters(undefined, 10)).map((letter) => letter.event_id), ['dead-old']);
 
   // The bus delivers the pruned event again: its notice is found, no delivery is planned again.
-  assert.equal(await store.recordNotice(notice('delivered-old'), [{ delivery_id: randomUUID(), channel: 'log', target: null, payload: '{}' }]), false);
+  assert.equal(await store.recordNotice(notice('delivered-old'), [{ delivery_id: randomUUID(), channel: 'log', target: null, user_endpoint: false, payload: '{}' }]), false);
   const again = await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM deliveries d JOIN notices n ON n.seq = d.notice_seq WHERE n.event_id = 'delivered-old'`);
   assert.equal(again.rows[0]!.n, 0);
 });

@@ -8,6 +8,7 @@ import type { Delivery } from '../../contracts/bus/event-bus.ts';
 import type { Clock } from '../../platform/clock.ts';
 import { decodeCursor, encodeCursor } from '../../platform/cursor.ts';
 import { invalidRequest } from '../../platform/errors.ts';
+import { nonPublicHost } from '../../platform/net-policy.ts';
 import type { DeliveryWorker } from './delivery-worker.ts';
 import { type Language, REDRIVE_IDS_MAX } from './domain/limits.ts';
 import { draftNotice, languageFor, type Notice, type NotifiedTopic, parseNotifiable, planDeliveries, userOf, webhookBody } from './domain/notice.ts';
@@ -26,6 +27,7 @@ export class NotificationService {
   readonly #logger: Logger;
   readonly #defaultLanguage: Language;
   readonly #globalWebhookUrl: string | undefined;
+  readonly #userWebhookPrivateAllowed: boolean;
 
   constructor(options: {
     store: NotificationStore;
@@ -35,6 +37,8 @@ export class NotificationService {
     defaultLanguage: Language;
     /** Every user's notices go here unless they set their own (NOTIFICATIONS_WEBHOOK_URL). */
     globalWebhookUrl: string | undefined;
+    /** Whether a user's own webhook may point at non-public addresses (NOTIFICATIONS_USER_WEBHOOK_PRIVATE_ALLOWED). */
+    userWebhookPrivateAllowed: boolean;
   }) {
     this.#store = options.store;
     this.#worker = options.worker;
@@ -42,6 +46,7 @@ export class NotificationService {
     this.#logger = options.logger;
     this.#defaultLanguage = options.defaultLanguage;
     this.#globalWebhookUrl = options.globalWebhookUrl;
+    this.#userWebhookPrivateAllowed = options.userWebhookPrivateAllowed;
   }
 
   /**
@@ -61,7 +66,7 @@ export class NotificationService {
       .filter((planned) => this.#worker.has(planned.channel))
       .map((planned) => {
         const deliveryId = randomUUID();
-        return { delivery_id: deliveryId, channel: planned.channel, target: planned.target, payload: webhookBody(notice, deliveryId) };
+        return { delivery_id: deliveryId, channel: planned.channel, target: planned.target, user_endpoint: planned.user_endpoint, payload: webhookBody(notice, deliveryId) };
       });
     const stored = await this.#store.recordNotice(notice, deliveries);
     if (stored) this.#worker.wake();
@@ -83,11 +88,23 @@ export class NotificationService {
     return { user_id: userId, language: languageFor(stored, this.#defaultLanguage), webhook_url: stored?.webhook_url ?? null };
   }
 
-  /** Replaces the user's settings; a webhook needs the signing secret, or it could never be sent. */
+  /**
+   * Replaces the user's settings; a webhook needs the signing secret, or it
+   * could never be sent, and must not name a non-public address or localhost
+   * (a name that resolves to one is refused when sending, by the channel).
+   */
   async putSettings(userId: string, input: { language: Language; webhook_url?: string | null | undefined }): Promise<SettingsView> {
     const webhookUrl = input.webhook_url ?? null;
     if (webhookUrl !== null && !this.#worker.has('webhook')) {
       throw invalidRequest('webhook_url', 'webhooks are off in this deployment: set NOTIFICATIONS_WEBHOOK_SECRET to sign them, then set a webhook_url', { in: 'body' });
+    }
+    if (webhookUrl !== null) {
+      const url = URL.parse(webhookUrl);
+      if (url === null) throw invalidRequest('webhook_url', 'webhook_url is not a valid URL: its host or port cannot be parsed', { in: 'body' });
+      const refused = this.#userWebhookPrivateAllowed ? undefined : nonPublicHost(url.hostname);
+      if (refused !== undefined) {
+        throw invalidRequest('webhook_url', `webhook_url must reach a public address, and its host is ${refused}: loopback, private, link-local and other special-purpose addresses are refused`, { in: 'body' });
+      }
     }
     const stored = await this.#store.putUserSettings(userId, { language: input.language, webhook_url: webhookUrl }, this.#clock.now());
     return { user_id: userId, language: stored.language ?? this.#defaultLanguage, webhook_url: stored.webhook_url };

@@ -11,6 +11,8 @@ export type ChannelMessage = Readonly<{
   user_id: string;
   /** Where to (a webhook's URL); null for channels with one destination. */
   target: string | null;
+  /** Whether the user chose the target (it may then reach public addresses only, unless the operator allows private ones). */
+  user_endpoint: boolean;
   /** The bytes to send, the same on every attempt. */
   payload: string;
   /** 1 on the first attempt. */

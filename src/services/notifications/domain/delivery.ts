@@ -11,8 +11,12 @@ export type RetryPolicy = Readonly<{
   retryMaxMs: number;
 }>;
 
-/** How an attempt ended, as a channel reports it. */
-export type AttemptResult = Readonly<{ ok: true } | { ok: false; error: string }>;
+/**
+ * How an attempt ended, as a channel reports it. A `permanent` failure is one
+ * no later attempt can change (the endpoint is one it may not reach): it is
+ * dead at once rather than retried.
+ */
+export type AttemptResult = Readonly<{ ok: true } | { ok: false; error: string; permanent?: boolean }>;
 
 export type DeliveryOutcome = Readonly<
   | { kind: 'delivered'; at: Date }
@@ -30,6 +34,6 @@ export function retryDelayMs(policy: Pick<RetryPolicy, 'retryInitialMs' | 'retry
 /** After attempt number `attempt` ended with `result` at `now`. */
 export function decideOutcome(policy: RetryPolicy, attempt: number, result: AttemptResult, now: Date, random: () => number = Math.random): DeliveryOutcome {
   if (result.ok) return { kind: 'delivered', at: now };
-  if (attempt >= policy.attemptsMax) return { kind: 'dead', at: now, error: result.error };
+  if (result.permanent === true || attempt >= policy.attemptsMax) return { kind: 'dead', at: now, error: result.error };
   return { kind: 'retry', nextAttemptAt: new Date(now.getTime() + retryDelayMs(policy, attempt, random)), error: result.error };
 }

@@ -1,4 +1,4 @@
-// Goal: failed deliveries back off exponentially with equal jitter (between half and all of the nominal delay, capped), and become dead letters exactly at the last allowed attempt.
+// Goal: failed deliveries back off exponentially with equal jitter (between half and all of the nominal delay, capped), and become dead letters exactly at the last allowed attempt, or at once when the failure is permanent.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { decideOutcome, type RetryPolicy, retryDelayMs } from './delivery.ts';
@@ -31,4 +31,10 @@ test('a failure retries at the backed-off time until the last attempt, which is 
   assert.deepEqual(decideOutcome(POLICY, 5, { ok: false, error: 'HTTP 503' }, NOW), { kind: 'dead', at: NOW, error: 'HTTP 503' });
   // An attempt past the last (a lapsed lease of the last one) is dead too.
   assert.equal(decideOutcome(POLICY, 6, { ok: false, error: 'timeout' }, NOW).kind, 'dead');
+});
+
+test('a permanent failure is dead at once, on any attempt, with its error', () => {
+  const refused = { ok: false, error: 'the endpoint resolves to a private address (10.0.0.5)', permanent: true } as const;
+  assert.deepEqual(decideOutcome(POLICY, 1, refused, NOW), { kind: 'dead', at: NOW, error: refused.error });
+  assert.equal(decideOutcome(POLICY, 1, { ok: false, error: 'HTTP 503', permanent: false }, NOW).kind, 'retry');
 });

@@ -28,8 +28,12 @@ export type Notice = NoticeDraft & Readonly<{ notice_id: string; created_at: str
 export type UserSettings = Readonly<{ language: Language | null; webhook_url: string | null }>;
 
 export type ChannelName = 'log' | 'webhook';
-/** A delivery to make: the channel and, for a webhook, where to. */
-export type PlannedDelivery = Readonly<{ channel: ChannelName; target: string | null }>;
+/**
+ * A delivery to make: the channel and, for a webhook, where to, and whether
+ * the user chose that endpoint (then it may reach public addresses only,
+ * unless the operator allows private ones) or the operator did.
+ */
+export type PlannedDelivery = Readonly<{ channel: ChannelName; target: string | null; user_endpoint: boolean }>;
 
 /** Throws `invalid_request` (a poison message: the bus retries, then dead-letters it) unless the event is one notices are made from. */
 export function parseNotifiable(topic: string, event: CloudEvent): NotifiableEvent {
@@ -53,8 +57,12 @@ export function draftNotice(notifiable: NotifiableEvent, language: Language): No
 
 /** Every notice is logged; it goes to the user's webhook, or else the global one, when there is one. */
 export function planDeliveries(settings: UserSettings | undefined, globalWebhookUrl: string | undefined): PlannedDelivery[] {
-  const webhook = settings?.webhook_url ?? globalWebhookUrl;
-  return [{ channel: 'log', target: null }, ...(webhook === undefined ? [] : [{ channel: 'webhook' as const, target: webhook }])];
+  const own = settings?.webhook_url ?? null;
+  const webhook = own ?? globalWebhookUrl;
+  return [
+    { channel: 'log', target: null, user_endpoint: false },
+    ...(webhook === undefined ? [] : [{ channel: 'webhook' as const, target: webhook, user_endpoint: own !== null }]),
+  ];
 }
 
 /** The webhook's body: fixed when the delivery is planned, so every attempt sends the same bytes. */

@@ -114,7 +114,8 @@ export const notificationSchemas = {
   putSettings: {
     operationId: 'putNotificationSettings',
     summary: "Set a user's language and webhook",
-    description: 'Replaces both: a `webhook_url` left out removes the user\'s webhook. Notices made from then on use them. A webhook needs NOTIFICATIONS_WEBHOOK_SECRET set (else 400).',
+    description:
+      "Replaces both: a `webhook_url` left out removes the user's webhook. Notices made from then on use them. A webhook needs NOTIFICATIONS_WEBHOOK_SECRET set (else 400). Unless NOTIFICATIONS_USER_WEBHOOK_PRIVATE_ALLOWED is true, a `webhook_url` whose host is a loopback, private, link-local or other non-public address, or `localhost`, is a 400, and a name that resolves to such an address is refused when sending (a dead letter, without retries).",
     tags: ['notifications'],
     params: userParams,
     body: {

@@ -5,7 +5,8 @@ import type { ChannelName, Notice, UserSettings } from '../domain/notice.ts';
 
 export type StoredNotice = Notice & Readonly<{ seq: number }>;
 
-export type NewDelivery = Readonly<{ delivery_id: string; channel: ChannelName; target: string | null; payload: string }>;
+/** `user_endpoint`: the target is the endpoint its user chose, not the operator's global one. */
+export type NewDelivery = Readonly<{ delivery_id: string; channel: ChannelName; target: string | null; user_endpoint: boolean; payload: string }>;
 
 /** A delivery claimed for one attempt: its lease runs until the attempt is settled or it lapses. */
 export type ClaimedDelivery = Readonly<{
@@ -13,6 +14,8 @@ export type ClaimedDelivery = Readonly<{
   delivery_id: string;
   channel: ChannelName;
   target: string | null;
+  /** Whether the target is the endpoint its user chose. */
+  user_endpoint: boolean;
   payload: string;
   /** This attempt's number, 1-based. */
   attempt: number;

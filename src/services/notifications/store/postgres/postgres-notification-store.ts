@@ -86,9 +86,9 @@ export class PostgresNotificationStore implements NotificationStore {
                ON CONFLICT (topic, event_id) DO NOTHING
                RETURNING seq
              ), planned AS (
-               INSERT INTO deliveries (delivery_id, notice_seq, channel, target, payload, next_attempt_at, created_at)
-               SELECT d.delivery_id, notice.seq, d.channel, d.target, d.payload, $9, $9
-               FROM notice, unnest($10::uuid[], $11::text[], $12::text[], $13::text[]) AS d (delivery_id, channel, target, payload)
+               INSERT INTO deliveries (delivery_id, notice_seq, channel, target, user_endpoint, payload, next_attempt_at, created_at)
+               SELECT d.delivery_id, notice.seq, d.channel, d.target, d.user_endpoint, d.payload, $9, $9
+               FROM notice, unnest($10::uuid[], $11::text[], $12::text[], $13::boolean[], $14::text[]) AS d (delivery_id, channel, target, user_endpoint, payload)
              )
              SELECT seq FROM notice`,
       values: [
@@ -104,6 +104,7 @@ export class PostgresNotificationStore implements NotificationStore {
         deliveries.map((delivery) => delivery.delivery_id),
         deliveries.map((delivery) => delivery.channel),
         deliveries.map((delivery) => delivery.target),
+        deliveries.map((delivery) => delivery.user_endpoint),
         deliveries.map((delivery) => delivery.payload),
       ],
     });
@@ -125,6 +126,7 @@ export class PostgresNotificationStore implements NotificationStore {
       delivery_id: string;
       channel: ChannelName;
       target: string | null;
+      user_endpoint: boolean;
       payload: string;
       attempts: number;
       event_id: string;
@@ -137,7 +139,7 @@ export class PostgresNotificationStore implements NotificationStore {
        UPDATE deliveries d SET attempts = d.attempts + 1, next_attempt_at = $3
        FROM due, notices n
        WHERE d.seq = due.seq AND n.seq = d.notice_seq
-       RETURNING d.seq, d.delivery_id, d.channel, d.target, d.payload, d.attempts, n.event_id, n.user_id`,
+       RETURNING d.seq, d.delivery_id, d.channel, d.target, d.user_endpoint, d.payload, d.attempts, n.event_id, n.user_id`,
       [now, limit, leaseUntil],
     );
     return result.rows.map(({ attempts, seq, ...row }) => ({ ...row, seq: Number(seq), attempt: attempts }));
