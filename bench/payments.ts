@@ -1,5 +1,6 @@
 // Goal: `npm run bench:payments` — Visa authorizations per second over HTTP against Koban in one process
-// (`koban start`) and split (`koban serve ledger bus` + `koban serve visa`), beside pgbench on the same
+// (`koban start`, consumers included), the payment path alone in one process (`koban serve ledger bus visa`)
+// and split (`koban serve ledger bus` + `koban serve visa`), beside pgbench on the same
 // PostgreSQL in the same run, with p50/p99, where the time goes, and a money check (cash held = approvals).
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -65,14 +66,15 @@ const HOST_PROBE_MS = 2_000;
 const MS_PER_S = 1000;
 const BYTES_PER_MIB = 1024 * 1024;
 
-const MODES = ['embedded', 'split'] as const;
+const MODES = ['embedded', 'payments', 'split'] as const;
 type Mode = (typeof MODES)[number];
 const MODE_LABELS: Record<Mode, string> = {
-  embedded: 'embedded (koban start: every service in one process)',
+  embedded: 'embedded (koban start: every service in one process, the points and notifications consumers included)',
+  payments: 'payments (koban serve ledger bus visa: the payment path alone in one process, the ledger in process)',
   split: 'split (koban serve ledger bus | koban serve visa, over HTTP)',
 };
 /** Databases of a mode, one per service, all on the benchmark's server. `koban start` runs every service (QUICPay+ and the rest too). */
-const SERVICES_OF: Record<Mode, readonly string[]> = { embedded: EMBEDDED_SERVICES, split: ['ledger', 'bus', 'visa'] };
+const SERVICES_OF: Record<Mode, readonly string[]> = { embedded: EMBEDDED_SERVICES, payments: ['ledger', 'bus', 'visa'], split: ['ledger', 'bus', 'visa'] };
 
 type Settings = RunSettings<Mode> & { profile: boolean };
 
@@ -171,6 +173,31 @@ async function startMode(state: ModeState, serverUrl: string, settings: Settings
       for (const service of SERVICES_OF.embedded) env[databaseUrlVariable(service)] = urlOf(service);
       visaOrigin = ledgerOrigin = `http://127.0.0.1:${port}`;
       processes.push(await spawnKoban({ repoRoot: REPO_ROOT, args: ['start'], extraNodeArgs: node.args, env, origins: [visaOrigin], label: 'koban start' }));
+    } else if (state.mode === 'payments') {
+      // One process, a port per service: Visa reaches the ledger and the bus in process, as under koban start.
+      const [ledgerPort, busPort, visaPort] = [await freePort(), await freePort(), await freePort()];
+      ledgerOrigin = `http://127.0.0.1:${ledgerPort}`;
+      visaOrigin = `http://127.0.0.1:${visaPort}`;
+      const node = nodeArgs('payments');
+      processes.push(
+        await spawnKoban({
+          repoRoot: REPO_ROOT,
+          args: ['serve', 'ledger', 'bus', 'visa'],
+          extraNodeArgs: node.args,
+          env: {
+            ...kobanChildEnv(),
+            ...node.env,
+            LEDGER_PORT: String(ledgerPort),
+            BUS_PORT: String(busPort),
+            VISA_PORT: String(visaPort),
+            LEDGER_DATABASE_URL: urlOf('ledger'),
+            BUS_DATABASE_URL: urlOf('bus'),
+            VISA_DATABASE_URL: urlOf('visa'),
+          },
+          origins: [visaOrigin, ledgerOrigin, `http://127.0.0.1:${busPort}`],
+          label: 'koban serve ledger bus visa',
+        }),
+      );
     } else {
       const [ledgerPort, busPort, visaPort] = [await freePort(), await freePort(), await freePort()];
       ledgerOrigin = `http://127.0.0.1:${ledgerPort}`;
@@ -383,7 +410,7 @@ async function checkMoney(state: ModeState, running: Running, serverUrl: string,
 
 async function main(): Promise<number> {
   const settings = readSettings(process.env);
-  if (settings.modes.length === 0) throw new Error('BENCH_SCENARIOS names no mode: add embedded and/or split');
+  if (settings.modes.length === 0) throw new Error('BENCH_SCENARIOS names no mode: add embedded, payments and/or split');
   const abort = new AbortController();
   const { signal } = abort;
   const runId = randomBytes(4).toString('hex');
