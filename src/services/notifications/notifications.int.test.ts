@@ -5,10 +5,9 @@ import pg from 'pg';
 import { startTestKoban, type TestKoban } from '../../../test/support/koban.ts';
 import type { DeadLetterPage } from '../../contracts/bus/event-bus.ts';
 import { accountCreatedEvent } from '../../contracts/events/accounts.ts';
-import type { CloudEvent } from '../../contracts/events/envelope.ts';
-import { paymentEvent, type PaymentEventData, type PaymentEventType } from '../../contracts/events/payments.ts';
 import { NOTIFICATION_SUBSCRIPTIONS, notificationsModule } from './module.ts';
 import type { NotificationService, NoticePage } from './service.ts';
+import { paymentData, paymentEventFor as event } from './testing/payment-events.ts';
 import { waitFor, WebhookReceiver } from './testing/webhook-receiver.ts';
 
 const SECRET = 'test-webhook-secret-0123456789';
@@ -23,30 +22,6 @@ let service: NotificationService;
 let db: pg.Pool;
 /** The global endpoint (NOTIFICATIONS_WEBHOOK_URL). */
 let global: WebhookReceiver;
-let sequence = 0;
-
-function paymentData(user: string, overrides: Partial<PaymentEventData> = {}): PaymentEventData {
-  return {
-    payment_id: `visa:P${++sequence}`,
-    route: 'visa',
-    user_id: user,
-    amount: 3_000,
-    authorized_total: 3_000,
-    captured_total: 0,
-    refunded_total: 0,
-    currency: 'JPY',
-    merchant: { id: 'm-42', name: 'Koban Coffee', category_code: '5814' },
-    occurred_at: '2026-01-02T03:04:05.000Z',
-    network_message_id: `N${sequence}`,
-    ...overrides,
-  };
-}
-
-function event(user: string, type: PaymentEventType = 'payment.authorized', overrides: Partial<PaymentEventData> = {}): CloudEvent {
-  const data = paymentData(user, overrides);
-  return paymentEvent({ id: `visa.test.${data.network_message_id}`, type, data, time: '2026-01-02T03:04:05.000Z' }) as CloudEvent;
-}
-
 async function notices(user: string, query = ''): Promise<NoticePage> {
   const response = await koban.app.inject({ method: 'GET', url: `/v1/users/${user}/notices${query}` });
   assert.equal(response.statusCode, 200, response.body);

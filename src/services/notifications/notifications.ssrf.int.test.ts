@@ -4,12 +4,11 @@ import type dns from 'node:dns';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { startTestKoban, type TestKoban } from '../../../test/support/koban.ts';
-import type { CloudEvent } from '../../contracts/events/envelope.ts';
-import { paymentEvent } from '../../contracts/events/payments.ts';
 import { systemClock } from '../../platform/clock.ts';
 import type { Resolver } from '../../platform/net-policy.ts';
 import type { ChannelMessage } from './channels/channel.ts';
 import { WebhookChannel } from './channels/webhook/webhook-channel.ts';
+import { paymentEventFor as event } from './testing/payment-events.ts';
 import { waitFor, WebhookReceiver } from './testing/webhook-receiver.ts';
 
 const SECRET = 'test-webhook-secret-0123456789';
@@ -24,30 +23,6 @@ let db: pg.Pool;
 let global: WebhookReceiver;
 /** Where users try to point their webhooks. */
 let internal: WebhookReceiver;
-let sequence = 0;
-
-function event(user: string): CloudEvent {
-  sequence++;
-  return paymentEvent({
-    id: `visa.ssrf.${sequence}`,
-    type: 'payment.authorized',
-    time: '2026-01-02T03:04:05.000Z',
-    data: {
-      payment_id: `visa:SSRF${sequence}`,
-      route: 'visa',
-      user_id: user,
-      amount: 1_000,
-      authorized_total: 1_000,
-      captured_total: 0,
-      refunded_total: 0,
-      currency: 'JPY',
-      merchant: { id: 'm-1', name: 'Shop', category_code: '5411' },
-      occurred_at: '2026-01-02T03:04:05.000Z',
-      network_message_id: `SSRF${sequence}`,
-    },
-  }) as CloudEvent;
-}
-
 async function webhookDeliveryOf(eventId: string) {
   const result = await db.query<{ delivery_id: string; target: string; user_endpoint: boolean; status: string; attempts: number; last_error: string | null }>(
     `SELECT d.delivery_id, d.target, d.user_endpoint, d.status, d.attempts, d.last_error
